@@ -1,0 +1,169 @@
+package messages
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"strings"
+	"time"
+)
+
+// Endpoint is the provider API a call is for, named by its OpenAI path.
+type Endpoint string
+
+// Endpoints sluice can call.
+const (
+	EndpointChatCompletions Endpoint = "/v1/chat/completions"
+	EndpointEmbeddings      Endpoint = "/v1/embeddings"
+)
+
+// Valid reports whether e is a known endpoint.
+func (e Endpoint) Valid() bool {
+	return e == EndpointChatCompletions || e == EndpointEmbeddings
+}
+
+// Limits on what a call may carry. The body size limit is configuration;
+// these bound the envelope around it.
+const (
+	MaxModelLen      = 128
+	MaxMetadataPairs = 16
+	MaxMetadataKey   = 64
+	MaxMetadataValue = 256
+	MaxRegions       = 16
+)
+
+// CallRequest is what a client publishes on sluice.call.<team>.<tier>. The
+// team and tier come from the subject, never from the body, so NATS
+// permissions on subjects decide who may call as whom.
+//
+//	{
+//	  "id": "0b6c...",                      // optional; else Nats-Msg-Id, else assigned
+//	  "model": "gpt-4o-mini",               // the pool; defaults to body.model
+//	  "endpoint": "/v1/chat/completions",   // default; or /v1/embeddings
+//	  "body": {"messages": [...], "max_tokens": 100},
+//	  "timeout_ms": 30000,                  // or "deadline": "2026-11-25T10:00:00Z"
+//	  "regions": ["eu-west"],               // optional: only these regions may serve it
+//	  "metadata": {"trace": "abc"}          // optional; echoed in the result
+//	}
+type CallRequest struct {
+	ID       string          `json:"id,omitempty"`
+	Model    string          `json:"model,omitempty"`
+	Endpoint Endpoint        `json:"endpoint,omitempty"`
+	Body     json.RawMessage `json:"body"`
+	// Deadline is when the call stops being worth answering. At most one of
+	// Deadline and TimeoutMS may be set; TimeoutMS counts from acceptance.
+	Deadline  *time.Time        `json:"deadline,omitempty"`
+	TimeoutMS int64             `json:"timeout_ms,omitempty"`
+	Regions   []string          `json:"regions,omitempty"`
+	Metadata  map[string]string `json:"metadata,omitempty"`
+}
+
+// DecodeCall parses and validates the parts of a call that need no
+// configuration: JSON shape, unknown fields, id, endpoint, model, deadline,
+// regions and metadata. It fills Model from body.model and Endpoint with its
+// default. Errors are invalid_request and name the field.
+func DecodeCall(data []byte) (CallRequest, *Error) {
+	var c CallRequest
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return c, jsonError(err)
+	}
+	if dec.More() {
+		return c, Errorf(CodeInvalidRequest, "trailing data after the JSON object")
+	}
+	return c, c.Normalize()
+}
+
+// Normalize fills defaults and validates the call; see DecodeCall.
+func (c *CallRequest) Normalize() *Error {
+	if c.ID != "" && !ValidToken(c.ID) {
+		return FieldError("id", "must be 1 to 64 letters, digits, '-' or '_'")
+	}
+	if c.Endpoint == "" {
+		c.Endpoint = EndpointChatCompletions
+	}
+	if !c.Endpoint.Valid() {
+		return FieldError("endpoint", "unknown endpoint %q; use %s or %s", c.Endpoint, EndpointChatCompletions, EndpointEmbeddings)
+	}
+	body := bytes.TrimSpace(c.Body)
+	if len(body) == 0 || string(body) == "null" {
+		return FieldError("body", "is required")
+	}
+	if body[0] != '{' {
+		return FieldError("body", "must be a JSON object")
+	}
+	if c.Model == "" {
+		var b struct {
+			Model json.RawMessage `json:"model"`
+		}
+		if err := json.Unmarshal(body, &b); err != nil {
+			return FieldError("body", "is not valid JSON: %v", err)
+		}
+		if len(b.Model) > 0 && string(b.Model) != "null" {
+			if err := json.Unmarshal(b.Model, &c.Model); err != nil {
+				return FieldError("body.model", "must be a string")
+			}
+		}
+	}
+	if c.Model == "" {
+		return FieldError("model", "is required (set model, or body.model)")
+	}
+	if len(c.Model) > MaxModelLen {
+		return FieldError("model", "longer than %d characters", MaxModelLen)
+	}
+	if c.Deadline != nil && c.TimeoutMS != 0 {
+		return FieldError("timeout_ms", "set deadline or timeout_ms, not both")
+	}
+	if c.TimeoutMS < 0 {
+		return FieldError("timeout_ms", "must be positive")
+	}
+	if len(c.Regions) > MaxRegions {
+		return FieldError("regions", "at most %d regions", MaxRegions)
+	}
+	for _, r := range c.Regions {
+		if !ValidToken(r) {
+			return FieldError("regions", "%q is not a region name", r)
+		}
+	}
+	if len(c.Metadata) > MaxMetadataPairs {
+		return FieldError("metadata", "at most %d entries", MaxMetadataPairs)
+	}
+	for k, v := range c.Metadata {
+		if k == "" || len(k) > MaxMetadataKey || len(v) > MaxMetadataValue {
+			return FieldError("metadata", "keys must be 1 to %d bytes and values at most %d", MaxMetadataKey, MaxMetadataValue)
+		}
+	}
+	return nil
+}
+
+// DeadlineFrom is the call's absolute deadline given the time it was
+// accepted and the default timeout for calls that set none.
+func (c *CallRequest) DeadlineFrom(accepted time.Time, defaultTimeout time.Duration) time.Time {
+	switch {
+	case c.Deadline != nil:
+		return *c.Deadline
+	case c.TimeoutMS > 0:
+		return accepted.Add(time.Duration(c.TimeoutMS) * time.Millisecond)
+	default:
+		return accepted.Add(defaultTimeout)
+	}
+}
+
+// jsonError turns a decoding error into an invalid_request naming the field
+// where encoding/json says which one.
+func jsonError(err error) *Error {
+	var typeErr *json.UnmarshalTypeError
+	if errors.As(err, &typeErr) && typeErr.Field != "" {
+		return FieldError(typeErr.Field, "must be %s", typeErr.Type.String())
+	}
+	var timeErr *time.ParseError
+	if errors.As(err, &timeErr) {
+		return FieldError("deadline", "must be an RFC 3339 time such as 2026-11-25T10:00:00Z")
+	}
+	msg := err.Error()
+	if name, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
+		return FieldError(strings.Trim(name, `"`), "unknown field")
+	}
+	return Errorf(CodeInvalidRequest, "malformed JSON: %s", strings.TrimPrefix(msg, "json: "))
+}

@@ -1,0 +1,140 @@
+package messages
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Subjects. Every subject sluice uses is built by a function here, so that
+// the shape of the wire lives in one place.
+const (
+	// SubjectPrefix starts every sluice subject.
+	SubjectPrefix = "sluice"
+
+	// CallSubjects is the filter for every call subject:
+	// sluice.call.<team>.<tier>.
+	CallSubjects = "sluice.call.*.*"
+	// RetrySubjects is the filter for retries that executors hand back to
+	// the dispatchers: sluice.retry.<team>.<tier>.
+	RetrySubjects = "sluice.retry.*.*"
+	// ResultSubjects is the filter for every result subject:
+	// sluice.result.<team>.<call id>.
+	ResultSubjects = "sluice.result.*.*"
+	// ExecSubjects is the filter for dispatched work: sluice.exec.<region>.
+	ExecSubjects = "sluice.exec.*"
+	// DeadLetterSubjects is the filter for dead letters:
+	// sluice.dlq.<reason>.
+	DeadLetterSubjects = "sluice.dlq.*"
+	// SettleSubjects is the filter for token settlements that executors send
+	// to dispatchers after each attempt: sluice.settle.<region>.
+	SettleSubjects = "sluice.settle.*"
+)
+
+// Streams and key-value buckets.
+const (
+	// StreamCalls holds accepted calls and retries until a dispatcher has
+	// settled their fate (work-queue retention).
+	StreamCalls = "SLUICE_CALLS"
+	// StreamExec holds admitted work per region until an executor has
+	// finished it (work-queue retention).
+	StreamExec = "SLUICE_EXEC"
+	// StreamResults holds terminal results for a configurable time, so that a
+	// client that reconnects can still fetch its result.
+	StreamResults = "SLUICE_RESULTS"
+	// StreamDeadLetters holds messages that could not be answered at all.
+	StreamDeadLetters = "SLUICE_DLQ"
+
+	// BucketLimiter holds the shared limiter state (one key per deployment).
+	BucketLimiter = "SLUICE_LIMITER"
+	// BucketConfig holds the live configuration.
+	BucketConfig = "SLUICE_CONFIG"
+)
+
+// Headers.
+const (
+	// HeaderMsgID is JetStream's de-duplication header. sluice sets it to the
+	// call id on calls and results, so a call published twice runs once.
+	HeaderMsgID = "Nats-Msg-Id"
+	// HeaderDeadLetterReason says why a message was dead-lettered.
+	HeaderDeadLetterReason = "Sluice-Dead-Letter-Reason"
+	// HeaderDeadLetterSubject is the subject the dead letter was published on.
+	HeaderDeadLetterSubject = "Sluice-Original-Subject"
+)
+
+// CallSubject is the subject a team publishes a call on.
+func CallSubject(team string, tier Tier) string {
+	return "sluice.call." + team + "." + string(tier)
+}
+
+// RetrySubject is the subject an executor hands a call back on, for another
+// pass through admission.
+func RetrySubject(team string, tier Tier) string {
+	return "sluice.retry." + team + "." + string(tier)
+}
+
+// ResultSubject is the subject the terminal result of a call is published on.
+func ResultSubject(team, callID string) string {
+	return "sluice.result." + team + "." + callID
+}
+
+// ExecSubject is the subject admitted work for a region is published on.
+func ExecSubject(region string) string {
+	return "sluice.exec." + region
+}
+
+// SettleSubject is the subject executors of a region report token usage on.
+func SettleSubject(region string) string {
+	return "sluice.settle." + region
+}
+
+// DeadLetterSubject is the subject a dead letter is published on.
+func DeadLetterSubject(reason string) string {
+	return "sluice.dlq." + reason
+}
+
+// Kind says what a subject is for.
+type Kind int
+
+// Kinds of subjects a dispatcher consumes.
+const (
+	KindUnknown Kind = iota
+	KindCall
+	KindRetry
+)
+
+// ParseCallSubject splits sluice.call.<team>.<tier> or
+// sluice.retry.<team>.<tier>. The tier is returned as it appears; validate it
+// with Tier.Valid.
+func ParseCallSubject(subject string) (kind Kind, team string, tier Tier, err error) {
+	parts := strings.Split(subject, ".")
+	if len(parts) != 4 || parts[0] != SubjectPrefix {
+		return KindUnknown, "", "", fmt.Errorf("subject %q is not sluice.call.<team>.<tier>", subject)
+	}
+	switch parts[1] {
+	case "call":
+		kind = KindCall
+	case "retry":
+		kind = KindRetry
+	default:
+		return KindUnknown, "", "", fmt.Errorf("subject %q is not sluice.call.<team>.<tier>", subject)
+	}
+	return kind, parts[2], Tier(parts[3]), nil
+}
+
+// ValidToken reports whether s can be used as one subject token or key part:
+// 1 to 64 characters of ASCII letters, digits, '-' and '_'. Teams, regions,
+// deployment ids and call ids must all be valid tokens.
+func ValidToken(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_':
+		default:
+			return false
+		}
+	}
+	return true
+}
