@@ -1,0 +1,225 @@
+// Package config owns sluice's shared configuration: the pools of
+// deployments that serve each model, the teams that may call them, and the
+// settings of admission, retries and streams. Every dispatcher and executor
+// reads the same file (or, later, the same KV entry); provider secrets are
+// never part of it: a deployment names its key, and only the executors of
+// its region resolve that name to a secret.
+//
+// Configuration is YAML. Load parses it strictly (unknown fields are errors),
+// fills defaults, and validates it; every error names the field it is about,
+// such as pools.gpt-4o-mini.deployments[1].rpm.
+package config
+
+import (
+	"fmt"
+	"os"
+	"sort"
+	"sync/atomic"
+	"time"
+
+	"github.com/sluicehq/sluice/messages"
+)
+
+// Config is the shared configuration.
+type Config struct {
+	// Pools maps a model name, as clients ask for it, to the deployments
+	// that serve it.
+	Pools map[string]*Pool `yaml:"pools"`
+	// Teams maps a team name (the <team> of sluice.call.<team>.<tier>) to
+	// what it may do.
+	Teams map[string]*Team `yaml:"teams"`
+	// Calls bounds what a call may ask for.
+	Calls Calls `yaml:"calls"`
+	// Admission tunes the shared limiter.
+	Admission Admission `yaml:"admission"`
+	// Retry tunes how failed attempts are retried.
+	Retry Retry `yaml:"retry"`
+	// Streams tunes the JetStream streams sluice creates.
+	Streams Streams `yaml:"streams"`
+
+	deployments map[string]*Deployment
+}
+
+// Pool is a logical model served by one or more deployments.
+type Pool struct {
+	Deployments []*Deployment `yaml:"deployments"`
+	// DefaultMaxTokens is reserved for a chat call whose body sets no
+	// max_tokens. Default 256.
+	DefaultMaxTokens int64 `yaml:"default_max_tokens"`
+
+	name string
+}
+
+// Deployment is one (provider, region, key, model) with its own limits.
+type Deployment struct {
+	// ID names the deployment in results, metrics and limiter state.
+	ID string `yaml:"id"`
+	// Provider is the API dialect: openai (also any OpenAI-compatible API).
+	Provider string `yaml:"provider"`
+	// BaseURL is the API root, e.g. https://api.openai.com/v1.
+	BaseURL string `yaml:"base_url"`
+	// Region is where the executors that call this deployment run.
+	Region string `yaml:"region"`
+	// Model is the provider's name for the model; it replaces the pool name
+	// in the body sent to the provider. Default: the pool name.
+	Model string `yaml:"model"`
+	// Key names the secret the region's executors use. It is a name, never
+	// the secret itself.
+	Key string `yaml:"key"`
+	// RPM and TPM are the provider's limits for this deployment.
+	RPM int64 `yaml:"rpm"`
+	TPM int64 `yaml:"tpm"`
+
+	pool string
+}
+
+// Team is what a team may do.
+type Team struct {
+	// Tiers the team may publish on. Default: every tier.
+	Tiers []messages.Tier `yaml:"tiers"`
+	// Pools the team may use. Default: every pool.
+	Pools []string `yaml:"pools"`
+}
+
+// Calls bounds calls.
+type Calls struct {
+	// MaxBodyBytes is the largest call message accepted. Default 1 MiB.
+	MaxBodyBytes int `yaml:"max_body_bytes"`
+	// DefaultTimeout is the deadline of a call that sets none. Default 5m.
+	DefaultTimeout time.Duration `yaml:"default_timeout"`
+	// MaxTimeout caps any call's deadline. Default 24h.
+	MaxTimeout time.Duration `yaml:"max_timeout"`
+}
+
+// Admission tunes the shared limiter.
+type Admission struct {
+	// Burst is each bucket's capacity, as time at the sustained rate: with
+	// 600 RPM and 500ms, at most 5 requests go out at once. Providers
+	// enforce limits over short windows (OpenAI about one second), so keep
+	// it below theirs. Default 500ms.
+	Burst time.Duration `yaml:"burst"`
+	// LeaseTTL is how long a dispatcher may hold capacity it took from the
+	// shared state before spending it. Default 100ms.
+	LeaseTTL time.Duration `yaml:"lease_ttl"`
+}
+
+// Retry tunes retries of attempts that failed with 429, 5xx or a timeout.
+type Retry struct {
+	// MaxAttempts bounds provider requests per call. Default 5.
+	MaxAttempts int `yaml:"max_attempts"`
+	// BaseDelay and MaxDelay bound the exponential backoff with full
+	// jitter: attempt n waits a random time in [0, min(MaxDelay,
+	// BaseDelay*2^(n-1))], and at least what the provider asked for.
+	// Defaults 250ms and 30s.
+	BaseDelay time.Duration `yaml:"base_delay"`
+	MaxDelay  time.Duration `yaml:"max_delay"`
+	// AttemptTimeout bounds one provider request. Default 60s.
+	AttemptTimeout time.Duration `yaml:"attempt_timeout"`
+}
+
+// Streams tunes sluice's JetStream resources.
+type Streams struct {
+	// Replicas of every stream and bucket: 1 on one server, 3 in a cluster.
+	// Default 1.
+	Replicas int `yaml:"replicas"`
+	// ResultsMaxAge is how long results stay fetchable. Default 24h.
+	ResultsMaxAge time.Duration `yaml:"results_max_age"`
+	// DuplicateWindow is how long a call id is remembered, so that a call
+	// published twice within it runs once. Default 10m.
+	DuplicateWindow time.Duration `yaml:"duplicate_window"`
+	// DeadLetterMaxAge is how long dead letters are kept. Default 7 days.
+	DeadLetterMaxAge time.Duration `yaml:"dead_letter_max_age"`
+	// MaxWaiting bounds the calls that may wait for admission, across all
+	// dispatchers. Default 100000.
+	MaxWaiting int `yaml:"max_waiting"`
+}
+
+// Load reads, parses and validates the configuration file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	cfg, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Pool returns the pool called name.
+func (c *Config) Pool(name string) (*Pool, bool) {
+	p, ok := c.Pools[name]
+	return p, ok
+}
+
+// Deployment returns the deployment with id.
+func (c *Config) Deployment(id string) (*Deployment, bool) {
+	d, ok := c.deployments[id]
+	return d, ok
+}
+
+// Regions lists the regions deployments are in, sorted.
+func (c *Config) Regions() []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, d := range c.deployments {
+		if !seen[d.Region] {
+			seen[d.Region] = true
+			out = append(out, d.Region)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Name is the pool's name.
+func (p *Pool) Name() string { return p.name }
+
+// Pool is the name of the pool the deployment serves.
+func (d *Deployment) Pool() string { return d.pool }
+
+// AllowsTier reports whether the team may publish on tier.
+func (t *Team) AllowsTier(tier messages.Tier) bool {
+	if len(t.Tiers) == 0 {
+		return tier.Valid()
+	}
+	for _, x := range t.Tiers {
+		if x == tier {
+			return true
+		}
+	}
+	return false
+}
+
+// AllowsPool reports whether the team may use pool.
+func (t *Team) AllowsPool(pool string) bool {
+	if len(t.Pools) == 0 {
+		return true
+	}
+	for _, x := range t.Pools {
+		if x == pool {
+			return true
+		}
+	}
+	return false
+}
+
+// Live holds the configuration services use now. It is safe for concurrent
+// use; Store swaps in a new, validated configuration for every reader.
+type Live struct {
+	p atomic.Pointer[Config]
+}
+
+// NewLive returns a Live holding c.
+func NewLive(c *Config) *Live {
+	l := &Live{}
+	l.p.Store(c)
+	return l
+}
+
+// Load returns the configuration in use.
+func (l *Live) Load() *Config { return l.p.Load() }
+
+// Store makes c the configuration in use.
+func (l *Live) Store(c *Config) { l.p.Store(c) }

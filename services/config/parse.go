@@ -1,0 +1,261 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"sort"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/sluicehq/sluice/messages"
+)
+
+// Providers lists the provider dialects deployments may use.
+var Providers = []string{"openai"}
+
+// FieldError is one problem with one field of the configuration.
+type FieldError struct {
+	// Field is the path of the field, e.g. pools.gpt-4o-mini.deployments[0].rpm.
+	Field   string
+	Message string
+}
+
+func (e FieldError) Error() string { return e.Field + ": " + e.Message }
+
+// ValidationError lists every problem found in a configuration.
+type ValidationError struct {
+	Problems []FieldError
+}
+
+func (e *ValidationError) Error() string {
+	msgs := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		msgs[i] = p.Error()
+	}
+	return "invalid configuration: " + strings.Join(msgs, "; ")
+}
+
+// ErrInvalid matches every *ValidationError with errors.Is.
+var ErrInvalid = errors.New("invalid configuration")
+
+// Is makes errors.Is(err, ErrInvalid) true.
+func (e *ValidationError) Is(target error) bool { return target == ErrInvalid }
+
+// Parse parses YAML strictly, fills defaults and validates. Errors are a
+// *ValidationError, or a YAML error that gives the line.
+func Parse(data []byte) (*Config, error) {
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("invalid configuration: %w", err)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Marshal encodes the configuration as YAML that Parse reads back.
+func (c *Config) Marshal() ([]byte, error) { return yaml.Marshal(c) }
+
+// Validate fills defaults, checks every field and builds the indexes that
+// the accessors use. It returns a *ValidationError naming each bad field.
+func (c *Config) Validate() error {
+	c.applyDefaults()
+	v := &validator{}
+	if len(c.Pools) == 0 {
+		v.add("pools", "at least one pool is required")
+	}
+	c.deployments = map[string]*Deployment{}
+	for _, name := range sortedKeys(c.Pools) {
+		c.validatePool(v, name)
+	}
+	if len(c.Teams) == 0 {
+		v.add("teams", "at least one team is required")
+	}
+	for _, name := range sortedKeys(c.Teams) {
+		c.validateTeam(v, name)
+	}
+	v.positive("calls.max_body_bytes", int64(c.Calls.MaxBodyBytes))
+	v.positiveDuration("calls.default_timeout", c.Calls.DefaultTimeout)
+	v.positiveDuration("calls.max_timeout", c.Calls.MaxTimeout)
+	if c.Calls.DefaultTimeout > c.Calls.MaxTimeout {
+		v.add("calls.default_timeout", "must not exceed calls.max_timeout")
+	}
+	v.positiveDuration("admission.burst", c.Admission.Burst)
+	v.positiveDuration("admission.lease_ttl", c.Admission.LeaseTTL)
+	v.positive("retry.max_attempts", int64(c.Retry.MaxAttempts))
+	v.positiveDuration("retry.base_delay", c.Retry.BaseDelay)
+	v.positiveDuration("retry.max_delay", c.Retry.MaxDelay)
+	v.positiveDuration("retry.attempt_timeout", c.Retry.AttemptTimeout)
+	if c.Retry.BaseDelay > c.Retry.MaxDelay {
+		v.add("retry.base_delay", "must not exceed retry.max_delay")
+	}
+	if c.Streams.Replicas != 1 && c.Streams.Replicas != 3 && c.Streams.Replicas != 5 {
+		v.add("streams.replicas", "must be 1, 3 or 5")
+	}
+	v.positiveDuration("streams.results_max_age", c.Streams.ResultsMaxAge)
+	v.positiveDuration("streams.duplicate_window", c.Streams.DuplicateWindow)
+	v.positiveDuration("streams.dead_letter_max_age", c.Streams.DeadLetterMaxAge)
+	v.positive("streams.max_waiting", int64(c.Streams.MaxWaiting))
+	if len(v.problems) > 0 {
+		return &ValidationError{Problems: v.problems}
+	}
+	return nil
+}
+
+func (c *Config) validatePool(v *validator, name string) {
+	p := c.Pools[name]
+	field := "pools." + name
+	if p == nil {
+		v.add(field, "is empty")
+		return
+	}
+	p.name = name
+	if strings.TrimSpace(name) == "" || len(name) > messages.MaxModelLen {
+		v.add(field, "pool names must be 1 to %d characters", messages.MaxModelLen)
+	}
+	if len(p.Deployments) == 0 {
+		v.add(field+".deployments", "a pool needs at least one deployment")
+	}
+	v.positive(field+".default_max_tokens", p.DefaultMaxTokens)
+	for i, d := range p.Deployments {
+		df := fmt.Sprintf("%s.deployments[%d]", field, i)
+		if d == nil {
+			v.add(df, "is empty")
+			continue
+		}
+		d.pool = name
+		if d.Model == "" {
+			d.Model = name
+		}
+		if !messages.ValidToken(d.ID) {
+			v.add(df+".id", "must be 1 to 64 letters, digits, '-' or '_'")
+		} else if _, dup := c.deployments[d.ID]; dup {
+			v.add(df+".id", "duplicate deployment id %q", d.ID)
+		} else {
+			c.deployments[d.ID] = d
+		}
+		if !contains(Providers, d.Provider) {
+			v.add(df+".provider", "unknown provider %q; known: %s", d.Provider, strings.Join(Providers, ", "))
+		}
+		if u, err := url.Parse(d.BaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			v.add(df+".base_url", "must be an http or https URL")
+		}
+		if !messages.ValidToken(d.Region) {
+			v.add(df+".region", "must be 1 to 64 letters, digits, '-' or '_'")
+		}
+		if d.Key == "" {
+			v.add(df+".key", "names the secret executors use; it is required")
+		} else if !isSecretName(d.Key) {
+			v.add(df+".key", "must be the name of a secret (letters, digits, '_', '-', '.'), not the secret itself")
+		}
+		v.positive(df+".rpm", d.RPM)
+		v.positive(df+".tpm", d.TPM)
+	}
+}
+
+func (c *Config) validateTeam(v *validator, name string) {
+	t := c.Teams[name]
+	field := "teams." + name
+	if !messages.ValidToken(name) {
+		v.add(field, "team names must be 1 to 64 letters, digits, '-' or '_'")
+	}
+	if t == nil {
+		c.Teams[name] = &Team{}
+		return
+	}
+	for i, tier := range t.Tiers {
+		if !tier.Valid() {
+			v.add(fmt.Sprintf("%s.tiers[%d]", field, i), "unknown tier %q; tiers are critical, high, standard, batch", tier)
+		}
+	}
+	for i, pool := range t.Pools {
+		if _, ok := c.Pools[pool]; !ok {
+			v.add(fmt.Sprintf("%s.pools[%d]", field, i), "unknown pool %q", pool)
+		}
+	}
+}
+
+func (c *Config) applyDefaults() {
+	setDefault(&c.Calls.MaxBodyBytes, 1<<20)
+	setDefault(&c.Calls.DefaultTimeout, 5*time.Minute)
+	setDefault(&c.Calls.MaxTimeout, 24*time.Hour)
+	setDefault(&c.Admission.Burst, 500*time.Millisecond)
+	setDefault(&c.Admission.LeaseTTL, 100*time.Millisecond)
+	setDefault(&c.Retry.MaxAttempts, 5)
+	setDefault(&c.Retry.BaseDelay, 250*time.Millisecond)
+	setDefault(&c.Retry.MaxDelay, 30*time.Second)
+	setDefault(&c.Retry.AttemptTimeout, 60*time.Second)
+	setDefault(&c.Streams.Replicas, 1)
+	setDefault(&c.Streams.ResultsMaxAge, 24*time.Hour)
+	setDefault(&c.Streams.DuplicateWindow, 10*time.Minute)
+	setDefault(&c.Streams.DeadLetterMaxAge, 7*24*time.Hour)
+	setDefault(&c.Streams.MaxWaiting, 100_000)
+	for _, p := range c.Pools {
+		if p != nil {
+			setDefault(&p.DefaultMaxTokens, 256)
+		}
+	}
+}
+
+func setDefault[T comparable](p *T, def T) {
+	var zero T
+	if *p == zero {
+		*p = def
+	}
+}
+
+type validator struct{ problems []FieldError }
+
+func (v *validator) add(field, format string, args ...any) {
+	v.problems = append(v.problems, FieldError{Field: field, Message: fmt.Sprintf(format, args...)})
+}
+
+func (v *validator) positive(field string, n int64) {
+	if n <= 0 {
+		v.add(field, "must be greater than 0")
+	}
+}
+
+func (v *validator) positiveDuration(field string, d time.Duration) {
+	if d <= 0 {
+		v.add(field, "must be a positive duration such as 500ms or 5m")
+	}
+}
+
+func isSecretName(s string) bool {
+	if len(s) > 128 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-' || r == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
