@@ -1,0 +1,200 @@
+// Package streams owns sluice's JetStream resources: the streams that carry
+// calls, work, results and dead letters, the KV buckets that hold limiter
+// state and configuration, and the durable consumers the services share.
+//
+// Whichever service starts first creates them; creation is idempotent and
+// safe when several services start at once, so no service needs an install
+// step before it runs.
+package streams
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluicehq/sluice/messages"
+	"github.com/sluicehq/sluice/services/config"
+)
+
+// Consumer names.
+const (
+	// DispatcherConsumer is the durable consumer on SLUICE_CALLS that every
+	// dispatcher pulls from.
+	DispatcherConsumer = "dispatchers"
+	// SettleQueue is the core NATS queue group dispatchers share for
+	// settlements.
+	SettleQueue = "dispatchers"
+)
+
+// ExecConsumer is the durable consumer on SLUICE_EXEC that the executors of
+// region pull from.
+func ExecConsumer(region string) string { return "exec_" + region }
+
+// Resources are the handles Ensure returns.
+type Resources struct {
+	Calls       jetstream.Stream
+	Exec        jetstream.Stream
+	Results     jetstream.Stream
+	DeadLetters jetstream.Stream
+	Limiter     jetstream.KeyValue
+	Config      jetstream.KeyValue
+}
+
+// Ensure creates or updates every stream and bucket to match cfg and
+// returns them. It is idempotent: running it again, or in several processes
+// at once, leaves one set of resources.
+func Ensure(ctx context.Context, js jetstream.JetStream, cfg config.Streams) (*Resources, error) {
+	var r Resources
+	var err error
+	dupWindow := cfg.DuplicateWindow
+	if r.Calls, err = ensureStream(ctx, js, jetstream.StreamConfig{
+		Name:        messages.StreamCalls,
+		Description: "sluice: accepted calls and retries, until a dispatcher settles them",
+		Subjects:    []string{messages.CallSubjects, messages.RetrySubjects},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+		Duplicates:  dupWindow,
+	}); err != nil {
+		return nil, err
+	}
+	if r.Exec, err = ensureStream(ctx, js, jetstream.StreamConfig{
+		Name:        messages.StreamExec,
+		Description: "sluice: admitted work per region, until an executor finishes it",
+		Subjects:    []string{messages.ExecSubjects},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+		Duplicates:  dupWindow,
+	}); err != nil {
+		return nil, err
+	}
+	if r.Results, err = ensureStream(ctx, js, jetstream.StreamConfig{
+		Name:              messages.StreamResults,
+		Description:       "sluice: terminal results, one per call",
+		Subjects:          []string{messages.ResultSubjects},
+		Retention:         jetstream.LimitsPolicy,
+		Storage:           jetstream.FileStorage,
+		Replicas:          cfg.Replicas,
+		MaxAge:            cfg.ResultsMaxAge,
+		MaxMsgsPerSubject: 1,
+		Duplicates:        min(dupWindow, cfg.ResultsMaxAge),
+		AllowDirect:       true,
+	}); err != nil {
+		return nil, err
+	}
+	if r.DeadLetters, err = ensureStream(ctx, js, jetstream.StreamConfig{
+		Name:        messages.StreamDeadLetters,
+		Description: "sluice: messages that could not be answered",
+		Subjects:    []string{messages.DeadLetterSubjects},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+		MaxAge:      cfg.DeadLetterMaxAge,
+	}); err != nil {
+		return nil, err
+	}
+	if r.Limiter, err = ensureBucket(ctx, js, jetstream.KeyValueConfig{
+		Bucket:      messages.BucketLimiter,
+		Description: "sluice: shared limiter state, one key per deployment",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+	}); err != nil {
+		return nil, err
+	}
+	if r.Config, err = ensureBucket(ctx, js, jetstream.KeyValueConfig{
+		Bucket:      messages.BucketConfig,
+		Description: "sluice: live configuration",
+		History:     10,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+	}); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// DispatcherConsumerConfig is the durable consumer every dispatcher shares.
+// Calls wait for admission un-acknowledged in a dispatcher's memory and are
+// kept alive with InProgress; if that dispatcher dies, JetStream hands them
+// to another after ackWait.
+func DispatcherConsumerConfig(cfg config.Streams, ackWait time.Duration) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       DispatcherConsumer,
+		Description:   "sluice dispatchers: calls waiting for admission",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       ackWait,
+		MaxAckPending: cfg.MaxWaiting,
+		MaxDeliver:    -1,
+		Replicas:      cfg.Replicas,
+	}
+}
+
+// ExecConsumerConfig is the durable consumer the executors of region share.
+// Each executor bounds its own concurrency by how much it pulls; the
+// consumer's MaxAckPending only bounds the region as a whole.
+func ExecConsumerConfig(cfg config.Streams, region string, ackWait time.Duration) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       ExecConsumer(region),
+		Description:   "sluice executors of region " + region,
+		FilterSubject: messages.ExecSubject(region),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       ackWait,
+		MaxAckPending: 20_000,
+		MaxDeliver:    -1,
+		Replicas:      cfg.Replicas,
+	}
+}
+
+// ensureStream creates or updates a stream. Two services racing to create
+// the same stream both succeed: the loser of the race updates instead.
+func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	var lastErr error
+	for attempt := 0; attempt < 5; attempt++ {
+		s, err := js.CreateOrUpdateStream(ctx, cfg)
+		if err == nil {
+			return s, nil
+		}
+		lastErr = err
+		if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			break
+		}
+	}
+	return nil, fmt.Errorf("streams: ensure stream %s: %w", cfg.Name, lastErr)
+}
+
+func ensureBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	var lastErr error
+	for attempt := 0; attempt < 5; attempt++ {
+		kv, err := js.CreateOrUpdateKeyValue(ctx, cfg)
+		if err == nil {
+			return kv, nil
+		}
+		lastErr = err
+		if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) && !errors.Is(err, jetstream.ErrBucketExists) {
+			break
+		}
+	}
+	return nil, fmt.Errorf("streams: ensure bucket %s: %w", cfg.Bucket, lastErr)
+}
+
+// EnsureConsumer creates or updates a durable consumer, tolerating a race
+// with another service doing the same.
+func EnsureConsumer(ctx context.Context, s jetstream.Stream, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	var lastErr error
+	for attempt := 0; attempt < 5; attempt++ {
+		c, err := s.CreateOrUpdateConsumer(ctx, cfg)
+		if err == nil {
+			return c, nil
+		}
+		lastErr = err
+		if !errors.Is(err, jetstream.ErrConsumerExists) {
+			break
+		}
+	}
+	return nil, fmt.Errorf("streams: ensure consumer %s: %w", cfg.Durable, lastErr)
+}

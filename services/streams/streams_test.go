@@ -1,0 +1,96 @@
+package streams_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluicehq/sluice/messages"
+	"github.com/sluicehq/sluice/services/config"
+	"github.com/sluicehq/sluice/services/streams"
+	"github.com/sluicehq/sluice/test/natstest"
+)
+
+func streamsConfig() config.Streams {
+	return config.Streams{Replicas: 1, ResultsMaxAge: time.Hour, DuplicateWindow: time.Minute, DeadLetterMaxAge: time.Hour, MaxWaiting: 1000}
+}
+
+// Several services starting at once, each on its own connection, all
+// succeed and leave one set of resources.
+func TestEnsureIsIdempotentUnderConcurrency(t *testing.T) {
+	srv := natstest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			js, err := jetstream.New(natstest.Connect(t, srv))
+			if err != nil {
+				errs <- err
+				return
+			}
+			res, err := streams.Ensure(ctx, js, streamsConfig())
+			if err != nil {
+				errs <- err
+				return
+			}
+			if _, err := streams.EnsureConsumer(ctx, res.Calls, streams.DispatcherConsumerConfig(streamsConfig(), 30*time.Second)); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	js, _ := jetstream.New(natstest.Connect(t, srv))
+	names := js.StreamNames(ctx)
+	var got []string
+	for n := range names.Name() {
+		got = append(got, n)
+	}
+	if len(got) != 6 { // 4 streams + 2 KV buckets
+		t.Fatalf("streams: %v", got)
+	}
+	s, err := js.Stream(ctx, messages.StreamResults)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.CachedInfo().Config.MaxAge != time.Hour || !s.CachedInfo().Config.AllowDirect {
+		t.Fatalf("results stream config: %+v", s.CachedInfo().Config)
+	}
+}
+
+// A call published twice with the same Nats-Msg-Id is stored once.
+func TestCallsAreDeduplicatedByID(t *testing.T) {
+	srv := natstest.Start(t)
+	ctx := context.Background()
+	js, _ := jetstream.New(natstest.Connect(t, srv))
+	res, err := streams.Ensure(ctx, js, streamsConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		if _, err := js.Publish(ctx, messages.CallSubject("demo", messages.TierStandard), []byte(`{}`), jetstream.WithMsgID("call-1")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	info, err := res.Calls.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 1 {
+		t.Fatalf("stored %d messages, want 1", info.State.Msgs)
+	}
+	// A malformed call subject is not accepted at all.
+	if _, err := js.Publish(ctx, "sluice.call.demo", []byte(`{}`)); err == nil {
+		t.Fatal("sluice.call.demo should match no stream")
+	}
+}
