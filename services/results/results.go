@@ -1,0 +1,111 @@
+// Package results owns the end of every call: publishing its one terminal
+// result, fetching a stored result, and dead-lettering what cannot be
+// answered at all.
+//
+// A result is published with Nats-Msg-Id set to the call id, so when two
+// services race to answer the same call (a dispatcher redelivered after a
+// crash, say), JetStream keeps only the first answer.
+package results
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluicehq/sluice/messages"
+	"github.com/sluicehq/sluice/services/telemetry"
+)
+
+// Publisher publishes terminal results and dead letters.
+type Publisher struct {
+	js      jetstream.JetStream
+	metrics *telemetry.Metrics
+	now     func() time.Time
+}
+
+// NewPublisher returns a Publisher. now may be nil for time.Now.
+func NewPublisher(js jetstream.JetStream, metrics *telemetry.Metrics, now func() time.Time) *Publisher {
+	if now == nil {
+		now = time.Now
+	}
+	return &Publisher{js: js, metrics: metrics, now: now}
+}
+
+// Publish stamps the result's finishing time and publishes it on its result
+// subject. It returns once JetStream has stored it (or found it a duplicate
+// of an earlier answer, which is not an error).
+func (p *Publisher) Publish(ctx context.Context, r *messages.Result) error {
+	r.Timings.FinishedAt = p.now()
+	if !r.Timings.AcceptedAt.IsZero() {
+		r.Timings.TotalMS = ms(r.Timings.FinishedAt.Sub(r.Timings.AcceptedAt))
+	}
+	if r.Error != nil {
+		r.Status = messages.StatusError
+	} else {
+		r.Status = messages.StatusOK
+	}
+	data, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("results: encode %s: %w", r.ID, err)
+	}
+	msg := &nats.Msg{Subject: messages.ResultSubject(r.Team, r.ID), Data: data, Header: nats.Header{}}
+	msg.Header.Set(messages.HeaderMsgID, r.ID)
+	ack, err := p.js.PublishMsg(ctx, msg)
+	if err != nil {
+		return fmt.Errorf("results: publish %s: %w", r.ID, err)
+	}
+	if !ack.Duplicate {
+		p.metrics.Calls.WithLabelValues(r.Team, string(r.Tier), r.Outcome()).Inc()
+	}
+	return nil
+}
+
+// DeadLetter stores a message that could not be answered, with the reason,
+// on sluice.dlq.<reason>.
+func (p *Publisher) DeadLetter(ctx context.Context, reason string, subject string, data []byte, why string) error {
+	msg := &nats.Msg{Subject: messages.DeadLetterSubject(reason), Data: data, Header: nats.Header{}}
+	msg.Header.Set(messages.HeaderDeadLetterReason, why)
+	msg.Header.Set(messages.HeaderDeadLetterSubject, subject)
+	if _, err := p.js.PublishMsg(ctx, msg); err != nil {
+		return fmt.Errorf("results: dead-letter: %w", err)
+	}
+	p.metrics.DeadLetters.WithLabelValues(reason).Inc()
+	return nil
+}
+
+// ErrNotFound is returned by Fetch when no result is stored for the call.
+var ErrNotFound = errors.New("results: no result stored for this call")
+
+// Fetch returns the stored result of a call, or ErrNotFound. It is how a
+// client that reconnects, or a dispatcher handed a redelivered call, finds
+// out whether the call already ended.
+func Fetch(ctx context.Context, js jetstream.JetStream, team, callID string) (*messages.Result, error) {
+	s, err := js.Stream(ctx, messages.StreamResults)
+	if err != nil {
+		return nil, fmt.Errorf("results: %w", err)
+	}
+	return FetchFrom(ctx, s, team, callID)
+}
+
+// FetchFrom is Fetch on an already looked-up results stream.
+func FetchFrom(ctx context.Context, results jetstream.Stream, team, callID string) (*messages.Result, error) {
+	m, err := results.GetLastMsgForSubject(ctx, messages.ResultSubject(team, callID))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("results: fetch %s: %w", callID, err)
+	}
+	var r messages.Result
+	if err := json.Unmarshal(m.Data, &r); err != nil {
+		return nil, fmt.Errorf("results: decode %s: %w", callID, err)
+	}
+	return &r, nil
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

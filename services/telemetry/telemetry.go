@@ -1,0 +1,119 @@
+// Package telemetry owns sluice's Prometheus metrics: their names, help
+// texts and labels, in one place, so that dashboards and alert rules have
+// one list to check against.
+//
+// Labels hold teams, tiers, pools, deployment ids, regions, outcomes and
+// status codes: never a provider key or any other secret.
+package telemetry
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are every metric sluice's services record. Several services in
+// one process (as in `sluice dev`) share one set: New returns collectors
+// already registered on reg instead of failing.
+type Metrics struct {
+	// Calls counts terminal results by team, tier and outcome ("ok" or the
+	// error code).
+	Calls *prometheus.CounterVec
+	// QueueWait observes how long calls waited for admission, per pool and
+	// tier.
+	QueueWait *prometheus.HistogramVec
+	// QueueDepth is the number of calls waiting in this dispatcher, per pool
+	// and tier.
+	QueueDepth *prometheus.GaugeVec
+	// Admissions counts calls admitted to each deployment.
+	Admissions *prometheus.CounterVec
+	// TokensReserved counts TPM reserved at admission, per team, pool and
+	// deployment.
+	TokensReserved *prometheus.CounterVec
+	// TokensUsed counts tokens the providers reported, per team, pool and
+	// deployment.
+	TokensUsed *prometheus.CounterVec
+	// ProviderRequests counts provider requests by deployment, region and
+	// HTTP status ("timeout" or "transport" when there was none).
+	ProviderRequests *prometheus.CounterVec
+	// ProviderLatency observes provider request durations.
+	ProviderLatency *prometheus.HistogramVec
+	// Provider429s counts 429 answers per deployment.
+	Provider429s *prometheus.CounterVec
+	// Retries counts attempts handed back for a retry, per deployment and
+	// reason (429, 5xx, timeout, transport).
+	Retries *prometheus.CounterVec
+	// InFlight is the number of provider requests an executor has open.
+	InFlight *prometheus.GaugeVec
+	// LimiterOps counts KV operations of the shared limiter, by kind.
+	LimiterOps *prometheus.CounterVec
+	// DeadLetters counts messages sent to the dead-letter stream, by reason.
+	DeadLetters *prometheus.CounterVec
+}
+
+// Buckets for latencies: 1ms to about 2 minutes.
+var latencyBuckets = prometheus.ExponentialBuckets(0.001, 2.5, 14)
+
+// New creates sluice's metrics and registers them on reg (nil: a private
+// registry nobody scrapes).
+func New(reg prometheus.Registerer) *Metrics {
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	return &Metrics{
+		Calls: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_calls_total", Help: "Terminal results by team, tier and outcome (ok or the error code).",
+		}, []string{"team", "tier", "outcome"})),
+		QueueWait: register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "sluice_queue_wait_seconds", Help: "Time calls waited for admission.", Buckets: latencyBuckets,
+		}, []string{"pool", "tier"})),
+		QueueDepth: register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sluice_queue_depth", Help: "Calls waiting for admission in this dispatcher.",
+		}, []string{"pool", "tier"})),
+		Admissions: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_admissions_total", Help: "Calls admitted, by pool and deployment.",
+		}, []string{"pool", "deployment"})),
+		TokensReserved: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_tokens_reserved_total", Help: "Tokens reserved against TPM at admission.",
+		}, []string{"team", "pool", "deployment"})),
+		TokensUsed: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_tokens_used_total", Help: "Tokens the providers reported as used.",
+		}, []string{"team", "pool", "deployment"})),
+		ProviderRequests: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_provider_requests_total", Help: "Provider requests by deployment, region and status.",
+		}, []string{"deployment", "region", "status"})),
+		ProviderLatency: register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "sluice_provider_latency_seconds", Help: "Provider request duration.", Buckets: latencyBuckets,
+		}, []string{"deployment", "region"})),
+		Provider429s: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_provider_429_total", Help: "429 answers from providers, by deployment.",
+		}, []string{"deployment"})),
+		Retries: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_retries_total", Help: "Attempts handed back for a retry, by deployment and reason.",
+		}, []string{"deployment", "reason"})),
+		InFlight: register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sluice_executor_in_flight", Help: "Provider requests an executor has open.",
+		}, []string{"region"})),
+		LimiterOps: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_limiter_kv_ops_total", Help: "KV operations of the shared limiter, by kind.",
+		}, []string{"kind"})),
+		DeadLetters: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_dead_letters_total", Help: "Messages sent to the dead-letter stream, by reason.",
+		}, []string{"reason"})),
+	}
+}
+
+// register registers c, or returns the identical collector registered
+// before.
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing
+			}
+		}
+		panic("telemetry: " + err.Error())
+	}
+	return c
+}
