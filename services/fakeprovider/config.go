@@ -1,0 +1,187 @@
+package fakeprovider
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Defaults applied by New to the zero fields of a Config.
+const (
+	DefaultQuantum          = time.Second
+	DefaultMaxTokens        = 256
+	DefaultCompletionTokens = 16
+	DefaultDimensions       = 8
+)
+
+// Bounds on configured and requested sizes. They keep every bucket level
+// inside an int64 in fixed point (see unitsPerToken) and are far above
+// anything a real provider grants or a real model accepts.
+const (
+	maxLimit      = 100_000_000_000 // per minute, requests or tokens
+	maxTokenParam = 1 << 20         // max_tokens, CompletionTokens, DefaultMaxTokens
+	maxDimensions = 4096
+	maxChoices    = 128
+)
+
+// KeyConfig is what one API key is allowed.
+type KeyConfig struct {
+	// RPM is the key's requests per minute. Zero means no request limit;
+	// the x-ratelimit-*-requests headers are then left out, as providers
+	// do for a dimension they do not meter.
+	RPM int64 `json:"rpm"`
+	// TPM is the key's tokens per minute, charged at admission (see the
+	// package documentation). Zero means no token limit.
+	TPM int64 `json:"tpm"`
+	// InsufficientQuota makes every call on the key answer 429 with code
+	// insufficient_quota: the billing quota is spent and no retry helps.
+	InsufficientQuota bool `json:"insufficient_quota"`
+}
+
+func (k KeyConfig) validate() error {
+	if k.RPM < 0 || k.RPM > maxLimit {
+		return fmt.Errorf("RPM %d outside 0..%d", k.RPM, int64(maxLimit))
+	}
+	if k.TPM < 0 || k.TPM > maxLimit {
+		return fmt.Errorf("TPM %d outside 0..%d", k.TPM, int64(maxLimit))
+	}
+	return nil
+}
+
+// Config configures a Server. The zero value of every field but Keys and
+// AcceptAnyKey is usable: New fills in the defaults documented here.
+type Config struct {
+	// Keys maps an API key (the bearer token) to its limits. Keys appear
+	// as they are in Stats and /fake/stats: they are the fake's own, not
+	// secrets.
+	Keys map[string]KeyConfig
+	// AcceptAnyKey admits keys missing from Keys with DefaultKey's limits.
+	// Each distinct key still gets buckets of its own, as each real key
+	// would. Without it an unknown key is answered 401.
+	AcceptAnyKey bool
+	// DefaultKey holds the limits of keys admitted by AcceptAnyKey.
+	DefaultKey KeyConfig
+
+	// Quantum is the period over which limits are enforced: a bucket holds
+	// limit*Quantum/1m and refills at limit/1m. Default 1s, which refuses a
+	// burst of more than a sixtieth of the minute's limit as real providers
+	// do; 1m gives plain per-minute buckets. At most 1m, microsecond
+	// precision.
+	Quantum time.Duration
+	// DefaultMaxTokens is the completion allowance charged at admission for
+	// a chat request that sets neither max_tokens nor
+	// max_completion_tokens. Default 256.
+	DefaultMaxTokens int64
+	// CompletionTokens is how many tokens each choice "generates" before
+	// stopping on its own; max_tokens can only cut it shorter. Default 16.
+	CompletionTokens int64
+	// Dimensions is the length of embedding vectors when the request does
+	// not ask for one. Default 8.
+	Dimensions int
+	// Models, when set, is the list served by GET /v1/models, and a call
+	// naming another model gets 404 model_not_found. When empty, any model
+	// name is accepted and the list is empty.
+	Models []string
+
+	// Latency is added to every admitted call before it is answered.
+	Latency time.Duration
+	// LatencyJitter adds a uniformly drawn extra delay in [0, LatencyJitter).
+	LatencyJitter time.Duration
+	// ErrorRate is the fraction (0..1) of admitted calls answered with an
+	// injected server error instead of a result.
+	ErrorRate float64
+	// ErrorStatus is the status of injected errors: 500 to 599, or 0 to
+	// alternate 500 and 503.
+	ErrorStatus int
+	// TimeoutRate is the fraction (0..1) of admitted calls that hang until
+	// the client gives up, to simulate a provider timing out.
+	TimeoutRate float64
+	// ChunkDelay is the pause before each streamed chunk after the first.
+	ChunkDelay time.Duration
+
+	// Clock drives the buckets and the statistics windows. Default
+	// time.Now; tests inject a manual clock. Latency and chunk delays are
+	// real waits regardless, since they exist to be felt by clients.
+	Clock func() time.Time
+	// Seed seeds the generator behind ErrorRate, TimeoutRate and
+	// LatencyJitter, so that a run is reproducible. The same seed and the
+	// same sequence of calls give the same faults.
+	Seed uint64
+	// Logger receives one debug record per call. Default: discard.
+	Logger *slog.Logger
+}
+
+// withDefaults returns a copy of c with its zero fields defaulted and its
+// maps and slices copied, so that the caller may reuse c freely.
+func (c Config) withDefaults() Config {
+	if c.Quantum == 0 {
+		c.Quantum = DefaultQuantum
+	}
+	if c.DefaultMaxTokens == 0 {
+		c.DefaultMaxTokens = DefaultMaxTokens
+	}
+	if c.CompletionTokens == 0 {
+		c.CompletionTokens = DefaultCompletionTokens
+	}
+	if c.Dimensions == 0 {
+		c.Dimensions = DefaultDimensions
+	}
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	keys := make(map[string]KeyConfig, len(c.Keys))
+	for k, v := range c.Keys {
+		keys[k] = v
+	}
+	c.Keys = keys
+	c.Models = append([]string(nil), c.Models...)
+	return c
+}
+
+// validate reports every problem of a defaulted Config at once.
+func (c Config) validate() error {
+	var errs []error
+	if len(c.Keys) == 0 && !c.AcceptAnyKey {
+		errs = append(errs, errors.New("no Keys and AcceptAnyKey is false: every call would be refused"))
+	}
+	for k, kc := range c.Keys {
+		if k == "" {
+			errs = append(errs, errors.New("Keys: empty key"))
+			continue
+		}
+		if err := kc.validate(); err != nil {
+			errs = append(errs, fmt.Errorf("Keys[%s]: %w", redact(k), err))
+		}
+	}
+	if err := c.DefaultKey.validate(); err != nil {
+		errs = append(errs, fmt.Errorf("DefaultKey: %w", err))
+	}
+	if c.Quantum < time.Microsecond || c.Quantum > time.Minute {
+		errs = append(errs, fmt.Errorf("Quantum %v outside 1µs..1m", c.Quantum))
+	}
+	if c.DefaultMaxTokens < 1 || c.DefaultMaxTokens > maxTokenParam {
+		errs = append(errs, fmt.Errorf("DefaultMaxTokens %d outside 1..%d", c.DefaultMaxTokens, maxTokenParam))
+	}
+	if c.CompletionTokens < 1 || c.CompletionTokens > maxTokenParam {
+		errs = append(errs, fmt.Errorf("CompletionTokens %d outside 1..%d", c.CompletionTokens, maxTokenParam))
+	}
+	if c.Dimensions < 1 || c.Dimensions > maxDimensions {
+		errs = append(errs, fmt.Errorf("Dimensions %d outside 1..%d", c.Dimensions, maxDimensions))
+	}
+	for _, m := range c.Models {
+		if m == "" {
+			errs = append(errs, errors.New("Models: empty model name"))
+		}
+	}
+	if err := c.behavior().validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("fakeprovider: invalid config: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,96 @@
+// Package fakeprovider is an OpenAI-compatible HTTP server that enforces
+// per-key request and token limits the way real providers do.
+//
+// It serves two purposes. sluice's tests fake providers only at the HTTP
+// boundary, and a fake that admits everything would prove nothing about a
+// limiter: this one refuses what a real provider refuses, answers with the
+// same bodies and headers, and counts what it served so that a test can
+// check that sluice stayed within a limit. And `sluice fakeprovider` lets
+// people try sluice without a provider account.
+//
+// # What it models
+//
+// Quantized windows. Providers state limits per minute but enforce them
+// over shorter periods: 60,000 RPM may be enforced as about 1,000 per
+// second, so a burst is refused long before the minute's total is reached.
+// Each key has two continuously refilled token buckets, for requests and
+// for tokens, refilling at limit/60 per second and holding
+// limit*Quantum/1m (at least one request or token). Quantum defaults to
+// 1s; a Quantum of 1m gives plain per-minute buckets. A new bucket is full.
+//
+// Admission-time charging. Like OpenAI, the fake charges tokens when it
+// admits a call, before anything is generated: the estimated prompt plus
+// max_tokens (or max_completion_tokens) times n, or plus DefaultMaxTokens
+// when the request sets no limit; embeddings charge their input only. A
+// call is refused unless both buckets cover it, and a refused call is
+// charged nothing. A call whose charge exceeds the whole token capacity is
+// admitted only when the bucket is full, and leaves it in debt.
+//
+// Settlement. When a call completes, the difference between the charge
+// and the usage it reports is refunded to the token bucket, up to its
+// capacity. A client that reserves a generous max_tokens thus pays for it
+// while the call runs, which is what makes reservations matter.
+//
+// The token estimate is a documented rule, the one sluice's estimator
+// uses too, so that fake and limiter agree exactly on what a call costs
+// and a refusal is never an estimation gap. Lengths are in bytes:
+//
+//	chat        3 + 3 per message + ceil(len(content)/4) per message (per
+//	            text part, for content given as parts) + 1 per name
+//	embeddings  ceil(len(s)/4) per input string, or the number of token ids
+//
+// A chat call "generates" CompletionTokens per choice ("ok ok ok ..."),
+// fewer if max_tokens says so, and reports that in its usage.
+//
+// # The wire
+//
+// Endpoints: POST /v1/chat/completions (with "stream": true answered as
+// server-sent events), POST /v1/embeddings, GET /v1/models; and, for tests
+// and operators, GET /fake/stats (the counters as JSON) and POST
+// /fake/reset (zero the counters, refill the buckets). The admin endpoints
+// need no key: do not expose the fake where that matters.
+//
+// Keys are bearer tokens ("Authorization: Bearer <key>"). An unknown key
+// gets 401 invalid_api_key, unless AcceptAnyKey admits it with the
+// DefaultKey limits. A refused call gets 429 with OpenAI's body (type
+// "requests" or "tokens", code rate_limit_exceeded) and retry-after and
+// retry-after-ms headers; a key marked InsufficientQuota gets 429
+// insufficient_quota on every call. Every answer to an authenticated call
+// carries OpenAI's x-ratelimit-limit-*, x-ratelimit-remaining-* and
+// x-ratelimit-reset-* headers, and every answer x-request-id.
+//
+// # Faults
+//
+// Latency and LatencyJitter delay admitted calls; ErrorRate answers a
+// fraction of them with an injected 500 or 503; TimeoutRate makes a
+// fraction hang until the client gives up. The Set* methods change these,
+// and a key's limits, while calls are in flight. Faults are drawn from a
+// generator seeded by Config.Seed, and the buckets run on Config.Clock, so
+// unit tests are deterministic.
+//
+// # Counters
+//
+// Stats (and GET /fake/stats) report, per key and in total, the calls
+// received, served, refused by each bucket or for quota, invalid, failed
+// by injection, timed out, canceled and aborted mid-stream; the tokens
+// served; the first and last served admissions; and the most calls and
+// tokens admitted in any sliding 1s and 60s window, which is what a test
+// compares with a limit to prove that sluice never exceeded it.
+//
+// # Use
+//
+//	fake, err := fakeprovider.New(fakeprovider.Config{
+//		Keys: map[string]fakeprovider.KeyConfig{"sk-test": {RPM: 600, TPM: 60_000}},
+//	})
+//	if err != nil { ... }
+//	srv := httptest.NewServer(fake)
+//	defer srv.Close()
+//	defer fake.Close() // first: releases hung calls that srv.Close would wait for
+//	// point the client at srv.URL + "/v1" with key "sk-test"
+//	...
+//	st := fake.Stats()
+//	if st.Keys["sk-test"].Refused() > 0 { ... }
+//
+// Outside tests, Start(":8080") serves on an address until Close, and
+// Serve(ctx, listener) serves until ctx is done.
+package fakeprovider

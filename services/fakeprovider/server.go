@@ -1,0 +1,292 @@
+package fakeprovider
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Server is the fake provider. It is an http.Handler; Start serves it on
+// an address of its own. All its methods are safe for concurrent use.
+type Server struct {
+	cfg    Config // defaulted and validated; never changed after New
+	log    *slog.Logger
+	limits *limiter
+	stats  *recorder
+	dice   *dice
+
+	behaviorMu sync.Mutex // serializes setters; readers use the pointer
+	behavior   atomic.Pointer[behavior]
+
+	seq atomic.Uint64 // request and completion ids
+
+	closeOnce sync.Once
+	closing   chan struct{} // closed by Close: releases hung calls
+
+	mu      sync.Mutex // guards the fields below
+	stop    context.CancelFunc
+	stopped chan struct{}
+}
+
+// New returns a Server for cfg, with defaults applied to its zero fields.
+// The config is copied: changing cfg afterwards has no effect.
+func New(cfg Config) (*Server, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		limits:  newLimiter(cfg),
+		stats:   newRecorder(),
+		dice:    newDice(cfg.Seed),
+		closing: make(chan struct{}),
+	}
+	b := cfg.behavior()
+	s.behavior.Store(&b)
+	return s, nil
+}
+
+// ServeHTTP routes the OpenAI endpoints and the fake's admin endpoints.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	type route struct {
+		method  string
+		handler func(http.ResponseWriter, *http.Request)
+	}
+	// Every answer carries an id, as OpenAI's do, for matching logs.
+	w.Header().Set("x-request-id", s.newID("req_"))
+	var rt route
+	switch r.URL.Path {
+	case "/v1/chat/completions":
+		rt = route{http.MethodPost, s.handleChat}
+	case "/v1/embeddings":
+		rt = route{http.MethodPost, s.handleEmbeddings}
+	case "/v1/models":
+		rt = route{http.MethodGet, s.handleModels}
+	case "/fake/stats":
+		rt = route{http.MethodGet, s.handleStats}
+	case "/fake/reset":
+		rt = route{http.MethodPost, s.handleReset}
+	default:
+		s.notFound(w, r)
+		return
+	}
+	if r.Method != rt.method {
+		w.Header().Set("Allow", rt.method)
+		writeJSON(w, http.StatusMethodNotAllowed, (&apiError{
+			message: fmt.Sprintf("Method %s not allowed on %s; use %s.", r.Method, r.URL.Path, rt.method),
+			typ:     typeInvalidRequest,
+		}).body())
+		return
+	}
+	rt.handler(w, r)
+}
+
+func (s *Server) notFound(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusNotFound, (&apiError{
+		message: fmt.Sprintf("Unknown request URL: %s %s. Please check the URL for typos.", r.Method, r.URL.Path),
+		typ:     typeInvalidRequest,
+		code:    codeUnknownURL,
+	}).body())
+}
+
+// handleModels lists Config.Models. Like OpenAI it needs a valid key, and
+// it is not metered.
+func (s *Server) handleModels(w http.ResponseWriter, r *http.Request) {
+	if _, ok := s.limits.lookup(bearer(r)); !ok {
+		writeJSON(w, errInvalidKey.status, errInvalidKey.body())
+		return
+	}
+	list := modelList{Object: "list", Data: []model{}}
+	for _, m := range s.cfg.Models {
+		list.Data = append(list.Data, model{ID: m, Object: "model", OwnedBy: "sluice-fakeprovider"})
+	}
+	writeJSON(w, http.StatusOK, list)
+}
+
+func (s *Server) handleStats(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, s.Stats())
+}
+
+func (s *Server) handleReset(w http.ResponseWriter, _ *http.Request) {
+	s.Reset()
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// Stats returns a snapshot of the counters.
+func (s *Server) Stats() Stats { return s.stats.snapshot() }
+
+// Reset zeroes the counters and refills every bucket, as if the server
+// had just started. Calls in flight are still counted when they end, and
+// their settlement no longer touches the new buckets.
+func (s *Server) Reset() {
+	s.limits.reset()
+	s.stats.reset()
+}
+
+// SetKey adds a key or changes its limits. Current bucket levels carry
+// over, clamped to the new capacities: lowering a limit takes effect at
+// once, raising one does not hand out a fresh burst.
+func (s *Server) SetKey(key string, kc KeyConfig) error {
+	if key == "" {
+		return errors.New("fakeprovider: empty key")
+	}
+	if err := kc.validate(); err != nil {
+		return fmt.Errorf("fakeprovider: key %s: %w", redact(key), err)
+	}
+	s.limits.set(key, kc)
+	return nil
+}
+
+// RemoveKey revokes a key: its next calls get 401 (or, with AcceptAnyKey,
+// fresh DefaultKey buckets).
+func (s *Server) RemoveKey(key string) { s.limits.remove(key) }
+
+// SetLatency changes the fixed latency and the jitter of later calls.
+func (s *Server) SetLatency(latency, jitter time.Duration) error {
+	return s.update(func(b *behavior) { b.latency, b.latencyJitter = latency, jitter })
+}
+
+// SetErrorRate changes the fraction (0..1) of admitted calls answered with
+// an injected server error.
+func (s *Server) SetErrorRate(rate float64) error {
+	return s.update(func(b *behavior) { b.errorRate = rate })
+}
+
+// SetErrorStatus changes the status of injected errors: 500..599, or 0 to
+// alternate 500 and 503.
+func (s *Server) SetErrorStatus(status int) error {
+	return s.update(func(b *behavior) { b.errorStatus = status })
+}
+
+// SetTimeoutRate changes the fraction (0..1) of admitted calls that hang
+// until their client gives up.
+func (s *Server) SetTimeoutRate(rate float64) error {
+	return s.update(func(b *behavior) { b.timeoutRate = rate })
+}
+
+// SetChunkDelay changes the pause between streamed chunks.
+func (s *Server) SetChunkDelay(d time.Duration) error {
+	return s.update(func(b *behavior) { b.chunkDelay = d })
+}
+
+func (s *Server) update(f func(*behavior)) error {
+	s.behaviorMu.Lock()
+	defer s.behaviorMu.Unlock()
+	b := *s.behavior.Load()
+	f(&b)
+	if err := b.validate(); err != nil {
+		return fmt.Errorf("fakeprovider: %w", err)
+	}
+	s.behavior.Store(&b)
+	return nil
+}
+
+// Start listens on addr (":0" picks a free port) and serves in the
+// background until Close. It returns the server's root URL, such as
+// "http://127.0.0.1:41234"; OpenAI clients take baseURL+"/v1".
+func (s *Server) Start(addr string) (baseURL string, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stop != nil {
+		return "", errors.New("fakeprovider: already started")
+	}
+	select {
+	case <-s.closing:
+		return "", errors.New("fakeprovider: closed")
+	default:
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return "", fmt.Errorf("fakeprovider: %w", err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	s.stop, s.stopped = stop, make(chan struct{})
+	go func() {
+		defer close(s.stopped)
+		if err := s.Serve(ctx, ln); err != nil {
+			s.log.Error("fakeprovider: serve", "err", err)
+		}
+	}()
+	return "http://" + hostPort(ln.Addr()), nil
+}
+
+// hostPort turns a listener's address into one a client can dial: an
+// unspecified host (":0" listens on all of them) becomes loopback.
+func hostPort(a net.Addr) string {
+	tcp, ok := a.(*net.TCPAddr)
+	if !ok {
+		return a.String()
+	}
+	host := tcp.IP.String()
+	if tcp.IP == nil || tcp.IP.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, strconv.Itoa(tcp.Port))
+}
+
+// shutdownGrace bounds how long Serve waits for calls in flight (slow
+// streams, hung calls) once its context is done.
+const shutdownGrace = 5 * time.Second
+
+// Serve serves on ln until ctx is done, then shuts down: it waits up to a
+// few seconds for calls in flight and closes what remains. It returns nil
+// after a shutdown, or the error that stopped serving. It suits a service
+// runner such as oklog/run; Start is the shortcut for tests.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	served := make(chan struct{})   // Serve has returned
+	shutdown := make(chan struct{}) // the shutdown, if any, is over
+	go func() {
+		defer close(shutdown)
+		select {
+		case <-ctx.Done():
+		case <-served:
+			return
+		}
+		sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+		defer cancel()
+		if srv.Shutdown(sctx) != nil {
+			_ = srv.Close()
+		}
+	}()
+	err := srv.Serve(ln)
+	close(served)
+	<-shutdown
+	if !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("fakeprovider: %w", err)
+	}
+	return nil
+}
+
+// Close releases calls hung by TimeoutRate (they are answered 503) and,
+// if Start was used, stops serving. Close is idempotent. With
+// httptest.NewServer(fake), call fake.Close before the test server's
+// Close, which waits for every call in flight.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() { close(s.closing) })
+	s.mu.Lock()
+	stop, stopped := s.stop, s.stopped
+	s.mu.Unlock()
+	if stop != nil {
+		stop()
+		<-stopped
+	}
+	return nil
+}
+
+func (s *Server) newID(prefix string) string {
+	return fmt.Sprintf("%sfake%016x", prefix, s.seq.Add(1))
+}
