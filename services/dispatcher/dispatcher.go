@@ -1,0 +1,211 @@
+// Package dispatcher owns admission: it consumes calls, validates them
+// against the configuration, holds those that cannot go yet, admits each
+// against the shared RPM and TPM limits of the deployments serving its
+// model, picks the deployment with the most headroom, and publishes the
+// call to that deployment's region.
+//
+// Any number of dispatchers share one durable consumer and one limiter
+// state in JetStream KV. A waiting call stays unacknowledged in the
+// dispatcher that holds it, so if that dispatcher dies JetStream hands the
+// call to another; a call is acknowledged only once its work is stored in
+// SLUICE_EXEC or its terminal result in SLUICE_RESULTS.
+//
+// To keep the shared state off the hot-key cliff (many writers doing
+// compare-and-swap on one key), each dispatcher leases small blocks of
+// capacity and spends them locally; see the limiter package.
+package dispatcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sluicehq/sluice/messages"
+	"github.com/sluicehq/sluice/services/config"
+	"github.com/sluicehq/sluice/services/limiter"
+	"github.com/sluicehq/sluice/services/results"
+	"github.com/sluicehq/sluice/services/streams"
+	"github.com/sluicehq/sluice/services/telemetry"
+)
+
+// Config configures a dispatcher.
+type Config struct {
+	// ID names this dispatcher in logs. Default: a random id.
+	ID string
+	// Shared is the shared configuration. Required.
+	Shared *config.Live
+	// Limiter holds the shared limiter state. Default: the KV-backed
+	// limiter on SLUICE_LIMITER, which is what lets several dispatchers
+	// share limits; tests may pass an in-memory one.
+	Limiter limiter.Limiter
+	// AckWait is how long the calls of a crashed dispatcher stay invisible
+	// before another dispatcher gets them. Default 30s.
+	AckWait time.Duration
+	// SettleInterval is how often token settlements are written to the
+	// shared state, batched per deployment. Default 50ms.
+	SettleInterval time.Duration
+	Logger         *slog.Logger
+	// Registerer receives the metrics. Default: none.
+	Registerer prometheus.Registerer
+	// Clock is injectable for tests. Default time.Now.
+	Clock func() time.Time
+}
+
+func (c *Config) defaults() error {
+	if c.Shared == nil || c.Shared.Load() == nil {
+		return errors.New("dispatcher: shared configuration is required")
+	}
+	if c.ID == "" {
+		c.ID = uuid.NewString()[:8]
+	}
+	if c.AckWait <= 0 {
+		c.AckWait = 30 * time.Second
+	}
+	if c.SettleInterval <= 0 {
+		c.SettleInterval = 50 * time.Millisecond
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
+	return nil
+}
+
+// Dispatcher admits calls. Create it with New and start it with Run.
+type Dispatcher struct {
+	cfg     Config
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	log     *slog.Logger
+	metrics *telemetry.Metrics
+	results *results.Publisher
+	stream  jetstream.Stream // SLUICE_RESULTS
+
+	shared limiter.Limiter
+	leases *limiter.Leases
+	settle *settlements
+	// countedOps and countedConflicts are the KV limiter's counts already
+	// added to metrics; only settleLoop touches them.
+	countedOps, countedConflicts uint64
+
+	mu    sync.Mutex // guards queue
+	queue *queue
+	wake  chan struct{}
+	// inflight counts publishes to SLUICE_EXEC not yet acknowledged.
+	inflight sync.WaitGroup
+}
+
+// New returns a dispatcher that uses nc.
+func New(nc *nats.Conn, cfg Config) (*Dispatcher, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+	if err != nil {
+		return nil, fmt.Errorf("dispatcher: %w", err)
+	}
+	m := telemetry.New(cfg.Registerer)
+	return &Dispatcher{
+		cfg:     cfg,
+		nc:      nc,
+		js:      js,
+		log:     cfg.Logger.With("service", "dispatcher", "dispatcher", cfg.ID),
+		metrics: m,
+		results: results.NewPublisher(js, m, cfg.Clock),
+		queue:   newQueue(),
+		wake:    make(chan struct{}, 1),
+	}, nil
+}
+
+// Run dispatches until ctx ends. On the way out it stops taking calls,
+// hands the calls it holds back to JetStream for the other dispatchers,
+// returns unspent leased capacity, and waits for its publishes to settle.
+func (d *Dispatcher) Run(ctx context.Context) error {
+	shared := d.cfg.Shared.Load()
+	res, err := streams.Ensure(ctx, d.js, shared.Streams)
+	if err != nil {
+		return err
+	}
+	d.stream = res.Results
+
+	d.shared = d.cfg.Limiter
+	if d.shared == nil {
+		kv := limiter.NewKV(res.Limiter, limiter.KVOptions{Clock: d.cfg.Clock})
+		if err := kv.Start(ctx); err != nil {
+			return fmt.Errorf("dispatcher: limiter: %w", err)
+		}
+		defer kv.Stop()
+		d.shared = kv
+	}
+	d.leases = limiter.NewLeases(d.shared, limiter.LeaseOptions{Clock: d.cfg.Clock, TTL: shared.Admission.LeaseTTL})
+	d.settle = newSettlements()
+
+	cons, err := streams.EnsureConsumer(ctx, res.Calls, streams.DispatcherConsumerConfig(shared.Streams, d.cfg.AckWait))
+	if err != nil {
+		return err
+	}
+	settleSub, err := d.nc.QueueSubscribe(messages.SettleSubjects, streams.SettleQueue, d.onSettlement)
+	if err != nil {
+		return fmt.Errorf("dispatcher: subscribe settlements: %w", err)
+	}
+	cc, err := cons.Consume(d.intake,
+		jetstream.PullMaxMessages(1024),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			if !errors.Is(err, jetstream.ErrNoHeartbeat) {
+				d.log.Warn("consume", "err", err)
+			}
+		}))
+	if err != nil {
+		_ = settleSub.Unsubscribe()
+		return fmt.Errorf("dispatcher: consume: %w", err)
+	}
+	d.log.Info("dispatcher started")
+
+	loopCtx, stopLoop := context.WithCancel(context.Background())
+	var loops sync.WaitGroup
+	loops.Add(2)
+	go func() { defer loops.Done(); d.schedule(loopCtx) }()
+	go func() { defer loops.Done(); d.settleLoop(loopCtx) }()
+
+	<-ctx.Done()
+	cc.Stop()
+	<-cc.Closed()
+	_ = settleSub.Unsubscribe()
+	stopLoop()
+	loops.Wait()
+
+	// Hand every held call back: another dispatcher gets it at once.
+	d.mu.Lock()
+	held := d.queue.all()
+	for _, w := range held {
+		d.queue.remove(w)
+		_ = w.msg.Nak()
+	}
+	d.mu.Unlock()
+	d.inflight.Wait()
+	stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = d.leases.Flush(stopCtx)
+	d.flushSettlements(stopCtx)
+	d.countLimiterOps()
+	d.log.Info("dispatcher stopped", "handed_back", len(held))
+	return nil
+}
+
+// poke wakes the scheduler.
+func (d *Dispatcher) poke() {
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}

@@ -1,0 +1,200 @@
+package dispatcher
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluicehq/sluice/messages"
+	"github.com/sluicehq/sluice/services/config"
+	"github.com/sluicehq/sluice/services/limiter"
+	"github.com/sluicehq/sluice/services/results"
+	"github.com/sluicehq/sluice/services/tokens"
+)
+
+// retryEarly is how early a retry may be taken before its NotBefore rather
+// than delayed again: less than this is not worth another redelivery.
+const retryEarly = 5 * time.Millisecond
+
+// intake receives every call and retry from JetStream. It answers bad input
+// at once, delays early retries through JetStream, and queues the rest.
+func (d *Dispatcher) intake(msg jetstream.Msg) {
+	meta, err := msg.Metadata()
+	if err != nil {
+		d.deadLetter(msg, "no_metadata", err.Error())
+		return
+	}
+	kind, team, tier, err := messages.ParseCallSubject(msg.Subject())
+	if err != nil {
+		d.deadLetter(msg, "bad_subject", err.Error())
+		return
+	}
+	switch kind {
+	case messages.KindCall:
+		d.intakeCall(msg, meta, team, tier)
+	case messages.KindRetry:
+		d.intakeRetry(msg, team, tier)
+	}
+}
+
+func (d *Dispatcher) intakeCall(msg jetstream.Msg, meta *jetstream.MsgMetadata, team string, tier messages.Tier) {
+	cfg := d.cfg.Shared.Load()
+	t := messages.Ticket{Team: team, Tier: tier, AcceptedAt: meta.Timestamp, Attempt: 1}
+
+	var call messages.CallRequest
+	var bad *messages.Error
+	if len(msg.Data()) > cfg.Calls.MaxBodyBytes {
+		bad = messages.FieldError("body", "the call is %d bytes; the limit is %d", len(msg.Data()), cfg.Calls.MaxBodyBytes)
+	} else {
+		call, bad = messages.DecodeCall(msg.Data())
+	}
+	// The id decides where the answer goes, so settle it first, even for a
+	// call that is otherwise bad.
+	switch {
+	case call.ID != "" && messages.ValidToken(call.ID):
+	case messages.ValidToken(msg.Headers().Get(messages.HeaderMsgID)):
+		call.ID = msg.Headers().Get(messages.HeaderMsgID)
+	default:
+		call.ID = messages.DerivedCallID(meta.Sequence.Stream)
+	}
+	t.Call = call
+
+	// A redelivered call may have ended already, on a dispatcher that died
+	// before acknowledging it.
+	if meta.NumDelivered > 1 {
+		if _, err := results.FetchFrom(context.Background(), d.stream, team, call.ID); err == nil {
+			_ = msg.Ack()
+			return
+		}
+	}
+	var est tokens.Estimate
+	if bad == nil {
+		est, bad = d.check(cfg, &t)
+	}
+	if bad != nil {
+		d.reject(msg, &t, bad)
+		return
+	}
+	d.enqueue(msg, t, est.Total())
+}
+
+// check validates a decoded call against the configuration and fixes its
+// deadline. It returns the call's token estimate, or the error to answer
+// with.
+func (d *Dispatcher) check(cfg *config.Config, t *messages.Ticket) (est tokens.Estimate, _ *messages.Error) {
+	teamCfg, ok := cfg.Teams[t.Team]
+	if !ok {
+		return est, messages.Errorf(messages.CodeForbidden, "team %q is not configured", t.Team)
+	}
+	if !t.Tier.Valid() {
+		return est, messages.FieldError("tier", "unknown tier %q in the subject; tiers are critical, high, standard, batch", t.Tier)
+	}
+	if !teamCfg.AllowsTier(t.Tier) {
+		return est, messages.Errorf(messages.CodeForbidden, "team %q may not use tier %s", t.Team, t.Tier)
+	}
+	pool, ok := cfg.Pool(t.Call.Model)
+	if !ok {
+		return est, messages.Errorf(messages.CodeUnknownModel, "no pool serves model %q", t.Call.Model)
+	}
+	if !teamCfg.AllowsPool(pool.Name()) {
+		return est, messages.Errorf(messages.CodeForbidden, "team %q may not use model %q", t.Team, t.Call.Model)
+	}
+	if len(candidates(pool, t.Call.Regions)) == 0 {
+		return est, messages.FieldError("regions", "no deployment of %q serves regions %v", t.Call.Model, t.Call.Regions)
+	}
+	var bad *messages.Error
+	est, bad = tokens.Of(t.Call.Endpoint, t.Call.Body, pool.DefaultMaxTokens)
+	if bad != nil {
+		return est, bad
+	}
+	if est.Stream {
+		return est, messages.FieldError("body.stream", "streamed answers cannot travel as one result; call without stream")
+	}
+	t.Deadline = t.Call.DeadlineFrom(t.AcceptedAt, cfg.Calls.DefaultTimeout)
+	if t.Deadline.Sub(t.AcceptedAt) > cfg.Calls.MaxTimeout {
+		return est, messages.FieldError("deadline", "is more than %s after the call was accepted", cfg.Calls.MaxTimeout)
+	}
+	if !d.cfg.Clock().Before(t.Deadline) {
+		return est, messages.Errorf(messages.CodeDeadlineExceeded, "the deadline %s had passed when the call was read", t.Deadline.Format(time.RFC3339Nano))
+	}
+	return est, nil
+}
+
+func (d *Dispatcher) intakeRetry(msg jetstream.Msg, team string, tier messages.Tier) {
+	var r messages.Retry
+	if err := json.Unmarshal(msg.Data(), &r); err != nil || !messages.ValidToken(r.Call.ID) || r.Team != team || r.Tier != tier {
+		d.deadLetter(msg, "undecodable_retry", "retry does not decode to a ticket for its subject")
+		return
+	}
+	now := d.cfg.Clock()
+	if wait := r.NotBefore.Sub(now); wait > retryEarly {
+		// Delayed redelivery: JetStream holds the retry, not this process.
+		_ = msg.NakWithDelay(wait)
+		return
+	}
+	cfg := d.cfg.Shared.Load()
+	pool, ok := cfg.Pool(r.Call.Model)
+	if !ok {
+		d.reject(msg, &r.Ticket, messages.Errorf(messages.CodeUnknownModel, "no pool serves model %q any more", r.Call.Model))
+		return
+	}
+	if !now.Before(r.Deadline) {
+		d.reject(msg, &r.Ticket, messages.Errorf(messages.CodeDeadlineExceeded, "the deadline passed while waiting to retry"))
+		return
+	}
+	est, bad := tokens.Of(r.Call.Endpoint, r.Call.Body, pool.DefaultMaxTokens)
+	if bad != nil {
+		d.reject(msg, &r.Ticket, bad)
+		return
+	}
+	d.enqueue(msg, r.Ticket, est.Total())
+}
+
+// enqueue holds a valid call until the scheduler admits it.
+func (d *Dispatcher) enqueue(msg jetstream.Msg, t messages.Ticket, tokens int64) {
+	now := d.cfg.Clock()
+	w := &waiting{msg: msg, ticket: t, need: limiter.Amount{Requests: 1, Tokens: float64(tokens)}, since: now, touched: now}
+	d.mu.Lock()
+	d.queue.push(w)
+	d.metrics.QueueDepth.WithLabelValues(w.pool(), string(t.Tier)).Inc()
+	d.mu.Unlock()
+	d.poke()
+}
+
+// reject answers a call with an error result and acknowledges it.
+func (d *Dispatcher) reject(msg jetstream.Msg, t *messages.Ticket, e *messages.Error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r := &messages.Result{
+		ID:       t.Call.ID,
+		Team:     t.Team,
+		Tier:     t.Tier,
+		Model:    t.Call.Model,
+		Error:    e,
+		Attempts: t.Attempt - 1,
+		Metadata: t.Call.Metadata,
+		Timings:  messages.Timings{AcceptedAt: t.AcceptedAt, QueuedMS: t.QueuedMS},
+	}
+	if err := d.results.Publish(ctx, r); err != nil {
+		d.log.Error("publish error result; the call will be redelivered", "call", t.Call.ID, "err", err)
+		_ = msg.Nak()
+		return
+	}
+	_ = msg.Ack()
+}
+
+// deadLetter stores a message that cannot be answered and removes it from
+// the calls stream.
+func (d *Dispatcher) deadLetter(msg jetstream.Msg, reason, why string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	d.log.Warn("dead-lettering", "subject", msg.Subject(), "reason", reason, "why", why)
+	if err := d.results.DeadLetter(ctx, reason, msg.Subject(), msg.Data(), why); err != nil {
+		d.log.Error("dead-letter", "err", err)
+		_ = msg.Nak()
+		return
+	}
+	_ = msg.Term()
+}

@@ -1,0 +1,115 @@
+package dispatcher
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/sluicehq/sluice/messages"
+	"github.com/sluicehq/sluice/services/limiter"
+)
+
+// settlements accumulates corrections to the shared limiter state per
+// deployment (settled reservations, refunds of work that never ran), so
+// that they cost one write per deployment per interval instead of one per
+// call.
+type settlements struct {
+	mu      sync.Mutex
+	pending map[string]limiter.Amount
+}
+
+func newSettlements() *settlements {
+	return &settlements{pending: map[string]limiter.Amount{}}
+}
+
+func (s *settlements) add(deployment string, delta limiter.Amount) {
+	s.mu.Lock()
+	p := s.pending[deployment]
+	p.Requests += delta.Requests
+	p.Tokens += delta.Tokens
+	s.pending[deployment] = p
+	s.mu.Unlock()
+}
+
+func (s *settlements) drain() map[string]limiter.Amount {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := s.pending
+	s.pending = map[string]limiter.Amount{}
+	return out
+}
+
+// refund gives a reservation that was not spent back to the shared state.
+func (d *Dispatcher) refund(deployment string, a limiter.Amount) {
+	d.settle.add(deployment, a)
+}
+
+// onSettlement receives an executor's report of the tokens an attempt
+// used, and corrects its reservation: a refund when the provider counted
+// less than reserved, a charge when it counted more.
+func (d *Dispatcher) onSettlement(m *nats.Msg) {
+	var s messages.Settlement
+	if err := json.Unmarshal(m.Data, &s); err != nil || s.Deployment == "" {
+		d.log.Warn("undecodable settlement", "subject", m.Subject)
+		return
+	}
+	d.settle.add(s.Deployment, limiter.Amount{Tokens: float64(s.ReservedTokens - s.UsedTokens)})
+}
+
+// settleLoop writes settlements and returns expired leases every
+// SettleInterval until ctx ends.
+func (d *Dispatcher) settleLoop(ctx context.Context) {
+	t := time.NewTicker(d.cfg.SettleInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			opCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_ = d.leases.Expire(opCtx)
+			d.flushSettlements(opCtx)
+			cancel()
+			d.countLimiterOps()
+		}
+	}
+}
+
+// flushSettlements writes accumulated corrections to the shared state and
+// wakes the scheduler when capacity came back.
+func (d *Dispatcher) flushSettlements(ctx context.Context) {
+	cfg := d.cfg.Shared.Load()
+	refunded := false
+	for id, delta := range d.settle.drain() {
+		dep, ok := cfg.Deployment(id)
+		if !ok || (delta.Requests == 0 && delta.Tokens == 0) {
+			continue
+		}
+		if err := d.shared.Adjust(ctx, id, limitOf(dep, cfg.Admission.Burst), delta); err != nil {
+			d.log.Warn("settle", "deployment", id, "err", err)
+			d.settle.add(id, delta)
+			continue
+		}
+		if delta.Requests > 0 || delta.Tokens > 0 {
+			refunded = true
+		}
+	}
+	if refunded {
+		d.poke()
+	}
+}
+
+// countLimiterOps moves the KV limiter's operation counts into metrics.
+func (d *Dispatcher) countLimiterOps() {
+	kv, ok := d.shared.(*limiter.KV)
+	if !ok {
+		return
+	}
+	ops, conflicts := kv.Ops(), kv.Conflicts()
+	d.metrics.LimiterOps.WithLabelValues("op").Add(float64(ops - d.countedOps))
+	d.metrics.LimiterOps.WithLabelValues("conflict").Add(float64(conflicts - d.countedConflicts))
+	d.countedOps, d.countedConflicts = ops, conflicts
+}
