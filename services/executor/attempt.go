@@ -1,0 +1,240 @@
+package executor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluicehq/sluice/messages"
+	"github.com/sluicehq/sluice/services/providers"
+)
+
+// outcome is how an attempt ended: a terminal result, or a retry.
+type outcome struct {
+	result *messages.Result
+	retry  *messages.Retry
+	// usedTokens settles the reservation; -1 keeps it as reserved (when
+	// the provider's count is unknown, keeping it errs on the safe side).
+	usedTokens int64
+	// aborted is set when shutdown cut the request off.
+	aborted bool
+}
+
+// nonJSONExcerpt bounds how much of a non-JSON answer a result carries.
+const nonJSONExcerpt = 2048
+
+// attempt makes one provider request for w and judges the answer.
+func (e *Executor) attempt(ctx context.Context, msg jetstream.Msg, w *messages.Work, log *slog.Logger) outcome {
+	now := e.cfg.Clock()
+	shared := e.cfg.Shared.Load()
+	res := e.newResult(w)
+	fail := func(used int64, err *messages.Error) outcome {
+		res.Error = err
+		return outcome{result: res, usedTokens: used}
+	}
+	if !now.Before(w.Deadline) {
+		return fail(0, messages.Errorf(messages.CodeDeadlineExceeded, "the deadline passed before the provider was called"))
+	}
+	dep, ok := shared.Deployment(w.Deployment)
+	if !ok || dep.Region != e.cfg.Region {
+		return fail(0, messages.Errorf(messages.CodeInternal, "deployment %q is not configured for region %s", w.Deployment, e.cfg.Region))
+	}
+	res.Provider = dep.Provider
+	secret, ok := e.cfg.Secrets(dep.Key)
+	if !ok {
+		log.Error("no secret for key name; check the executor's secrets", "key_name", dep.Key)
+		return fail(0, messages.Errorf(messages.CodeInternal, "the executors of region %s hold no secret named %s", e.cfg.Region, dep.Key))
+	}
+	adapter, err := providers.For(dep.Provider)
+	if err != nil {
+		return fail(0, messages.Errorf(messages.CodeInternal, "%v", err))
+	}
+
+	reqCtx, cancel := context.WithDeadline(ctx, earliest(now.Add(shared.Retry.AttemptTimeout), w.Deadline))
+	defer cancel()
+	stopKeepAlive := e.keepAlive(msg)
+	e.metrics.InFlight.WithLabelValues(e.cfg.Region).Inc()
+	start := e.cfg.Clock()
+	resp, err := adapter.Do(reqCtx, e.cfg.HTTPClient, providers.Request{
+		Endpoint: w.Call.Endpoint,
+		Body:     w.Call.Body,
+		Model:    dep.Model,
+		BaseURL:  dep.BaseURL,
+		Secret:   secret,
+	})
+	took := e.cfg.Clock().Sub(start)
+	e.metrics.InFlight.WithLabelValues(e.cfg.Region).Dec()
+	stopKeepAlive()
+	res.Timings.ProviderMS = ms(took)
+	e.metrics.ProviderLatency.WithLabelValues(dep.ID, dep.Region).Observe(took.Seconds())
+
+	if err != nil {
+		if ctx.Err() != nil {
+			return outcome{aborted: true}
+		}
+		status := "transport"
+		if errors.Is(err, context.DeadlineExceeded) {
+			status = "timeout"
+		}
+		e.metrics.ProviderRequests.WithLabelValues(dep.ID, dep.Region, status).Inc()
+		if !e.cfg.Clock().Before(w.Deadline) {
+			return fail(-1, messages.Errorf(messages.CodeDeadlineExceeded, "the deadline passed during the provider request"))
+		}
+		log.Warn("provider request failed", "err", err)
+		return e.retryOrGiveUp(w, res, status, 0, messages.Errorf(messages.CodeProviderError, "provider request failed: %s", status))
+	}
+
+	e.metrics.ProviderRequests.WithLabelValues(dep.ID, dep.Region, strconv.Itoa(resp.Status)).Inc()
+	res.HTTPStatus = resp.Status
+	res.Body = bodyJSON(resp.Body)
+	switch resp.Class {
+	case providers.Success:
+		if !json.Valid(resp.Body) {
+			return fail(-1, &messages.Error{Code: messages.CodeProviderError, ProviderStatus: resp.Status,
+				Message: "the provider answered with something that is not JSON"})
+		}
+		res.Usage = resp.Usage
+		used := int64(-1)
+		if resp.Usage != nil {
+			used = resp.Usage.TotalTokens
+			e.metrics.TokensUsed.WithLabelValues(w.Team, dep.Pool(), dep.ID).Add(float64(used))
+		}
+		return outcome{result: res, usedTokens: used}
+	case providers.QuotaExhausted:
+		return fail(0, &messages.Error{Code: messages.CodeProviderError, ProviderStatus: resp.Status,
+			Message: "insufficient_quota: the key's billing quota is spent; retrying does not help"})
+	case providers.RateLimited:
+		e.metrics.Provider429s.WithLabelValues(dep.ID).Inc()
+		return e.retryOrGiveUp(w, res, "429", resp.Limits.Wait(resp.ErrorType),
+			&messages.Error{Code: messages.CodeRateLimited, ProviderStatus: resp.Status, Message: "the provider answered 429"})
+	case providers.Unavailable:
+		return e.retryOrGiveUp(w, res, "5xx", resp.Limits.RetryAfter,
+			&messages.Error{Code: messages.CodeProviderError, ProviderStatus: resp.Status, Message: fmt.Sprintf("the provider answered %d", resp.Status)})
+	default:
+		return fail(0, &messages.Error{Code: messages.CodeProviderError, ProviderStatus: resp.Status,
+			Message: fmt.Sprintf("the provider refused the request with %d", resp.Status)})
+	}
+}
+
+// retryOrGiveUp hands the call back for another attempt after a backoff,
+// unless its attempts are spent or the deadline would pass first.
+func (e *Executor) retryOrGiveUp(w *messages.Work, res *messages.Result, reason string, hint time.Duration, lastErr *messages.Error) outcome {
+	e.metrics.Retries.WithLabelValues(w.Deployment, reason).Inc()
+	shared := e.cfg.Shared.Load()
+	if w.Attempt >= shared.Retry.MaxAttempts {
+		res.Error = lastErr
+		res.Error.Message = fmt.Sprintf("gave up after %d attempts: %s", w.Attempt, lastErr.Message)
+		return outcome{result: res, usedTokens: -1}
+	}
+	delay := Backoff(w.Attempt, shared.Retry.BaseDelay, shared.Retry.MaxDelay, hint, e.cfg.Rand)
+	notBefore := e.cfg.Clock().Add(delay)
+	if !notBefore.Before(w.Deadline) {
+		res.Error = &messages.Error{Code: messages.CodeDeadlineExceeded, ProviderStatus: lastErr.ProviderStatus,
+			Message: fmt.Sprintf("the deadline would pass before attempt %d (after %s: %s)", w.Attempt+1, delay.Round(time.Millisecond), lastErr.Message)}
+		return outcome{result: res, usedTokens: -1}
+	}
+	r := &messages.Retry{Ticket: w.Ticket, NotBefore: notBefore}
+	r.Attempt = w.Attempt + 1
+	r.LastError = lastErr
+	r.LastDeployment = w.Deployment
+	r.QueuedMS = w.QueuedMS
+	return outcome{retry: r, usedTokens: -1}
+}
+
+// finish publishes the attempt's outcome and settles its reservation.
+func (e *Executor) finish(ctx context.Context, w *messages.Work, o outcome) error {
+	pubCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if o.retry != nil {
+		data, err := json.Marshal(o.retry)
+		if err != nil {
+			return err
+		}
+		m := &nats.Msg{Subject: messages.RetrySubject(w.Team, w.Tier), Data: data, Header: nats.Header{}}
+		m.Header.Set(messages.HeaderMsgID, messages.RetryMsgID(w.Call.ID, o.retry.Attempt))
+		if _, err := e.js.PublishMsg(pubCtx, m); err != nil {
+			return fmt.Errorf("publish retry: %w", err)
+		}
+	} else if err := e.results.Publish(pubCtx, o.result); err != nil {
+		return err
+	}
+	if o.usedTokens >= 0 && o.usedTokens != w.ReservedTokens {
+		data, _ := json.Marshal(messages.Settlement{
+			CallID: w.Call.ID, Deployment: w.Deployment,
+			ReservedTokens: w.ReservedTokens, UsedTokens: o.usedTokens,
+		})
+		// Best effort: a lost settlement leaves the reservation in place.
+		_ = e.nc.Publish(messages.SettleSubject(e.cfg.Region), data)
+	}
+	return nil
+}
+
+// keepAlive tells JetStream the work is in progress while a long provider
+// request runs, so it is not redelivered to another executor meanwhile.
+func (e *Executor) keepAlive(msg jetstream.Msg) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(e.cfg.AckWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				_ = msg.InProgress()
+			}
+		}
+	}()
+	return func() { close(done) }
+}
+
+func (e *Executor) newResult(w *messages.Work) *messages.Result {
+	return &messages.Result{
+		ID:         w.Call.ID,
+		Team:       w.Team,
+		Tier:       w.Tier,
+		Model:      w.Call.Model,
+		Attempts:   w.Attempt,
+		Deployment: w.Deployment,
+		Region:     e.cfg.Region,
+		Metadata:   w.Call.Metadata,
+		Timings:    messages.Timings{AcceptedAt: w.AcceptedAt, QueuedMS: w.QueuedMS},
+	}
+}
+
+// bodyJSON is the provider's answer as it came when it is JSON, and
+// otherwise a JSON string holding the start of it.
+func bodyJSON(b []byte) json.RawMessage {
+	if len(b) == 0 {
+		return nil
+	}
+	if json.Valid(b) {
+		return b
+	}
+	if len(b) > nonJSONExcerpt {
+		b = b[:nonJSONExcerpt]
+	}
+	s := string(b)
+	if !utf8.ValidString(s) {
+		s = string([]rune(s))
+	}
+	out, _ := json.Marshal(s)
+	return out
+}
+
+func earliest(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
