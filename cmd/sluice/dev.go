@@ -1,0 +1,101 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+
+	"github.com/oklog/run"
+
+	"github.com/sluicehq/sluice/services/devstack"
+)
+
+func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("dev", stderr)
+	addr := fs.String("addr", "localhost:4222", "where the embedded NATS server listens for clients")
+	dataDir := fs.String("data", "", "JetStream data directory (default: a fresh temporary directory, removed on exit)")
+	fakeAddr := fs.String("fake-addr", "127.0.0.1:0", "where the fake provider listens")
+	metricsAddr := fs.String("metrics", "localhost:9464", "address to serve Prometheus metrics on; empty for none")
+	dispatchers := fs.Int("dispatchers", 1, "dispatchers to run")
+	printConfig := fs.Bool("print-config", false, "print the built-in configuration and exit")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *printConfig {
+		fmt.Fprint(stdout, devstack.DevConfigYAML("http://127.0.0.1:PORT"))
+		return nil
+	}
+	log, err := newLogger(stderr, *logLevel)
+	if err != nil {
+		return err
+	}
+	host, portStr, err := net.SplitHostPort(*addr)
+	if err != nil {
+		return fmt.Errorf("-addr: %w", err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return fmt.Errorf("-addr: port %q: %w", portStr, err)
+	}
+	reg := newRegistry()
+	stack, err := devstack.Start(devstack.Options{
+		NATSHost: host, NATSPort: port, StoreDir: *dataDir, FakeAddr: *fakeAddr,
+		Logger: log, Registerer: reg,
+	})
+	if err != nil {
+		return err
+	}
+	defer stack.Close()
+	stopMetrics, err := serveMetrics(*metricsAddr, reg, log)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
+
+	var g run.Group
+	for i := 1; i <= *dispatchers; i++ {
+		svc, err := stack.StartDispatcher(fmt.Sprintf("dev-%d", i), nil)
+		if err != nil {
+			return err
+		}
+		addService(&g, svc)
+	}
+	for _, region := range stack.Shared.Load().Regions() {
+		svc, err := stack.StartExecutor(region, nil)
+		if err != nil {
+			return err
+		}
+		addService(&g, svc)
+	}
+	g.Add(func() error { <-ctx.Done(); return nil }, func(error) {})
+
+	fmt.Fprintf(stdout, `sluice dev is running.
+  NATS:          %s
+  data dir:      %s
+  fake provider: %s
+  metrics:       http://%s/metrics
+  team demo may use every tier; pool gpt-4o-mini is served by us-east and eu-west (two keys each).
+
+Make a call from another terminal:
+  go run ./cmd/sluice call --server %s --team demo --tier standard --model gpt-4o-mini --prompt "hi"
+
+Press Ctrl-C to stop.
+`, stack.ClientURL(), stack.StoreDir, stack.FakeURL, *metricsAddr, stack.ClientURL())
+	err = g.Run()
+	log.Info("sluice dev stopped")
+	return err
+}
+
+// addService runs svc in g: g ends when svc does, and stops svc when
+// anything else ends.
+func addService(g *run.Group, svc *devstack.Service) {
+	g.Add(func() error {
+		<-svc.Done()
+		return svc.Err()
+	}, func(error) {
+		_ = svc.Stop()
+	})
+}

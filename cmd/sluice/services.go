@@ -1,0 +1,121 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/sluicehq/sluice/services/config"
+	"github.com/sluicehq/sluice/services/dispatcher"
+	"github.com/sluicehq/sluice/services/executor"
+)
+
+func runDispatcher(ctx context.Context, args []string, _, stderr io.Writer) error {
+	fs := newFlagSet("dispatcher", stderr)
+	var nf natsFlags
+	nf.register(fs)
+	configPath := fs.String("config", "sluice.yaml", "shared configuration file (YAML)")
+	id := fs.String("id", "", "name of this dispatcher in logs (default: random)")
+	metricsAddr := fs.String("metrics", ":9464", "address to serve Prometheus metrics on; empty for none")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, *logLevel)
+	if err != nil {
+		return err
+	}
+	cfg, err := config.Load(*configPath)
+	if err != nil {
+		return err
+	}
+	reg := newRegistry()
+	stopMetrics, err := serveMetrics(*metricsAddr, reg, log)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
+	nc, err := nf.connect("sluice dispatcher")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	d, err := dispatcher.New(nc, dispatcher.Config{
+		ID: *id, Shared: config.NewLive(cfg), Logger: log, Registerer: reg,
+	})
+	if err != nil {
+		return err
+	}
+	return d.Run(ctx)
+}
+
+func runExecutor(ctx context.Context, args []string, _, stderr io.Writer) error {
+	fs := newFlagSet("executor", stderr)
+	var nf natsFlags
+	nf.register(fs)
+	configPath := fs.String("config", "sluice.yaml", "shared configuration file (YAML)")
+	region := fs.String("region", "", "region whose work this executor takes (required)")
+	secretsPath := fs.String("secrets", "", "YAML file mapping key names to secrets; names not in it are read from the environment")
+	concurrency := fs.Int("concurrency", 16*runtime.GOMAXPROCS(0), "most provider requests open at once")
+	metricsAddr := fs.String("metrics", ":9465", "address to serve Prometheus metrics on; empty for none")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *region == "" {
+		return errors.New("-region is required")
+	}
+	log, err := newLogger(stderr, *logLevel)
+	if err != nil {
+		return err
+	}
+	cfg, err := config.Load(*configPath)
+	if err != nil {
+		return err
+	}
+	secrets := executor.SecretsFromEnv()
+	if *secretsPath != "" {
+		m, err := loadSecrets(*secretsPath)
+		if err != nil {
+			return err
+		}
+		secrets = executor.FirstOf(executor.SecretsFromMap(m), secrets)
+	}
+	reg := newRegistry()
+	stopMetrics, err := serveMetrics(*metricsAddr, reg, log)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
+	nc, err := nf.connect("sluice executor " + *region)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	e, err := executor.New(nc, executor.Config{
+		Region: *region, Shared: config.NewLive(cfg), Secrets: secrets,
+		Concurrency: *concurrency, Logger: log, Registerer: reg,
+	})
+	if err != nil {
+		return err
+	}
+	return e.Run(ctx)
+}
+
+// loadSecrets reads a YAML map of key names to secrets.
+func loadSecrets(path string) (map[string]string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("secrets: %w", err)
+	}
+	var m map[string]string
+	if err := yaml.Unmarshal(data, &m); err != nil {
+		return nil, fmt.Errorf("secrets %s: must be a YAML map of key names to secrets: %w", path, err)
+	}
+	return m, nil
+}
