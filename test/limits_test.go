@@ -1,0 +1,236 @@
+package test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluicehq/sluice/messages"
+	"github.com/sluicehq/sluice/services/devstack"
+	"github.com/sluicehq/sluice/services/dispatcher"
+	"github.com/sluicehq/sluice/services/fakeprovider"
+)
+
+// publishPaced publishes n calls at rate per second and returns their ids.
+func publishPaced(t *testing.T, js jetstream.JetStream, n int, rate float64, body func(id string) string) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(float64(n)/rate*float64(time.Second))+time.Minute)
+	defer cancel()
+	ids := make([]string, n)
+	start := time.Now()
+	for i := range ids {
+		ids[i] = fmt.Sprintf("call-%05d", i)
+		if wait := time.Until(start.Add(time.Duration(float64(i) / rate * float64(time.Second)))); wait > 0 {
+			time.Sleep(wait)
+		}
+		if err := publishCall(ctx, js, "demo", "standard", ids[i], body(ids[i])); err != nil {
+			t.Fatalf("publish %s: %v", ids[i], err)
+		}
+	}
+	return ids
+}
+
+// Three dispatchers share the limiter state; the fake provider's limits
+// equal the configured ones; demand is twice the capacity for 20 s. The
+// provider refuses nothing, and at least 90% of the capacity is used.
+func TestAccuracyThreeDispatchersTwiceTheDemand(t *testing.T) {
+	const (
+		rpm      = 1200 // per deployment: 20/s, 80/s over four
+		tpm      = 36000
+		duration = 20 * time.Second
+	)
+	s := startStack(t, stackOptions{
+		yaml: twoRegionYAML(rpm, tpm, layout{}),
+		fake: fakeprovider.Config{Latency: 5 * time.Millisecond},
+	})
+	for i := 1; i <= 3; i++ {
+		startDispatcher(t, s, fmt.Sprintf("d%d", i), nil)
+	}
+	startExecutors(t, s)
+	nc := connect(t, s)
+	js, _ := jetstream.New(nc)
+
+	capacity := 4 * float64(rpm) / 60 // requests per second
+	start := time.Now()
+	publishPaced(t, js, int(2*capacity*duration.Seconds()), 2*capacity, func(id string) string {
+		return chatCall(id, "m", 20, `,"timeout_ms":120000`)
+	})
+	elapsed := time.Since(start)
+	st := s.Fake.Stats()
+	used := float64(st.Total.Served) / (capacity * elapsed.Seconds())
+	t.Logf("in %s: served %d, refused %d, %.1f%% of the configured %0.f requests/s used; tokens %d",
+		elapsed.Round(time.Millisecond), st.Total.Served, st.Total.Refused(), 100*used, capacity, st.Total.TotalTokens)
+	keys := make([]string, 0, len(st.Keys))
+	for k := range st.Keys {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		c := st.Keys[k]
+		t.Logf("  %s: served %d, max %d requests in 1s (limit %.0f/s), max %d tokens in 1s (limit %.0f/s)",
+			k, c.Served, c.MaxRequests1s, float64(rpm)/60, c.MaxTokens1s, float64(tpm)/60)
+	}
+	if st.Total.Refused() != 0 {
+		t.Errorf("the provider refused %d calls; sluice must keep under its limits", st.Total.Refused())
+	}
+	if used < 0.90 {
+		t.Errorf("used %.1f%% of capacity, want at least 90%%", 100*used)
+	}
+}
+
+// The provider allows less than configured: calls are retried with growing
+// delays, and each ends with exactly one result, success or rate_limited.
+func TestRetriesWhenTheProviderAllowsLess(t *testing.T) {
+	s := startStack(t, stackOptions{
+		yaml: twoRegionYAML(600, 100000, layout{top: "retry: {max_attempts: 4, base_delay: 500ms, max_delay: 4s}\n"}),
+	})
+	// The provider really allows 120 RPM per key, a fifth of the configuration.
+	for _, dep := range s.Shared.Load().Pools["m"].Deployments {
+		if err := s.Fake.SetKey(devstack.DevSecrets(s.Shared.Load())[dep.Key], fakeprovider.KeyConfig{RPM: 120, TPM: 100000}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	startDispatcher(t, s, "d1", nil)
+	startExecutors(t, s)
+	nc := connect(t, s)
+	js, _ := jetstream.New(nc)
+	log := watchResults(t, nc, "demo")
+	retries := watchRetries(t, nc)
+
+	ids := publishPaced(t, js, 80, 200, func(id string) string {
+		return chatCall(id, "m", 10, `,"timeout_ms":120000`)
+	})
+	log.waitFor(t, ids, 90*time.Second)
+	got := log.exactlyOnce(t, ids)
+	outcomes := map[string]int{}
+	retried := 0
+	for _, r := range got {
+		outcomes[r.Outcome()]++
+		if r.Attempts > 1 {
+			retried++
+		}
+		if r.Outcome() != "ok" && r.Outcome() != string(messages.CodeRateLimited) {
+			t.Errorf("call %s ended %s: %s", r.ID, r.Outcome(), r.Error.Message)
+		}
+	}
+	st := s.Fake.Stats().Total
+	t.Logf("outcomes %v; %d calls retried; provider served %d and refused %d", outcomes, retried, st.Served, st.Refused())
+	if retried == 0 || st.Refused() == 0 {
+		t.Fatal("the provider allowed less than configured, so calls should have been refused and retried")
+	}
+	means := retries.meanDelayByAttempt()
+	t.Logf("mean delay before each attempt: %v", means)
+	if len(means) < 2 || means[0].mean >= means[len(means)-1].mean {
+		t.Errorf("delays should grow with the attempt number: %v", means)
+	}
+}
+
+// retryLog records the retries executors hand back, and the delay each
+// asked for.
+type retryLog struct {
+	mu     sync.Mutex
+	delays map[int][]time.Duration // by the attempt the retry is for
+}
+
+func watchRetries(t *testing.T, nc *nats.Conn) *retryLog {
+	l := &retryLog{delays: map[int][]time.Duration{}}
+	sub, err := nc.Subscribe(messages.RetrySubjects, func(m *nats.Msg) {
+		var r messages.Retry
+		if err := json.Unmarshal(m.Data, &r); err != nil {
+			t.Errorf("undecodable retry: %v", err)
+			return
+		}
+		l.mu.Lock()
+		l.delays[r.Attempt] = append(l.delays[r.Attempt], time.Until(r.NotBefore))
+		l.mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	return l
+}
+
+type attemptDelay struct {
+	attempt int
+	mean    time.Duration
+	n       int
+}
+
+func (a attemptDelay) String() string {
+	return fmt.Sprintf("#%d:%s(n=%d)", a.attempt, a.mean.Round(time.Millisecond), a.n)
+}
+
+// meanDelayByAttempt lists the mean delay per attempt, for attempts with
+// enough retries to mean something.
+func (l *retryLog) meanDelayByAttempt() []attemptDelay {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []attemptDelay
+	for attempt, ds := range l.delays {
+		if len(ds) < 5 {
+			continue
+		}
+		var sum time.Duration
+		for _, d := range ds {
+			sum += d
+		}
+		out = append(out, attemptDelay{attempt: attempt, mean: sum / time.Duration(len(ds)), n: len(ds)})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].attempt < out[j].attempt })
+	return out
+}
+
+// A dispatcher stops (gracefully, or by crashing) in the middle of a stream
+// of calls and another starts: every accepted call gets exactly one result.
+func TestDispatcherRestartLosesNothing(t *testing.T) {
+	for _, crash := range []bool{false, true} {
+		name := "graceful"
+		if crash {
+			name = "crash"
+		}
+		t.Run(name, func(t *testing.T) {
+			s := startStack(t, stackOptions{yaml: twoRegionYAML(600, 100000, layout{})})
+			fastFailover := func(c *dispatcher.Config) { c.AckWait = 2 * time.Second }
+			first := startDispatcher(t, s, "first", fastFailover)
+			startExecutors(t, s)
+			nc := connect(t, s)
+			js, _ := jetstream.New(nc)
+			log := watchResults(t, nc, "demo")
+
+			// 40 calls/s of capacity, 80/s of demand: a queue builds up.
+			var ids []string
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				ids = publishPaced(t, js, 400, 80, func(id string) string {
+					return chatCall(id, "m", 10, `,"timeout_ms":120000`)
+				})
+			}()
+			time.Sleep(2 * time.Second)
+			if crash {
+				first.Kill()
+			} else if err := first.Stop(); err != nil {
+				t.Fatal(err)
+			}
+			startDispatcher(t, s, "second", fastFailover)
+			<-done
+			log.waitFor(t, ids, 90*time.Second)
+			for id, r := range log.exactlyOnce(t, ids) {
+				if r.Status != messages.StatusOK {
+					t.Errorf("call %s: %+v", id, r.Error)
+				}
+			}
+			if refused := s.Fake.Stats().Total.Refused(); refused != 0 {
+				t.Errorf("provider refused %d calls across the restart", refused)
+			}
+		})
+	}
+}
