@@ -1,0 +1,37 @@
+// Package messages is sluice's wire contract: the subjects, JSON messages,
+// headers and error codes that clients and services exchange over NATS. It
+// imports nothing from the services, and it is all a client in any language
+// needs to know.
+//
+// # Calling
+//
+// Publish a [CallRequest] as JSON on sluice.call.<team>.<tier> (see
+// [CallSubject]), with the header Nats-Msg-Id set to the call id. The team
+// and tier come from the subject; the tier is critical, high, standard or
+// batch. JetStream (stream SLUICE_CALLS) de-duplicates by Nats-Msg-Id, so a
+// call published twice within the duplicate window runs once.
+//
+//	sluice.call.demo.standard   Nats-Msg-Id: call-1
+//	{"id":"call-1","model":"gpt-4o-mini",
+//	 "body":{"messages":[{"role":"user","content":"hi"}],"max_tokens":50}}
+//
+// # Results
+//
+// Every call JetStream accepted ends with exactly one [Result] on
+// sluice.result.<team>.<call id> (see [ResultSubject]): "status":"ok" with
+// the provider's body, usage, attempts, deployment, region and timings, or
+// "status":"error" with an [Error] whose [Code] says what went wrong. Results
+// stay in stream SLUICE_RESULTS for a configurable time, so a client that was
+// away can fetch its result later (the last message on its subject).
+//
+// # Between services
+//
+// [Work] (sluice.exec.<region>), [Retry] (sluice.retry.<team>.<tier>) and
+// [Settlement] (sluice.settle.<region>) travel between dispatchers and
+// executors. Clients never publish them. Messages that cannot be answered at
+// all go to sluice.dlq.<reason> (stream SLUICE_DLQ).
+//
+// Subject tokens (teams, regions, deployment and call ids) are 1 to 64
+// letters, digits, '-' and '_' ([ValidToken]); model names such as gpt-4.1
+// travel in bodies, never in subjects.
+package messages
