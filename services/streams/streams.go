@@ -150,51 +150,46 @@ func ExecConsumerConfig(cfg config.Streams, region string, ackWait time.Duration
 	}
 }
 
-// ensureStream creates or updates a stream. Two services racing to create
-// the same stream both succeed: the loser of the race updates instead.
+// ensureStream creates or updates a stream.
 func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
-	var lastErr error
-	for attempt := 0; attempt < 5; attempt++ {
-		s, err := js.CreateOrUpdateStream(ctx, cfg)
-		if err == nil {
-			return s, nil
-		}
-		lastErr = err
-		if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			break
-		}
-	}
-	return nil, fmt.Errorf("streams: ensure stream %s: %w", cfg.Name, lastErr)
+	return racing("stream "+cfg.Name, func() (jetstream.Stream, error) {
+		return js.CreateOrUpdateStream(ctx, cfg)
+	}, jetstream.ErrStreamNameAlreadyInUse)
 }
 
 func ensureBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
-	var lastErr error
-	for attempt := 0; attempt < 5; attempt++ {
-		kv, err := js.CreateOrUpdateKeyValue(ctx, cfg)
-		if err == nil {
-			return kv, nil
-		}
-		lastErr = err
-		if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) && !errors.Is(err, jetstream.ErrBucketExists) {
-			break
-		}
-	}
-	return nil, fmt.Errorf("streams: ensure bucket %s: %w", cfg.Bucket, lastErr)
+	return racing("bucket "+cfg.Bucket, func() (jetstream.KeyValue, error) {
+		return js.CreateOrUpdateKeyValue(ctx, cfg)
+	}, jetstream.ErrStreamNameAlreadyInUse, jetstream.ErrBucketExists)
 }
 
 // EnsureConsumer creates or updates a durable consumer, tolerating a race
 // with another service doing the same.
 func EnsureConsumer(ctx context.Context, s jetstream.Stream, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	return racing("consumer "+cfg.Durable, func() (jetstream.Consumer, error) {
+		return s.CreateOrUpdateConsumer(ctx, cfg)
+	}, jetstream.ErrConsumerExists)
+}
+
+// racing runs a create-or-update. Two services racing to create the same
+// resource both find it missing and both create it; the loser gets one of
+// lostRace, and succeeds by trying again, now as an update.
+func racing[T any](what string, createOrUpdate func() (T, error), lostRace ...error) (T, error) {
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
-		c, err := s.CreateOrUpdateConsumer(ctx, cfg)
+		v, err := createOrUpdate()
 		if err == nil {
-			return c, nil
+			return v, nil
 		}
 		lastErr = err
-		if !errors.Is(err, jetstream.ErrConsumerExists) {
+		lost := false
+		for _, target := range lostRace {
+			lost = lost || errors.Is(err, target)
+		}
+		if !lost {
 			break
 		}
 	}
-	return nil, fmt.Errorf("streams: ensure consumer %s: %w", cfg.Durable, lastErr)
+	var zero T
+	return zero, fmt.Errorf("streams: ensure %s: %w", what, lastErr)
 }

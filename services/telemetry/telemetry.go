@@ -45,7 +45,8 @@ type Metrics struct {
 	Retries *prometheus.CounterVec
 	// InFlight is the number of provider requests an executor has open.
 	InFlight *prometheus.GaugeVec
-	// LimiterOps counts KV operations of the shared limiter, by kind.
+	// LimiterOps counts KV operations of the shared limiter ("op": every
+	// get, create and update; "conflict": those that lost a race).
 	LimiterOps *prometheus.CounterVec
 	// DeadLetters counts messages sent to the dead-letter stream, by reason.
 	DeadLetters *prometheus.CounterVec
@@ -95,7 +96,7 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "sluice_executor_in_flight", Help: "Provider requests an executor has open.",
 		}, []string{"region"})),
 		LimiterOps: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "sluice_limiter_kv_ops_total", Help: "KV operations of the shared limiter, by kind.",
+			Name: "sluice_limiter_kv_ops_total", Help: "KV operations of the shared limiter (kind=op), and those that lost a compare-and-swap race (kind=conflict).",
 		}, []string{"kind"})),
 		DeadLetters: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_dead_letters_total", Help: "Messages sent to the dead-letter stream, by reason.",
