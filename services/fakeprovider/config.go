@@ -41,10 +41,10 @@ type KeyConfig struct {
 
 func (k KeyConfig) validate() error {
 	if k.RPM < 0 || k.RPM > maxLimit {
-		return fmt.Errorf("RPM %d outside 0..%d", k.RPM, int64(maxLimit))
+		return fmt.Errorf("rpm %d outside 0..%d", k.RPM, int64(maxLimit))
 	}
 	if k.TPM < 0 || k.TPM > maxLimit {
-		return fmt.Errorf("TPM %d outside 0..%d", k.TPM, int64(maxLimit))
+		return fmt.Errorf("tpm %d outside 0..%d", k.TPM, int64(maxLimit))
 	}
 	return nil
 }
@@ -150,31 +150,31 @@ func (c Config) validate() error {
 	}
 	for k, kc := range c.Keys {
 		if k == "" {
-			errs = append(errs, errors.New("Keys: empty key"))
+			errs = append(errs, errors.New("config.Keys: empty key"))
 			continue
 		}
 		if err := kc.validate(); err != nil {
-			errs = append(errs, fmt.Errorf("Keys[%s]: %w", redact(k), err))
+			errs = append(errs, fmt.Errorf("config.Keys[%s]: %w", redact(k), err))
 		}
 	}
 	if err := c.DefaultKey.validate(); err != nil {
-		errs = append(errs, fmt.Errorf("DefaultKey: %w", err))
+		errs = append(errs, fmt.Errorf("config.DefaultKey: %w", err))
 	}
 	if c.Quantum < time.Microsecond || c.Quantum > time.Minute {
-		errs = append(errs, fmt.Errorf("Quantum %v outside 1µs..1m", c.Quantum))
+		errs = append(errs, fmt.Errorf("config.Quantum %v outside 1µs..1m", c.Quantum))
 	}
 	if c.DefaultMaxTokens < 1 || c.DefaultMaxTokens > maxTokenParam {
-		errs = append(errs, fmt.Errorf("DefaultMaxTokens %d outside 1..%d", c.DefaultMaxTokens, maxTokenParam))
+		errs = append(errs, fmt.Errorf("config.DefaultMaxTokens %d outside 1..%d", c.DefaultMaxTokens, maxTokenParam))
 	}
 	if c.CompletionTokens < 1 || c.CompletionTokens > maxTokenParam {
-		errs = append(errs, fmt.Errorf("CompletionTokens %d outside 1..%d", c.CompletionTokens, maxTokenParam))
+		errs = append(errs, fmt.Errorf("config.CompletionTokens %d outside 1..%d", c.CompletionTokens, maxTokenParam))
 	}
 	if c.Dimensions < 1 || c.Dimensions > maxDimensions {
-		errs = append(errs, fmt.Errorf("Dimensions %d outside 1..%d", c.Dimensions, maxDimensions))
+		errs = append(errs, fmt.Errorf("config.Dimensions %d outside 1..%d", c.Dimensions, maxDimensions))
 	}
 	for _, m := range c.Models {
 		if m == "" {
-			errs = append(errs, errors.New("Models: empty model name"))
+			errs = append(errs, errors.New("config.Models: empty model name"))
 		}
 	}
 	if err := c.behavior().validate(); err != nil {

@@ -35,22 +35,22 @@ func (c Config) behavior() behavior {
 func (b behavior) validate() error {
 	var errs []error
 	if b.latency < 0 {
-		errs = append(errs, fmt.Errorf("Latency %v is negative", b.latency))
+		errs = append(errs, fmt.Errorf("config.Latency %v is negative", b.latency))
 	}
 	if b.latencyJitter < 0 {
-		errs = append(errs, fmt.Errorf("LatencyJitter %v is negative", b.latencyJitter))
+		errs = append(errs, fmt.Errorf("config.LatencyJitter %v is negative", b.latencyJitter))
 	}
 	if !(b.errorRate >= 0 && b.errorRate <= 1) { // also refuses NaN
-		errs = append(errs, fmt.Errorf("ErrorRate %v outside 0..1", b.errorRate))
+		errs = append(errs, fmt.Errorf("config.ErrorRate %v outside 0..1", b.errorRate))
 	}
 	if b.errorStatus != 0 && (b.errorStatus < 500 || b.errorStatus > 599) {
-		errs = append(errs, fmt.Errorf("ErrorStatus %d is neither 0 nor 500..599", b.errorStatus))
+		errs = append(errs, fmt.Errorf("config.ErrorStatus %d is neither 0 nor 500..599", b.errorStatus))
 	}
 	if !(b.timeoutRate >= 0 && b.timeoutRate <= 1) {
-		errs = append(errs, fmt.Errorf("TimeoutRate %v outside 0..1", b.timeoutRate))
+		errs = append(errs, fmt.Errorf("config.TimeoutRate %v outside 0..1", b.timeoutRate))
 	}
 	if b.chunkDelay < 0 {
-		errs = append(errs, fmt.Errorf("ChunkDelay %v is negative", b.chunkDelay))
+		errs = append(errs, fmt.Errorf("config.ChunkDelay %v is negative", b.chunkDelay))
 	}
 	return errors.Join(errs...)
 }
