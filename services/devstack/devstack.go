@@ -198,6 +198,23 @@ func allDeployments(cfg *config.Config) []*config.Deployment {
 	return out
 }
 
+// RestartNATS shuts the embedded server down and starts it again on the
+// same address and data, as an operator restarting it would. Services and
+// clients reconnect on their own.
+func (s *Stack) RestartNATS() error {
+	addr := s.NATS.Addr().(*net.TCPAddr)
+	s.NATS.Shutdown()
+	s.NATS.WaitForShutdown()
+	srv, err := embedded.Start(embedded.Config{
+		Host: s.opts.NATSHost, Port: addr.Port, StoreDir: s.StoreDir, Logs: s.opts.NATSLogs,
+	})
+	if err != nil {
+		return fmt.Errorf("devstack: restart NATS: %w", err)
+	}
+	s.NATS = srv
+	return nil
+}
+
 // ClientURL is the embedded server's URL for NATS clients.
 func (s *Stack) ClientURL() string { return s.NATS.ClientURL() }
 
