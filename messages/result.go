@@ -51,7 +51,9 @@ type Result struct {
 	Body  json.RawMessage `json:"body,omitempty"`
 	Usage *Usage          `json:"usage,omitempty"`
 	Error *Error          `json:"error,omitempty"`
-	// Attempts counts provider requests made for this call.
+	// Attempts counts the attempts sluice made for this call. An executor
+	// that crashed mid-request does not count: its attempt is repeated
+	// under the same number, so the provider may have seen one more.
 	Attempts   int               `json:"attempts"`
 	Deployment string            `json:"deployment,omitempty"`
 	Region     string            `json:"region,omitempty"`

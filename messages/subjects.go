@@ -138,3 +138,21 @@ func ValidToken(s string) bool {
 	}
 	return true
 }
+
+// CheckCallAddress reports whether a call for team on tier with id (empty:
+// to be assigned) can be published and answered: team and id must be
+// subject tokens and tier one of the four tiers. Clients check it before
+// publishing, so that a bad name is an error rather than a publish to a
+// subject nobody answers.
+func CheckCallAddress(team string, tier Tier, id string) error {
+	if !ValidToken(team) {
+		return fmt.Errorf("team %q must be 1 to 64 letters, digits, '-' or '_'", team)
+	}
+	if !tier.Valid() {
+		return fmt.Errorf("unknown tier %q; tiers are critical, high, standard, batch", tier)
+	}
+	if id != "" && !ValidToken(id) {
+		return fmt.Errorf("call id %q must be 1 to 64 letters, digits, '-' or '_'", id)
+	}
+	return nil
+}

@@ -32,6 +32,11 @@ func runCall(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *team == "" {
 		return errors.New("-team is required")
 	}
+	// Refuse what would publish or await on the wrong subjects, before
+	// connecting, rather than wait out the timeout.
+	if err := messages.CheckCallAddress(*team, messages.Tier(*tier), *id); err != nil {
+		return fmt.Errorf("-team, -tier or -id: %w", err)
+	}
 	body, err := callBody(*prompt, *bodyPath, *maxTokens)
 	if err != nil {
 		return err

@@ -41,7 +41,12 @@ func New(nc *nats.Conn) (*Client, error) {
 // JetStream has accepted it. An empty call.ID is filled with a new UUID.
 // The id is also sent as Nats-Msg-Id, so submitting the same call twice
 // within the duplicate window runs it once.
+//
+// Submit refuses a team, tier or id that cannot name a subject.
 func (c *Client) Submit(ctx context.Context, team string, tier messages.Tier, call *messages.CallRequest) (string, error) {
+	if err := messages.CheckCallAddress(team, tier, call.ID); err != nil {
+		return "", fmt.Errorf("client: %w", err)
+	}
 	if call.ID == "" {
 		call.ID = messages.NewCallID()
 	}
@@ -61,6 +66,9 @@ func (c *Client) Submit(ctx context.Context, team string, tier messages.Tier, ca
 // ends. It finds results that were published before it was called too, for
 // as long as the results stream keeps them.
 func (c *Client) Await(ctx context.Context, team, id string) (*messages.Result, error) {
+	if !messages.ValidToken(team) || !messages.ValidToken(id) {
+		return nil, fmt.Errorf("client: team %q and call id %q must be 1 to 64 letters, digits, '-' or '_'", team, id)
+	}
 	sub, err := c.nc.SubscribeSync(messages.ResultSubject(team, id))
 	if err != nil {
 		return nil, fmt.Errorf("client: subscribe: %w", err)
@@ -73,6 +81,9 @@ func (c *Client) Await(ctx context.Context, team, id string) (*messages.Result, 
 // getting the result (NATS unreachable, ctx done); an answer from sluice,
 // success or not, is the Result, whose Err method says which.
 func (c *Client) Call(ctx context.Context, team string, tier messages.Tier, call *messages.CallRequest) (*messages.Result, error) {
+	if err := messages.CheckCallAddress(team, tier, call.ID); err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
 	if call.ID == "" {
 		call.ID = messages.NewCallID()
 	}

@@ -129,9 +129,10 @@ func (d *Dispatcher) intakeRetry(msg jetstream.Msg, team string, tier messages.T
 		return
 	}
 	now := d.cfg.Clock()
-	if wait := r.NotBefore.Sub(now); wait > retryEarly {
-		// Delayed redelivery: JetStream holds the retry, not this process.
-		_ = msg.NakWithDelay(wait)
+	if wait := r.NotBefore.Sub(now); wait > retryEarly && now.Before(r.Deadline) {
+		// Delayed redelivery: JetStream holds the retry, not this process;
+		// never past the deadline, which is answered on redelivery.
+		_ = msg.NakWithDelay(min(wait, r.Deadline.Sub(now)+retryEarly))
 		return
 	}
 	cfg := d.cfg.Shared.Load()

@@ -176,6 +176,9 @@ func (e *Executor) Run(ctx context.Context) error {
 		cancelWork()
 		<-done
 	}
+	// Let the providers see this executor go, rather than keep its idle
+	// keep-alive connections open until they time out.
+	e.cfg.HTTPClient.CloseIdleConnections()
 	e.log.Info("executor stopped")
 	return nil
 }

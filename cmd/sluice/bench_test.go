@@ -1,0 +1,65 @@
+package main
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+func TestBenchJSON(t *testing.T) {
+	t.Parallel()
+	code, stdout, stderr := runExecute("bench", "--calls", "300", "--latency-calls", "50", "--rate", "100", "--json")
+	if code != 0 {
+		t.Fatalf("exit code %d, want 0\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(stdout), &raw); err != nil {
+		t.Fatalf("stdout is not one JSON object: %v\n%s", err, stdout)
+	}
+	rep := map[string]map[string]any{}
+	for k, v := range raw {
+		var m map[string]any
+		if json.Unmarshal(v, &m) == nil {
+			rep[k] = m
+		}
+	}
+	number := func(section, field string) (float64, bool) {
+		v, ok := rep[section][field].(float64)
+		return v, ok
+	}
+	for _, section := range []string{"baseline_jetstream", "end_to_end"} {
+		if v, ok := number(section, "per_second"); !ok || v <= 0 {
+			t.Errorf("%s.per_second is %v, want a positive number", section, rep[section]["per_second"])
+		}
+		if v, ok := number(section, "count"); !ok || v != 300 {
+			t.Errorf("%s.count is %v, want the --calls 300", section, rep[section]["count"])
+		}
+	}
+	for _, field := range []string{"rate", "calls", "direct_p50_ms", "direct_p99_ms", "sluice_p50_ms", "sluice_p99_ms", "added_p50_ms", "added_p99_ms"} {
+		if _, ok := number("added_latency", field); !ok {
+			t.Errorf("added_latency.%s is missing or not a number: %v", field, rep["added_latency"])
+		}
+	}
+	if v, _ := number("added_latency", "calls"); v != 50 {
+		t.Errorf("added_latency.calls is %v, want the --latency-calls 50", v)
+	}
+	if v, _ := number("added_latency", "rate"); v != 100 {
+		t.Errorf("added_latency.rate is %v, want the --rate 100", v)
+	}
+	if _, ok := raw["kv_ops_per_call"]; !ok {
+		t.Errorf("no kv_ops_per_call:\n%s", stdout)
+	}
+}
+
+func TestBenchText(t *testing.T) {
+	t.Parallel()
+	code, stdout, stderr := runExecute("bench", "--calls", "50", "--latency-calls", "10", "--rate", "200")
+	if code != 0 {
+		t.Fatalf("exit code %d, want 0\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	for _, want := range []string{"sluice bench on", "JetStream baseline", "sluice end to end", "KV operations per call", "via sluice", "added"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("the report does not say %q:\n%s", want, stdout)
+		}
+	}
+}
