@@ -45,6 +45,15 @@ func Start(cfg Config) (*server.Server, error) {
 	if cfg.ReadyTimeout == 0 {
 		cfg.ReadyTimeout = 10 * time.Second
 	}
+	// nats-server reports a port it cannot bind only in its log and then
+	// never becomes ready; find out first, and say so.
+	if cfg.Port > 0 {
+		ln, err := net.Listen("tcp", net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)))
+		if err != nil {
+			return nil, fmt.Errorf("embedded: cannot listen for NATS clients: %w", err)
+		}
+		ln.Close()
+	}
 	opts := &server.Options{
 		ServerName:             cfg.Name,
 		Host:                   cfg.Host,
