@@ -8,18 +8,34 @@ import (
 	"time"
 )
 
-// Endpoint is the provider API a call is for, named by its OpenAI path.
+// Endpoint is the provider API a call is for, named by its path in the
+// OpenAI API (or, for Messages, the Anthropic API).
 type Endpoint string
 
 // Endpoints sluice can call.
 const (
+	// EndpointChatCompletions is OpenAI's chat completions, served by
+	// openai and azure deployments.
 	EndpointChatCompletions Endpoint = "/v1/chat/completions"
-	EndpointEmbeddings      Endpoint = "/v1/embeddings"
+	// EndpointEmbeddings is OpenAI's embeddings, served by openai and azure
+	// deployments.
+	EndpointEmbeddings Endpoint = "/v1/embeddings"
+	// EndpointMessages is Anthropic's Messages API, served by anthropic
+	// deployments.
+	EndpointMessages Endpoint = "/v1/messages"
 )
+
+// Endpoints lists every endpoint.
+var Endpoints = []Endpoint{EndpointChatCompletions, EndpointEmbeddings, EndpointMessages}
 
 // Valid reports whether e is a known endpoint.
 func (e Endpoint) Valid() bool {
-	return e == EndpointChatCompletions || e == EndpointEmbeddings
+	for _, x := range Endpoints {
+		if x == e {
+			return true
+		}
+	}
+	return false
 }
 
 // Limits on what a call may carry. The body size limit is configuration;
@@ -42,7 +58,8 @@ const (
 //	  "endpoint": "/v1/chat/completions",   // default; or /v1/embeddings
 //	  "body": {"messages": [...], "max_tokens": 100},
 //	  "timeout_ms": 30000,                  // or "deadline": "2026-11-25T10:00:00Z"
-//	  "regions": ["eu-west"],               // optional: only these regions may serve it
+//	  "regions": ["eu-west", "us-east"],    // optional: only these regions may serve it
+//	  "prefer_regions": ["eu-west"],        // optional: try these first, in order
 //	  "metadata": {"trace": "abc"}          // optional; echoed in the result
 //	}
 type CallRequest struct {
@@ -52,10 +69,16 @@ type CallRequest struct {
 	Body     json.RawMessage `json:"body"`
 	// Deadline is when the call stops being worth answering. At most one of
 	// Deadline and TimeoutMS may be set; TimeoutMS counts from acceptance.
-	Deadline  *time.Time        `json:"deadline,omitempty"`
-	TimeoutMS int64             `json:"timeout_ms,omitempty"`
-	Regions   []string          `json:"regions,omitempty"`
-	Metadata  map[string]string `json:"metadata,omitempty"`
+	Deadline  *time.Time `json:"deadline,omitempty"`
+	TimeoutMS int64      `json:"timeout_ms,omitempty"`
+	// Regions, when set, are the only regions whose deployments may serve
+	// the call (data residency): it waits rather than go elsewhere.
+	Regions []string `json:"regions,omitempty"`
+	// PreferRegions orders regions by preference: a deployment in an
+	// earlier region is chosen whenever one has capacity now, before
+	// headroom decides. Regions not listed come last.
+	PreferRegions []string          `json:"prefer_regions,omitempty"`
+	Metadata      map[string]string `json:"metadata,omitempty"`
 }
 
 // DecodeCall parses and validates the parts of a call that need no
@@ -84,7 +107,7 @@ func (c *CallRequest) Normalize() *Error {
 		c.Endpoint = EndpointChatCompletions
 	}
 	if !c.Endpoint.Valid() {
-		return FieldError("endpoint", "unknown endpoint %q; use %s or %s", c.Endpoint, EndpointChatCompletions, EndpointEmbeddings)
+		return FieldError("endpoint", "unknown endpoint %q; use %s, %s or %s", c.Endpoint, EndpointChatCompletions, EndpointEmbeddings, EndpointMessages)
 	}
 	body := bytes.TrimSpace(c.Body)
 	if len(body) == 0 || string(body) == "null" {
@@ -124,6 +147,14 @@ func (c *CallRequest) Normalize() *Error {
 	for _, r := range c.Regions {
 		if !ValidToken(r) {
 			return FieldError("regions", "%q is not a region name", r)
+		}
+	}
+	if len(c.PreferRegions) > MaxRegions {
+		return FieldError("prefer_regions", "at most %d regions", MaxRegions)
+	}
+	for _, r := range c.PreferRegions {
+		if !ValidToken(r) {
+			return FieldError("prefer_regions", "%q is not a region name", r)
 		}
 	}
 	if len(c.Metadata) > MaxMetadataPairs {

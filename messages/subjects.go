@@ -25,9 +25,9 @@ const (
 	// DeadLetterSubjects is the filter for dead letters:
 	// sluice.dlq.<reason>.
 	DeadLetterSubjects = "sluice.dlq.*"
-	// SettleSubjects is the filter for token settlements that executors send
-	// to dispatchers after each attempt: sluice.settle.<region>.
-	SettleSubjects = "sluice.settle.*"
+	// DoneSubjects is the filter for the reports executors send to the
+	// admitting dispatcher when an attempt ends: sluice.done.<dispatcher>.
+	DoneSubjects = "sluice.done.*"
 )
 
 // Streams and key-value buckets.
@@ -46,6 +46,8 @@ const (
 
 	// BucketLimiter holds the shared limiter state (one key per deployment).
 	BucketLimiter = "SLUICE_LIMITER"
+	// BucketHealth holds what was learned about each deployment.
+	BucketHealth = "SLUICE_HEALTH"
 	// BucketConfig holds the live configuration.
 	BucketConfig = "SLUICE_CONFIG"
 )
@@ -82,9 +84,10 @@ func ExecSubject(region string) string {
 	return "sluice.exec." + region
 }
 
-// SettleSubject is the subject executors of a region report token usage on.
-func SettleSubject(region string) string {
-	return "sluice.settle." + region
+// DoneSubject is the subject executors report the end of attempts on, to
+// the dispatcher that admitted them.
+func DoneSubject(dispatcher string) string {
+	return "sluice.done." + dispatcher
 }
 
 // DeadLetterSubject is the subject a dead letter is published on.

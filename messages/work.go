@@ -40,6 +40,9 @@ type Work struct {
 	// the executor settles them against the provider's usage.
 	ReservedTokens int64     `json:"reserved_tokens"`
 	DispatchedAt   time.Time `json:"dispatched_at"`
+	// Dispatcher is the id of the dispatcher that admitted the work; the
+	// executor reports the attempt's end to it on sluice.done.<dispatcher>.
+	Dispatcher string `json:"dispatcher"`
 }
 
 // Retry is what an executor publishes on sluice.retry.<team>.<tier> when an
@@ -51,16 +54,45 @@ type Retry struct {
 	NotBefore time.Time `json:"not_before"`
 }
 
-// Settlement is what an executor reports on sluice.settle.<region> after
-// each attempt, so that the dispatchers correct the deployment's TPM
-// reservation to what the provider actually counted. It is best effort: a
-// lost settlement leaves the reservation in place, which errs on the safe
-// side.
-type Settlement struct {
-	CallID         string `json:"call_id"`
-	Deployment     string `json:"deployment"`
-	ReservedTokens int64  `json:"reserved_tokens"`
-	UsedTokens     int64  `json:"used_tokens"`
+// Outcome classifies how an attempt ended, for the dispatcher that
+// admitted it: circuit breakers count failures, retry budgets count
+// retries, and concurrency slots are released.
+type Outcome string
+
+// Attempt outcomes.
+const (
+	OutcomeOK          Outcome = "ok"           // 2xx
+	OutcomeRateLimited Outcome = "rate_limited" // 429 for the key's rate limit
+	OutcomeQuota       Outcome = "quota"        // 429 insufficient_quota
+	OutcomeUnavailable Outcome = "unavailable"  // 5xx, 529
+	OutcomeTimeout     Outcome = "timeout"      // no answer within the attempt timeout
+	OutcomeTransport   Outcome = "transport"    // no HTTP answer at all
+	OutcomeRejected    Outcome = "rejected"     // another 4xx
+	OutcomeNotSent     Outcome = "not_sent"     // the executor did not call the provider
+)
+
+// Failed reports whether the outcome counts against the deployment's
+// health: the provider failing, not refusing.
+func (o Outcome) Failed() bool {
+	return o == OutcomeUnavailable || o == OutcomeTimeout || o == OutcomeTransport
+}
+
+// AttemptDone is what an executor reports on sluice.done.<dispatcher> when
+// an attempt ends, to the dispatcher that admitted it: the outcome, and the
+// tokens the provider counted, so the reservation can be settled. It is
+// best effort: a lost report leaves the reservation in place, which errs
+// on the safe side, and concurrency slots expire on their own.
+type AttemptDone struct {
+	CallID     string  `json:"call_id"`
+	Attempt    int     `json:"attempt"`
+	Deployment string  `json:"deployment"`
+	Outcome    Outcome `json:"outcome"`
+	// Status is the provider's HTTP status, 0 when there was none.
+	Status         int   `json:"status,omitempty"`
+	ReservedTokens int64 `json:"reserved_tokens"`
+	// UsedTokens is what the provider counted, or -1 when unknown (the
+	// reservation then stands).
+	UsedTokens int64 `json:"used_tokens"`
 }
 
 // ExecMsgID is the Nats-Msg-Id of a call's work for one attempt.

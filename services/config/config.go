@@ -36,6 +36,9 @@ type Config struct {
 	Retry Retry `yaml:"retry"`
 	// Streams tunes the JetStream streams sluice creates.
 	Streams Streams `yaml:"streams"`
+	// Health tunes how sluice reacts to what providers say and do:
+	// cooldowns, learned limits, disabled keys and circuit breakers.
+	Health Health `yaml:"health"`
 
 	deployments map[string]*Deployment
 }
@@ -54,14 +57,20 @@ type Pool struct {
 type Deployment struct {
 	// ID names the deployment in results, metrics and limiter state.
 	ID string `yaml:"id"`
-	// Provider is the API dialect: openai (also any OpenAI-compatible API).
+	// Provider is the API dialect: openai (also any OpenAI-compatible API),
+	// azure (Azure OpenAI) or anthropic.
 	Provider string `yaml:"provider"`
-	// BaseURL is the API root, e.g. https://api.openai.com/v1.
+	// BaseURL is the API root: https://api.openai.com/v1,
+	// https://<resource>.openai.azure.com, https://api.anthropic.com/v1.
 	BaseURL string `yaml:"base_url"`
+	// APIVersion is Azure OpenAI's api-version, or Anthropic's
+	// anthropic-version. Defaults 2024-10-21 and 2023-06-01.
+	APIVersion string `yaml:"api_version"`
 	// Region is where the executors that call this deployment run.
 	Region string `yaml:"region"`
 	// Model is the provider's name for the model; it replaces the pool name
-	// in the body sent to the provider. Default: the pool name.
+	// in the body sent to the provider. For Azure it is the deployment name
+	// in the URL. Default: the pool name.
 	Model string `yaml:"model"`
 	// Key names the secret the region's executors use. It is a name, never
 	// the secret itself.
@@ -69,6 +78,12 @@ type Deployment struct {
 	// RPM and TPM are the provider's limits for this deployment.
 	RPM int64 `yaml:"rpm"`
 	TPM int64 `yaml:"tpm"`
+	// MaxInFlight bounds the calls open at once on this deployment; 0
+	// means no bound.
+	MaxInFlight int `yaml:"max_in_flight"`
+	// Weight scales this deployment's share when deployments have equal
+	// headroom. Default 1.
+	Weight float64 `yaml:"weight"`
 
 	pool string
 }
@@ -115,6 +130,39 @@ type Retry struct {
 	MaxDelay  time.Duration `yaml:"max_delay"`
 	// AttemptTimeout bounds one provider request. Default 60s.
 	AttemptTimeout time.Duration `yaml:"attempt_timeout"`
+	// Budget bounds retries, per pool, to this fraction of first attempts
+	// (plus BudgetMinPerSecond), so that an outage never becomes a retry
+	// storm: a retry over budget waits. Default 0.2.
+	Budget float64 `yaml:"budget"`
+	// BudgetMinPerSecond lets a trickle of retries through when there is
+	// little traffic. Default 1.
+	BudgetMinPerSecond float64 `yaml:"budget_min_per_second"`
+}
+
+// Health tunes the reactions to providers' signals.
+type Health struct {
+	// LearnedRecovery is how long a limit learned below the configured one
+	// takes to climb back to it, once the provider stops saying less.
+	// Default 5m.
+	LearnedRecovery time.Duration `yaml:"learned_recovery"`
+	// QuotaDisable is how long insufficient_quota keeps a key out of
+	// rotation; 0 means until an operator re-enables it.
+	QuotaDisable time.Duration `yaml:"quota_disable"`
+	// Circuit configures the breaker of each deployment and region.
+	Circuit Circuit `yaml:"circuit"`
+}
+
+// Circuit configures circuit breakers: a deployment (or a region) whose
+// attempts fail (5xx, timeouts, transport errors) at FailureRate or more,
+// over at least MinRequests attempts within Window, is opened: no calls go
+// to it for OpenFor; then up to Probes calls test it (half-open), and a
+// success closes it again.
+type Circuit struct {
+	FailureRate float64       `yaml:"failure_rate"` // default 0.5
+	MinRequests int           `yaml:"min_requests"` // default 10
+	Window      time.Duration `yaml:"window"`       // default 30s
+	OpenFor     time.Duration `yaml:"open_for"`     // default 10s
+	Probes      int           `yaml:"probes"`       // default 1
 }
 
 // Streams tunes sluice's JetStream resources.

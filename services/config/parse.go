@@ -16,7 +16,11 @@ import (
 )
 
 // Providers lists the provider dialects deployments may use.
-var Providers = []string{"openai"}
+var Providers = []string{"openai", "azure", "anthropic"}
+
+// defaultAPIVersion is the api_version a deployment of a provider gets when
+// it sets none.
+var defaultAPIVersion = map[string]string{"azure": "2024-10-21", "anthropic": "2023-06-01"}
 
 // FieldError is one problem with one field of the configuration.
 type FieldError struct {
@@ -97,6 +101,23 @@ func (c *Config) Validate() error {
 	if c.Retry.BaseDelay > c.Retry.MaxDelay {
 		v.add("retry.base_delay", "must not exceed retry.max_delay")
 	}
+	if c.Retry.Budget < 0 || c.Retry.Budget > 10 {
+		v.add("retry.budget", "must be between 0 and 10 (a fraction of first attempts)")
+	}
+	if c.Retry.BudgetMinPerSecond < 0 {
+		v.add("retry.budget_min_per_second", "must not be negative")
+	}
+	v.positiveDuration("health.learned_recovery", c.Health.LearnedRecovery)
+	if c.Health.QuotaDisable < 0 {
+		v.add("health.quota_disable", "must not be negative (0 means until re-enabled)")
+	}
+	if r := c.Health.Circuit.FailureRate; r <= 0 || r > 1 {
+		v.add("health.circuit.failure_rate", "must be above 0 and at most 1")
+	}
+	v.positive("health.circuit.min_requests", int64(c.Health.Circuit.MinRequests))
+	v.positiveDuration("health.circuit.window", c.Health.Circuit.Window)
+	v.positiveDuration("health.circuit.open_for", c.Health.Circuit.OpenFor)
+	v.positive("health.circuit.probes", int64(c.Health.Circuit.Probes))
 	if c.Streams.Replicas != 1 && c.Streams.Replicas != 3 && c.Streams.Replicas != 5 {
 		v.add("streams.replicas", "must be 1, 3 or 5")
 	}
@@ -158,6 +179,18 @@ func (c *Config) validatePool(v *validator, name string) {
 		}
 		v.positive(df+".rpm", d.RPM)
 		v.positive(df+".tpm", d.TPM)
+		if d.MaxInFlight < 0 {
+			v.add(df+".max_in_flight", "must not be negative (0 means no bound)")
+		}
+		if d.Weight == 0 {
+			d.Weight = 1
+		}
+		if d.Weight < 0 || d.Weight > 1000 {
+			v.add(df+".weight", "must be above 0 and at most 1000")
+		}
+		if d.APIVersion == "" {
+			d.APIVersion = defaultAPIVersion[d.Provider]
+		}
 	}
 }
 
@@ -193,6 +226,14 @@ func (c *Config) applyDefaults() {
 	setDefault(&c.Retry.BaseDelay, 250*time.Millisecond)
 	setDefault(&c.Retry.MaxDelay, 30*time.Second)
 	setDefault(&c.Retry.AttemptTimeout, 60*time.Second)
+	setDefault(&c.Retry.Budget, 0.2)
+	setDefault(&c.Retry.BudgetMinPerSecond, 1)
+	setDefault(&c.Health.LearnedRecovery, 5*time.Minute)
+	setDefault(&c.Health.Circuit.FailureRate, 0.5)
+	setDefault(&c.Health.Circuit.MinRequests, 10)
+	setDefault(&c.Health.Circuit.Window, 30*time.Second)
+	setDefault(&c.Health.Circuit.OpenFor, 10*time.Second)
+	setDefault(&c.Health.Circuit.Probes, 1)
 	setDefault(&c.Streams.Replicas, 1)
 	setDefault(&c.Streams.ResultsMaxAge, 24*time.Hour)
 	setDefault(&c.Streams.DuplicateWindow, 10*time.Minute)

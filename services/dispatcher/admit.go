@@ -161,6 +161,7 @@ func (d *Dispatcher) dispatch(cfg *config.Config, w *waiting, dep *config.Deploy
 		Region:         dep.Region,
 		ReservedTokens: int64(w.need.Tokens),
 		DispatchedAt:   now,
+		Dispatcher:     d.cfg.ID,
 	}
 	d.metrics.QueueWait.WithLabelValues(dep.Pool(), string(t.Tier)).Observe(queued.Seconds())
 	d.metrics.Admissions.WithLabelValues(dep.Pool(), dep.ID).Inc()

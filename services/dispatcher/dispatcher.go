@@ -38,7 +38,9 @@ import (
 
 // Config configures a dispatcher.
 type Config struct {
-	// ID names this dispatcher in logs. Default: a random id.
+	// ID names this dispatcher in logs, metrics and the subject executors
+	// report to (sluice.done.<id>): 1 to 64 letters, digits, '-' or '_'.
+	// Default: a random id. Two dispatchers must not share one.
 	ID string
 	// Shared is the shared configuration. Required.
 	Shared *config.Live
@@ -65,6 +67,9 @@ func (c *Config) defaults() error {
 	}
 	if c.ID == "" {
 		c.ID = uuid.NewString()[:8]
+	}
+	if !messages.ValidToken(c.ID) {
+		return fmt.Errorf("dispatcher: id %q must be 1 to 64 letters, digits, '-' or '_'", c.ID)
 	}
 	if c.AckWait <= 0 {
 		c.AckWait = 30 * time.Second
@@ -154,9 +159,9 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	settleSub, err := d.nc.QueueSubscribe(messages.SettleSubjects, streams.SettleQueue, d.onSettlement)
+	doneSub, err := d.nc.Subscribe(messages.DoneSubject(d.cfg.ID), d.onDone)
 	if err != nil {
-		return fmt.Errorf("dispatcher: subscribe settlements: %w", err)
+		return fmt.Errorf("dispatcher: subscribe attempt reports: %w", err)
 	}
 	cc, err := cons.Consume(d.intake,
 		jetstream.PullMaxMessages(1024),
@@ -166,7 +171,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 			}
 		}))
 	if err != nil {
-		_ = settleSub.Unsubscribe()
+		_ = doneSub.Unsubscribe()
 		return fmt.Errorf("dispatcher: consume: %w", err)
 	}
 	d.log.Info("dispatcher started")
@@ -180,7 +185,6 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	<-ctx.Done()
 	cc.Stop()
 	<-cc.Closed()
-	_ = settleSub.Unsubscribe()
 	stopLoop()
 	loops.Wait()
 
@@ -193,6 +197,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	}
 	d.mu.Unlock()
 	d.inflight.Wait()
+	_ = doneSub.Unsubscribe()
 	stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = d.leases.Flush(stopCtx)

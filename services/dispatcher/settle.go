@@ -47,16 +47,18 @@ func (d *Dispatcher) refund(deployment string, a limiter.Amount) {
 	d.settle.add(deployment, a)
 }
 
-// onSettlement receives an executor's report of the tokens an attempt
-// used, and corrects its reservation: a refund when the provider counted
-// less than reserved, a charge when it counted more.
-func (d *Dispatcher) onSettlement(m *nats.Msg) {
-	var s messages.Settlement
-	if err := json.Unmarshal(m.Data, &s); err != nil || s.Deployment == "" {
-		d.log.Warn("undecodable settlement", "subject", m.Subject)
+// onDone receives an executor's report of an attempt this dispatcher
+// admitted, and corrects its reservation when the provider's count is
+// known: a refund when it counted less than reserved, a charge when more.
+func (d *Dispatcher) onDone(m *nats.Msg) {
+	var done messages.AttemptDone
+	if err := json.Unmarshal(m.Data, &done); err != nil || done.Deployment == "" {
+		d.log.Warn("undecodable attempt report", "subject", m.Subject)
 		return
 	}
-	d.settle.add(s.Deployment, limiter.Amount{Tokens: float64(s.ReservedTokens - s.UsedTokens)})
+	if done.UsedTokens >= 0 {
+		d.settle.add(done.Deployment, limiter.Amount{Tokens: float64(done.ReservedTokens - done.UsedTokens)})
+	}
 }
 
 // settleLoop writes settlements and returns expired leases every

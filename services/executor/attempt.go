@@ -21,6 +21,9 @@ import (
 type outcome struct {
 	result *messages.Result
 	retry  *messages.Retry
+	// class and status are reported to the admitting dispatcher.
+	class  messages.Outcome
+	status int
 	// usedTokens settles the reservation; -1 keeps it as reserved (when
 	// the provider's count is unknown, keeping it errs on the safe side).
 	usedTokens int64
@@ -36,26 +39,26 @@ func (e *Executor) attempt(ctx context.Context, msg jetstream.Msg, w *messages.W
 	now := e.cfg.Clock()
 	shared := e.cfg.Shared.Load()
 	res := e.newResult(w)
-	fail := func(used int64, err *messages.Error) outcome {
+	fail := func(class messages.Outcome, used int64, err *messages.Error) outcome {
 		res.Error = err
-		return outcome{result: res, usedTokens: used}
+		return outcome{result: res, class: class, status: res.HTTPStatus, usedTokens: used}
 	}
 	if !now.Before(w.Deadline) {
-		return fail(0, messages.Errorf(messages.CodeDeadlineExceeded, "the deadline passed before the provider was called"))
+		return fail(messages.OutcomeNotSent, 0, messages.Errorf(messages.CodeDeadlineExceeded, "the deadline passed before the provider was called"))
 	}
 	dep, ok := shared.Deployment(w.Deployment)
 	if !ok || dep.Region != e.cfg.Region {
-		return fail(0, messages.Errorf(messages.CodeInternal, "deployment %q is not configured for region %s", w.Deployment, e.cfg.Region))
+		return fail(messages.OutcomeNotSent, 0, messages.Errorf(messages.CodeInternal, "deployment %q is not configured for region %s", w.Deployment, e.cfg.Region))
 	}
 	res.Provider = dep.Provider
 	secret, ok := e.cfg.Secrets(dep.Key)
 	if !ok {
 		log.Error("no secret for key name; check the executor's secrets", "key_name", dep.Key)
-		return fail(0, messages.Errorf(messages.CodeInternal, "the executors of region %s hold no secret named %s", e.cfg.Region, dep.Key))
+		return fail(messages.OutcomeNotSent, 0, messages.Errorf(messages.CodeInternal, "the executors of region %s hold no secret named %s", e.cfg.Region, dep.Key))
 	}
 	adapter, err := providers.For(dep.Provider)
 	if err != nil {
-		return fail(0, messages.Errorf(messages.CodeInternal, "%v", err))
+		return fail(messages.OutcomeNotSent, 0, messages.Errorf(messages.CodeInternal, "%v", err))
 	}
 
 	reqCtx, cancel := context.WithDeadline(ctx, earliest(now.Add(shared.Retry.AttemptTimeout), w.Deadline))
@@ -80,16 +83,16 @@ func (e *Executor) attempt(ctx context.Context, msg jetstream.Msg, w *messages.W
 		if ctx.Err() != nil {
 			return outcome{aborted: true}
 		}
-		status := "transport"
+		class := messages.OutcomeTransport
 		if errors.Is(err, context.DeadlineExceeded) {
-			status = "timeout"
+			class = messages.OutcomeTimeout
 		}
-		e.metrics.ProviderRequests.WithLabelValues(dep.ID, dep.Region, status).Inc()
+		e.metrics.ProviderRequests.WithLabelValues(dep.ID, dep.Region, string(class)).Inc()
 		if !e.cfg.Clock().Before(w.Deadline) {
-			return fail(-1, messages.Errorf(messages.CodeDeadlineExceeded, "the deadline passed during the provider request"))
+			return fail(class, -1, messages.Errorf(messages.CodeDeadlineExceeded, "the deadline passed during the provider request"))
 		}
 		log.Warn("provider request failed", "err", err)
-		return e.retryOrGiveUp(w, res, status, 0, messages.Errorf(messages.CodeProviderError, "provider request failed: %s", status))
+		return e.retryOrGiveUp(w, res, class, 0, messages.Errorf(messages.CodeProviderError, "provider request failed: %s", class))
 	}
 
 	e.metrics.ProviderRequests.WithLabelValues(dep.ID, dep.Region, strconv.Itoa(resp.Status)).Inc()
@@ -98,7 +101,7 @@ func (e *Executor) attempt(ctx context.Context, msg jetstream.Msg, w *messages.W
 	switch resp.Class {
 	case providers.Success:
 		if !json.Valid(resp.Body) {
-			return fail(-1, &messages.Error{Code: messages.CodeProviderError, ProviderStatus: resp.Status,
+			return fail(messages.OutcomeUnavailable, -1, &messages.Error{Code: messages.CodeProviderError, ProviderStatus: resp.Status,
 				Message: "the provider answered with something that is not JSON"})
 		}
 		res.Usage = resp.Usage
@@ -107,49 +110,50 @@ func (e *Executor) attempt(ctx context.Context, msg jetstream.Msg, w *messages.W
 			used = resp.Usage.TotalTokens
 			e.metrics.TokensUsed.WithLabelValues(w.Team, dep.Pool(), dep.ID).Add(float64(used))
 		}
-		return outcome{result: res, usedTokens: used}
+		return outcome{result: res, class: messages.OutcomeOK, status: resp.Status, usedTokens: used}
 	case providers.QuotaExhausted:
-		return fail(0, &messages.Error{Code: messages.CodeProviderError, ProviderStatus: resp.Status,
+		return fail(messages.OutcomeQuota, 0, &messages.Error{Code: messages.CodeProviderError, ProviderStatus: resp.Status,
 			Message: "insufficient_quota: the key's billing quota is spent; retrying does not help"})
 	case providers.RateLimited:
 		e.metrics.Provider429s.WithLabelValues(dep.ID).Inc()
-		return e.retryOrGiveUp(w, res, "429", resp.Limits.Wait(resp.ErrorType),
+		return e.retryOrGiveUp(w, res, messages.OutcomeRateLimited, resp.Limits.Wait(resp.ErrorType),
 			&messages.Error{Code: messages.CodeRateLimited, ProviderStatus: resp.Status, Message: "the provider answered 429"})
 	case providers.Unavailable:
-		return e.retryOrGiveUp(w, res, "5xx", resp.Limits.RetryAfter,
+		return e.retryOrGiveUp(w, res, messages.OutcomeUnavailable, resp.Limits.RetryAfter,
 			&messages.Error{Code: messages.CodeProviderError, ProviderStatus: resp.Status, Message: fmt.Sprintf("the provider answered %d", resp.Status)})
 	default:
-		return fail(0, &messages.Error{Code: messages.CodeProviderError, ProviderStatus: resp.Status,
+		return fail(messages.OutcomeRejected, 0, &messages.Error{Code: messages.CodeProviderError, ProviderStatus: resp.Status,
 			Message: fmt.Sprintf("the provider refused the request with %d", resp.Status)})
 	}
 }
 
 // retryOrGiveUp hands the call back for another attempt after a backoff,
 // unless its attempts are spent or the deadline would pass first.
-func (e *Executor) retryOrGiveUp(w *messages.Work, res *messages.Result, reason string, hint time.Duration, lastErr *messages.Error) outcome {
-	e.metrics.Retries.WithLabelValues(w.Deployment, reason).Inc()
+func (e *Executor) retryOrGiveUp(w *messages.Work, res *messages.Result, class messages.Outcome, hint time.Duration, lastErr *messages.Error) outcome {
+	e.metrics.Retries.WithLabelValues(w.Deployment, string(class)).Inc()
 	shared := e.cfg.Shared.Load()
 	if w.Attempt >= shared.Retry.MaxAttempts {
 		res.Error = lastErr
 		res.Error.Message = fmt.Sprintf("gave up after %d attempts: %s", w.Attempt, lastErr.Message)
-		return outcome{result: res, usedTokens: -1}
+		return outcome{result: res, class: class, status: res.HTTPStatus, usedTokens: -1}
 	}
 	delay := Backoff(w.Attempt, shared.Retry.BaseDelay, shared.Retry.MaxDelay, hint, e.cfg.Rand)
 	notBefore := e.cfg.Clock().Add(delay)
 	if !notBefore.Before(w.Deadline) {
 		res.Error = &messages.Error{Code: messages.CodeDeadlineExceeded, ProviderStatus: lastErr.ProviderStatus,
 			Message: fmt.Sprintf("the deadline would pass before attempt %d (after %s: %s)", w.Attempt+1, delay.Round(time.Millisecond), lastErr.Message)}
-		return outcome{result: res, usedTokens: -1}
+		return outcome{result: res, class: class, status: res.HTTPStatus, usedTokens: -1}
 	}
 	r := &messages.Retry{Ticket: w.Ticket, NotBefore: notBefore}
 	r.Attempt = w.Attempt + 1
 	r.LastError = lastErr
 	r.LastDeployment = w.Deployment
 	r.QueuedMS = w.QueuedMS
-	return outcome{retry: r, usedTokens: -1}
+	return outcome{retry: r, class: class, status: res.HTTPStatus, usedTokens: -1}
 }
 
-// finish publishes the attempt's outcome and settles its reservation.
+// finish publishes the attempt's outcome, and reports it to the dispatcher
+// that admitted it.
 func (e *Executor) finish(ctx context.Context, w *messages.Work, o outcome) error {
 	pubCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -166,13 +170,14 @@ func (e *Executor) finish(ctx context.Context, w *messages.Work, o outcome) erro
 	} else if err := e.results.Publish(pubCtx, o.result); err != nil {
 		return err
 	}
-	if o.usedTokens >= 0 && o.usedTokens != w.ReservedTokens {
-		data, _ := json.Marshal(messages.Settlement{
-			CallID: w.Call.ID, Deployment: w.Deployment,
+	if messages.ValidToken(w.Dispatcher) {
+		data, _ := json.Marshal(messages.AttemptDone{
+			CallID: w.Call.ID, Attempt: w.Attempt, Deployment: w.Deployment,
+			Outcome: o.class, Status: o.status,
 			ReservedTokens: w.ReservedTokens, UsedTokens: o.usedTokens,
 		})
-		// Best effort: a lost settlement leaves the reservation in place.
-		_ = e.nc.Publish(messages.SettleSubject(e.cfg.Region), data)
+		// Best effort: a lost report leaves the reservation in place.
+		_ = e.nc.Publish(messages.DoneSubject(w.Dispatcher), data)
 	}
 	return nil
 }

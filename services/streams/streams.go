@@ -24,9 +24,6 @@ const (
 	// DispatcherConsumer is the durable consumer on SLUICE_CALLS that every
 	// dispatcher pulls from.
 	DispatcherConsumer = "dispatchers"
-	// SettleQueue is the core NATS queue group dispatchers share for
-	// settlements.
-	SettleQueue = "dispatchers"
 )
 
 // ExecConsumer is the durable consumer on SLUICE_EXEC that the executors of
