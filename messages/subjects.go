@@ -48,6 +48,9 @@ const (
 	BucketLimiter = "SLUICE_LIMITER"
 	// BucketHealth holds what was learned about each deployment.
 	BucketHealth = "SLUICE_HEALTH"
+	// BucketConcurrency holds the in-flight slots each dispatcher leased,
+	// per deployment.
+	BucketConcurrency = "SLUICE_CONCURRENCY"
 	// BucketConfig holds the live configuration.
 	BucketConfig = "SLUICE_CONFIG"
 )

@@ -4,8 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -229,5 +232,49 @@ func twoRegionYAML(rpm, tpm int64, more layout) func(string) string {
 		b.WriteString(more.teams)
 		b.WriteString(more.top)
 		return b.String()
+	}
+}
+
+// silentProxy forwards to a provider but strips every rate-limit header
+// from its answers, like a provider that signals nothing but 429s.
+type silentProxy struct {
+	URL    string
+	target atomic.Pointer[fakeprovider.Server]
+}
+
+func startSilentProxy(t *testing.T) *silentProxy {
+	t.Helper()
+	p := &silentProxy{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fake := p.target.Load()
+		if fake == nil {
+			http.Error(w, "no provider behind the proxy yet", http.StatusServiceUnavailable)
+			return
+		}
+		fake.ServeHTTP(silentWriter{w}, r)
+	}))
+	t.Cleanup(srv.Close)
+	p.URL = srv.URL
+	return p
+}
+
+// silentWriter drops rate-limit headers as the answer's header is written.
+type silentWriter struct{ http.ResponseWriter }
+
+func (s silentWriter) WriteHeader(code int) {
+	for k := range s.Header() {
+		lk := strings.ToLower(k)
+		if strings.HasPrefix(lk, "x-ratelimit-") || strings.HasPrefix(lk, "retry-after") || strings.HasPrefix(lk, "anthropic-ratelimit-") {
+			s.Header().Del(k)
+		}
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s silentWriter) Write(b []byte) (int, error) { return s.ResponseWriter.Write(b) }
+
+func (s silentWriter) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
 	}
 }

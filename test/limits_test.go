@@ -85,12 +85,18 @@ func TestAccuracyThreeDispatchersTwiceTheDemand(t *testing.T) {
 	}
 }
 
-// The provider allows less than configured: calls are retried with growing
-// delays, and each ends with exactly one result, success or rate_limited.
+// The provider allows less than configured and does not say so (no
+// rate-limit headers, as with Bedrock): calls are refused, retried with
+// growing delays, and each ends with exactly one result, success or
+// rate_limited.
 func TestRetriesWhenTheProviderAllowsLess(t *testing.T) {
+	silent := startSilentProxy(t)
 	s := startStack(t, stackOptions{
-		yaml: twoRegionYAML(600, 100000, layout{top: "retry: {max_attempts: 4, base_delay: 500ms, max_delay: 4s}\n"}),
+		yaml: func(string) string {
+			return twoRegionYAML(600, 100000, layout{top: "retry: {max_attempts: 4, base_delay: 500ms, max_delay: 4s, budget: 5}\n"})(silent.URL)
+		},
 	})
+	silent.target.Store(s.Fake)
 	// The provider really allows 120 RPM per key, a fifth of the configuration.
 	for _, dep := range s.Shared.Load().Pools["m"].Deployments {
 		if err := s.Fake.SetKey(devstack.DevSecrets(s.Shared.Load())[dep.Key], fakeprovider.KeyConfig{RPM: 120, TPM: 100000}); err != nil {

@@ -3,16 +3,12 @@ package dispatcher
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"math/rand/v2"
-	"sort"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/sluicehq/sluice/messages"
 	"github.com/sluicehq/sluice/services/config"
-	"github.com/sluicehq/sluice/services/limiter"
 )
 
 // Bounds on how long the scheduler sleeps between passes when nothing
@@ -51,7 +47,10 @@ func (d *Dispatcher) schedule(ctx context.Context) {
 // priority order, every call that fits now. A call that does not fit
 // blocks the deployments it could use for the calls behind it, so a lower
 // tier never overtakes a higher one on the same deployments, while calls
-// restricted to other regions still flow. pass returns how long to sleep.
+// restricted to other regions still flow. Deployments that are disabled,
+// cooling down or behind an open circuit are blocked for everyone; a retry
+// over its pool's budget waits without blocking anything. pass returns
+// how long to sleep.
 func (d *Dispatcher) pass(ctx context.Context) time.Duration {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -77,74 +76,55 @@ func (d *Dispatcher) pass(ctx context.Context) time.Duration {
 			continue
 		}
 		blocked := map[string]bool{}
+		for _, dep := range pool.Deployments {
+			if usable, until := d.usable(cfg, dep, now); !usable {
+				blocked[dep.ID] = true
+				if !until.IsZero() {
+					wait = min(wait, until.Sub(now))
+				}
+			}
+		}
+		budget := d.budget(name)
 		d.queue.each(name, func(w *waiting) bool {
+			if len(blocked) >= len(pool.Deployments) {
+				return false
+			}
+			retry := w.ticket.Attempt > 1
+			if retry && !budget.allows(now, cfg.Retry.Budget, cfg.Retry.BudgetMinPerSecond) {
+				if !w.overBudget {
+					w.overBudget = true
+					d.metrics.RetryBudgetWaits.WithLabelValues(name).Inc()
+				}
+				wait = min(wait, budgetWindow/budgetBuckets)
+				return true
+			}
 			var open []*config.Deployment
-			for _, dep := range candidates(pool, w.ticket.Call.Regions) {
+			for _, dep := range candidates(pool, w.ticket.Call) {
 				if !blocked[dep.ID] {
 					open = append(open, dep)
 				}
 			}
 			if len(open) == 0 {
-				return len(blocked) < len(pool.Deployments)
+				return true
 			}
-			dep, retryAfter := d.admit(ctx, cfg, w, open)
+			dep, retryAfter := d.admit(ctx, cfg, w, open, now)
 			if dep == nil {
 				for _, c := range open {
 					blocked[c.ID] = true
 				}
 				wait = min(wait, retryAfter)
-				return len(blocked) < len(pool.Deployments)
+				return true
 			}
 			d.dequeue(w)
+			budget.note(now, retry)
+			key := attemptKey(w.ticket.Call.ID, w.ticket.Attempt)
+			d.breakerOf(dep.ID).dispatched(now, key)
+			d.breakerOf(regionKey(dep.Region)).dispatched(now, key)
 			d.dispatch(cfg, w, dep)
 			return true
 		})
 	}
 	return max(wait, minPassWait)
-}
-
-// admit reserves w's need on the open deployment with the most headroom
-// relative to its limits, trying the others in turn. Equal headroom is
-// broken at random so that dispatchers do not herd onto one key, and the
-// deployment that failed a retry's last attempt goes last. It returns the
-// deployment, or nil and how long until one could fit.
-func (d *Dispatcher) admit(ctx context.Context, cfg *config.Config, w *waiting, open []*config.Deployment) (*config.Deployment, time.Duration) {
-	type option struct {
-		dep   *config.Deployment
-		limit limiter.Limit
-		score float64
-	}
-	options := make([]option, 0, len(open))
-	for _, dep := range open {
-		lim := limitOf(dep, cfg.Admission.Burst)
-		avail, err := d.shared.Available(ctx, dep.ID, lim)
-		if err != nil {
-			avail = limiter.Amount{}
-		}
-		held := d.leases.Held(dep.ID)
-		score := min((avail.Requests+held.Requests)/lim.BurstRequests, (avail.Tokens+held.Tokens)/lim.BurstTokens)
-		if dep.ID == w.ticket.LastDeployment {
-			score -= 2
-		}
-		options = append(options, option{dep: dep, limit: lim, score: score + rand.Float64()*1e-6})
-	}
-	sort.Slice(options, func(i, j int) bool { return options[i].score > options[j].score })
-
-	wait := maxPassWait
-	for _, o := range options {
-		err := d.leases.Take(ctx, o.dep.ID, o.limit, w.need)
-		if err == nil {
-			return o.dep, 0
-		}
-		var short *limiter.InsufficientError
-		if errors.As(err, &short) {
-			wait = min(wait, short.RetryAfter)
-			continue
-		}
-		d.log.Warn("limiter", "deployment", o.dep.ID, "err", err)
-		wait = min(wait, errorWait)
-	}
-	return nil, wait
 }
 
 // dispatch publishes admitted work to the deployment's region. The call is
@@ -230,36 +210,6 @@ func (d *Dispatcher) keepAlive() {
 			_ = w.msg.InProgress()
 			w.touched = now
 		}
-	}
-}
-
-// candidates are the deployments of pool in regions (all when regions is
-// empty).
-func candidates(pool *config.Pool, regions []string) []*config.Deployment {
-	if len(regions) == 0 {
-		return pool.Deployments
-	}
-	var out []*config.Deployment
-	for _, dep := range pool.Deployments {
-		for _, r := range regions {
-			if dep.Region == r {
-				out = append(out, dep)
-				break
-			}
-		}
-	}
-	return out
-}
-
-// limitOf is a deployment's limit in the shared limiter. The bucket holds
-// Burst worth of the sustained rate, and never less than one request.
-func limitOf(dep *config.Deployment, burst time.Duration) limiter.Limit {
-	rpm, tpm := float64(dep.RPM), float64(dep.TPM)
-	return limiter.Limit{
-		RPM:           rpm,
-		TPM:           tpm,
-		BurstRequests: max(1, rpm/60*burst.Seconds()),
-		BurstTokens:   max(1, tpm/60*burst.Seconds()),
 	}
 }
 

@@ -30,6 +30,7 @@ import (
 
 	"github.com/sluicehq/sluice/messages"
 	"github.com/sluicehq/sluice/services/config"
+	"github.com/sluicehq/sluice/services/health"
 	"github.com/sluicehq/sluice/services/limiter"
 	"github.com/sluicehq/sluice/services/results"
 	"github.com/sluicehq/sluice/services/streams"
@@ -99,12 +100,16 @@ type Dispatcher struct {
 	shared limiter.Limiter
 	leases *limiter.Leases
 	settle *settlements
+	health *health.Store
 	// countedOps and countedConflicts are the KV limiter's counts already
 	// added to metrics; only settleLoop touches them.
 	countedOps, countedConflicts uint64
 
-	mu    sync.Mutex // guards queue
+	mu    sync.Mutex // guards queue, breakers and budgets
 	queue *queue
+	// breakers by deployment id and regionKey; budgets by pool.
+	breakers map[string]*breaker
+	budgets  map[string]*retryBudget
 	wake  chan struct{}
 	// inflight counts publishes to SLUICE_EXEC not yet acknowledged.
 	inflight sync.WaitGroup
@@ -127,8 +132,10 @@ func New(nc *nats.Conn, cfg Config) (*Dispatcher, error) {
 		log:     cfg.Logger.With("service", "dispatcher", "dispatcher", cfg.ID),
 		metrics: m,
 		results: results.NewPublisher(js, m, cfg.Clock),
-		queue:   newQueue(),
-		wake:    make(chan struct{}, 1),
+		queue:    newQueue(),
+		breakers: map[string]*breaker{},
+		budgets:  map[string]*retryBudget{},
+		wake:     make(chan struct{}, 1),
 	}, nil
 }
 
@@ -142,6 +149,11 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		return err
 	}
 	d.stream = res.Results
+	d.health = health.NewStore(res.Health)
+	if err := d.health.Start(ctx); err != nil {
+		return err
+	}
+	defer d.health.Stop()
 
 	d.shared = d.cfg.Limiter
 	if d.shared == nil {

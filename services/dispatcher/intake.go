@@ -101,7 +101,10 @@ func (d *Dispatcher) check(cfg *config.Config, t *messages.Ticket) (est tokens.E
 	if !teamCfg.AllowsPool(pool.Name()) {
 		return est, messages.Errorf(messages.CodeForbidden, "team %q may not use model %q", t.Team, t.Call.Model)
 	}
-	if len(candidates(pool, t.Call.Regions)) == 0 {
+	if len(candidates(pool, t.Call)) == 0 {
+		if len(candidates(pool, messages.CallRequest{Endpoint: t.Call.Endpoint})) == 0 {
+			return est, messages.FieldError("endpoint", "no deployment of %q serves %s", t.Call.Model, t.Call.Endpoint)
+		}
 		return est, messages.FieldError("regions", "no deployment of %q serves regions %v", t.Call.Model, t.Call.Regions)
 	}
 	var bad *messages.Error

@@ -24,6 +24,9 @@ type waiting struct {
 	since time.Time
 	// touched is when JetStream was last told the call is in progress.
 	touched time.Time
+	// overBudget is set once a retry had to wait for its pool's retry
+	// budget, so it is counted once.
+	overBudget bool
 
 	elem      *list.Element // in its pool's tier list
 	heapIndex int           // in the deadline heap

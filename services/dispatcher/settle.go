@@ -59,6 +59,38 @@ func (d *Dispatcher) onDone(m *nats.Msg) {
 	if done.UsedTokens >= 0 {
 		d.settle.add(done.Deployment, limiter.Amount{Tokens: float64(done.ReservedTokens - done.UsedTokens)})
 	}
+	d.judge(done)
+}
+
+// judge feeds an attempt's outcome to the breakers of its deployment and
+// region.
+func (d *Dispatcher) judge(done messages.AttemptDone) {
+	cfg := d.cfg.Shared.Load()
+	dep, ok := cfg.Deployment(done.Deployment)
+	if !ok {
+		return
+	}
+	var failed *bool
+	switch {
+	case done.Outcome.Failed():
+		failed = new(true)
+	case done.Outcome == messages.OutcomeOK, done.Outcome == messages.OutcomeRejected:
+		failed = new(false)
+	}
+	key := attemptKey(done.CallID, done.Attempt)
+	now := d.cfg.Clock()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, scope := range []struct{ kind, name, key string }{
+		{"deployment", dep.ID, dep.ID},
+		{"region", dep.Region, regionKey(dep.Region)},
+	} {
+		if state, changed := d.breakerOf(scope.key).record(now, cfg.Health.Circuit, key, failed); changed {
+			d.log.Warn("circuit "+state.String(), scope.kind, scope.name)
+			d.metrics.CircuitTransitions.WithLabelValues(scope.kind, scope.name, state.String()).Inc()
+			d.poke()
+		}
+	}
 }
 
 // settleLoop writes settlements and returns expired leases every
@@ -66,10 +98,14 @@ func (d *Dispatcher) onDone(m *nats.Msg) {
 func (d *Dispatcher) settleLoop(ctx context.Context) {
 	t := time.NewTicker(d.cfg.SettleInterval)
 	defer t.Stop()
+	report := time.NewTicker(time.Second)
+	defer report.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-report.C:
+			d.reportDeployments()
 		case <-t.C:
 			opCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			_ = d.leases.Expire(opCtx)
@@ -84,13 +120,14 @@ func (d *Dispatcher) settleLoop(ctx context.Context) {
 // wakes the scheduler when capacity came back.
 func (d *Dispatcher) flushSettlements(ctx context.Context) {
 	cfg := d.cfg.Shared.Load()
+	now := d.cfg.Clock()
 	refunded := false
 	for id, delta := range d.settle.drain() {
 		dep, ok := cfg.Deployment(id)
 		if !ok || (delta.Requests == 0 && delta.Tokens == 0) {
 			continue
 		}
-		if err := d.shared.Adjust(ctx, id, limitOf(dep, cfg.Admission.Burst), delta); err != nil {
+		if err := d.shared.Adjust(ctx, id, d.limitOf(cfg, dep, now), delta); err != nil {
 			d.log.Warn("settle", "deployment", id, "err", err)
 			d.settle.add(id, delta)
 			continue
@@ -114,4 +151,48 @@ func (d *Dispatcher) countLimiterOps() {
 	d.metrics.LimiterOps.WithLabelValues("op").Add(float64(ops - d.countedOps))
 	d.metrics.LimiterOps.WithLabelValues("conflict").Add(float64(conflicts - d.countedConflicts))
 	d.countedOps, d.countedConflicts = ops, conflicts
+}
+
+// deploymentStates are the values of the sluice_deployment_state label.
+var deploymentStates = []string{"ok", "cooling", "disabled", "circuit_open", "circuit_half_open"}
+
+// reportDeployments sets the deployment state and limit gauges.
+func (d *Dispatcher) reportDeployments() {
+	cfg := d.cfg.Shared.Load()
+	now := d.cfg.Clock()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, pool := range cfg.Pools {
+		for _, dep := range pool.Deployments {
+			state := "ok"
+			h := d.health.Get(dep.ID)
+			switch {
+			case h.DisabledNow(now):
+				state = "disabled"
+			case h.CoolingAt(now):
+				state = "cooling"
+			default:
+				for _, key := range []string{dep.ID, regionKey(dep.Region)} {
+					switch d.breakerOf(key).state {
+					case circuitOpen:
+						state = "circuit_open"
+					case circuitHalfOpen:
+						if state == "ok" {
+							state = "circuit_half_open"
+						}
+					}
+				}
+			}
+			for _, s := range deploymentStates {
+				v := 0.0
+				if s == state {
+					v = 1
+				}
+				d.metrics.DeploymentState.WithLabelValues(dep.ID, s).Set(v)
+			}
+			lim := d.limitOf(cfg, dep, now)
+			d.metrics.DeploymentLimit.WithLabelValues(dep.ID, "requests").Set(lim.RPM)
+			d.metrics.DeploymentLimit.WithLabelValues(dep.ID, "tokens").Set(lim.TPM)
+		}
+	}
 }

@@ -96,6 +96,7 @@ func (e *Executor) attempt(ctx context.Context, msg jetstream.Msg, w *messages.W
 	}
 
 	e.metrics.ProviderRequests.WithLabelValues(dep.ID, dep.Region, strconv.Itoa(resp.Status)).Inc()
+	e.learn(ctx, shared, dep, resp)
 	res.HTTPStatus = resp.Status
 	res.Body = bodyJSON(resp.Body)
 	switch resp.Class {

@@ -26,6 +26,7 @@ import (
 
 	"github.com/sluicehq/sluice/messages"
 	"github.com/sluicehq/sluice/services/config"
+	"github.com/sluicehq/sluice/services/health"
 	"github.com/sluicehq/sluice/services/providers"
 	"github.com/sluicehq/sluice/services/results"
 	"github.com/sluicehq/sluice/services/streams"
@@ -105,6 +106,7 @@ type Executor struct {
 	metrics *telemetry.Metrics
 	results *results.Publisher
 	stream  jetstream.Stream // SLUICE_RESULTS, for redelivery checks
+	health  *health.Store
 }
 
 // New returns an executor that uses nc. Run starts it.
@@ -135,6 +137,11 @@ func (e *Executor) Run(ctx context.Context) error {
 		return err
 	}
 	e.stream = res.Results
+	e.health = health.NewStore(res.Health)
+	if err := e.health.Start(ctx); err != nil {
+		return err
+	}
+	defer e.health.Stop()
 	cons, err := streams.EnsureConsumer(ctx, res.Exec, streams.ExecConsumerConfig(e.cfg.Shared.Load().Streams, e.cfg.Region, e.cfg.AckWait))
 	if err != nil {
 		return err

@@ -38,6 +38,8 @@ type Resources struct {
 	DeadLetters jetstream.Stream
 	Limiter     jetstream.KeyValue
 	Config      jetstream.KeyValue
+	Health      jetstream.KeyValue
+	Concurrency jetstream.KeyValue
 }
 
 // Ensure creates or updates every stream and bucket to match cfg and
@@ -97,6 +99,24 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg config.Streams) (*R
 	if r.Limiter, err = ensureBucket(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      messages.BucketLimiter,
 		Description: "sluice: shared limiter state, one key per deployment",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+	}); err != nil {
+		return nil, err
+	}
+	if r.Health, err = ensureBucket(ctx, js, jetstream.KeyValueConfig{
+		Bucket:      messages.BucketHealth,
+		Description: "sluice: what providers taught about each deployment",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+	}); err != nil {
+		return nil, err
+	}
+	if r.Concurrency, err = ensureBucket(ctx, js, jetstream.KeyValueConfig{
+		Bucket:      messages.BucketConcurrency,
+		Description: "sluice: in-flight slots leased by each dispatcher, per deployment",
 		History:     1,
 		Storage:     jetstream.FileStorage,
 		Replicas:    cfg.Replicas,

@@ -56,7 +56,7 @@ func TestEnsureIsIdempotentUnderConcurrency(t *testing.T) {
 	for n := range names.Name() {
 		got = append(got, n)
 	}
-	if len(got) != 6 { // 4 streams + 2 KV buckets
+	if len(got) != 8 { // 4 streams + 4 KV buckets
 		t.Fatalf("streams: %v", got)
 	}
 	s, err := js.Stream(ctx, messages.StreamResults)

@@ -50,6 +50,20 @@ type Metrics struct {
 	LimiterOps *prometheus.CounterVec
 	// DeadLetters counts messages sent to the dead-letter stream, by reason.
 	DeadLetters *prometheus.CounterVec
+	// RetryBudgetWaits counts retries that had to wait for their pool's
+	// retry budget.
+	RetryBudgetWaits *prometheus.CounterVec
+	// CircuitTransitions counts circuit breaker state changes, by scope
+	// (deployment or region), name and the state entered.
+	CircuitTransitions *prometheus.CounterVec
+	// DeploymentState is 1 for the state each deployment is in, as a
+	// dispatcher sees it: ok, cooling, disabled, circuit_open,
+	// circuit_half_open.
+	DeploymentState *prometheus.GaugeVec
+	// DeploymentLimit is the limit each deployment is admitted against now,
+	// per minute, by dimension (requests, tokens): the configured one, or a
+	// lower one its provider reported.
+	DeploymentLimit *prometheus.GaugeVec
 }
 
 // Buckets for latencies: 1ms to about 2 minutes.
@@ -101,6 +115,18 @@ func New(reg prometheus.Registerer) *Metrics {
 		DeadLetters: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_dead_letters_total", Help: "Messages sent to the dead-letter stream, by reason.",
 		}, []string{"reason"})),
+		RetryBudgetWaits: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_retry_budget_waits_total", Help: "Retries that waited for their pool's retry budget.",
+		}, []string{"pool"})),
+		CircuitTransitions: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_circuit_transitions_total", Help: "Circuit breaker state changes, by scope, name and state entered.",
+		}, []string{"scope", "name", "state"})),
+		DeploymentState: register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sluice_deployment_state", Help: "1 for the state a deployment is in: ok, cooling, disabled, circuit_open, circuit_half_open.",
+		}, []string{"deployment", "state"})),
+		DeploymentLimit: register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sluice_deployment_limit", Help: "The per-minute limit a deployment is admitted against now, by dimension.",
+		}, []string{"deployment", "dimension"})),
 	}
 }
 

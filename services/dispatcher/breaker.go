@@ -1,0 +1,146 @@
+package dispatcher
+
+import (
+	"time"
+
+	"github.com/sluicehq/sluice/services/config"
+)
+
+// circuitState is a breaker's state.
+type circuitState int
+
+const (
+	circuitClosed circuitState = iota
+	circuitOpen
+	circuitHalfOpen
+)
+
+func (s circuitState) String() string {
+	return [...]string{"closed", "open", "half_open"}[s]
+}
+
+// breakerBuckets is how many time buckets a breaker's window is cut into.
+const breakerBuckets = 10
+
+// breaker is the circuit breaker of one deployment or one region, fed by
+// the attempt reports of the calls this dispatcher admitted. When the
+// share of failed attempts (5xx, timeouts, transport errors) over the
+// window reaches the configured rate, with enough attempts to judge, it
+// opens: no calls go there for OpenFor. Then it lets Probes calls through
+// (half-open); a probe that succeeds closes it, one that fails opens it
+// again.
+//
+// Each dispatcher judges on its own share of the traffic, which for a
+// failure rate is as good as the whole. It is not safe for concurrent use.
+type breaker struct {
+	state     circuitState
+	openUntil time.Time
+	// probes are the attempts let through while half-open, by attempt key,
+	// with when they went.
+	probes map[string]time.Time
+
+	buckets   [breakerBuckets]struct{ total, failed int }
+	bucketAt  [breakerBuckets]time.Time
+	bucketLen time.Duration
+}
+
+// blocked reports whether no call may go now, and until when.
+func (b *breaker) blocked(now time.Time, c config.Circuit) (bool, time.Time) {
+	switch b.state {
+	case circuitOpen:
+		if now.Before(b.openUntil) {
+			return true, b.openUntil
+		}
+		b.state, b.probes = circuitHalfOpen, map[string]time.Time{}
+		fallthrough
+	case circuitHalfOpen:
+		// A probe that never reported (its executor died) stops counting
+		// after OpenFor, so the breaker cannot stay stuck half-open.
+		for k, at := range b.probes {
+			if now.Sub(at) > c.OpenFor {
+				delete(b.probes, k)
+			}
+		}
+		if len(b.probes) >= c.Probes {
+			return true, now.Add(c.OpenFor / 4)
+		}
+	}
+	return false, time.Time{}
+}
+
+// dispatched notes that an attempt went through; while half-open it is a
+// probe.
+func (b *breaker) dispatched(now time.Time, attempt string) {
+	if b.state == circuitHalfOpen {
+		b.probes[attempt] = now
+	}
+}
+
+// record takes an attempt's outcome. failed is nil for outcomes that say
+// nothing about the deployment's health (a 429, a call never sent). It
+// returns the new state when the state changed.
+func (b *breaker) record(now time.Time, c config.Circuit, attempt string, failed *bool) (circuitState, bool) {
+	if failed == nil {
+		if b.state == circuitHalfOpen {
+			delete(b.probes, attempt)
+		}
+		return b.state, false
+	}
+	switch b.state {
+	case circuitHalfOpen:
+		if _, probe := b.probes[attempt]; !probe {
+			return b.state, false // a straggler from before the breaker opened
+		}
+		delete(b.probes, attempt)
+		if *failed {
+			b.open(now, c)
+			return circuitOpen, true
+		}
+		b.state = circuitClosed
+		b.reset()
+		return circuitClosed, true
+	case circuitOpen:
+		return b.state, false
+	}
+	i := b.bucket(now, c)
+	b.buckets[i].total++
+	if *failed {
+		b.buckets[i].failed++
+	}
+	total, bad := 0, 0
+	for j := range b.buckets {
+		if now.Sub(b.bucketAt[j]) < c.Window {
+			total += b.buckets[j].total
+			bad += b.buckets[j].failed
+		}
+	}
+	if total >= c.MinRequests && float64(bad) >= c.FailureRate*float64(total) {
+		b.open(now, c)
+		return circuitOpen, true
+	}
+	return b.state, false
+}
+
+func (b *breaker) open(now time.Time, c config.Circuit) {
+	b.state, b.openUntil, b.probes = circuitOpen, now.Add(c.OpenFor), nil
+	b.reset()
+}
+
+func (b *breaker) reset() {
+	b.buckets = [breakerBuckets]struct{ total, failed int }{}
+	b.bucketAt = [breakerBuckets]time.Time{}
+}
+
+// bucket returns the index of the bucket for now, clearing it if it last
+// held an older slice of time.
+func (b *breaker) bucket(now time.Time, c config.Circuit) int {
+	b.bucketLen = max(c.Window/breakerBuckets, time.Millisecond)
+	slot := now.UnixNano() / int64(b.bucketLen)
+	i := int(slot % breakerBuckets)
+	start := time.Unix(0, slot*int64(b.bucketLen))
+	if !b.bucketAt[i].Equal(start) {
+		b.buckets[i] = struct{ total, failed int }{}
+		b.bucketAt[i] = start
+	}
+	return i
+}

@@ -1,0 +1,183 @@
+package dispatcher
+
+import (
+	"context"
+	"errors"
+	"math"
+	"math/rand/v2"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/sluicehq/sluice/messages"
+	"github.com/sluicehq/sluice/services/config"
+	"github.com/sluicehq/sluice/services/health"
+	"github.com/sluicehq/sluice/services/limiter"
+)
+
+// candidates are the deployments of pool that may serve call: those that
+// speak its endpoint, in the regions it allows (all when it names none).
+func candidates(pool *config.Pool, call messages.CallRequest) []*config.Deployment {
+	var out []*config.Deployment
+	for _, dep := range pool.Deployments {
+		if !supports(dep.Provider, call.Endpoint) {
+			continue
+		}
+		if len(call.Regions) > 0 && !contains(call.Regions, dep.Region) {
+			continue
+		}
+		out = append(out, dep)
+	}
+	return out
+}
+
+// supports reports whether a provider dialect serves endpoint.
+func supports(provider string, endpoint messages.Endpoint) bool {
+	if provider == "anthropic" {
+		return endpoint == messages.EndpointMessages
+	}
+	return endpoint == messages.EndpointChatCompletions || endpoint == messages.EndpointEmbeddings
+}
+
+// usable reports whether any call may go to dep now, and if not, until
+// when it stays unusable (zero when only an operator can tell).
+func (d *Dispatcher) usable(cfg *config.Config, dep *config.Deployment, now time.Time) (bool, time.Time) {
+	h := d.health.Get(dep.ID)
+	if h.DisabledNow(now) {
+		return false, h.DisabledUntil
+	}
+	if h.CoolingAt(now) {
+		return false, h.CooldownUntil
+	}
+	if blocked, until := d.breakerOf(dep.ID).blocked(now, cfg.Health.Circuit); blocked {
+		return false, until
+	}
+	if blocked, until := d.breakerOf(regionKey(dep.Region)).blocked(now, cfg.Health.Circuit); blocked {
+		return false, until
+	}
+	return true, time.Time{}
+}
+
+// admit reserves w's need on one of the open deployments, and returns it;
+// or nil, and how long until one could fit.
+//
+// The order: deployments in the call's preferred regions first, in the
+// order it prefers them; then, within a preference, a random order drawn
+// in proportion to weight × headroom (the capacity left relative to the
+// limit, counting what this dispatcher holds leased). Equal headroom
+// spreads calls evenly, so dispatchers do not herd onto one key, and more
+// headroom draws more calls. The deployment whose attempt just failed goes
+// last.
+func (d *Dispatcher) admit(ctx context.Context, cfg *config.Config, w *waiting, open []*config.Deployment, now time.Time) (*config.Deployment, time.Duration) {
+	type option struct {
+		dep   *config.Deployment
+		limit limiter.Limit
+		rank  int
+		key   float64
+	}
+	options := make([]option, 0, len(open))
+	for _, dep := range open {
+		lim := d.limitOf(cfg, dep, now)
+		avail, err := d.shared.Available(ctx, dep.ID, lim)
+		if err != nil {
+			avail = limiter.Amount{}
+		}
+		held := d.leases.Held(dep.ID)
+		headroom := min((avail.Requests+held.Requests)/lim.BurstRequests, (avail.Tokens+held.Tokens)/lim.BurstTokens)
+		o := option{dep: dep, limit: lim, rank: preference(w.ticket.Call.PreferRegions, dep.Region)}
+		// Weighted random order (Efraimidis-Spirakis): sorting by u^(1/w)
+		// draws without replacement with probability proportional to w.
+		if weight := dep.Weight * headroom; weight > 0 {
+			o.key = math.Pow(rand.Float64(), 1/weight)
+		} else {
+			o.key = -1 + rand.Float64()*1e-3
+		}
+		if dep.ID == w.ticket.LastDeployment {
+			o.key -= 2
+		}
+		options = append(options, o)
+	}
+	sort.Slice(options, func(i, j int) bool {
+		if options[i].rank != options[j].rank {
+			return options[i].rank < options[j].rank
+		}
+		return options[i].key > options[j].key
+	})
+
+	wait := maxPassWait
+	for _, o := range options {
+		err := d.leases.Take(ctx, o.dep.ID, o.limit, w.need)
+		if err == nil {
+			return o.dep, 0
+		}
+		var short *limiter.InsufficientError
+		if errors.As(err, &short) {
+			wait = min(wait, short.RetryAfter)
+			continue
+		}
+		d.log.Warn("limiter", "deployment", o.dep.ID, "err", err)
+		wait = min(wait, errorWait)
+	}
+	return nil, wait
+}
+
+// preference is region's place in prefer (len(prefer) when absent).
+func preference(prefer []string, region string) int {
+	for i, r := range prefer {
+		if r == region {
+			return i
+		}
+	}
+	return len(prefer)
+}
+
+// limitOf is a deployment's limit in the shared limiter now: the
+// configured limits, or lower ones its provider reported, recovering. The
+// bucket holds admission.burst worth of the rate, never less than one
+// request.
+func (d *Dispatcher) limitOf(cfg *config.Config, dep *config.Deployment, now time.Time) limiter.Limit {
+	rpm, tpm := health.Effective(dep.RPM, dep.TPM, d.health.Get(dep.ID), now, cfg.Health.LearnedRecovery)
+	burst := cfg.Admission.Burst.Seconds()
+	return limiter.Limit{
+		RPM:           rpm,
+		TPM:           tpm,
+		BurstRequests: max(1, rpm/60*burst),
+		BurstTokens:   max(1, tpm/60*burst),
+	}
+}
+
+// breakerOf returns the breaker for a deployment id or a regionKey. The
+// caller holds d.mu.
+func (d *Dispatcher) breakerOf(key string) *breaker {
+	b, ok := d.breakers[key]
+	if !ok {
+		b = &breaker{}
+		d.breakers[key] = b
+	}
+	return b
+}
+
+// budget returns a pool's retry budget. The caller holds d.mu.
+func (d *Dispatcher) budget(pool string) *retryBudget {
+	b, ok := d.budgets[pool]
+	if !ok {
+		b = &retryBudget{}
+		d.budgets[pool] = b
+	}
+	return b
+}
+
+// regionKey names a region's breaker apart from deployment ids.
+func regionKey(region string) string { return "region:" + region }
+
+// attemptKey names one attempt of one call.
+func attemptKey(callID string, attempt int) string { return callID + "." + strconv.Itoa(attempt) }
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

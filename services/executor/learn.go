@@ -1,0 +1,72 @@
+package executor
+
+import (
+	"context"
+	"time"
+
+	"github.com/sluicehq/sluice/services/config"
+	"github.com/sluicehq/sluice/services/health"
+	"github.com/sluicehq/sluice/services/providers"
+)
+
+// defaultCooldown is how long a 429 that names no wait cools a deployment:
+// short, since the admission limits catch up, but long enough that the
+// calls right behind it do not hit the same wall.
+const defaultCooldown = time.Second
+
+// learn records what a provider answer taught about dep in the shared
+// health state, before the attempt's outcome is published, so that the
+// retry it may cause is admitted knowing it. It writes only when the
+// lesson is new; a failure to write is logged, never fatal to the call.
+func (e *Executor) learn(ctx context.Context, shared *config.Config, dep *config.Deployment, resp *providers.Response) {
+	o := observe(e.cfg.Clock(), resp)
+	settings := health.Settings{
+		ConfiguredRPM: dep.RPM, ConfiguredTPM: dep.TPM,
+		Recovery: shared.Health.LearnedRecovery, QuotaDisable: shared.Health.QuotaDisable,
+	}
+	targets := []*config.Deployment{dep}
+	if o.QuotaExhausted {
+		// Billing quota belongs to the key, whatever pool uses it.
+		targets = deploymentsWithKey(shared, dep.Key)
+	}
+	for _, t := range targets {
+		settings.ConfiguredRPM, settings.ConfiguredTPM = t.RPM, t.TPM
+		if err := e.health.Update(ctx, t.ID, o.Change(settings)); err != nil {
+			e.log.Warn("record what the provider said", "deployment", t.ID, "err", err)
+		}
+	}
+}
+
+// observe reads an answer's rate-limit signals.
+func observe(now time.Time, resp *providers.Response) health.Observation {
+	l := resp.Limits
+	o := health.Observation{Now: now, LimitRequests: l.LimitRequests, LimitTokens: l.LimitTokens}
+	switch {
+	case resp.Class == providers.RateLimited:
+		o.CooldownFor, o.CooldownReason = l.Wait(resp.ErrorType), "429"
+		if resp.ErrorType != "" {
+			o.CooldownReason += " (" + resp.ErrorType + ")"
+		}
+		if o.CooldownFor <= 0 {
+			o.CooldownFor = defaultCooldown
+		}
+	case l.RemainingRequests == 0 && l.ResetRequests > 0:
+		o.CooldownFor, o.CooldownReason = l.ResetRequests, "remaining requests 0"
+	case l.RemainingTokens == 0 && l.ResetTokens > 0:
+		o.CooldownFor, o.CooldownReason = l.ResetTokens, "remaining tokens 0"
+	}
+	o.QuotaExhausted = resp.Class == providers.QuotaExhausted
+	return o
+}
+
+func deploymentsWithKey(shared *config.Config, key string) []*config.Deployment {
+	var out []*config.Deployment
+	for _, p := range shared.Pools {
+		for _, d := range p.Deployments {
+			if d.Key == key {
+				out = append(out, d)
+			}
+		}
+	}
+	return out
+}
