@@ -110,7 +110,7 @@ type Dispatcher struct {
 	// breakers by deployment id and regionKey; budgets by pool.
 	breakers map[string]*breaker
 	budgets  map[string]*retryBudget
-	wake  chan struct{}
+	wake     chan struct{}
 	// inflight counts publishes to SLUICE_EXEC not yet acknowledged.
 	inflight sync.WaitGroup
 }
@@ -126,12 +126,12 @@ func New(nc *nats.Conn, cfg Config) (*Dispatcher, error) {
 	}
 	m := telemetry.New(cfg.Registerer)
 	return &Dispatcher{
-		cfg:     cfg,
-		nc:      nc,
-		js:      js,
-		log:     cfg.Logger.With("service", "dispatcher", "dispatcher", cfg.ID),
-		metrics: m,
-		results: results.NewPublisher(js, m, cfg.Clock),
+		cfg:      cfg,
+		nc:       nc,
+		js:       js,
+		log:      cfg.Logger.With("service", "dispatcher", "dispatcher", cfg.ID),
+		metrics:  m,
+		results:  results.NewPublisher(js, m, cfg.Clock),
 		queue:    newQueue(),
 		breakers: map[string]*breaker{},
 		budgets:  map[string]*retryBudget{},
