@@ -153,16 +153,20 @@ type Health struct {
 }
 
 // Circuit configures circuit breakers: a deployment (or a region) whose
-// attempts fail (5xx, timeouts, transport errors) at FailureRate or more,
-// over at least MinRequests attempts within Window, is opened: no calls go
-// to it for OpenFor; then up to Probes calls test it (half-open), and a
-// success closes it again.
+// last WindowRequests attempts (those within Window) fail (5xx, timeouts,
+// transport errors) at FailureRate or more, with at least MinRequests of
+// them, is opened: no calls go to it for OpenFor; then up to Probes calls
+// test it (half-open), and a success closes it again. Counting the last
+// attempts rather than a span of time means a busy deployment that starts
+// failing is judged on its recent answers, not diluted by a minute of
+// earlier successes.
 type Circuit struct {
-	FailureRate float64       `yaml:"failure_rate"` // default 0.5
-	MinRequests int           `yaml:"min_requests"` // default 10
-	Window      time.Duration `yaml:"window"`       // default 30s
-	OpenFor     time.Duration `yaml:"open_for"`     // default 10s
-	Probes      int           `yaml:"probes"`       // default 1
+	FailureRate    float64       `yaml:"failure_rate"`    // default 0.5
+	MinRequests    int           `yaml:"min_requests"`    // default 10
+	WindowRequests int           `yaml:"window_requests"` // default 20
+	Window         time.Duration `yaml:"window"`          // default 30s
+	OpenFor        time.Duration `yaml:"open_for"`        // default 10s
+	Probes         int           `yaml:"probes"`          // default 1
 }
 
 // Streams tunes sluice's JetStream resources.

@@ -115,6 +115,9 @@ func (c *Config) Validate() error {
 		v.add("health.circuit.failure_rate", "must be above 0 and at most 1")
 	}
 	v.positive("health.circuit.min_requests", int64(c.Health.Circuit.MinRequests))
+	if c.Health.Circuit.WindowRequests < c.Health.Circuit.MinRequests || c.Health.Circuit.WindowRequests > 10000 {
+		v.add("health.circuit.window_requests", "must be at least health.circuit.min_requests and at most 10000")
+	}
 	v.positiveDuration("health.circuit.window", c.Health.Circuit.Window)
 	v.positiveDuration("health.circuit.open_for", c.Health.Circuit.OpenFor)
 	v.positive("health.circuit.probes", int64(c.Health.Circuit.Probes))
@@ -231,6 +234,7 @@ func (c *Config) applyDefaults() {
 	setDefault(&c.Health.LearnedRecovery, 5*time.Minute)
 	setDefault(&c.Health.Circuit.FailureRate, 0.5)
 	setDefault(&c.Health.Circuit.MinRequests, 10)
+	setDefault(&c.Health.Circuit.WindowRequests, max(20, c.Health.Circuit.MinRequests))
 	setDefault(&c.Health.Circuit.Window, 30*time.Second)
 	setDefault(&c.Health.Circuit.OpenFor, 10*time.Second)
 	setDefault(&c.Health.Circuit.Probes, 1)

@@ -19,16 +19,12 @@ func (s circuitState) String() string {
 	return [...]string{"closed", "open", "half_open"}[s]
 }
 
-// breakerBuckets is how many time buckets a breaker's window is cut into.
-const breakerBuckets = 10
-
 // breaker is the circuit breaker of one deployment or one region, fed by
-// the attempt reports of the calls this dispatcher admitted. When the
-// share of failed attempts (5xx, timeouts, transport errors) over the
-// window reaches the configured rate, with enough attempts to judge, it
-// opens: no calls go there for OpenFor. Then it lets Probes calls through
-// (half-open); a probe that succeeds closes it, one that fails opens it
-// again.
+// the attempt reports of the calls this dispatcher admitted. When its last
+// attempts (config.Circuit.WindowRequests of them, within Window) failed
+// at the configured rate, with enough of them to judge, it opens: no calls
+// go there for OpenFor. Then it lets Probes calls through (half-open); a
+// probe that succeeds closes it, one that fails opens it again.
 //
 // Each dispatcher judges on its own share of the traffic, which for a
 // failure rate is as good as the whole. It is not safe for concurrent use.
@@ -38,10 +34,13 @@ type breaker struct {
 	// probes are the attempts let through while half-open, by attempt key,
 	// with when they went.
 	probes map[string]time.Time
+	// recent holds the last attempts' verdicts, oldest first.
+	recent []verdict
+}
 
-	buckets   [breakerBuckets]struct{ total, failed int }
-	bucketAt  [breakerBuckets]time.Time
-	bucketLen time.Duration
+type verdict struct {
+	at     time.Time
+	failed bool
 }
 
 // blocked reports whether no call may go now, and until when.
@@ -96,22 +95,22 @@ func (b *breaker) record(now time.Time, c config.Circuit, attempt string, failed
 			b.open(now, c)
 			return circuitOpen, true
 		}
-		b.state = circuitClosed
-		b.reset()
+		b.state, b.recent = circuitClosed, nil
 		return circuitClosed, true
 	case circuitOpen:
 		return b.state, false
 	}
-	i := b.bucket(now, c)
-	b.buckets[i].total++
-	if *failed {
-		b.buckets[i].failed++
+	b.recent = append(b.recent, verdict{at: now, failed: *failed})
+	if over := len(b.recent) - c.WindowRequests; over > 0 {
+		b.recent = append(b.recent[:0], b.recent[over:]...)
 	}
 	total, bad := 0, 0
-	for j := range b.buckets {
-		if now.Sub(b.bucketAt[j]) < c.Window {
-			total += b.buckets[j].total
-			bad += b.buckets[j].failed
+	for _, v := range b.recent {
+		if now.Sub(v.at) < c.Window {
+			total++
+			if v.failed {
+				bad++
+			}
 		}
 	}
 	if total >= c.MinRequests && float64(bad) >= c.FailureRate*float64(total) {
@@ -122,25 +121,5 @@ func (b *breaker) record(now time.Time, c config.Circuit, attempt string, failed
 }
 
 func (b *breaker) open(now time.Time, c config.Circuit) {
-	b.state, b.openUntil, b.probes = circuitOpen, now.Add(c.OpenFor), nil
-	b.reset()
-}
-
-func (b *breaker) reset() {
-	b.buckets = [breakerBuckets]struct{ total, failed int }{}
-	b.bucketAt = [breakerBuckets]time.Time{}
-}
-
-// bucket returns the index of the bucket for now, clearing it if it last
-// held an older slice of time.
-func (b *breaker) bucket(now time.Time, c config.Circuit) int {
-	b.bucketLen = max(c.Window/breakerBuckets, time.Millisecond)
-	slot := now.UnixNano() / int64(b.bucketLen)
-	i := int(slot % breakerBuckets)
-	start := time.Unix(0, slot*int64(b.bucketLen))
-	if !b.bucketAt[i].Equal(start) {
-		b.buckets[i] = struct{ total, failed int }{}
-		b.bucketAt[i] = start
-	}
-	return i
+	b.state, b.openUntil, b.probes, b.recent = circuitOpen, now.Add(c.OpenFor), nil, nil
 }

@@ -8,7 +8,7 @@ import (
 )
 
 func TestBreakerOpensProbesAndCloses(t *testing.T) {
-	c := config.Circuit{FailureRate: 0.5, MinRequests: 4, Window: 10 * time.Second, OpenFor: 5 * time.Second, Probes: 1}
+	c := config.Circuit{FailureRate: 0.5, MinRequests: 4, WindowRequests: 8, Window: 10 * time.Second, OpenFor: 5 * time.Second, Probes: 1}
 	var b breaker
 	now := time.Unix(1000, 0)
 	failed, ok := new(true), new(false)
@@ -57,7 +57,7 @@ func TestBreakerOpensProbesAndCloses(t *testing.T) {
 }
 
 func TestBreakerCountsOnlyTheWindow(t *testing.T) {
-	c := config.Circuit{FailureRate: 0.5, MinRequests: 4, Window: 10 * time.Second, OpenFor: 5 * time.Second, Probes: 1}
+	c := config.Circuit{FailureRate: 0.5, MinRequests: 4, WindowRequests: 8, Window: 10 * time.Second, OpenFor: 5 * time.Second, Probes: 1}
 	var b breaker
 	now := time.Unix(1000, 0)
 	failed, ok := new(true), new(false)
@@ -80,8 +80,29 @@ func TestBreakerCountsOnlyTheWindow(t *testing.T) {
 	}
 }
 
+// A busy deployment that starts failing is judged on its last attempts,
+// not diluted by many earlier successes.
+func TestBreakerJudgesTheLastAttempts(t *testing.T) {
+	c := config.Circuit{FailureRate: 0.5, MinRequests: 4, WindowRequests: 8, Window: time.Minute, OpenFor: 5 * time.Second, Probes: 1}
+	var b breaker
+	now := time.Unix(1000, 0)
+	for i := 0; i < 100; i++ {
+		b.record(now, c, "x", new(false))
+	}
+	opened := 0
+	for i := 1; i <= 8; i++ {
+		if st, changed := b.record(now, c, "x", new(true)); changed && st == circuitOpen {
+			opened = i
+			break
+		}
+	}
+	if opened != 4 {
+		t.Fatalf("opened after %d failures following 100 successes; want 4 (half of the last 8)", opened)
+	}
+}
+
 func TestBreakerForgetsLostProbes(t *testing.T) {
-	c := config.Circuit{FailureRate: 0.5, MinRequests: 1, Window: 10 * time.Second, OpenFor: 5 * time.Second, Probes: 1}
+	c := config.Circuit{FailureRate: 0.5, MinRequests: 1, WindowRequests: 8, Window: 10 * time.Second, OpenFor: 5 * time.Second, Probes: 1}
 	var b breaker
 	now := time.Unix(1000, 0)
 	b.record(now, c, "x", new(true))

@@ -67,13 +67,19 @@ func (d *Dispatcher) usable(cfg *config.Config, dep *config.Deployment, now time
 // limit, counting what this dispatcher holds leased). Equal headroom
 // spreads calls evenly, so dispatchers do not herd onto one key, and more
 // headroom draws more calls. The deployment whose attempt just failed goes
-// last.
+// last, and after a provider failure its region goes after the others.
 func (d *Dispatcher) admit(ctx context.Context, cfg *config.Config, w *waiting, open []*config.Deployment, now time.Time) (*config.Deployment, time.Duration) {
 	type option struct {
 		dep   *config.Deployment
 		limit limiter.Limit
 		rank  int
 		key   float64
+	}
+	// After a provider failure (not a 429), the rest of that region goes
+	// after the other regions too: whatever broke may be regional.
+	failedRegion := ""
+	if last, ok := cfg.Deployment(w.ticket.LastDeployment); ok && w.ticket.LastError != nil && w.ticket.LastError.Code == messages.CodeProviderError {
+		failedRegion = last.Region
 	}
 	options := make([]option, 0, len(open))
 	for _, dep := range open {
@@ -92,8 +98,11 @@ func (d *Dispatcher) admit(ctx context.Context, cfg *config.Config, w *waiting, 
 		} else {
 			o.key = -1 + rand.Float64()*1e-3
 		}
-		if dep.ID == w.ticket.LastDeployment {
+		switch {
+		case dep.ID == w.ticket.LastDeployment:
 			o.key -= 2
+		case failedRegion != "" && dep.Region == failedRegion:
+			o.key--
 		}
 		options = append(options, o)
 	}
