@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/sluicehq/sluice/services/bench"
 )
@@ -12,10 +13,14 @@ import (
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("bench", stderr)
 	var o bench.Options
+	var acc bench.AccuracyOptions
+	mode := fs.String("mode", "throughput", "throughput: calls/s and added latency against a JetStream baseline; accuracy: 429s and capacity used under twice the demand")
+	fs.DurationVar(&acc.Duration, "duration", 60*time.Second, "accuracy: how long to offer the demand")
+	fs.Float64Var(&acc.Demand, "demand", 2, "accuracy: demand as a multiple of the capacity")
 	fs.IntVar(&o.Calls, "calls", 20000, "calls (and baseline messages) for the throughput measurement")
 	fs.Float64Var(&o.Rate, "rate", 200, "calls per second for the latency measurement")
 	fs.IntVar(&o.LatencyCalls, "latency-calls", 2000, "calls for the latency measurement, through sluice and directly each")
-	fs.IntVar(&o.Dispatchers, "dispatchers", 1, "dispatchers to run")
+	fs.IntVar(&o.Dispatchers, "dispatchers", 0, "dispatchers to run (default 1 for throughput, 3 for accuracy)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	logLevel := fs.String("log-level", "warn", "debug, info, warn or error")
 	if err := parse(fs, args); err != nil {
@@ -26,17 +31,48 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	o.Logger = log
-	rep, err := bench.Run(ctx, o)
-	if err != nil {
-		return err
+	switch *mode {
+	case "throughput":
+		rep, err := bench.Run(ctx, o)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return writeJSON(stdout, rep)
+		}
+		printReport(stdout, rep)
+	case "accuracy":
+		acc.Dispatchers = o.Dispatchers
+		rep, err := bench.RunAccuracy(ctx, acc)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return writeJSON(stdout, rep)
+		}
+		printAccuracy(stdout, rep)
+	default:
+		return fmt.Errorf("-mode %q: use throughput or accuracy", *mode)
 	}
-	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rep)
-	}
-	printReport(stdout, rep)
 	return nil
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func printAccuracy(w io.Writer, r *bench.AccuracyReport) {
+	fmt.Fprintf(w, "sluice bench accuracy on %s, %d CPUs, %s\n\n", r.Machine.OS, r.Machine.NumCPU, r.Machine.GoVersion)
+	fmt.Fprintf(w, "%d dispatchers, 2 regions x 2 keys, %.0f calls/s of capacity, %.0f/s offered for %.0fs\n", r.Dispatchers, r.Capacity, r.Offered, r.Seconds)
+	fmt.Fprintf(w, "  provider 429s:           %d\n", r.Refused)
+	fmt.Fprintf(w, "  capacity used:           %.1f%% (%d served)\n", 100*r.Used, r.Served)
+	fmt.Fprintf(w, "  KV operations per call:  %.3f\n\n", r.KVOpsPerCal)
+	fmt.Fprintf(w, "  deployment      served   share   most in 1s (rate/s)\n")
+	for _, d := range r.Deployments {
+		fmt.Fprintf(w, "  %-14s %7d  %5.1f%%   %5d (%.0f)\n", d.ID, d.Served, 100*d.Share, d.Max1s, d.Limit1s)
+	}
 }
 
 func printReport(w io.Writer, r *bench.Report) {

@@ -121,6 +121,10 @@ type Latency struct {
 	AddedP99  float64 `json:"added_p99_ms"`
 }
 
+func machine() Machine {
+	return Machine{GOMAXPROCS: runtime.GOMAXPROCS(0), NumCPU: runtime.NumCPU(), GoVersion: runtime.Version(), OS: runtime.GOOS + "/" + runtime.GOARCH}
+}
+
 // benchYAML has limits far above what the machine can push, so the run
 // measures sluice's overhead, not its limiting.
 func benchYAML(fakeURL string) string {
@@ -143,7 +147,7 @@ const callBody = `{"messages":[{"role":"user","content":"hello"}],"max_tokens":8
 func Run(ctx context.Context, o Options) (*Report, error) {
 	o.defaults()
 	rep := &Report{
-		Machine: Machine{GOMAXPROCS: runtime.GOMAXPROCS(0), NumCPU: runtime.NumCPU(), GoVersion: runtime.Version(), OS: runtime.GOOS + "/" + runtime.GOARCH},
+		Machine: machine(),
 		Options: OptionsEcho{Calls: o.Calls, Rate: o.Rate, LatencyCalls: o.LatencyCalls, Dispatchers: o.Dispatchers},
 	}
 	reg := prometheus.NewRegistry()

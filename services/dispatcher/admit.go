@@ -20,6 +20,9 @@ const (
 	// errorWait is how long a call waits after the shared state failed to
 	// answer (NATS down, say) before admission is tried again.
 	errorWait = 50 * time.Millisecond
+	// contendedJitter spreads the returns of dispatchers waiting for the
+	// same bucket to refill.
+	contendedJitter = 20 * time.Millisecond
 )
 
 // schedule runs admission passes until ctx ends: whenever a call arrives,

@@ -121,7 +121,9 @@ func (d *Dispatcher) admit(ctx context.Context, cfg *config.Config, w *waiting, 
 		}
 		var short *limiter.InsufficientError
 		if errors.As(err, &short) {
-			wait = min(wait, short.RetryAfter)
+			// Jitter: dispatchers that found the same bucket short would
+			// otherwise all come back at the same instant and race.
+			wait = min(wait, short.RetryAfter+time.Duration(rand.Int64N(int64(contendedJitter))))
 			continue
 		}
 		d.log.Warn("limiter", "deployment", o.dep.ID, "err", err)
