@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"slices"
-	"strconv"
 	"time"
 )
 
@@ -29,26 +28,32 @@ type call struct {
 	model string   // for the 429 message, once parsed
 	view  rateView // the key's buckets as the headers report them
 	adm   admission
+	d     dialect
 }
 
-// begin authenticates the call and reads its body. It returns false when
-// the call has already been answered.
-func (s *Server) begin(w http.ResponseWriter, r *http.Request) (*call, []byte, bool) {
-	c := &call{s: s, w: w, r: r, start: time.Now(), id: w.Header().Get("x-request-id")}
-	key := bearer(r)
+// begin authenticates the call in dialect d, checks what d requires
+// besides the key, and reads the body. It returns false when the call has
+// already been answered.
+func (s *Server) begin(w http.ResponseWriter, r *http.Request, d dialect) (*call, []byte, bool) {
+	c := &call{s: s, w: w, r: r, start: time.Now(), id: w.Header().Get("x-request-id"), d: d}
+	key := d.key(r)
 	kc, ok := s.limits.lookup(key)
 	if !ok {
 		s.stats.received("")
-		c.fail(errInvalidKey, outUnauthorized)
+		c.fail(d.invalidKey(), outUnauthorized)
 		return nil, nil, false
 	}
 	c.key = key
 	s.stats.received(key)
 	c.view = s.limits.peek(key)
+	if e := d.check(r); e != nil {
+		c.fail(e, outInvalid)
+		return nil, nil, false
+	}
 	// Quota is checked before the body, as every call on a spent key fails
 	// the same way whatever it asks.
 	if kc.InsufficientQuota {
-		c.fail(errInsufficientQuota, outInsufficientQuota)
+		c.fail(d.insufficientQuota(), outInsufficientQuota)
 		return nil, nil, false
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
@@ -71,13 +76,7 @@ func (c *call) checkModel(m string) bool {
 	if len(c.s.cfg.Models) == 0 || slices.Contains(c.s.cfg.Models, m) {
 		return true
 	}
-	c.fail(&apiError{
-		status:  http.StatusNotFound,
-		message: fmt.Sprintf("The model `%s` does not exist or you do not have access to it.", m),
-		typ:     typeInvalidRequest,
-		param:   "model",
-		code:    codeModelNotFound,
-	}, outInvalid)
+	c.fail(c.d.modelNotFound(m), outInvalid)
 	return false
 }
 
@@ -89,12 +88,18 @@ func (c *call) admit(tokens int64) bool {
 		c.s.stats.admitted(c.key, c.adm.at, tokens)
 		return true
 	}
-	setRetryHeaders(c.w.Header(), c.adm.retryAfter)
 	o := outRateLimitedRequests
 	if c.adm.limitedBy == "tokens" {
 		o = outRateLimitedTokens
 	}
-	c.fail(rateLimitError(c.model, c.adm, tokens), o)
+	if form := c.s.cfg.RateLimitBody; form == RateLimitBodyGemini || form == RateLimitBodyGeminiArray {
+		// Google sends no rate-limit headers at all: the body is the hint.
+		c.end(o, http.StatusTooManyRequests, usage{})
+		writeJSON(c.w, http.StatusTooManyRequests, geminiRateLimitBody(c.adm, c.adm.retryAfter, form == RateLimitBodyGeminiArray))
+		return false
+	}
+	c.d.setRetryHeaders(c.w.Header(), c.adm.retryAfter)
+	c.fail(c.d.rateLimited(c.model, c.adm, tokens), o)
 	return false
 }
 
@@ -116,7 +121,7 @@ func (c *call) proceed() bool {
 		} else {
 			// Close released the call: answer rather than let net/http
 			// send an empty 200 for a handler that wrote nothing.
-			c.fail(serverError(http.StatusServiceUnavailable), outTimeout)
+			c.fail(c.d.serverError(http.StatusServiceUnavailable), outTimeout)
 		}
 		return false
 	case faultError:
@@ -124,7 +129,14 @@ func (c *call) proceed() bool {
 			return false
 		}
 		c.s.limits.settle(c.adm.ticket, 0)
-		c.fail(serverError(c.s.dice.errorStatus(b.errorStatus)), outInjectedError)
+		c.fail(c.d.serverError(c.s.dice.errorStatus(b.errorStatus)), outInjectedError)
+		return false
+	case faultOverload:
+		if !c.sleep(b.latency + c.s.dice.jitter(b.latencyJitter)) {
+			return false
+		}
+		c.s.limits.settle(c.adm.ticket, 0)
+		c.fail(c.d.overloaded(), outOverloaded)
 		return false
 	}
 	return c.sleep(b.latency + c.s.dice.jitter(b.latencyJitter))
@@ -158,17 +170,17 @@ func (c *call) succeed(v any, u usage) {
 	writeJSON(c.w, http.StatusOK, v)
 }
 
-// fail answers an OpenAI error body.
+// fail answers e in the call's dialect.
 func (c *call) fail(e *apiError, o outcome) {
 	c.end(o, e.status, usage{})
 	c.setHeaders()
-	writeJSON(c.w, e.status, e.body())
+	writeJSON(c.w, e.status, c.d.errorBody(e))
 }
 
 func (c *call) setHeaders() {
 	h := c.w.Header()
-	setRateHeaders(h, c.view)
-	h.Set("openai-processing-ms", strconv.FormatInt(time.Since(c.start).Milliseconds(), 10))
+	c.d.setRateHeaders(h, c.view, c.s.cfg.Clock())
+	c.d.setCallHeaders(h, c.start)
 }
 
 // end records the outcome and logs the call.

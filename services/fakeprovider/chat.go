@@ -7,11 +7,18 @@ import (
 
 // handleChat serves POST /v1/chat/completions.
 func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
-	c, body, ok := s.begin(w, r)
+	s.serveChat(w, r, openAIDialect{}, "")
+}
+
+// serveChat serves a chat completion in dialect d. urlModel is the model
+// the URL names (Azure's deployment), which replaces the body's; "" when
+// the body must name it.
+func (s *Server) serveChat(w http.ResponseWriter, r *http.Request, d dialect, urlModel string) {
+	c, body, ok := s.begin(w, r, d)
 	if !ok {
 		return
 	}
-	req, bad := parseChat(body)
+	req, bad := parseChat(body, urlModel)
 	c.model = req.model
 	if bad != nil {
 		c.fail(bad, outInvalid)

@@ -15,6 +15,15 @@ const (
 	DefaultDimensions       = 8
 )
 
+// Values of Config.RateLimitBody.
+const (
+	// RateLimitBodyGemini answers 429s with Google's error object.
+	RateLimitBodyGemini = "gemini"
+	// RateLimitBodyGeminiArray wraps it in a one-element array, as some of
+	// Google's OpenAI-compatible endpoints do.
+	RateLimitBodyGeminiArray = "gemini-array"
+)
+
 // Bounds on configured and requested sizes. They keep every bucket level
 // inside an int64 in fixed point (see unitsPerToken) and are far above
 // anything a real provider grants or a real model accepts.
@@ -97,6 +106,17 @@ type Config struct {
 	// TimeoutRate is the fraction (0..1) of admitted calls that hang until
 	// the client gives up, to simulate a provider timing out.
 	TimeoutRate float64
+	// OverloadRate is the fraction (0..1) of admitted calls answered as
+	// overloaded: the provider is busy, which says nothing of the key's
+	// limits. Anthropic answers 529 overloaded_error, the OpenAI dialects
+	// 503. Drawn after ErrorRate; the tokens are refunded.
+	OverloadRate float64
+	// RateLimitBody, when RateLimitBodyGemini or RateLimitBodyGeminiArray,
+	// makes every 429 of a rate limit answer as Google's APIs do, in any
+	// dialect: a RESOURCE_EXHAUSTED body whose RetryInfo gives the wait in
+	// whole seconds ("17s"), and no rate-limit or retry-after headers. The
+	// default "" answers in the dialect's own way.
+	RateLimitBody string
 	// ChunkDelay is the pause before each streamed chunk after the first.
 	ChunkDelay time.Duration
 
@@ -171,6 +191,11 @@ func (c Config) validate() error {
 	}
 	if c.Dimensions < 1 || c.Dimensions > maxDimensions {
 		errs = append(errs, fmt.Errorf("config.Dimensions %d outside 1..%d", c.Dimensions, maxDimensions))
+	}
+	switch c.RateLimitBody {
+	case "", RateLimitBodyGemini, RateLimitBodyGeminiArray:
+	default:
+		errs = append(errs, fmt.Errorf("config.RateLimitBody %q is none of \"\", %q, %q", c.RateLimitBody, RateLimitBodyGemini, RateLimitBodyGeminiArray))
 	}
 	for _, m := range c.Models {
 		if m == "" {

@@ -41,6 +41,9 @@ type apiError struct {
 	typ     string
 	param   string // "" is sent as null
 	code    string // "" is sent as null
+	// gateway marks an error of Azure's gateway rather than of the model
+	// service: the Azure dialect renders it in its own shape.
+	gateway bool
 }
 
 func (e *apiError) Error() string { return e.message }
@@ -75,6 +78,17 @@ var (
 			"using your HTTP library correctly. The OpenAI API expects a JSON payload, but what "+
 			"was sent was not valid JSON.)")
 )
+
+// modelNotFound is OpenAI's 404 for a model outside Config.Models.
+func modelNotFound(m string) *apiError {
+	return &apiError{
+		status:  http.StatusNotFound,
+		message: fmt.Sprintf("The model `%s` does not exist or you do not have access to it.", m),
+		typ:     typeInvalidRequest,
+		param:   "model",
+		code:    codeModelNotFound,
+	}
+}
 
 func serverError(status int) *apiError {
 	return &apiError{
@@ -169,10 +183,16 @@ type chatCall struct {
 	includeUsage bool
 }
 
-func parseChat(body []byte) (chatCall, *apiError) {
+// parseChat validates a chat request. urlModel, when not empty, is the
+// model named by the URL (Azure's deployment): it stands for the body's,
+// which is then optional and ignored, as Azure ignores it.
+func parseChat(body []byte, urlModel string) (chatCall, *apiError) {
 	var req chatRequest
 	if err := json.Unmarshal(body, &req); err != nil {
 		return chatCall{}, decodeError(err)
+	}
+	if urlModel != "" {
+		req.Model = urlModel
 	}
 	c := chatCall{model: req.Model, n: 1, stream: req.Stream}
 	if req.Model == "" {
@@ -284,10 +304,15 @@ type embeddingCall struct {
 	base64     bool
 }
 
-func parseEmbedding(body []byte) (embeddingCall, *apiError) {
+// parseEmbedding validates an embeddings request; urlModel is as for
+// parseChat.
+func parseEmbedding(body []byte, urlModel string) (embeddingCall, *apiError) {
 	var req embeddingRequest
 	if err := json.Unmarshal(body, &req); err != nil {
 		return embeddingCall{}, decodeError(err)
+	}
+	if urlModel != "" {
+		req.Model = urlModel
 	}
 	c := embeddingCall{model: req.Model}
 	if req.Model == "" {

@@ -12,11 +12,17 @@ import (
 // handleEmbeddings serves POST /v1/embeddings. Embeddings are charged
 // their prompt tokens only: there is no completion.
 func (s *Server) handleEmbeddings(w http.ResponseWriter, r *http.Request) {
-	c, body, ok := s.begin(w, r)
+	s.serveEmbeddings(w, r, openAIDialect{}, "")
+}
+
+// serveEmbeddings serves an embeddings request in dialect d; urlModel is
+// as for serveChat.
+func (s *Server) serveEmbeddings(w http.ResponseWriter, r *http.Request, d dialect, urlModel string) {
+	c, body, ok := s.begin(w, r, d)
 	if !ok {
 		return
 	}
-	req, bad := parseEmbedding(body)
+	req, bad := parseEmbedding(body, urlModel)
 	c.model = req.model
 	if bad != nil {
 		c.fail(bad, outInvalid)

@@ -18,6 +18,7 @@ type behavior struct {
 	errorRate     float64
 	errorStatus   int
 	timeoutRate   float64
+	overloadRate  float64
 	chunkDelay    time.Duration
 }
 
@@ -28,6 +29,7 @@ func (c Config) behavior() behavior {
 		errorRate:     c.ErrorRate,
 		errorStatus:   c.ErrorStatus,
 		timeoutRate:   c.TimeoutRate,
+		overloadRate:  c.OverloadRate,
 		chunkDelay:    c.ChunkDelay,
 	}
 }
@@ -48,6 +50,9 @@ func (b behavior) validate() error {
 	}
 	if !(b.timeoutRate >= 0 && b.timeoutRate <= 1) {
 		errs = append(errs, fmt.Errorf("config.TimeoutRate %v outside 0..1", b.timeoutRate))
+	}
+	if !(b.overloadRate >= 0 && b.overloadRate <= 1) {
+		errs = append(errs, fmt.Errorf("config.OverloadRate %v outside 0..1", b.overloadRate))
 	}
 	if b.chunkDelay < 0 {
 		errs = append(errs, fmt.Errorf("config.ChunkDelay %v is negative", b.chunkDelay))
@@ -115,16 +120,20 @@ const (
 	faultNone fault = iota
 	faultTimeout
 	faultError
+	faultOverload
 )
 
 // decide draws the fault of one admitted call. A timeout is drawn first:
-// a call that hangs never gets to fail.
+// a call that hangs never gets to fail; then an error, then an overload.
 func (d *dice) decide(b behavior) fault {
 	if d.hit(b.timeoutRate) {
 		return faultTimeout
 	}
 	if d.hit(b.errorRate) {
 		return faultError
+	}
+	if d.hit(b.overloadRate) {
+		return faultOverload
 	}
 	return faultNone
 }

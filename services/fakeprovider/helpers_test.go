@@ -161,3 +161,37 @@ const helloPrompt = 9
 func helloChat(extra string) string {
 	return `{"model":"m","messages":[{"role":"user","content":"hello world!"}]` + extra + `}`
 }
+
+// send posts body to path (which may carry a query) with exactly the given
+// headers besides Content-Type: no bearer key unless one is among them.
+func (h *harness) send(path string, headers map[string]string, body string) reply {
+	h.t.Helper()
+	req, err := http.NewRequest(http.MethodPost, h.srv.URL+path, bytes.NewBufferString(body))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := h.srv.Client().Do(req)
+	if err != nil {
+		h.t.Fatalf("POST %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return reply{status: resp.StatusCode, header: resp.Header, body: b}
+}
+
+// noHeaders fails if r carries any of names.
+func (r reply) noHeaders(t *testing.T, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		if v := r.header.Get(n); v != "" {
+			t.Errorf("header %s = %q, want none", n, v)
+		}
+	}
+}

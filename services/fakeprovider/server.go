@@ -55,7 +55,8 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// ServeHTTP routes the OpenAI endpoints and the fake's admin endpoints.
+// ServeHTTP routes the endpoints of each dialect (OpenAI, Azure OpenAI,
+// Anthropic) and the fake's admin endpoints.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	type route struct {
 		method  string
@@ -75,9 +76,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rt = route{http.MethodGet, s.handleStats}
 	case "/fake/reset":
 		rt = route{http.MethodPost, s.handleReset}
+	case "/v1/messages":
+		rt = route{http.MethodPost, s.handleMessages}
 	default:
-		s.notFound(w, r)
-		return
+		dep, op, ok := azurePath(r.URL.Path)
+		if !ok {
+			s.notFound(w, r)
+			return
+		}
+		rt = route{http.MethodPost, func(w http.ResponseWriter, r *http.Request) { s.handleAzure(w, r, dep, op) }}
 	}
 	if r.Method != rt.method {
 		w.Header().Set("Allow", rt.method)
@@ -173,6 +180,12 @@ func (s *Server) SetTimeoutRate(rate float64) error {
 	return s.update(func(b *behavior) { b.timeoutRate = rate })
 }
 
+// SetOverloadRate changes the fraction (0..1) of admitted calls answered
+// as overloaded (529 for Anthropic, 503 otherwise).
+func (s *Server) SetOverloadRate(rate float64) error {
+	return s.update(func(b *behavior) { b.overloadRate = rate })
+}
+
 // SetChunkDelay changes the pause between streamed chunks.
 func (s *Server) SetChunkDelay(d time.Duration) error {
 	return s.update(func(b *behavior) { b.chunkDelay = d })
@@ -192,7 +205,8 @@ func (s *Server) update(f func(*behavior)) error {
 
 // Start listens on addr (":0" picks a free port) and serves in the
 // background until Close. It returns the server's root URL, such as
-// "http://127.0.0.1:41234"; OpenAI clients take baseURL+"/v1".
+// "http://127.0.0.1:41234"; OpenAI and Anthropic clients take
+// baseURL+"/v1", Azure clients baseURL itself.
 func (s *Server) Start(addr string) (baseURL string, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -10,7 +10,7 @@ import (
 // exactly one of the outcome counters, so that once calls are finished
 //
 //	Received == Served + Refused() + InvalidRequests + Unauthorized +
-//	            InjectedErrors + Timeouts + Canceled + StreamAborts
+//	            InjectedErrors + Overloaded + Timeouts + Canceled + StreamAborts
 type Counters struct {
 	Received int64 `json:"received"`
 	// Served counts calls answered 2xx to the end.
@@ -21,7 +21,8 @@ type Counters struct {
 	RateLimitedTokens   int64 `json:"rate_limited_tokens"`
 	// InsufficientQuota counts 429 insufficient_quota.
 	InsufficientQuota int64 `json:"insufficient_quota"`
-	// InvalidRequests counts 400s and 404s for unknown models.
+	// InvalidRequests counts 400s (including a missing api-version or
+	// anthropic-version) and 404s for unknown models.
 	InvalidRequests int64 `json:"invalid_requests"`
 	// Unauthorized counts 401s. Only in the totals: an unknown key is not
 	// given counters of its own.
@@ -30,6 +31,9 @@ type Counters struct {
 	// TimeoutRate picked.
 	InjectedErrors int64 `json:"injected_errors"`
 	Timeouts       int64 `json:"timeouts"`
+	// Overloaded counts admitted calls that OverloadRate picked (529
+	// overloaded_error for Anthropic, 503 for the OpenAI dialects).
+	Overloaded int64 `json:"overloaded"`
 	// Canceled counts admitted calls whose client went away before the
 	// answer (during Latency).
 	Canceled int64 `json:"canceled"`
@@ -66,7 +70,7 @@ func (c Counters) Refused() int64 {
 // Received when no call is in flight.
 func (c Counters) Finished() int64 {
 	return c.Served + c.Refused() + c.InvalidRequests + c.Unauthorized +
-		c.InjectedErrors + c.Timeouts + c.Canceled + c.StreamAborts
+		c.InjectedErrors + c.Overloaded + c.Timeouts + c.Canceled + c.StreamAborts
 }
 
 // Stats is a snapshot of the counters.
@@ -89,6 +93,7 @@ const (
 	outTimeout
 	outCanceled
 	outStreamAborted
+	outOverloaded
 )
 
 // tally is Counters plus the sliding windows behind its Max fields.
@@ -140,6 +145,8 @@ func (t *tally) end(o outcome, admittedAt time.Time, u usage) {
 		c.Canceled++
 	case outStreamAborted:
 		c.StreamAborts++
+	case outOverloaded:
+		c.Overloaded++
 	}
 }
 
@@ -258,6 +265,7 @@ var outcomeNames = [...]string{
 	outTimeout:             "timeout",
 	outCanceled:            "canceled",
 	outStreamAborted:       "stream_aborted",
+	outOverloaded:          "overloaded",
 }
 
 func (o outcome) String() string { return outcomeNames[o] }

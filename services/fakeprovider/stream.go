@@ -3,7 +3,6 @@ package fakeprovider
 import (
 	"encoding/json"
 	"net/http"
-	"strconv"
 	"time"
 )
 
@@ -19,8 +18,8 @@ import (
 // generated.
 func (c *call) stream(req chatCall, prompt, perChoice int64, finish string) {
 	h := c.w.Header()
-	setRateHeaders(h, c.view)
-	h.Set("openai-processing-ms", strconv.FormatInt(time.Since(c.start).Milliseconds(), 10))
+	c.d.setRateHeaders(h, c.view, c.s.cfg.Clock())
+	c.d.setCallHeaders(h, c.start)
 	h.Set("Content-Type", "text/event-stream; charset=utf-8")
 	h.Set("Cache-Control", "no-cache")
 	c.w.WriteHeader(http.StatusOK)

@@ -10,6 +10,8 @@ package fakeprovider
 //	chat       3 per message + ceil(len(text)/4) per text (per content part
 //	           of type "text" when content is an array) + 1 per message
 //	           with a name, + 3 for priming the reply
+//	messages   (Anthropic) the chat rule, with the system prompt, when
+//	           present, counted as one more message and no names
 //	embeddings ceil(len(s)/4) per input string, or the count of token ids
 //
 // Lengths are in bytes.

@@ -29,7 +29,7 @@ func TestChatPromptTokens(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := parseChat([]byte(`{"model":"m","messages":` + tt.messages + `}`))
+			c, err := parseChat([]byte(`{"model":"m","messages":`+tt.messages+`}`), "")
 			if err != nil {
 				t.Fatalf("parse: %v", err)
 			}
@@ -55,7 +55,7 @@ func TestEmbeddingTokens(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := parseEmbedding([]byte(`{"model":"e","input":` + tt.input + `}`))
+			c, err := parseEmbedding([]byte(`{"model":"e","input":`+tt.input+`}`), "")
 			if err != nil {
 				t.Fatalf("parse: %v", err)
 			}

@@ -1,88 +1,88 @@
 package providers
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
-
-	"github.com/sluicehq/sluice/messages"
 )
 
-// MaxResponseBytes bounds how much of a provider answer is read.
-const MaxResponseBytes = 32 << 20
-
 // OpenAI speaks the OpenAI API, and every OpenAI-compatible one (vLLM,
-// Groq, Together, Mistral, ...): bearer authentication, x-ratelimit-*
-// headers, errors as {"error": {"type", "code", "message"}}.
+// Groq, Together, Mistral, Gemini's OpenAI endpoint, ...): bearer
+// authentication, x-ratelimit-* headers, errors as {"error": {"type",
+// "code", "message"}}. It serves chat completions and embeddings.
 type OpenAI struct{}
 
 // Do implements Adapter.
 func (OpenAI) Do(ctx context.Context, client *http.Client, req Request) (*Response, error) {
+	if !Supports(ProviderOpenAI, req.Endpoint) {
+		return nil, fmt.Errorf("%w: openai does not serve %q", ErrUnsupportedEndpoint, req.Endpoint)
+	}
 	body, err := withModel(req.Body, req.Model)
 	if err != nil {
 		return nil, err
 	}
 	url := strings.TrimSuffix(req.BaseURL, "/") + strings.TrimPrefix(string(req.Endpoint), "/v1")
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-	if err != nil {
-		return nil, fmt.Errorf("providers: build request: %w", err)
-	}
-	hreq.Header.Set("Content-Type", "application/json")
-	hreq.Header.Set("Authorization", "Bearer "+req.Secret)
-	resp, err := client.Do(hreq)
+	h := http.Header{}
+	h.Set("Content-Type", "application/json")
+	h.Set("Authorization", "Bearer "+req.Secret)
+	a, err := post(ctx, client, url, h, body)
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes))
-	if err != nil {
-		return nil, err
-	}
-	out := &Response{Status: resp.StatusCode, Header: resp.Header, Body: data, Limits: ParseOpenAIHeaders(resp.Header)}
-	var parsed struct {
-		Usage *messages.Usage `json:"usage"`
-		Error *struct {
-			Type string `json:"type"`
-			Code any    `json:"code"`
-		} `json:"error"`
-	}
-	_ = json.Unmarshal(data, &parsed) // a body that is not JSON is judged by the executor
-	out.Usage = parsed.Usage
-	if parsed.Error != nil {
-		out.ErrorType = parsed.Error.Type
-		if code, ok := parsed.Error.Code.(string); ok {
-			out.ErrorCode = code
-		}
-	}
-	out.Class = classify(resp.StatusCode, out.ErrorCode)
-	return out, nil
+	return respond(a, parseOpenAIHeaders(a.header, answerTime(a.header, nil)), a.read(readOpenAIBody)), nil
 }
 
-func classify(status int, code string) Class {
-	switch {
-	case status >= 200 && status < 300:
-		return Success
-	case status == http.StatusTooManyRequests && code == "insufficient_quota":
-		return QuotaExhausted
-	case status == http.StatusTooManyRequests:
-		return RateLimited
-	case status >= 500, status == http.StatusRequestTimeout, status == 529:
-		return Unavailable
-	default:
-		return Rejected
+// readOpenAIBody reads usage and error from an OpenAI-shaped body, which
+// Azure and most compatible APIs share. The two are decoded apart, so that
+// a strange error does not hide the usage, and a body that is not JSON
+// gives an empty verdict: the executor judges it.
+func readOpenAIBody(data []byte) verdict {
+	var top struct {
+		Usage json.RawMessage `json:"usage"`
+		Error json.RawMessage `json:"error"`
 	}
+	if !decodeErrorBody(data, &top) && json.Unmarshal(data, &top) != nil {
+		return verdict{}
+	}
+	var v verdict
+	var u struct {
+		PromptTokens     int64 `json:"prompt_tokens"`
+		CompletionTokens int64 `json:"completion_tokens"`
+		TotalTokens      int64 `json:"total_tokens"`
+	}
+	if len(top.Usage) > 0 && string(top.Usage) != "null" && json.Unmarshal(top.Usage, &u) == nil {
+		v.usage = usage(u.PromptTokens, u.CompletionTokens, u.TotalTokens)
+	}
+	var e struct {
+		// Each is decoded as any, so that one of an unexpected type does
+		// not hide the others.
+		Type   any `json:"type"`   // a string, or null (Azure)
+		Code   any `json:"code"`   // a string (OpenAI, Azure) or a number (Google)
+		Status any `json:"status"` // Google's RESOURCE_EXHAUSTED; a number for Azure
+	}
+	if len(top.Error) > 0 && json.Unmarshal(top.Error, &e) == nil {
+		v.errorType = stringOf(e.Type)
+		v.errorCode = stringOf(e.Code)
+		if v.errorCode == "" {
+			v.errorCode = stringOf(e.Status)
+		}
+		v.quota = v.errorCode == "insufficient_quota" || v.errorType == "insufficient_quota"
+	}
+	return v
 }
 
 // withModel sets the body's "model" to the provider's model name, leaving
-// every other field as the client wrote it.
+// every other field as the client wrote it. A body already naming the
+// model passes through byte for byte.
 func withModel(body []byte, model string) ([]byte, error) {
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(body, &fields); err != nil {
-		return nil, fmt.Errorf("providers: body is not a JSON object: %w", err)
+		return nil, fmt.Errorf("%w: %v", ErrInvalidBody, err)
+	}
+	if fields == nil {
+		return nil, fmt.Errorf("%w: null", ErrInvalidBody)
 	}
 	if cur, ok := fields["model"]; ok {
 		var s string
@@ -90,7 +90,14 @@ func withModel(body []byte, model string) ([]byte, error) {
 			return body, nil
 		}
 	}
-	m, _ := json.Marshal(model)
+	m, err := json.Marshal(model)
+	if err != nil {
+		return nil, fmt.Errorf("providers: encode model name: %w", err)
+	}
 	fields["model"] = m
-	return json.Marshal(fields)
+	out, err := json.Marshal(fields)
+	if err != nil {
+		return nil, fmt.Errorf("providers: encode body: %w", err)
+	}
+	return out, nil
 }

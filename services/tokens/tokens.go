@@ -10,7 +10,15 @@
 //
 //	chat:       3 + ceil(len(content)/4) per message (+1 with a name), +3 for
 //	            the reply, + max_tokens (or the pool's default) × n
+//	messages:   Anthropic's Messages API, by the chat rule: 3 +
+//	            ceil(len(content)/4) per message, the system prompt (when
+//	            present) counted as one more message, +3 for the reply, +
+//	            max_tokens, which Anthropic requires (there is no n, and
+//	            messages carry no names)
 //	embeddings: ceil(len(text)/4) per input string, or the count of token ids
+//
+// Content given as parts (blocks, for Anthropic) counts the text of its
+// "text" parts; images and tool blocks count nothing.
 //
 // Underestimates are corrected at settlement; the fake provider counts with
 // the same rule, so tests can compare the two exactly.
@@ -52,6 +60,8 @@ func Of(endpoint messages.Endpoint, body []byte, defaultMaxTokens int64) (Estima
 		return chat(body, defaultMaxTokens)
 	case messages.EndpointEmbeddings:
 		return embeddings(body)
+	case messages.EndpointMessages:
+		return anthropicMessages(body)
 	default:
 		return Estimate{}, messages.FieldError("endpoint", "unknown endpoint %q", endpoint)
 	}
@@ -96,7 +106,7 @@ func chat(body []byte, defaultMaxTokens int64) (Estimate, *messages.Error) {
 		if m.Name != "" {
 			prompt++
 		}
-		n, err := content(m.Content)
+		n, err := content(m.Content, "body.messages")
 		if err != nil {
 			return Estimate{}, err
 		}
@@ -125,7 +135,9 @@ func chat(body []byte, defaultMaxTokens int64) (Estimate, *messages.Error) {
 	return Estimate{Prompt: prompt, Completion: maxTokens * n, Stream: b.Stream}, nil
 }
 
-func content(raw json.RawMessage) (int64, *messages.Error) {
+// content estimates a message's content: a string, or parts of which
+// the "text" ones count. field names the body field in errors.
+func content(raw json.RawMessage, field string) (int64, *messages.Error) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || string(raw) == "null" {
 		return 0, nil
@@ -134,13 +146,13 @@ func content(raw json.RawMessage) (int64, *messages.Error) {
 	case '"':
 		var s string
 		if err := json.Unmarshal(raw, &s); err != nil {
-			return 0, messages.FieldError("body.messages", "content: %v", err)
+			return 0, messages.FieldError(field, "content: %v", err)
 		}
 		return Text(s), nil
 	case '[':
 		var parts []contentPart
 		if err := json.Unmarshal(raw, &parts); err != nil {
-			return 0, messages.FieldError("body.messages", "content parts must be objects")
+			return 0, messages.FieldError(field, "content parts must be objects")
 		}
 		var n int64
 		for _, p := range parts {
@@ -150,7 +162,7 @@ func content(raw json.RawMessage) (int64, *messages.Error) {
 		}
 		return n, nil
 	default:
-		return 0, messages.FieldError("body.messages", "content must be a string or an array of parts")
+		return 0, messages.FieldError(field, "content must be a string or an array of parts")
 	}
 }
 

@@ -26,6 +26,13 @@ func TestEstimate(t *testing.T) {
 		{"embedding strings", messages.EndpointEmbeddings, `{"input":["abcd","abcde"]}`, 3, 3},
 		{"embedding ids", messages.EndpointEmbeddings, `{"input":[1,2,3,4]}`, 4, 4},
 		{"embedding id lists", messages.EndpointEmbeddings, `{"input":[[1,2],[3]]}`, 3, 3},
+		// Messages: 3 (reply) + 3 + ceil(len/4) per message; max_tokens is
+		// the completion, whatever the default.
+		{"messages string", messages.EndpointMessages, `{"model":"c","max_tokens":10,"messages":[{"role":"user","content":"hello"}]}`, 8, 18},
+		{"messages system string", messages.EndpointMessages, `{"max_tokens":1,"system":"be brief","messages":[{"role":"user","content":"hi"}]}`, 12, 13},
+		{"messages system blocks", messages.EndpointMessages, `{"max_tokens":1,"system":[{"type":"text","text":"abcd"},{"type":"text","text":"efgh"}],"messages":[{"role":"user","content":"hi"}]}`, 12, 13},
+		{"messages blocks", messages.EndpointMessages, `{"max_tokens":2,"messages":[{"role":"user","content":[{"type":"text","text":"abcdefgh"},{"type":"image","source":{}}]},{"role":"assistant","content":"ok"}]}`, 12, 14},
+		{"messages null system", messages.EndpointMessages, `{"max_tokens":1,"system":null,"messages":[{"role":"user","content":"hi"}]}`, 7, 8},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -58,6 +65,15 @@ func TestEstimateRefusesBadBodies(t *testing.T) {
 		{"no input", messages.EndpointEmbeddings, `{}`, "body.input"},
 		{"input object", messages.EndpointEmbeddings, `{"input":{"a":1}}`, "body.input"},
 		{"not json", messages.EndpointEmbeddings, `{"input":`, "body"},
+		{"messages without max_tokens", messages.EndpointMessages, `{"messages":[{"role":"user","content":"x"}]}`, "body.max_tokens"},
+		{"messages max_tokens zero", messages.EndpointMessages, `{"max_tokens":0,"messages":[{"role":"user","content":"x"}]}`, "body.max_tokens"},
+		{"messages max_tokens huge", messages.EndpointMessages, `{"max_tokens":99999999999,"messages":[{"role":"user","content":"x"}]}`, "body.max_tokens"},
+		{"messages empty", messages.EndpointMessages, `{"max_tokens":1,"messages":[]}`, "body.messages"},
+		{"messages content number", messages.EndpointMessages, `{"max_tokens":1,"messages":[{"content":3}]}`, "body.messages"},
+		{"messages system number", messages.EndpointMessages, `{"max_tokens":1,"system":3,"messages":[{"content":"x"}]}`, "body.system"},
+		{"messages system bad parts", messages.EndpointMessages, `{"max_tokens":1,"system":[1],"messages":[{"content":"x"}]}`, "body.system"},
+		{"messages not json", messages.EndpointMessages, `{"max_tokens":`, "body"},
+		{"unknown endpoint", "/v1/completions", `{}`, "endpoint"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

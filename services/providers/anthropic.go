@@ -1,0 +1,100 @@
+package providers
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// Anthropic speaks Anthropic's Messages API: POST {base_url}/messages with
+// the key in x-api-key and the API version in anthropic-version
+// (Request.APIVersion, default DefaultAnthropicVersion). The body is the
+// call's, with "model" set to the deployment's model.
+//
+// Answers map onto sluice's classes as follows:
+//
+//	2xx                                   Success; usage.input_tokens (plus
+//	                                      cache_creation_input_tokens and
+//	                                      cache_read_input_tokens) is the prompt,
+//	                                      usage.output_tokens the completion
+//	429 rate_limit_error                  RateLimited, with retry-after and the
+//	                                      anthropic-ratelimit-* headers
+//	529 overloaded_error, 5xx             Unavailable: the provider is busy, not
+//	                                      the key limited; retry with backoff,
+//	                                      maybe elsewhere, and cool nothing
+//	400 "credit balance is too low",
+//	billing_error                         QuotaExhausted
+//	other 4xx                             Rejected
+type Anthropic struct {
+	// Clock is the local time, used to make reset instants relative when
+	// an answer has no valid Date header. Default time.Now.
+	Clock func() time.Time
+}
+
+// Do implements Adapter.
+func (an Anthropic) Do(ctx context.Context, client *http.Client, req Request) (*Response, error) {
+	if !Supports(ProviderAnthropic, req.Endpoint) {
+		return nil, fmt.Errorf("%w: anthropic does not serve %q", ErrUnsupportedEndpoint, req.Endpoint)
+	}
+	body, err := withModel(req.Body, req.Model)
+	if err != nil {
+		return nil, err
+	}
+	version := req.APIVersion
+	if version == "" {
+		version = DefaultAnthropicVersion
+	}
+	h := http.Header{}
+	h.Set("Content-Type", "application/json")
+	h.Set("x-api-key", req.Secret)
+	h.Set("anthropic-version", version)
+	a, err := post(ctx, client, strings.TrimSuffix(req.BaseURL, "/")+"/messages", h, body)
+	if err != nil {
+		return nil, err
+	}
+	return respond(a, ParseAnthropicHeaders(a.header, answerTime(a.header, an.Clock)), a.read(readAnthropicBody)), nil
+}
+
+// readAnthropicBody reads usage from a message, or the error from
+// {"type": "error", "error": {"type": ..., "message": ...}}.
+func readAnthropicBody(data []byte) verdict {
+	var top struct {
+		Usage json.RawMessage `json:"usage"`
+		Error json.RawMessage `json:"error"`
+	}
+	if !decodeErrorBody(data, &top) && json.Unmarshal(data, &top) != nil {
+		return verdict{}
+	}
+	var v verdict
+	var u struct {
+		InputTokens              int64 `json:"input_tokens"`
+		OutputTokens             int64 `json:"output_tokens"`
+		CacheCreationInputTokens int64 `json:"cache_creation_input_tokens"`
+		CacheReadInputTokens     int64 `json:"cache_read_input_tokens"`
+	}
+	if len(top.Usage) > 0 && string(top.Usage) != "null" && json.Unmarshal(top.Usage, &u) == nil {
+		// Each term is checked before the sum, so that the sum cannot
+		// overflow.
+		if u.CacheCreationInputTokens >= 0 && u.CacheCreationInputTokens <= MaxCount &&
+			u.CacheReadInputTokens >= 0 && u.CacheReadInputTokens <= MaxCount &&
+			u.InputTokens >= 0 && u.InputTokens <= MaxCount {
+			prompt := u.InputTokens + u.CacheCreationInputTokens + u.CacheReadInputTokens
+			v.usage = usage(prompt, u.OutputTokens, 0) // total: their sum
+		}
+	}
+	var e struct {
+		Type    any `json:"type"`
+		Message any `json:"message"`
+	}
+	if len(top.Error) > 0 && json.Unmarshal(top.Error, &e) == nil {
+		v.errorType = stringOf(e.Type)
+		// Anthropic has no error code; its type is the closest thing.
+		v.errorCode = v.errorType
+		msg := strings.ToLower(stringOf(e.Message))
+		v.quota = v.errorType == "billing_error" || strings.Contains(msg, "credit balance is too low")
+	}
+	return v
+}
