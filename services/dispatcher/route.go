@@ -13,6 +13,7 @@ import (
 	"github.com/sluicehq/sluice/services/config"
 	"github.com/sluicehq/sluice/services/health"
 	"github.com/sluicehq/sluice/services/limiter"
+	"github.com/sluicehq/sluice/services/providers"
 )
 
 // candidates are the deployments of pool that may serve call: those that
@@ -20,7 +21,7 @@ import (
 func candidates(pool *config.Pool, call messages.CallRequest) []*config.Deployment {
 	var out []*config.Deployment
 	for _, dep := range pool.Deployments {
-		if !supports(dep.Provider, call.Endpoint) {
+		if !providers.Supports(dep.Provider, call.Endpoint) {
 			continue
 		}
 		if len(call.Regions) > 0 && !contains(call.Regions, dep.Region) {
@@ -29,14 +30,6 @@ func candidates(pool *config.Pool, call messages.CallRequest) []*config.Deployme
 		out = append(out, dep)
 	}
 	return out
-}
-
-// supports reports whether a provider dialect serves endpoint.
-func supports(provider string, endpoint messages.Endpoint) bool {
-	if provider == "anthropic" {
-		return endpoint == messages.EndpointMessages
-	}
-	return endpoint == messages.EndpointChatCompletions || endpoint == messages.EndpointEmbeddings
 }
 
 // usable reports whether any call may go to dep now, and if not, until

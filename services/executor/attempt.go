@@ -67,11 +67,12 @@ func (e *Executor) attempt(ctx context.Context, msg jetstream.Msg, w *messages.W
 	e.metrics.InFlight.WithLabelValues(e.cfg.Region).Inc()
 	start := e.cfg.Clock()
 	resp, err := adapter.Do(reqCtx, e.cfg.HTTPClient, providers.Request{
-		Endpoint: w.Call.Endpoint,
-		Body:     w.Call.Body,
-		Model:    dep.Model,
-		BaseURL:  dep.BaseURL,
-		Secret:   secret,
+		Endpoint:   w.Call.Endpoint,
+		Body:       w.Call.Body,
+		Model:      dep.Model,
+		BaseURL:    dep.BaseURL,
+		APIVersion: dep.APIVersion,
+		Secret:     secret,
 	})
 	took := e.cfg.Clock().Sub(start)
 	e.metrics.InFlight.WithLabelValues(e.cfg.Region).Dec()
@@ -79,6 +80,10 @@ func (e *Executor) attempt(ctx context.Context, msg jetstream.Msg, w *messages.W
 	res.Timings.ProviderMS = ms(took)
 	e.metrics.ProviderLatency.WithLabelValues(dep.ID, dep.Region).Observe(took.Seconds())
 
+	if errors.Is(err, providers.ErrUnsupportedEndpoint) || errors.Is(err, providers.ErrInvalidBody) {
+		// Nothing was sent, and sending it again would not help.
+		return fail(messages.OutcomeNotSent, 0, messages.Errorf(messages.CodeInvalidRequest, "%v", err))
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return outcome{aborted: true}

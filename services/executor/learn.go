@@ -40,7 +40,8 @@ func (e *Executor) learn(ctx context.Context, shared *config.Config, dep *config
 // observe reads an answer's rate-limit signals.
 func observe(now time.Time, resp *providers.Response) health.Observation {
 	l := resp.Limits
-	o := health.Observation{Now: now, LimitRequests: l.LimitRequests, LimitTokens: l.LimitTokens}
+	o := health.Observation{Now: now}
+	o.LimitRequests, o.LimitTokens = l.PerMinute()
 	switch {
 	case resp.Class == providers.RateLimited:
 		o.CooldownFor, o.CooldownReason = l.Wait(resp.ErrorType), "429"
@@ -50,10 +51,11 @@ func observe(now time.Time, resp *providers.Response) health.Observation {
 		if o.CooldownFor <= 0 {
 			o.CooldownFor = defaultCooldown
 		}
-	case l.RemainingRequests == 0 && l.ResetRequests > 0:
-		o.CooldownFor, o.CooldownReason = l.ResetRequests, "remaining requests 0"
-	case l.RemainingTokens == 0 && l.ResetTokens > 0:
-		o.CooldownFor, o.CooldownReason = l.ResetTokens, "remaining tokens 0"
+	case l.RemainingRequests == 0:
+		// Azure says what remains but not when it resets.
+		o.CooldownFor, o.CooldownReason = orDefault(l.ResetRequests), "remaining requests 0"
+	case l.RemainingTokens == 0:
+		o.CooldownFor, o.CooldownReason = orDefault(l.ResetTokens), "remaining tokens 0"
 	}
 	o.QuotaExhausted = resp.Class == providers.QuotaExhausted
 	return o
@@ -69,4 +71,11 @@ func deploymentsWithKey(shared *config.Config, key string) []*config.Deployment 
 		}
 	}
 	return out
+}
+
+func orDefault(d time.Duration) time.Duration {
+	if d <= 0 {
+		return defaultCooldown
+	}
+	return d
 }
