@@ -9,6 +9,7 @@ import (
 
 	"github.com/oklog/run"
 
+	"github.com/sluicehq/sluice/messages"
 	"github.com/sluicehq/sluice/services/devstack"
 )
 
@@ -77,13 +78,19 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
   data dir:      %s
   fake provider: %s
   metrics:       http://%s/metrics
+  configuration: revision %d in KV %s (the built-in one, stored at every start)
   team demo may use every tier; pool gpt-4o-mini is served by us-east and eu-west (two keys each).
 
 Make a call from another terminal:
   go run ./cmd/sluice call --server %s --team demo --tier standard --model gpt-4o-mini --prompt "hi"
 
+Change the configuration while it runs:
+  go run ./cmd/sluice config get --server %s > sluice.yaml
+  go run ./cmd/sluice config apply --server %s -f sluice.yaml
+
 Press Ctrl-C to stop.
-`, stack.ClientURL(), stack.StoreDir, stack.FakeURL, *metricsAddr, stack.ClientURL())
+`, stack.ClientURL(), stack.StoreDir, stack.FakeURL, *metricsAddr, stack.Shared.Revision(), messages.BucketConfig,
+		stack.ClientURL(), stack.ClientURL(), stack.ClientURL())
 	err = g.Run()
 	log.Info("sluice dev stopped")
 	return err

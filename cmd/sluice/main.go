@@ -25,6 +25,7 @@ var commands = map[string]command{
 	"dispatcher":   {"run a dispatcher against a NATS server", runDispatcher},
 	"executor":     {"run the executor of one region against a NATS server", runExecutor},
 	"call":         {"make one call and print its result", runCall},
+	"config":       {"apply, get or check the live configuration", runConfig},
 	"fakeprovider": {"run a fake OpenAI-compatible provider that enforces rate limits", runFakeProvider},
 	"bench":        {"measure throughput and added latency", runBench},
 }

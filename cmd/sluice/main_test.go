@@ -179,7 +179,7 @@ func TestUsageListsEveryCommand(t *testing.T) {
 		names = append(names, name)
 	}
 	sort.Strings(names)
-	for _, want := range []string{"bench", "call", "dev", "dispatcher", "executor", "fakeprovider"} {
+	for _, want := range []string{"bench", "call", "config", "dev", "dispatcher", "executor", "fakeprovider"} {
 		if _, ok := commands[want]; !ok {
 			t.Errorf("command %q is missing", want)
 		}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/sluicehq/sluice/services/config"
@@ -19,7 +20,9 @@ func runDispatcher(ctx context.Context, args []string, _, stderr io.Writer) erro
 	fs := newFlagSet("dispatcher", stderr)
 	var nf natsFlags
 	nf.register(fs)
-	configPath := fs.String("config", "sluice.yaml", "shared configuration file (YAML)")
+	configPath := fs.String("config", "", "bootstrap configuration file (YAML): stored in KV if KV holds none; once KV holds one, KV wins. "+
+		"Default: read the configuration from KV, waiting until one is stored")
+	configForce := fs.Bool("config-force", false, "store --config FILE in KV even over the configuration KV holds (replaces the live one)")
 	id := fs.String("id", "", "name of this dispatcher in logs (default: random)")
 	metricsAddr := fs.String("metrics", ":9464", "address to serve Prometheus metrics on; empty for none")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
@@ -30,9 +33,13 @@ func runDispatcher(ctx context.Context, args []string, _, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	cfg, err := config.Load(*configPath)
-	if err != nil {
-		return err
+	sc := serviceConfig{path: *configPath, store: true, force: *configForce}
+	if *configPath != "" {
+		if sc.file, err = config.Load(*configPath); err != nil {
+			return err
+		}
+	} else if *configForce {
+		return errors.New("-config-force needs -config FILE")
 	}
 	reg := newRegistry()
 	stopMetrics, err := serveMetrics(*metricsAddr, reg, log)
@@ -45,20 +52,32 @@ func runDispatcher(ctx context.Context, args []string, _, stderr io.Writer) erro
 		return err
 	}
 	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	live, kv, err := sc.resolve(ctx, js, log)
+	if errors.Is(err, errStopped) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
 	d, err := dispatcher.New(nc, dispatcher.Config{
-		ID: *id, Shared: config.NewLive(cfg), Logger: log, Registerer: reg,
+		ID: *id, Shared: live, Logger: log, Registerer: reg,
 	})
 	if err != nil {
 		return err
 	}
-	return d.Run(ctx)
+	return runWatched(ctx, kv, live, log, d.Run)
 }
 
 func runExecutor(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs := newFlagSet("executor", stderr)
 	var nf natsFlags
 	nf.register(fs)
-	configPath := fs.String("config", "sluice.yaml", "shared configuration file (YAML)")
+	configPath := fs.String("config", "", "bootstrap configuration file (YAML), used until KV holds one; once KV holds one, KV wins. "+
+		"Default: read the configuration from KV, waiting until one is stored")
 	region := fs.String("region", "", "region whose work this executor takes (required)")
 	secretsPath := fs.String("secrets", "", "YAML file mapping key names to secrets; names not in it are read from the environment")
 	concurrency := fs.Int("concurrency", 16*runtime.GOMAXPROCS(0), "most provider requests open at once")
@@ -74,9 +93,11 @@ func runExecutor(ctx context.Context, args []string, _, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	cfg, err := config.Load(*configPath)
-	if err != nil {
-		return err
+	sc := serviceConfig{path: *configPath}
+	if *configPath != "" {
+		if sc.file, err = config.Load(*configPath); err != nil {
+			return err
+		}
 	}
 	secrets := executor.SecretsFromEnv()
 	if *secretsPath != "" {
@@ -97,14 +118,25 @@ func runExecutor(ctx context.Context, args []string, _, stderr io.Writer) error 
 		return err
 	}
 	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	live, kv, err := sc.resolve(ctx, js, log)
+	if errors.Is(err, errStopped) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
 	e, err := executor.New(nc, executor.Config{
-		Region: *region, Shared: config.NewLive(cfg), Secrets: secrets,
+		Region: *region, Shared: live, Secrets: secrets,
 		Concurrency: *concurrency, Logger: log, Registerer: reg,
 	})
 	if err != nil {
 		return err
 	}
-	return e.Run(ctx)
+	return runWatched(ctx, kv, live, log, e.Run)
 }
 
 // loadSecrets reads a YAML map of key names to secrets.

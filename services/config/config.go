@@ -1,8 +1,9 @@
 // Package config owns sluice's shared configuration: the pools of
 // deployments that serve each model, the teams that may call them, and the
 // settings of admission, retries and streams. Every dispatcher and executor
-// reads the same file (or, later, the same KV entry); provider secrets are
-// never part of it: a deployment names its key, and only the executors of
+// uses the same configuration, stored in the KV bucket SLUICE_CONFIG and
+// watched for changes (Apply, Fetch, Watch); provider secrets are never
+// part of it: a deployment names its key, and only the executors of
 // its region resolve that name to a secret.
 //
 // Configuration is YAML. Load parses it strictly (unknown fields are errors),
@@ -258,20 +259,47 @@ func (t *Team) AllowsPool(pool string) bool {
 }
 
 // Live holds the configuration services use now. It is safe for concurrent
-// use; Store swaps in a new, validated configuration for every reader.
+// use; Store swaps in a new, validated configuration for every reader, and
+// Watch keeps it up to date with the configuration stored in KV.
 type Live struct {
-	p atomic.Pointer[Config]
+	p atomic.Pointer[liveValue]
+}
+
+// liveValue is a configuration and the KV revision it came from, swapped
+// together.
+type liveValue struct {
+	cfg *Config
+	rev uint64
 }
 
 // NewLive returns a Live holding c.
 func NewLive(c *Config) *Live {
 	l := &Live{}
-	l.p.Store(c)
+	l.Store(c)
 	return l
 }
 
 // Load returns the configuration in use.
-func (l *Live) Load() *Config { return l.p.Load() }
+func (l *Live) Load() *Config {
+	if v := l.p.Load(); v != nil {
+		return v.cfg
+	}
+	return nil
+}
 
-// Store makes c the configuration in use.
-func (l *Live) Store(c *Config) { l.p.Store(c) }
+// Store makes c the configuration in use, as one that did not come from
+// KV (revision 0).
+func (l *Live) Store(c *Config) { l.StoreRevision(c, 0) }
+
+// StoreRevision makes c, stored in KV at revision rev, the configuration
+// in use.
+func (l *Live) StoreRevision(c *Config, rev uint64) { l.p.Store(&liveValue{cfg: c, rev: rev}) }
+
+// Revision is the KV revision of the configuration in use: 0 if it did not
+// come from KV (a file, say).
+func (l *Live) Revision() uint64 {
+	if v := l.p.Load(); v != nil {
+		return v.rev
+	}
+	return 0
+}

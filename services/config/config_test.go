@@ -83,6 +83,7 @@ func TestInvalidConfigNamesTheField(t *testing.T) {
 		{"bad url", strings.Replace(minimal, `"http://127.0.0.1:1/v1"`, "localhost", 1), "pools.m.deployments[0].base_url"},
 		{"bad region", strings.Replace(minimal, "region: r1", `region: "eu west"`, 1), "pools.m.deployments[0].region"},
 		{"secret instead of name", strings.Replace(minimal, "key: K1", `key: "sk-abc def"`, 1), "pools.m.deployments[0].key"},
+		{"secret pasted as the name", strings.Replace(minimal, "key: K1", `key: sk-proj-Abc123_def`, 1), "pools.m.deployments[0].key"},
 		{"duplicate deployment", minimal + `
   m2:
     deployments:
@@ -117,5 +118,8 @@ func TestUnknownFieldIsRefusedWithItsLine(t *testing.T) {
 	_, err := Parse([]byte(minimal + "retyr: {}\n"))
 	if err == nil || !strings.Contains(err.Error(), "retyr") || !strings.Contains(err.Error(), "line") {
 		t.Fatalf("want an error naming the field and line, got %v", err)
+	}
+	if !errors.Is(err, ErrInvalid) {
+		t.Errorf("a YAML error should match ErrInvalid: %v", err)
 	}
 }

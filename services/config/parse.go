@@ -51,13 +51,14 @@ var ErrInvalid = errors.New("invalid configuration")
 func (e *ValidationError) Is(target error) bool { return target == ErrInvalid }
 
 // Parse parses YAML strictly, fills defaults and validates. Errors are a
-// *ValidationError, or a YAML error that gives the line.
+// *ValidationError, or a YAML error that gives the line; both match
+// ErrInvalid.
 func Parse(data []byte) (*Config, error) {
 	var c Config
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("invalid configuration: %w", err)
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	if err := c.Validate(); err != nil {
 		return nil, err
@@ -65,8 +66,20 @@ func Parse(data []byte) (*Config, error) {
 	return &c, nil
 }
 
-// Marshal encodes the configuration as YAML that Parse reads back.
-func (c *Config) Marshal() ([]byte, error) { return yaml.Marshal(c) }
+// Marshal encodes the configuration as YAML that Parse reads back, indented
+// by two spaces. It is what Apply stores in KV.
+func (c *Config) Marshal() ([]byte, error) {
+	var b bytes.Buffer
+	enc := yaml.NewEncoder(&b)
+	enc.SetIndent(2)
+	if err := enc.Encode(c); err != nil {
+		return nil, err
+	}
+	if err := enc.Close(); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
 
 // Validate fills defaults, checks every field and builds the indexes that
 // the accessors use. It returns a *ValidationError naming each bad field.
@@ -179,6 +192,8 @@ func (c *Config) validatePool(v *validator, name string) {
 			v.add(df+".key", "names the secret executors use; it is required")
 		} else if !isSecretName(d.Key) {
 			v.add(df+".key", "must be the name of a secret (letters, digits, '_', '-', '.'), not the secret itself")
+		} else if looksLikeSecret(d.Key) {
+			v.add(df+".key", "looks like a secret (OpenAI and Anthropic keys begin with sk-): name it instead, e.g. OPENAI_KEY_US_1, and give the secret to the region's executors")
 		}
 		v.positive(df+".rpm", d.RPM)
 		v.positive(df+".tpm", d.TPM)
@@ -285,6 +300,13 @@ func isSecretName(s string) bool {
 		}
 	}
 	return true
+}
+
+// looksLikeSecret catches the common mistake of pasting a key where its
+// name belongs: the configuration is stored in KV and seen by every
+// service, so a secret must never be in it.
+func looksLikeSecret(s string) bool {
+	return strings.HasPrefix(strings.ToLower(s), "sk-")
 }
 
 func contains(list []string, s string) bool {

@@ -53,7 +53,8 @@ type Options struct {
 	// as the deployment is configured.
 	Fake fakeprovider.Config
 	// ConfigYAML builds the shared configuration from the fake provider's
-	// URL. Default DevConfigYAML.
+	// URL. Start stores it in KV over whatever is there. Default
+	// DevConfigYAML.
 	ConfigYAML func(fakeURL string) string
 	// NATSLogs switches the embedded server's logs on.
 	NATSLogs bool
@@ -69,6 +70,10 @@ type Stack struct {
 	Fake    *fakeprovider.Server
 	FakeURL string
 	// Shared is the live configuration every service of the stack reads.
+	// Start stores the stack's configuration in KV (SLUICE_CONFIG), and a
+	// watcher keeps Shared up to date with what is stored there, so
+	// `sluice config apply` (or config.Apply) changes it for every
+	// service of the stack within milliseconds.
 	Shared *config.Live
 	// Secrets resolves the configuration's key names for the executors.
 	Secrets  executor.Secrets
@@ -78,6 +83,10 @@ type Stack struct {
 	ownsDir  bool
 	stopFake context.CancelFunc
 	fakeDone chan struct{}
+	// configNC is the connection of the configuration watcher.
+	configNC  *nats.Conn
+	stopWatch context.CancelFunc
+	watchDone chan struct{}
 }
 
 // Start starts the embedded server and the fake provider.
@@ -156,7 +165,7 @@ func Start(opts Options) (*Stack, error) {
 		return nil, fmt.Errorf("devstack: %w", err)
 	}
 	// Create the streams now, so clients may publish before any service
-	// has started.
+	// has started, and make the configuration live in KV.
 	if err := s.ensureStreams(); err != nil {
 		s.Close()
 		return nil, err
@@ -164,20 +173,38 @@ func Start(opts Options) (*Stack, error) {
 	return s, nil
 }
 
+// ensureStreams creates sluice's streams, stores the stack's configuration
+// in KV over whatever is there (it names the fake provider's address, new
+// on every start), and starts the watcher that keeps Shared up to date.
 func (s *Stack) ensureStreams() error {
-	nc, err := s.Connect("sluice devstack")
+	nc, err := s.Connect("sluice devstack config")
 	if err != nil {
 		return fmt.Errorf("devstack: %w", err)
 	}
-	defer nc.Close()
+	s.configNC = nc
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fmt.Errorf("devstack: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	_, err = streams.Ensure(ctx, js, s.Shared.Load().Streams)
-	return err
+	cfg := s.Shared.Load()
+	res, err := streams.Ensure(ctx, js, cfg.Streams)
+	if err != nil {
+		return err
+	}
+	rev, err := config.Apply(ctx, res.Config, cfg)
+	if err != nil {
+		return fmt.Errorf("devstack: store the configuration: %w", err)
+	}
+	s.Shared.StoreRevision(cfg, rev)
+	watchCtx, stop := context.WithCancel(context.Background())
+	s.stopWatch, s.watchDone = stop, make(chan struct{})
+	go func() {
+		defer close(s.watchDone)
+		_ = config.Watch(watchCtx, res.Config, s.Shared, s.opts.Logger.With("component", "config"))
+	}()
+	return nil
 }
 
 // DevSecrets makes up a secret for every key name in cfg: the fake
@@ -227,6 +254,13 @@ func (s *Stack) Connect(name string) (*nats.Conn, error) {
 // store directory if Start made it. Stop the services first.
 func (s *Stack) Close() {
 	var errs []error
+	if s.stopWatch != nil {
+		s.stopWatch()
+		<-s.watchDone
+	}
+	if s.configNC != nil {
+		s.configNC.Close()
+	}
 	if s.Fake != nil {
 		errs = append(errs, s.Fake.Close())
 		s.stopFake()

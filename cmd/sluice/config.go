@@ -1,0 +1,499 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/sluicehq/sluice/messages"
+	"github.com/sluicehq/sluice/services/config"
+	"github.com/sluicehq/sluice/services/streams"
+)
+
+// configCommands are the subcommands of `sluice config`.
+var configCommands = map[string]command{
+	"apply": {"validate a configuration file and make it live in every service", runConfigApply},
+	"get":   {"print the live configuration", runConfigGet},
+	"check": {"validate a configuration file (no NATS needed)", runConfigCheck},
+}
+
+// natsTimeout bounds the NATS requests of the config commands.
+const natsTimeout = 30 * time.Second
+
+func runConfig(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		configUsage(stderr)
+		return flag.ErrHelp
+	}
+	cmd, ok := configCommands[args[0]]
+	if !ok {
+		fmt.Fprintf(stderr, "sluice config: unknown command %q\n\n", args[0])
+		configUsage(stderr)
+		return exitCode(2)
+	}
+	if err := cmd.run(ctx, args[1:], stdout, stderr); err != nil {
+		var code exitCode
+		if errors.As(err, &code) || errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%s: %w", args[0], err)
+	}
+	return nil
+}
+
+func configUsage(w io.Writer) {
+	fmt.Fprintln(w, "usage: sluice config <command> [flags]")
+	fmt.Fprintln(w)
+	names := make([]string, 0, len(configCommands))
+	for name := range configCommands {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		fmt.Fprintf(w, "  %-6s %s\n", name, configCommands[name].summary)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Run 'sluice config <command> -h' for its flags.")
+}
+
+// problemsError prints a configuration's problems one per line under a
+// header; other errors stay on the header's line.
+type problemsError struct {
+	header string
+	err    error
+	footer string
+}
+
+func (e *problemsError) Error() string {
+	var b strings.Builder
+	b.WriteString(e.header)
+	var verr *config.ValidationError
+	if errors.As(e.err, &verr) {
+		b.WriteString(":")
+		for _, p := range verr.Problems {
+			b.WriteString("\n  " + p.Error())
+		}
+	} else {
+		b.WriteString(": " + e.err.Error())
+	}
+	if e.footer != "" {
+		b.WriteString("\n" + e.footer)
+	}
+	return b.String()
+}
+
+func (e *problemsError) Unwrap() error { return e.err }
+
+// loadFile reads and validates a configuration file.
+func loadFile(path string) (*config.Config, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		var verr *config.ValidationError
+		if errors.As(err, &verr) {
+			return nil, &problemsError{header: "invalid configuration " + path, err: verr}
+		}
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func runConfigCheck(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("config check", stderr)
+	file := fs.String("f", "", "configuration file (YAML) to validate (required)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *file == "" {
+		return errors.New("-f FILE is required")
+	}
+	cfg, err := loadFile(*file)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s is valid: %s\n", *file, summary(cfg))
+	return nil
+}
+
+// summary describes a configuration in one line.
+func summary(cfg *config.Config) string {
+	deployments := 0
+	for _, p := range cfg.Pools {
+		deployments += len(p.Deployments)
+	}
+	return fmt.Sprintf("%s, %s in %s %s, %s",
+		count(len(cfg.Pools), "pool"), count(deployments, "deployment"),
+		plural(len(cfg.Regions()), "region"), strings.Join(cfg.Regions(), ", "), count(len(cfg.Teams), "team"))
+}
+
+func count(n int, noun string) string { return fmt.Sprintf("%d %s", n, plural(n, noun)) }
+
+func plural(n int, noun string) string {
+	if n == 1 {
+		return noun
+	}
+	return noun + "s"
+}
+
+func runConfigApply(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("config apply", stderr)
+	var nf natsFlags
+	nf.register(fs)
+	file := fs.String("f", "", "configuration file (YAML) to store (required)")
+	force := fs.Bool("force", false, "store even if no executor serves a region a deployment names (to bootstrap a region before its executors start)")
+	ifRevision := fs.Int64("if-revision", -1, "store only if the live configuration is at this revision (0: only if none is stored); default: the revision read when the command starts")
+	regionWait := fs.Duration("region-wait", 2*time.Second, "how long to look for an executor serving each region before refusing")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *file == "" {
+		return errors.New("-f FILE is required")
+	}
+	cfg, err := loadFile(*file)
+	if err != nil {
+		var pe *problemsError
+		if errors.As(err, &pe) {
+			pe.footer = "nothing was stored"
+			return pe
+		}
+		return fmt.Errorf("%w\nnothing was stored", err)
+	}
+	nc, err := nf.connect("sluice config apply")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(ctx, natsTimeout)
+	defer cancel()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	kv, err := js.KeyValue(ctx, messages.BucketConfig)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = nil, nil // nothing has run against this server yet
+	}
+	if err != nil {
+		return fmt.Errorf("open KV %s: %w", messages.BucketConfig, err)
+	}
+
+	// The revision this apply replaces is read first, so that an apply by
+	// someone else from now on is a conflict rather than lost.
+	var latest uint64
+	if kv != nil {
+		switch e, err := kv.Get(ctx, config.Key); {
+		case err == nil:
+			latest = e.Revision()
+		case !errors.Is(err, jetstream.ErrKeyNotFound):
+			return fmt.Errorf("read KV %s: %w", messages.BucketConfig, err)
+		}
+	}
+	expect := latest
+	if *ifRevision >= 0 {
+		expect = uint64(*ifRevision)
+	}
+	if kv != nil {
+		if live, rev, err := config.Fetch(ctx, kv); err == nil && rev == latest && rev == expect && sameConfig(live, cfg) {
+			fmt.Fprintf(stdout, "%s is already live: revision %d (nothing stored)\n", *file, rev)
+			return nil
+		}
+	}
+
+	served, err := servedRegions(ctx, js, cfg.Regions(), *regionWait)
+	if err != nil {
+		return err
+	}
+	if err := cfg.CheckRegions(func(r string) bool { return served[r] }); err != nil {
+		if !*force {
+			return &problemsError{header: "refused " + *file, err: err, footer: "nothing was stored"}
+		}
+		fmt.Fprintf(stderr, "%s\n", &problemsError{header: "warning: storing anyway (--force); calls routed to these regions wait until their executors start", err: err})
+	}
+
+	if kv == nil {
+		// Create sluice's resources as the first service would, with this
+		// configuration's settings.
+		res, err := streams.Ensure(ctx, js, cfg.Streams)
+		if err != nil {
+			return err
+		}
+		kv = res.Config
+	}
+	rev, err := config.Apply(ctx, kv, cfg, config.IfRevision(expect))
+	if err != nil {
+		if errors.Is(err, config.ErrConflict) {
+			return fmt.Errorf("%w\n(see it with `sluice config get`; apply with --if-revision N to replace revision N)\nnothing was stored", err)
+		}
+		return err
+	}
+	was := "no configuration was stored before"
+	if latest > 0 {
+		was = fmt.Sprintf("replaced revision %d", latest)
+	}
+	fmt.Fprintf(stdout, "applied %s: revision %d (%s); %s\n", *file, rev, was, summary(cfg))
+	return nil
+}
+
+// sameConfig reports whether two configurations encode the same.
+func sameConfig(a, b *config.Config) bool {
+	x, errA := a.Marshal()
+	y, errB := b.Marshal()
+	return errA == nil && errB == nil && bytes.Equal(x, y)
+}
+
+// servedRegions reports which regions an executor serves: the durable
+// consumer exec_<region> on SLUICE_EXEC exists and has an active pull
+// request (an executor waiting for work). A busy executor may have none
+// outstanding for a moment, so each region is looked at for up to within.
+func servedRegions(ctx context.Context, js jetstream.JetStream, regions []string, within time.Duration) (map[string]bool, error) {
+	served := map[string]bool{}
+	deadline := time.Now().Add(within)
+	for {
+		pending := 0
+		for _, r := range regions {
+			if served[r] {
+				continue
+			}
+			cons, err := js.Consumer(ctx, messages.StreamExec, streams.ExecConsumer(r))
+			if err == nil {
+				var info *jetstream.ConsumerInfo
+				if info, err = cons.Info(ctx); err == nil && info.NumWaiting > 0 {
+					served[r] = true
+					continue
+				}
+			}
+			if err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+				return nil, fmt.Errorf("look for executors of region %s: %w", r, err)
+			}
+			pending++
+		}
+		if pending == 0 || !time.Now().Before(deadline) {
+			return served, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func runConfigGet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("config get", stderr)
+	var nf natsFlags
+	nf.register(fs)
+	asJSON := fs.Bool("json", false, `print JSON: {"revision": N, "config": {...}}`)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	nc, err := nf.connect("sluice config get")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(ctx, natsTimeout)
+	defer cancel()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	const fix = "store one with `sluice config apply -f FILE`, or start a dispatcher with --config FILE"
+	kv, err := js.KeyValue(ctx, messages.BucketConfig)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return fmt.Errorf("no configuration: KV bucket %s does not exist (no sluice service has run against %s); %s", messages.BucketConfig, nf.server, fix)
+	}
+	if err != nil {
+		return fmt.Errorf("open KV %s: %w", messages.BucketConfig, err)
+	}
+	cfg, rev, err := config.Fetch(ctx, kv)
+	if errors.Is(err, config.ErrNotStored) {
+		return fmt.Errorf("%w; %s", err, fix)
+	}
+	if err != nil {
+		return err
+	}
+	// Say so if a newer revision is stored but ignored for being invalid.
+	if e, err := kv.Get(ctx, config.Key); err == nil && e.Revision() != rev {
+		_, perr := config.Parse(e.Value())
+		fmt.Fprintf(stderr, "warning: revision %d, stored after the live one, is invalid and ignored by the services: %v\n", e.Revision(), perr)
+	}
+	data, err := cfg.Marshal()
+	if err != nil {
+		return err
+	}
+	if !*asJSON {
+		fmt.Fprintf(stdout, "# sluice configuration, revision %d in KV %s\n%s", rev, messages.BucketConfig, data)
+		return nil
+	}
+	var tree any
+	if err := yaml.Unmarshal(data, &tree); err != nil {
+		return err
+	}
+	out, err := json.MarshalIndent(map[string]any{"revision": rev, "config": tree}, "", "  ")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s\n", out)
+	return nil
+}
+
+// errStopped is what resolving a configuration returns when the service
+// was stopped while it waited for one.
+var errStopped = errors.New("stopped while waiting for a configuration")
+
+// serviceConfig is how a dispatcher or an executor gets its configuration;
+// the README's "Live configuration" states the rules.
+type serviceConfig struct {
+	// path and file are --config FILE, if given.
+	path string
+	file *config.Config
+	// store: this service stores the file in KV when KV holds none
+	// (dispatchers do; executors, which may run at the edge with narrower
+	// permissions, do not).
+	store bool
+	// force stores the file even over a configuration in KV
+	// (--config-force).
+	force bool
+}
+
+// resolve returns the configuration the service starts with, and the KV
+// bucket to watch for changes.
+//
+//   - Without a file: the configuration stored in KV; if there is none
+//     yet, it waits for one, logging what to do.
+//   - With a file: KV wins once it holds a configuration. If it holds none,
+//     a dispatcher stores the file (an executor uses it until one is
+//     stored). --config-force stores the file over whatever KV holds.
+func (sc serviceConfig) resolve(ctx context.Context, js jetstream.JetStream, log *slog.Logger) (*config.Live, jetstream.KeyValue, error) {
+	if sc.file == nil {
+		cfg, rev, kv, err := awaitConfig(ctx, js, log)
+		if err != nil {
+			return nil, nil, err
+		}
+		log.Info("using the configuration stored in KV", "bucket", messages.BucketConfig, "revision", rev)
+		live := config.NewLive(cfg)
+		live.StoreRevision(cfg, rev)
+		return live, kv, nil
+	}
+	kv, err := js.KeyValue(ctx, messages.BucketConfig)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		var res *streams.Resources
+		if res, err = streams.Ensure(ctx, js, sc.file.Streams); err == nil {
+			kv = res.Config
+		}
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("open KV %s: %w", messages.BucketConfig, err)
+	}
+	live := config.NewLive(sc.file)
+	if sc.force {
+		var replaced uint64
+		if e, err := kv.Get(ctx, config.Key); err == nil {
+			replaced = e.Revision()
+		}
+		rev, err := config.Apply(ctx, kv, sc.file)
+		if err != nil {
+			return nil, nil, err
+		}
+		log.Warn("stored --config FILE in KV over the live configuration (--config-force)", "file", sc.path, "revision", rev, "replaced_revision", replaced)
+		live.StoreRevision(sc.file, rev)
+		return live, kv, nil
+	}
+	for {
+		stored, rev, err := config.Fetch(ctx, kv)
+		switch {
+		case err == nil:
+			if sameConfig(stored, sc.file) {
+				log.Info("using the configuration stored in KV; --config FILE matches it", "file", sc.path, "revision", rev)
+			} else {
+				log.Warn("KV holds a configuration that differs from --config FILE; using KV's: KV wins once it holds one "+
+					"(change it with `sluice config apply -f FILE`, or restart with --config-force)", "file", sc.path, "revision", rev)
+			}
+			live.StoreRevision(stored, rev)
+			return live, kv, nil
+		case errors.Is(err, config.ErrNotStored) && sc.store:
+			rev, err := config.Apply(ctx, kv, sc.file, config.IfRevision(0))
+			if errors.Is(err, config.ErrConflict) {
+				continue // another dispatcher stored one first: use it
+			}
+			if err != nil {
+				return nil, nil, err
+			}
+			log.Info("KV held no configuration: stored --config FILE", "file", sc.path, "bucket", messages.BucketConfig, "revision", rev)
+			live.StoreRevision(sc.file, rev)
+			return live, kv, nil
+		case errors.Is(err, config.ErrNotStored):
+			log.Info("KV holds no configuration yet: using --config FILE until one is stored", "file", sc.path)
+			return live, kv, nil
+		default:
+			log.Error("cannot use the configuration in KV: using --config FILE until a valid one is stored", "file", sc.path, "err", err)
+			return live, kv, nil
+		}
+	}
+}
+
+// awaitConfig reads the configuration stored in KV, waiting (and saying
+// so, every 30 s) until there is a valid one.
+func awaitConfig(ctx context.Context, js jetstream.JetStream, log *slog.Logger) (*config.Config, uint64, jetstream.KeyValue, error) {
+	var kv jetstream.KeyValue
+	var said string
+	var saidAt time.Time
+	for {
+		var err error
+		if kv == nil {
+			kv, err = js.KeyValue(ctx, messages.BucketConfig)
+			if err != nil {
+				kv = nil
+			}
+		}
+		if kv != nil {
+			var cfg *config.Config
+			var rev uint64
+			if cfg, rev, err = config.Fetch(ctx, kv); err == nil {
+				return cfg, rev, kv, nil
+			}
+		}
+		if ctx.Err() != nil {
+			return nil, 0, nil, errStopped
+		}
+		reason := err.Error()
+		if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, config.ErrNotStored) {
+			reason = "no configuration is stored in KV bucket " + messages.BucketConfig
+		}
+		if reason != said || time.Since(saidAt) >= 30*time.Second {
+			log.Warn("waiting for a configuration in KV: store one with `sluice config apply -f FILE`, or start a dispatcher with --config FILE",
+				"reason", reason)
+			said, saidAt = reason, time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return nil, 0, nil, errStopped
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// runWatched runs a service while a watcher keeps live up to date with the
+// configuration in kv, and returns once both have stopped.
+func runWatched(ctx context.Context, kv jetstream.KeyValue, live *config.Live, log *slog.Logger, run func(context.Context) error) error {
+	wctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = config.Watch(wctx, kv, live, log.With("component", "config"))
+	}()
+	err := run(ctx)
+	stop()
+	<-done
+	return err
+}
