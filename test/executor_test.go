@@ -17,9 +17,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluicehq/sluice/messages"
+	"github.com/sluicehq/sluice/services/config"
 	"github.com/sluicehq/sluice/services/devstack"
 	"github.com/sluicehq/sluice/services/executor"
 	"github.com/sluicehq/sluice/services/fakeprovider"
+	"github.com/sluicehq/sluice/services/health"
 )
 
 // End-to-end tests of how executors treat what providers answer: which
@@ -270,12 +272,14 @@ func TestExecutorRetriesTimeouts(t *testing.T) {
 	}
 }
 
-// A 429 insufficient_quota means the billing quota is spent: the call
-// ends at once, without a retry.
+// A 429 insufficient_quota means the billing quota of the key is spent:
+// the key goes out of rotation, and the call moves to another key of the
+// pool, never back to a spent one. When every key is spent, calls end at
+// once with the provider's answer, without looping.
 func TestExecutorDoesNotRetryInsufficientQuota(t *testing.T) {
-	const calls = 4
+	const calls, keys = 4, 4
 	s := startStack(t, stackOptions{
-		yaml: twoRegionYAML(600, 100000, layout{top: "retry: {max_attempts: 5, base_delay: 50ms, max_delay: 200ms}\n"}),
+		yaml: twoRegionYAML(600, 100000, layout{top: "retry: {max_attempts: 8, base_delay: 50ms, max_delay: 200ms, budget: 10}\n"}),
 	})
 	setPoolKeys(t, s, "m", fakeprovider.KeyConfig{RPM: 600, TPM: 100000, InsufficientQuota: true})
 	startDispatcher(t, s, "d1", nil)
@@ -283,7 +287,6 @@ func TestExecutorDoesNotRetryInsufficientQuota(t *testing.T) {
 	nc := connect(t, s)
 	js, _ := jetstream.New(nc)
 	log := watchResults(t, nc, "demo")
-	retries := countRetries(t, nc)
 
 	ids := publishExecCalls(t, js, "quota", calls, func(id string) string { return chatCall(id, "m", 10, "") })
 	log.waitFor(t, ids, 30*time.Second)
@@ -291,22 +294,36 @@ func TestExecutorDoesNotRetryInsufficientQuota(t *testing.T) {
 		if !providerError(t, r) {
 			continue
 		}
-		if r.Attempts != 1 || r.Error.ProviderStatus != 429 || r.HTTPStatus != 429 {
-			t.Errorf("call %s: %d attempts, provider_status %d, http_status %d; want 1, 429, 429", id, r.Attempts, r.Error.ProviderStatus, r.HTTPStatus)
-		}
 		if !strings.Contains(r.Error.Message, "insufficient_quota") {
 			t.Errorf("call %s: message %q should name insufficient_quota", id, r.Error.Message)
 		}
-		if !strings.Contains(string(r.Body), `"insufficient_quota"`) {
+		if r.Attempts > keys {
+			t.Errorf("call %s made %d attempts; it may try each of the %d keys at most once", id, r.Attempts, keys)
+		}
+		if r.HTTPStatus == 429 && !strings.Contains(string(r.Body), `"insufficient_quota"`) {
 			t.Errorf("call %s: the provider's body should be passed through, got %s", id, r.Body)
 		}
 	}
-	st := s.Fake.Stats().Total
-	if st.Received != calls || st.InsufficientQuota != calls {
-		t.Errorf("provider received %d requests, %d refused for quota; want %d and %d", st.Received, st.InsufficientQuota, calls, calls)
+	st := s.Fake.Stats()
+	if st.Total.Served != 0 || st.Total.InsufficientQuota < keys || st.Total.InsufficientQuota > keys*calls {
+		t.Errorf("provider answered %d insufficient_quota; want every key once, and no key again after", st.Total.InsufficientQuota)
 	}
-	if n := retries.total(); n != 0 {
-		t.Errorf("%d retries handed back for insufficient_quota, want none", n)
+	secrets := devstack.DevSecrets(s.Shared.Load())
+	for _, d := range s.Shared.Load().Pools["m"].Deployments {
+		if n := st.Keys[secrets[d.Key]].InsufficientQuota; n < 1 || n > calls {
+			t.Errorf("key of %s answered insufficient_quota %d times", d.ID, n)
+		}
+	}
+	// Once every key is out of rotation, a new call ends at once, at the
+	// dispatcher, without reaching the provider.
+	before := st.Total.Received
+	late := publishExecCalls(t, js, "late", 1, func(id string) string { return chatCall(id, "m", 10, "") })
+	log.waitFor(t, late, 30*time.Second)
+	if r := log.one(t, late[0]); r.Error == nil || r.Error.Code != messages.CodeProviderError || r.Attempts != 0 || !strings.Contains(r.Error.Message, "out of rotation") {
+		t.Errorf("a call to a pool whose keys are all spent: %+v (attempts %d)", r.Error, r.Attempts)
+	}
+	if got := s.Fake.Stats().Total.Received; got != before {
+		t.Errorf("the provider received %d more requests for a pool out of rotation", got-before)
 	}
 }
 
@@ -556,6 +573,9 @@ func TestExecutorSecretsNeverTravel(t *testing.T) {
 	}
 	setPoolKeys(t, s, "m", fakeprovider.KeyConfig{RPM: 600, InsufficientQuota: true})
 	phase("quota", 3, string(messages.CodeProviderError))
+	// The operator puts the spent keys back in rotation, and then they are
+	// revoked.
+	enableAll(t, js, cfg.Pools["m"].Deployments)
 	for _, dep := range cfg.Pools["m"].Deployments {
 		s.Fake.RemoveKey(secrets[dep.Key])
 	}
@@ -705,4 +725,26 @@ func TestExecutorCrashMidCall(t *testing.T) {
 		t.Errorf("provider received %d and served %d requests, want 2 and 2", st.Received, st.Served)
 	}
 	t.Logf("result reports %d attempts for 2 provider requests", r.Attempts)
+}
+
+// enableAll puts deployments disabled by insufficient_quota back in
+// rotation, as an operator would.
+func enableAll(t *testing.T, js jetstream.JetStream, deps []*config.Deployment) {
+	t.Helper()
+	kv, err := js.KeyValue(t.Context(), messages.BucketHealth)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := health.NewStore(kv)
+	if err := store.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	defer store.Stop()
+	for _, d := range deps {
+		if err := store.Enable(t.Context(), d.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The dispatchers' watches deliver the change within milliseconds.
+	time.Sleep(200 * time.Millisecond)
 }

@@ -117,6 +117,12 @@ type Admission struct {
 	// LeaseTTL is how long a dispatcher may hold capacity it took from the
 	// shared state before spending it. Default 100ms.
 	LeaseTTL time.Duration `yaml:"lease_ttl"`
+	// InFlightLease is how long a call holds its deployment's in-flight
+	// slot (max_in_flight) when its attempt never reports back, as when its
+	// executor is killed mid-call. It should cover the wait in the
+	// region's queue plus retry.attempt_timeout. Default: attempt_timeout
+	// plus 30s.
+	InFlightLease time.Duration `yaml:"in_flight_lease"`
 }
 
 // Retry tunes retries of attempts that failed with 429, 5xx or a timeout.

@@ -107,6 +107,7 @@ func (c *Config) Validate() error {
 	}
 	v.positiveDuration("admission.burst", c.Admission.Burst)
 	v.positiveDuration("admission.lease_ttl", c.Admission.LeaseTTL)
+	v.positiveDuration("admission.in_flight_lease", c.Admission.InFlightLease)
 	v.positive("retry.max_attempts", int64(c.Retry.MaxAttempts))
 	v.positiveDuration("retry.base_delay", c.Retry.BaseDelay)
 	v.positiveDuration("retry.max_delay", c.Retry.MaxDelay)
@@ -244,6 +245,7 @@ func (c *Config) applyDefaults() {
 	setDefault(&c.Retry.BaseDelay, 250*time.Millisecond)
 	setDefault(&c.Retry.MaxDelay, 30*time.Second)
 	setDefault(&c.Retry.AttemptTimeout, 60*time.Second)
+	setDefault(&c.Admission.InFlightLease, c.Retry.AttemptTimeout+30*time.Second)
 	setDefault(&c.Retry.Budget, 0.2)
 	setDefault(&c.Retry.BudgetMinPerSecond, 1)
 	setDefault(&c.Health.LearnedRecovery, 5*time.Minute)

@@ -88,8 +88,9 @@ func (d *Dispatcher) pass(ctx context.Context) time.Duration {
 			}
 		}
 		budget := d.budget(name)
+		_, poolOut := d.outOfRotation(pool.Deployments, now)
 		d.queue.each(name, func(w *waiting) bool {
-			if len(blocked) >= len(pool.Deployments) {
+			if len(blocked) >= len(pool.Deployments) && !poolOut {
 				return false
 			}
 			retry := w.ticket.Attempt > 1
@@ -101,8 +102,16 @@ func (d *Dispatcher) pass(ctx context.Context) time.Duration {
 				wait = min(wait, budgetWindow/budgetBuckets)
 				return true
 			}
+			cands := candidates(pool, w.ticket.Call)
+			if reason, out := d.outOfRotation(cands, now); out {
+				// Only an operator can bring these back: waiting helps no one.
+				d.dequeue(w)
+				d.finishAsync(w, &messages.Error{Code: messages.CodeProviderError,
+					Message: "every deployment that could serve this call is out of rotation: " + reason})
+				return true
+			}
 			var open []*config.Deployment
-			for _, dep := range candidates(pool, w.ticket.Call) {
+			for _, dep := range cands {
 				if !blocked[dep.ID] {
 					open = append(open, dep)
 				}
@@ -152,7 +161,7 @@ func (d *Dispatcher) dispatch(cfg *config.Config, w *waiting, dep *config.Deploy
 
 	data, err := json.Marshal(work)
 	if err != nil {
-		d.refund(dep.ID, w.need)
+		d.unreserve(dep.ID, w)
 		d.finishAsync(w, messages.Errorf(messages.CodeInternal, "encode work: %v", err))
 		return
 	}
@@ -161,7 +170,7 @@ func (d *Dispatcher) dispatch(cfg *config.Config, w *waiting, dep *config.Deploy
 	future, err := d.js.PublishMsgAsync(msg)
 	if err != nil {
 		d.log.Warn("publish work; the call will be redelivered", "call", t.Call.ID, "err", err)
-		d.refund(dep.ID, w.need)
+		d.unreserve(dep.ID, w)
 		_ = w.msg.Nak()
 		return
 	}
@@ -173,15 +182,22 @@ func (d *Dispatcher) dispatch(cfg *config.Config, w *waiting, dep *config.Deploy
 			if ack.Duplicate {
 				// A dispatcher that died after publishing this attempt got
 				// it out already: it runs once, so this reservation is spare.
-				d.refund(dep.ID, w.need)
+				d.unreserve(dep.ID, w)
 			}
 			_ = w.msg.Ack()
 		case err := <-future.Err():
 			d.log.Warn("publish work; the call will be redelivered", "call", t.Call.ID, "err", err)
-			d.refund(dep.ID, w.need)
+			d.unreserve(dep.ID, w)
 			_ = w.msg.Nak()
 		}
 	}()
+}
+
+// unreserve gives back what admitting w to a deployment took: its limiter
+// reservation and its in-flight slot.
+func (d *Dispatcher) unreserve(deployment string, w *waiting) {
+	d.refund(deployment, w.need)
+	d.slots.Release(deployment, attemptKey(w.ticket.Call.ID, w.ticket.Attempt))
 }
 
 // finishAsync answers a waiting call with an error result, off the

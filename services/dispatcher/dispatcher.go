@@ -29,6 +29,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluicehq/sluice/messages"
+	"github.com/sluicehq/sluice/services/concurrency"
 	"github.com/sluicehq/sluice/services/config"
 	"github.com/sluicehq/sluice/services/health"
 	"github.com/sluicehq/sluice/services/limiter"
@@ -101,6 +102,7 @@ type Dispatcher struct {
 	leases *limiter.Leases
 	settle *settlements
 	health *health.Store
+	slots  *concurrency.Slots
 	// countedOps and countedConflicts are the KV limiter's counts already
 	// added to metrics; only settleLoop touches them.
 	countedOps, countedConflicts uint64
@@ -154,6 +156,12 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		return err
 	}
 	defer d.health.Stop()
+	if d.slots, err = concurrency.New(res.Concurrency, d.cfg.ID, concurrency.Options{Clock: d.cfg.Clock, Logger: d.log}); err != nil {
+		return fmt.Errorf("dispatcher: %w", err)
+	}
+	if err := d.slots.Start(ctx); err != nil {
+		return fmt.Errorf("dispatcher: concurrency slots: %w", err)
+	}
 
 	d.shared = d.cfg.Limiter
 	if d.shared == nil {
@@ -213,6 +221,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = d.leases.Flush(stopCtx)
+	_ = d.slots.Stop(stopCtx)
 	d.flushSettlements(stopCtx)
 	d.countLimiterOps()
 	d.log.Info("dispatcher stopped", "handed_back", len(held))

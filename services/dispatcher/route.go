@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/messages"
+	"github.com/sluicehq/sluice/services/concurrency"
 	"github.com/sluicehq/sluice/services/config"
 	"github.com/sluicehq/sluice/services/health"
 	"github.com/sluicehq/sluice/services/limiter"
@@ -49,6 +50,22 @@ func (d *Dispatcher) usable(cfg *config.Config, dep *config.Deployment, now time
 		return false, until
 	}
 	return true, time.Time{}
+}
+
+// outOfRotation reports whether every one of cands is disabled (by
+// insufficient_quota) at now, with the reason of the first.
+func (d *Dispatcher) outOfRotation(cands []*config.Deployment, now time.Time) (string, bool) {
+	reason := ""
+	for _, dep := range cands {
+		h := d.health.Get(dep.ID)
+		if !h.DisabledNow(now) {
+			return "", false
+		}
+		if reason == "" {
+			reason = h.DisabledReason
+		}
+	}
+	return reason, len(cands) > 0
 }
 
 // admit reserves w's need on one of the open deployments, and returns it;
@@ -107,10 +124,25 @@ func (d *Dispatcher) admit(ctx context.Context, cfg *config.Config, w *waiting, 
 	})
 
 	wait := maxPassWait
+	slot := attemptKey(w.ticket.Call.ID, w.ticket.Attempt)
 	for _, o := range options {
+		if o.dep.MaxInFlight > 0 {
+			err := d.slots.Acquire(ctx, o.dep.ID, o.dep.MaxInFlight, slot, now.Add(cfg.Admission.InFlightLease))
+			if err != nil {
+				if !errors.Is(err, concurrency.ErrFull) {
+					d.log.Warn("concurrency slots", "deployment", o.dep.ID, "err", err)
+				}
+				// Attempt reports wake the scheduler when slots free up.
+				wait = min(wait, errorWait)
+				continue
+			}
+		}
 		err := d.leases.Take(ctx, o.dep.ID, o.limit, w.need)
 		if err == nil {
 			return o.dep, 0
+		}
+		if o.dep.MaxInFlight > 0 {
+			d.slots.Release(o.dep.ID, slot)
 		}
 		var short *limiter.InsufficientError
 		if errors.As(err, &short) {

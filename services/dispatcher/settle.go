@@ -59,6 +59,9 @@ func (d *Dispatcher) onDone(m *nats.Msg) {
 	if done.UsedTokens >= 0 {
 		d.settle.add(done.Deployment, limiter.Amount{Tokens: float64(done.ReservedTokens - done.UsedTokens)})
 	}
+	if d.slots.Release(done.Deployment, attemptKey(done.CallID, done.Attempt)) {
+		d.poke()
+	}
 	d.judge(done)
 }
 

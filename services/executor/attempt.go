@@ -118,8 +118,15 @@ func (e *Executor) attempt(ctx context.Context, msg jetstream.Msg, w *messages.W
 		}
 		return outcome{result: res, class: messages.OutcomeOK, status: resp.Status, usedTokens: used}
 	case providers.QuotaExhausted:
-		return fail(messages.OutcomeQuota, 0, &messages.Error{Code: messages.CodeProviderError, ProviderStatus: resp.Status,
-			Message: "insufficient_quota: the key's billing quota is spent; retrying does not help"})
+		quota := &messages.Error{Code: messages.CodeProviderError, ProviderStatus: resp.Status,
+			Message: "insufficient_quota: the key's billing quota is spent"}
+		// Retrying the key does not help, but another key of the pool may:
+		// the key is out of rotation now, so admission will not pick it.
+		if e.otherKeyServes(shared, dep, w.Call.Endpoint) {
+			return e.retryOrGiveUp(w, res, messages.OutcomeQuota, 0, quota)
+		}
+		quota.Message += "; no other key serves this pool"
+		return fail(messages.OutcomeQuota, 0, quota)
 	case providers.RateLimited:
 		e.metrics.Provider429s.WithLabelValues(dep.ID).Inc()
 		return e.retryOrGiveUp(w, res, messages.OutcomeRateLimited, resp.Limits.Wait(resp.ErrorType),

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/sluicehq/sluice/messages"
 	"github.com/sluicehq/sluice/services/config"
 	"github.com/sluicehq/sluice/services/health"
 	"github.com/sluicehq/sluice/services/providers"
@@ -78,4 +79,20 @@ func orDefault(d time.Duration) time.Duration {
 		return defaultCooldown
 	}
 	return d
+}
+
+// otherKeyServes reports whether a deployment of dep's pool with another
+// key, in rotation now, could serve endpoint.
+func (e *Executor) otherKeyServes(shared *config.Config, dep *config.Deployment, endpoint messages.Endpoint) bool {
+	pool, ok := shared.Pool(dep.Pool())
+	if !ok {
+		return false
+	}
+	now := e.cfg.Clock()
+	for _, d := range pool.Deployments {
+		if d.Key != dep.Key && providers.Supports(d.Provider, endpoint) && !e.health.Get(d.ID).DisabledNow(now) {
+			return true
+		}
+	}
+	return false
 }
