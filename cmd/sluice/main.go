@@ -27,6 +27,7 @@ var commands = map[string]command{
 	"call":         {"make one call and print its result", runCall},
 	"config":       {"apply, get or check the live configuration", runConfig},
 	"fakeprovider": {"run a fake OpenAI-compatible provider that enforces rate limits", runFakeProvider},
+	"health":       {"show what providers taught sluice about each deployment; re-enable a key", runHealth},
 	"bench":        {"measure throughput and added latency", runBench},
 }
 
