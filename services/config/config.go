@@ -18,7 +18,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/sluicehq/sluice/messages"
 )
 
 // Config is the shared configuration.
@@ -27,8 +26,10 @@ type Config struct {
 	// that serve it.
 	Pools map[string]*Pool `yaml:"pools"`
 	// Teams maps a team name (the <team> of sluice.call.<team>.<tier>) to
-	// what it may do.
+	// what it may do, and its share of each pool.
 	Teams map[string]*Team `yaml:"teams"`
+	// Tiers sets how the priority tiers share a contended pool.
+	Tiers Tiers `yaml:"tiers"`
 	// Calls bounds what a call may ask for.
 	Calls Calls `yaml:"calls"`
 	// Admission tunes the shared limiter.
@@ -89,13 +90,6 @@ type Deployment struct {
 	pool string
 }
 
-// Team is what a team may do.
-type Team struct {
-	// Tiers the team may publish on. Default: every tier.
-	Tiers []messages.Tier `yaml:"tiers"`
-	// Pools the team may use. Default: every pool.
-	Pools []string `yaml:"pools"`
-}
 
 // Calls bounds calls.
 type Calls struct {
@@ -237,32 +231,6 @@ func (p *Pool) Name() string { return p.name }
 
 // Pool is the name of the pool the deployment serves.
 func (d *Deployment) Pool() string { return d.pool }
-
-// AllowsTier reports whether the team may publish on tier.
-func (t *Team) AllowsTier(tier messages.Tier) bool {
-	if len(t.Tiers) == 0 {
-		return tier.Valid()
-	}
-	for _, x := range t.Tiers {
-		if x == tier {
-			return true
-		}
-	}
-	return false
-}
-
-// AllowsPool reports whether the team may use pool.
-func (t *Team) AllowsPool(pool string) bool {
-	if len(t.Pools) == 0 {
-		return true
-	}
-	for _, x := range t.Pools {
-		if x == pool {
-			return true
-		}
-	}
-	return false
-}
 
 // Live holds the configuration services use now. It is safe for concurrent
 // use; Store swaps in a new, validated configuration for every reader, and

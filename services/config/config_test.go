@@ -92,7 +92,7 @@ func TestInvalidConfigNamesTheField(t *testing.T) {
 		{"pool with no deployment", minimal + "  empty: {deployments: []}\n", "pools.empty.deployments"},
 		{"no pools", "teams: {t: {}}\n", "pools"},
 		{"unknown tier", withTeam("  u: {tiers: [urgent]}\n"), "teams.u.tiers[0]"},
-		{"team with unknown pool", withTeam("  u: {pools: [nope]}\n"), "teams.u.pools[0]"},
+		{"team with unknown pool", withTeam("  u: {pools: [nope]}\n"), "teams.u.pools.nope"},
 		{"bad team name", withTeam("  \"a.b\": {}\n"), "teams.a.b"},
 		{"replicas", minimal + "streams: {replicas: 2}\n", "streams.replicas"},
 		{"negative duration", minimal + "retry: {base_delay: -1s}\n", "retry.base_delay"},

@@ -99,6 +99,8 @@ func (c *Config) Validate() error {
 	for _, name := range sortedKeys(c.Teams) {
 		c.validateTeam(v, name)
 	}
+	c.validateTiers(v)
+	c.validateGuarantees(v)
 	v.positive("calls.max_body_bytes", int64(c.Calls.MaxBodyBytes))
 	v.positiveDuration("calls.default_timeout", c.Calls.DefaultTimeout)
 	v.positiveDuration("calls.max_timeout", c.Calls.MaxTimeout)
@@ -213,29 +215,8 @@ func (c *Config) validatePool(v *validator, name string) {
 	}
 }
 
-func (c *Config) validateTeam(v *validator, name string) {
-	t := c.Teams[name]
-	field := "teams." + name
-	if !messages.ValidToken(name) {
-		v.add(field, "team names must be 1 to 64 letters, digits, '-' or '_'")
-	}
-	if t == nil {
-		c.Teams[name] = &Team{}
-		return
-	}
-	for i, tier := range t.Tiers {
-		if !tier.Valid() {
-			v.add(fmt.Sprintf("%s.tiers[%d]", field, i), "unknown tier %q; tiers are critical, high, standard, batch", tier)
-		}
-	}
-	for i, pool := range t.Pools {
-		if _, ok := c.Pools[pool]; !ok {
-			v.add(fmt.Sprintf("%s.pools[%d]", field, i), "unknown pool %q", pool)
-		}
-	}
-}
-
 func (c *Config) applyDefaults() {
+	c.tierDefaults()
 	setDefault(&c.Calls.MaxBodyBytes, 1<<20)
 	setDefault(&c.Calls.DefaultTimeout, 5*time.Minute)
 	setDefault(&c.Calls.MaxTimeout, 24*time.Hour)

@@ -1,0 +1,297 @@
+package config
+
+import (
+	"fmt"
+	"sort"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/sluicehq/sluice/messages"
+)
+
+// Team is what a team may do, and its share of each pool.
+type Team struct {
+	// Tiers the team may publish on. Default: every tier.
+	Tiers []messages.Tier `yaml:"tiers"`
+	// DefaultTier is the tier of the team's calls that name none (the
+	// gateway's). Default: standard if allowed, else the lowest allowed.
+	DefaultTier messages.Tier `yaml:"default_tier"`
+	// MaxQueued bounds the team's calls waiting for admission, across all
+	// dispatchers and pools; more get queue_full at once. Default 10000.
+	MaxQueued int `yaml:"max_queued"`
+	// Pools the team may use, with its quota in each. A list of names gives
+	// each the default quota; leaving it out allows every pool, each with
+	// the default quota.
+	Pools TeamPools `yaml:"pools,omitempty"`
+}
+
+// Quota is a team's share of one pool, as people allocated it.
+type Quota struct {
+	// Weight is the team's share, relative to the other teams', when the
+	// pool is contended within a tier: weights 3 and 1 split it 3:1. Capacity
+	// a team leaves idle goes to the others. Default 1.
+	Weight float64 `yaml:"weight"`
+	// GuaranteedRPM and GuaranteedTPM are an absolute share: up to these
+	// rates, the team's non-critical calls go before other teams' calls of
+	// any non-critical tier. 0: none.
+	GuaranteedRPM int64 `yaml:"guaranteed_rpm"`
+	GuaranteedTPM int64 `yaml:"guaranteed_tpm"`
+	// CapRPM and CapTPM are hard caps: the team never goes above them, even
+	// with the pool idle. 0: no cap.
+	CapRPM int64 `yaml:"cap_rpm"`
+	CapTPM int64 `yaml:"cap_tpm"`
+}
+
+// TeamPools maps pool names to a team's quota in each. In YAML it is a map
+// of pool names to quotas, or a list of pool names.
+type TeamPools map[string]*Quota
+
+// UnmarshalYAML accepts a map of quotas or a list of pool names.
+func (p *TeamPools) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.SequenceNode {
+		var names []string
+		if err := n.Decode(&names); err != nil {
+			return err
+		}
+		*p = TeamPools{}
+		for _, name := range names {
+			(*p)[name] = nil
+		}
+		return nil
+	}
+	var m map[string]*Quota
+	if err := n.Decode(&m); err != nil {
+		return err
+	}
+	*p = m
+	return nil
+}
+
+// Tiers sets how the priority tiers share a contended pool: critical first
+// (with a reserve only it may use), then high, standard and batch, each
+// lower tier with a minimum share so that nothing starves forever; batch
+// calls are deferred while the pool is busy.
+type Tiers struct {
+	Critical TierPolicy `yaml:"critical"`
+	High     TierPolicy `yaml:"high"`
+	Standard TierPolicy `yaml:"standard"`
+	Batch    TierPolicy `yaml:"batch"`
+}
+
+// TierPolicy is one tier's part of a contended pool.
+type TierPolicy struct {
+	// Reserve (critical only) is the fraction of each deployment's capacity
+	// that only critical calls may use. Default 0.
+	Reserve float64 `yaml:"reserve"`
+	// MinShare (high, standard, batch) is the fraction of a pool's capacity
+	// the tier gets even when higher tiers would take it all. Defaults: high
+	// 0, standard 0.05, batch 0.
+	MinShare float64 `yaml:"min_share"`
+	// MaxUtilization (batch only): batch calls run while the pool's other
+	// traffic leaves them room below this fraction of its capacity, or
+	// during OffPeak; otherwise they wait, until their deadline. Default
+	// 0.7.
+	MaxUtilization float64 `yaml:"max_utilization"`
+	// OffPeak (batch only) are daily windows, such as "18:00-08:00
+	// Europe/Berlin", in which batch calls ignore MaxUtilization.
+	OffPeak []string `yaml:"off_peak"`
+
+	windows []window
+}
+
+// Policy returns tier's policy.
+func (t *Tiers) Policy(tier messages.Tier) *TierPolicy {
+	switch tier {
+	case messages.TierCritical:
+		return &t.Critical
+	case messages.TierHigh:
+		return &t.High
+	case messages.TierStandard:
+		return &t.Standard
+	default:
+		return &t.Batch
+	}
+}
+
+// AllowsTier reports whether the team may publish on tier.
+func (t *Team) AllowsTier(tier messages.Tier) bool {
+	if len(t.Tiers) == 0 {
+		return tier.Valid()
+	}
+	for _, x := range t.Tiers {
+		if x == tier {
+			return true
+		}
+	}
+	return false
+}
+
+// AllowsPool reports whether the team may use pool.
+func (t *Team) AllowsPool(pool string) bool {
+	_, ok := t.Quota(pool)
+	return ok
+}
+
+// Quota returns the team's quota in pool, and whether it may use it.
+func (t *Team) Quota(pool string) (*Quota, bool) {
+	if t.Pools == nil {
+		return &defaultQuota, true
+	}
+	q, ok := t.Pools[pool]
+	return q, ok
+}
+
+// defaultQuota is the quota of a pool a team may use without one: weight
+// 1, no guarantee, no cap.
+var defaultQuota = Quota{Weight: 1}
+
+// TeamNames lists the teams, sorted.
+func (c *Config) TeamNames() []string { return sortedKeys(c.Teams) }
+
+func (c *Config) validateTeam(v *validator, name string) {
+	t := c.Teams[name]
+	field := "teams." + name
+	if !messages.ValidToken(name) {
+		v.add(field, "team names must be 1 to 64 letters, digits, '-' or '_'")
+	}
+	if t == nil {
+		t = &Team{}
+		c.Teams[name] = t
+	}
+	for i, tier := range t.Tiers {
+		if !tier.Valid() {
+			v.add(fmt.Sprintf("%s.tiers[%d]", field, i), "unknown tier %q; tiers are critical, high, standard, batch", tier)
+		}
+	}
+	if t.DefaultTier == "" {
+		t.DefaultTier = messages.TierStandard
+		if !t.AllowsTier(messages.TierStandard) && len(t.Tiers) > 0 {
+			t.DefaultTier = lowest(t.Tiers)
+		}
+	}
+	if !t.AllowsTier(t.DefaultTier) {
+		v.add(field+".default_tier", "tier %q is not one the team may use", t.DefaultTier)
+	}
+	setDefault(&t.MaxQueued, 10000)
+	v.positive(field+".max_queued", int64(t.MaxQueued))
+	if t.Pools != nil && len(t.Pools) == 0 {
+		v.add(field+".pools", "a team needs at least one pool (leave pools out to allow every pool)")
+	}
+	for _, pool := range sortedKeys(t.Pools) {
+		pf := field + ".pools." + pool
+		if _, ok := c.Pools[pool]; !ok {
+			v.add(pf, "unknown pool %q", pool)
+		}
+		q := t.Pools[pool]
+		if q == nil {
+			q = &Quota{}
+			t.Pools[pool] = q
+		}
+		setDefault(&q.Weight, 1)
+		if q.Weight <= 0 || q.Weight > 1e6 {
+			v.add(pf+".weight", "must be above 0 and at most 1000000")
+		}
+		for _, n := range []struct {
+			name string
+			v    int64
+		}{{"guaranteed_rpm", q.GuaranteedRPM}, {"guaranteed_tpm", q.GuaranteedTPM}, {"cap_rpm", q.CapRPM}, {"cap_tpm", q.CapTPM}} {
+			if n.v < 0 {
+				v.add(pf+"."+n.name, "must not be negative")
+			}
+		}
+		if q.CapRPM > 0 && q.CapRPM < q.GuaranteedRPM {
+			v.add(pf+".cap_rpm", "cap %d is below the guarantee of %d", q.CapRPM, q.GuaranteedRPM)
+		}
+		if q.CapTPM > 0 && q.CapTPM < q.GuaranteedTPM {
+			v.add(pf+".cap_tpm", "cap %d is below the guarantee of %d", q.CapTPM, q.GuaranteedTPM)
+		}
+	}
+}
+
+// validateGuarantees refuses pools whose teams are guaranteed more than
+// the pool has outside the critical reserve.
+func (c *Config) validateGuarantees(v *validator) {
+	for _, pool := range sortedKeys(c.Pools) {
+		p := c.Pools[pool]
+		if p == nil {
+			continue
+		}
+		var capRPM, capTPM int64
+		for _, d := range p.Deployments {
+			if d != nil {
+				capRPM += d.RPM
+				capTPM += d.TPM
+			}
+		}
+		share := 1 - c.Tiers.Critical.Reserve
+		var rpm, tpm int64
+		last := ""
+		for _, team := range sortedKeys(c.Teams) {
+			if q, ok := c.Teams[team].Pools[pool]; ok && q != nil {
+				rpm += q.GuaranteedRPM
+				tpm += q.GuaranteedTPM
+				if q.GuaranteedRPM > 0 || q.GuaranteedTPM > 0 {
+					last = team
+				}
+			}
+		}
+		if rpm > int64(float64(capRPM)*share) {
+			v.add("teams."+last+".pools."+pool+".guaranteed_rpm", "the teams' guarantees in pool %s add up to %d RPM, more than the %d it has outside the critical reserve", pool, rpm, int64(float64(capRPM)*share))
+		}
+		if tpm > int64(float64(capTPM)*share) {
+			v.add("teams."+last+".pools."+pool+".guaranteed_tpm", "the teams' guarantees in pool %s add up to %d TPM, more than the %d it has outside the critical reserve", pool, tpm, int64(float64(capTPM)*share))
+		}
+	}
+}
+
+func (c *Config) validateTiers(v *validator) {
+	t := &c.Tiers
+	for _, tier := range messages.Tiers {
+		p := t.Policy(tier)
+		f := "tiers." + string(tier)
+		if tier != messages.TierCritical && p.Reserve != 0 {
+			v.add(f+".reserve", "only critical has a reserve")
+		}
+		if tier == messages.TierCritical && p.MinShare != 0 {
+			v.add(f+".min_share", "critical goes first; it needs no minimum share")
+		}
+		if tier != messages.TierBatch && (p.MaxUtilization != 0 || len(p.OffPeak) > 0) {
+			v.add(f+".max_utilization", "only batch calls are deferred")
+		}
+		if p.MinShare < 0 || p.MinShare >= 1 {
+			v.add(f+".min_share", "must be at least 0 and below 1")
+		}
+	}
+	if t.Critical.Reserve < 0 || t.Critical.Reserve >= 1 {
+		v.add("tiers.critical.reserve", "must be at least 0 and below 1")
+	}
+	if sum := t.Critical.Reserve + t.High.MinShare + t.Standard.MinShare + t.Batch.MinShare; sum > 1 {
+		v.add("tiers", "the critical reserve and the minimum shares add up to %.2f, more than the whole pool", sum)
+	}
+	if u := t.Batch.MaxUtilization; u <= 0 || u > 1 {
+		v.add("tiers.batch.max_utilization", "must be above 0 and at most 1")
+	}
+	t.Batch.windows = nil
+	for i, s := range t.Batch.OffPeak {
+		w, err := parseWindow(s)
+		if err != nil {
+			v.add(fmt.Sprintf("tiers.batch.off_peak[%d]", i), "%v", err)
+			continue
+		}
+		t.Batch.windows = append(t.Batch.windows, w)
+	}
+}
+
+func (c *Config) tierDefaults() {
+	if c.Tiers.Standard.MinShare == 0 && c.Tiers.Batch.MinShare == 0 && c.Tiers.High.MinShare == 0 {
+		c.Tiers.Standard.MinShare = 0.05
+	}
+	setDefault(&c.Tiers.Batch.MaxUtilization, 0.7)
+}
+
+// lowest is the lowest-priority tier of tiers.
+func lowest(tiers []messages.Tier) messages.Tier {
+	sorted := append([]messages.Tier(nil), tiers...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Rank() < sorted[j].Rank() })
+	return sorted[len(sorted)-1]
+}
