@@ -158,8 +158,8 @@ func (c *Config) validatePool(v *validator, name string) {
 		return
 	}
 	p.name = name
-	if strings.TrimSpace(name) == "" || len(name) > messages.MaxModelLen {
-		v.add(field, "pool names must be 1 to %d characters", messages.MaxModelLen)
+	if !validPoolName(name) {
+		v.add(field, "pool names must be 1 to %d letters, digits, '.', '-' or '_'", messages.MaxModelLen)
 	}
 	if len(p.Deployments) == 0 {
 		v.add(field+".deployments", "a pool needs at least one deployment")
@@ -308,4 +308,18 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// validPoolName reports whether name can name a pool: pools appear in KV
+// keys of the shared state, so they keep to the characters those allow.
+func validPoolName(name string) bool {
+	if name == "" || len(name) > messages.MaxModelLen {
+		return false
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
 }

@@ -112,7 +112,11 @@ type Dispatcher struct {
 	// breakers by deployment id and regionKey; budgets by pool.
 	breakers map[string]*breaker
 	budgets  map[string]*retryBudget
-	wake     chan struct{}
+
+	rmu sync.Mutex // guards reservations
+	// reservations of admitted attempts, by attempt key, until they report.
+	reservations map[string]*reservation
+	wake         chan struct{}
 	// inflight counts publishes to SLUICE_EXEC not yet acknowledged.
 	inflight sync.WaitGroup
 }
@@ -137,7 +141,9 @@ func New(nc *nats.Conn, cfg Config) (*Dispatcher, error) {
 		queue:    newQueue(),
 		breakers: map[string]*breaker{},
 		budgets:  map[string]*retryBudget{},
-		wake:     make(chan struct{}, 1),
+
+		reservations: map[string]*reservation{},
+		wake:         make(chan struct{}, 1),
 	}, nil
 }
 

@@ -28,21 +28,50 @@ type waiting struct {
 	// budget, so it is counted once.
 	overBudget bool
 
-	elem      *list.Element // in its pool's tier list
+	elem      *list.Element // in its team's list
 	heapIndex int           // in the deadline heap
 }
 
 func (w *waiting) pool() string { return w.ticket.Call.Model }
 
-// queue holds waiting calls: per pool, one FIFO list per tier, and one
-// heap over all of them by deadline. It is not safe for concurrent use.
+// queue holds waiting calls: per pool and tier, one FIFO list per team,
+// with the start-time fair queuing (SFQ) tags that share the tier between
+// teams by weight; and one heap over all calls by deadline. It is not safe
+// for concurrent use.
+//
+// SFQ: a team's head call has a start tag; the tier serves the smallest.
+// Serving it advances the team's finish tag by 1/weight, and the tier's
+// virtual time to the served start tag. The team's next call starts at that
+// finish tag; a call arriving at an empty list starts at the later of the
+// team's finish tag and the tier's virtual time, so an idle team can claim
+// no service for the time it was idle, and gets its share at once.
 type queue struct {
-	pools     map[string]*[4]list.List
+	pools     map[string]*[4]tierQueue
 	deadlines deadlineHeap
+	// byTeam counts the calls waiting per team, over every pool.
+	byTeam map[string]int
+}
+
+// tierQueue is one tier of one pool.
+type tierQueue struct {
+	teams map[string]*teamQueue
+	// vtime is the tier's virtual time: the start tag of the last call
+	// served.
+	vtime float64
+}
+
+type teamQueue struct {
+	calls list.List
+	// start is the start tag of the head call; finish the finish tag of
+	// the team's last served call.
+	start, finish float64
+	// servedHead is set when the head call was served and is about to be
+	// removed: the next head then starts at finish.
+	servedHead bool
 }
 
 func newQueue() *queue {
-	return &queue{pools: map[string]*[4]list.List{}}
+	return &queue{pools: map[string]*[4]tierQueue{}, byTeam: map[string]int{}}
 }
 
 func (q *queue) len() int { return len(q.deadlines) }
@@ -50,36 +79,146 @@ func (q *queue) len() int { return len(q.deadlines) }
 func (q *queue) push(w *waiting) {
 	tiers, ok := q.pools[w.pool()]
 	if !ok {
-		tiers = new([4]list.List)
+		tiers = new([4]tierQueue)
 		q.pools[w.pool()] = tiers
 	}
-	w.elem = tiers[w.ticket.Tier.Rank()].PushBack(w)
+	tq := &tiers[w.ticket.Tier.Rank()]
+	if tq.teams == nil {
+		tq.teams = map[string]*teamQueue{}
+	}
+	team, ok := tq.teams[w.ticket.Team]
+	if !ok {
+		team = &teamQueue{finish: tq.vtime}
+		tq.teams[w.ticket.Team] = team
+	}
+	if team.calls.Len() == 0 {
+		team.start = max(team.finish, tq.vtime)
+	}
+	w.elem = team.calls.PushBack(w)
 	heap.Push(&q.deadlines, w)
+	q.byTeam[w.ticket.Team]++
 }
 
 func (q *queue) remove(w *waiting) {
 	tiers := q.pools[w.pool()]
-	tiers[w.ticket.Tier.Rank()].Remove(w.elem)
-	heap.Remove(&q.deadlines, w.heapIndex)
-	empty := true
-	for i := range tiers {
-		if tiers[i].Len() > 0 {
-			empty = false
-		}
+	tq := &tiers[w.ticket.Tier.Rank()]
+	team := tq.teams[w.ticket.Team]
+	wasHead := team.calls.Front() == w.elem
+	team.calls.Remove(w.elem)
+	if wasHead && team.servedHead {
+		team.start, team.servedHead = team.finish, false
 	}
-	if empty {
+	if team.calls.Len() == 0 && team.finish <= tq.vtime {
+		// Nothing to remember: it would start from vtime anyway.
+		delete(tq.teams, w.ticket.Team)
+	}
+	heap.Remove(&q.deadlines, w.heapIndex)
+	if q.byTeam[w.ticket.Team]--; q.byTeam[w.ticket.Team] == 0 {
+		delete(q.byTeam, w.ticket.Team)
+	}
+	if q.poolEmpty(w.pool()) {
 		delete(q.pools, w.pool())
 	}
 }
 
-// depth is the number of calls waiting for pool in tier.
-func (q *queue) depth(pool string, tier messages.Tier) int {
+func (q *queue) poolEmpty(pool string) bool {
+	for i := range q.pools[pool] {
+		for _, team := range q.pools[pool][i].teams {
+			if team.calls.Len() > 0 {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// served records that w, the head of its team's list, is being admitted
+// (remove it next): the team's finish tag becomes its start tag plus
+// 1/weight, and the tier's virtual time moves to that start tag.
+func (q *queue) served(w *waiting, weight float64) {
+	tq := &q.pools[w.pool()][w.ticket.Tier.Rank()]
+	team := tq.teams[w.ticket.Team]
+	team.finish = team.start + 1/weight
+	tq.vtime = max(tq.vtime, team.start)
+	team.servedHead = true
+}
+
+// head returns the first call of team in pool and tier, or nil.
+func (q *queue) head(pool string, tier messages.Tier, team string) *waiting {
 	tiers, ok := q.pools[pool]
 	if !ok {
-		return 0
+		return nil
 	}
-	return tiers[tier.Rank()].Len()
+	tq, ok := tiers[tier.Rank()].teams[team]
+	if !ok || tq.calls.Len() == 0 {
+		return nil
+	}
+	return tq.calls.Front().Value.(*waiting)
 }
+
+// fairest returns the head call, in pool and tier, of the team start-time
+// fair queuing serves next: the smallest start tag. skip excludes teams.
+// Ties go to the team name, for determinism.
+func (q *queue) fairest(pool string, tier messages.Tier, skip func(team string) bool) *waiting {
+	tiers, ok := q.pools[pool]
+	if !ok {
+		return nil
+	}
+	tq := &tiers[tier.Rank()]
+	var best *waiting
+	var bestTag float64
+	for name, team := range tq.teams {
+		if team.calls.Len() == 0 || skip(name) {
+			continue
+		}
+		tag := team.start
+		if best == nil || tag < bestTag || (tag == bestTag && name < best.ticket.Team) {
+			best, bestTag = team.calls.Front().Value.(*waiting), tag
+		}
+	}
+	return best
+}
+
+// teams lists the teams with calls waiting in pool and tier, sorted.
+func (q *queue) teams(pool string, tier messages.Tier) []string {
+	tiers, ok := q.pools[pool]
+	if !ok {
+		return nil
+	}
+	var out []string
+	for name, team := range tiers[tier.Rank()].teams {
+		if team.calls.Len() > 0 {
+			out = append(out, name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// depth is the number of calls waiting for pool in tier, and the oldest of
+// them, per team.
+func (q *queue) depth(pool string, tier messages.Tier) map[string]teamDepth {
+	out := map[string]teamDepth{}
+	tiers, ok := q.pools[pool]
+	if !ok {
+		return out
+	}
+	for name, team := range tiers[tier.Rank()].teams {
+		if team.calls.Len() == 0 {
+			continue
+		}
+		out[name] = teamDepth{n: team.calls.Len(), oldest: team.calls.Front().Value.(*waiting).since}
+	}
+	return out
+}
+
+type teamDepth struct {
+	n      int
+	oldest time.Time
+}
+
+// waitingFor is the number of calls team has waiting here.
+func (q *queue) waitingFor(team string) int { return q.byTeam[team] }
 
 // poolNames lists the pools with waiting calls, sorted, so passes are
 // deterministic.
@@ -90,25 +229,6 @@ func (q *queue) poolNames() []string {
 	}
 	sort.Strings(names)
 	return names
-}
-
-// each visits the calls waiting for pool, highest tier first and oldest
-// first within a tier, until visit returns false. visit may remove the call
-// it is given.
-func (q *queue) each(pool string, visit func(*waiting) bool) {
-	tiers, ok := q.pools[pool]
-	if !ok {
-		return
-	}
-	for i := range tiers {
-		for e := tiers[i].Front(); e != nil; {
-			next := e.Next()
-			if !visit(e.Value.(*waiting)) {
-				return
-			}
-			e = next
-		}
-	}
 }
 
 // earliestDeadline is the waiting call whose deadline comes first.

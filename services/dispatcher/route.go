@@ -68,8 +68,9 @@ func (d *Dispatcher) outOfRotation(cands []*config.Deployment, now time.Time) (s
 	return reason, len(cands) > 0
 }
 
-// admit reserves w's need on one of the open deployments, and returns it;
-// or nil, and how long until one could fit.
+// admit reserves w's need on one of the open deployments, records what
+// it took in r, and returns the deployment; or nil, and how long until one
+// could fit.
 //
 // The order: deployments in the call's preferred regions first, in the
 // order it prefers them; then, within a preference, a random order drawn
@@ -78,7 +79,11 @@ func (d *Dispatcher) outOfRotation(cands []*config.Deployment, now time.Time) (s
 // spreads calls evenly, so dispatchers do not herd onto one key, and more
 // headroom draws more calls. The deployment whose attempt just failed goes
 // last, and after a provider failure its region goes after the others.
-func (d *Dispatcher) admit(ctx context.Context, cfg *config.Config, w *waiting, open []*config.Deployment, now time.Time) (*config.Deployment, time.Duration) {
+//
+// On a deployment, admission takes an in-flight slot (max_in_flight), then
+// for a non-critical call the deployment's non-critical bucket (the
+// critical reserve), then the deployment's own bucket.
+func (d *Dispatcher) admit(ctx context.Context, cfg *config.Config, sh *shares, w *waiting, open []*config.Deployment, now time.Time, r *reservation) (*config.Deployment, time.Duration) {
 	type option struct {
 		dep   *config.Deployment
 		limit limiter.Limit
@@ -124,10 +129,12 @@ func (d *Dispatcher) admit(ctx context.Context, cfg *config.Config, w *waiting, 
 	})
 
 	wait := maxPassWait
-	slot := attemptKey(w.ticket.Call.ID, w.ticket.Attempt)
+	attempt := attemptKey(w.ticket.Call.ID, w.ticket.Attempt)
+	critical := w.ticket.Tier == messages.TierCritical
 	for _, o := range options {
+		var got []taken
 		if o.dep.MaxInFlight > 0 {
-			err := d.slots.Acquire(ctx, o.dep.ID, o.dep.MaxInFlight, slot, now.Add(cfg.Admission.InFlightLease))
+			err := d.slots.Acquire(ctx, o.dep.ID, o.dep.MaxInFlight, attempt, now.Add(cfg.Admission.InFlightLease))
 			if err != nil {
 				if !errors.Is(err, concurrency.ErrFull) {
 					d.log.Warn("concurrency slots", "deployment", o.dep.ID, "err", err)
@@ -137,24 +144,47 @@ func (d *Dispatcher) admit(ctx context.Context, cfg *config.Config, w *waiting, 
 				continue
 			}
 		}
-		err := d.leases.Take(ctx, o.dep.ID, o.limit, w.need)
-		if err == nil {
-			return o.dep, 0
+		release := func() {
+			for _, t := range got {
+				d.settle.add(t.key, t.limit, t.amount)
+			}
+			if o.dep.MaxInFlight > 0 {
+				d.slots.Release(o.dep.ID, attempt)
+			}
 		}
-		if o.dep.MaxInFlight > 0 {
-			d.slots.Release(o.dep.ID, slot)
+		if nl, ok := sh.nonCriticalLimit(o.limit); ok && !critical {
+			key := nonCriticalKey(o.dep.ID)
+			if err := d.leases.Take(ctx, key, nl, w.need); err != nil {
+				release()
+				wait = min(wait, jittered(err))
+				continue
+			}
+			got = append(got, taken{key, nl, w.need})
 		}
-		var short *limiter.InsufficientError
-		if errors.As(err, &short) {
-			// Jitter: dispatchers that found the same bucket short would
-			// otherwise all come back at the same instant and race.
-			wait = min(wait, short.RetryAfter+time.Duration(rand.Int64N(int64(contendedJitter))))
+		if err := d.leases.Take(ctx, o.dep.ID, o.limit, w.need); err != nil {
+			release()
+			wait = min(wait, jittered(err))
+			if !errors.Is(err, limiter.ErrInsufficient) {
+				d.log.Warn("limiter", "deployment", o.dep.ID, "err", err)
+			}
 			continue
 		}
-		d.log.Warn("limiter", "deployment", o.dep.ID, "err", err)
-		wait = min(wait, errorWait)
+		r.taken = append(r.taken, append(got, taken{o.dep.ID, o.limit, w.need})...)
+		r.deployment, r.slot = o.dep.ID, o.dep.MaxInFlight > 0
+		return o.dep, 0
 	}
 	return nil, wait
+}
+
+// jittered is how long to wait after a limiter refusal. The jitter keeps
+// dispatchers that found the same bucket short from all coming back at the
+// same instant and racing.
+func jittered(err error) time.Duration {
+	wait := shortOf(err)
+	if errors.Is(err, limiter.ErrInsufficient) {
+		wait += time.Duration(rand.Int64N(int64(contendedJitter)))
+	}
+	return wait
 }
 
 // preference is region's place in prefer (len(prefer) when absent).

@@ -12,55 +12,130 @@ import (
 	"github.com/sluicehq/sluice/services/limiter"
 )
 
-// settlements accumulates corrections to the shared limiter state per
-// deployment (settled reservations, refunds of work that never ran), so
-// that they cost one write per deployment per interval instead of one per
+// settlements accumulates corrections to shared buckets (settled
+// reservations, refunds of work that never ran, charges to soft shares),
+// so that they cost one write per bucket per interval instead of one per
 // call.
 type settlements struct {
 	mu      sync.Mutex
-	pending map[string]limiter.Amount
+	pending map[string]*correction
+}
+
+type correction struct {
+	limit limiter.Limit // the bucket's latest limit
+	delta limiter.Amount
 }
 
 func newSettlements() *settlements {
-	return &settlements{pending: map[string]limiter.Amount{}}
+	return &settlements{pending: map[string]*correction{}}
 }
 
-func (s *settlements) add(deployment string, delta limiter.Amount) {
+func (s *settlements) add(key string, l limiter.Limit, delta limiter.Amount) {
 	s.mu.Lock()
-	p := s.pending[deployment]
-	p.Requests += delta.Requests
-	p.Tokens += delta.Tokens
-	s.pending[deployment] = p
-	s.mu.Unlock()
+	defer s.mu.Unlock()
+	c, ok := s.pending[key]
+	if !ok {
+		c = &correction{}
+		s.pending[key] = c
+	}
+	c.limit = l
+	c.delta = c.delta.Add(delta)
 }
 
-func (s *settlements) drain() map[string]limiter.Amount {
+func (s *settlements) drain() map[string]*correction {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := s.pending
-	s.pending = map[string]limiter.Amount{}
+	s.pending = map[string]*correction{}
 	return out
 }
 
-// refund gives a reservation that was not spent back to the shared state.
-func (d *Dispatcher) refund(deployment string, a limiter.Amount) {
-	d.settle.add(deployment, a)
+// reservation is what admitting one attempt took from the shared state:
+// the buckets it took from, and the in-flight slot it holds, so that they
+// can be settled when the attempt reports, or given back when it never ran.
+type reservation struct {
+	taken      []taken
+	deployment string
+	slot       bool
+	at         time.Time
+}
+
+type taken struct {
+	key    string
+	limit  limiter.Limit
+	amount limiter.Amount
+}
+
+// reserved records what admitting an attempt took.
+func (d *Dispatcher) reserved(attempt string, r *reservation) {
+	d.rmu.Lock()
+	d.reservations[attempt] = r
+	d.rmu.Unlock()
+}
+
+// claim removes and returns an attempt's reservation.
+func (d *Dispatcher) claim(attempt string) *reservation {
+	d.rmu.Lock()
+	defer d.rmu.Unlock()
+	r := d.reservations[attempt]
+	delete(d.reservations, attempt)
+	return r
+}
+
+// unreserve gives back everything an attempt took: it never ran (its work
+// could not be stored), or ran already under another dispatcher.
+func (d *Dispatcher) unreserve(attempt string) {
+	if r := d.claim(attempt); r != nil {
+		d.giveBack(r, attempt)
+		d.poke()
+	}
+}
+
+// giveBack returns what r took: its buckets' amounts, and its slot.
+func (d *Dispatcher) giveBack(r *reservation, attempt string) {
+	for _, t := range r.taken {
+		d.settle.add(t.key, t.limit, t.amount)
+	}
+	if r.slot {
+		d.slots.Release(r.deployment, attempt)
+	}
+}
+
+// forgetOld drops reservations whose attempts never reported within the
+// in-flight lease: their executor died; their slots have expired already.
+func (d *Dispatcher) forgetOld(now time.Time, lease time.Duration) {
+	d.rmu.Lock()
+	defer d.rmu.Unlock()
+	for k, r := range d.reservations {
+		if now.Sub(r.at) > lease {
+			delete(d.reservations, k)
+		}
+	}
 }
 
 // onDone receives an executor's report of an attempt this dispatcher
-// admitted, and corrects its reservation when the provider's count is
-// known: a refund when it counted less than reserved, a charge when more.
+// admitted: it settles the token reservation when the provider's count is
+// known (a refund when it counted less than reserved, a charge when more),
+// releases the attempt's in-flight slot, and feeds the circuit breakers.
 func (d *Dispatcher) onDone(m *nats.Msg) {
 	var done messages.AttemptDone
 	if err := json.Unmarshal(m.Data, &done); err != nil || done.Deployment == "" {
 		d.log.Warn("undecodable attempt report", "subject", m.Subject)
 		return
 	}
-	if done.UsedTokens >= 0 {
-		d.settle.add(done.Deployment, limiter.Amount{Tokens: float64(done.ReservedTokens - done.UsedTokens)})
-	}
-	if d.slots.Release(done.Deployment, attemptKey(done.CallID, done.Attempt)) {
-		d.poke()
+	key := attemptKey(done.CallID, done.Attempt)
+	if r := d.claim(key); r != nil {
+		if done.UsedTokens >= 0 {
+			delta := float64(done.ReservedTokens - done.UsedTokens)
+			for _, t := range r.taken {
+				if t.amount.Tokens > 0 {
+					d.settle.add(t.key, t.limit, limiter.Amount{Tokens: delta})
+				}
+			}
+		}
+		if r.slot && d.slots.Release(r.deployment, key) {
+			d.poke()
+		}
 	}
 	d.judge(done)
 }
@@ -122,20 +197,17 @@ func (d *Dispatcher) settleLoop(ctx context.Context) {
 // flushSettlements writes accumulated corrections to the shared state and
 // wakes the scheduler when capacity came back.
 func (d *Dispatcher) flushSettlements(ctx context.Context) {
-	cfg := d.cfg.Shared.Load()
-	now := d.cfg.Clock()
 	refunded := false
-	for id, delta := range d.settle.drain() {
-		dep, ok := cfg.Deployment(id)
-		if !ok || (delta.Requests == 0 && delta.Tokens == 0) {
+	for key, c := range d.settle.drain() {
+		if c.delta.IsZero() {
 			continue
 		}
-		if err := d.shared.Adjust(ctx, id, d.limitOf(cfg, dep, now), delta); err != nil {
-			d.log.Warn("settle", "deployment", id, "err", err)
-			d.settle.add(id, delta)
+		if err := d.shared.Adjust(ctx, key, c.limit, c.delta); err != nil {
+			d.log.Warn("settle", "bucket", key, "err", err)
+			d.settle.add(key, c.limit, c.delta)
 			continue
 		}
-		if delta.Requests > 0 || delta.Tokens > 0 {
+		if c.delta.Requests > 0 || c.delta.Tokens > 0 {
 			refunded = true
 		}
 	}

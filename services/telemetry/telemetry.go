@@ -60,6 +60,11 @@ type Metrics struct {
 	// dispatcher sees it: ok, cooling, disabled, circuit_open,
 	// circuit_half_open.
 	DeploymentState *prometheus.GaugeVec
+	// ScheduleSeconds and Scheduled are the time spent in admission passes
+	// that admitted calls, and the calls they admitted: their ratio is the
+	// scheduling cost per call.
+	ScheduleSeconds prometheus.Counter
+	Scheduled       prometheus.Counter
 	// DeploymentLimit is the limit each deployment is admitted against now,
 	// per minute, by dimension (requests, tokens): the configured one, or a
 	// lower one its provider reported.
@@ -124,6 +129,12 @@ func New(reg prometheus.Registerer) *Metrics {
 		DeploymentState: register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "sluice_deployment_state", Help: "1 for the state a deployment is in: ok, cooling, disabled, circuit_open, circuit_half_open.",
 		}, []string{"deployment", "state"})),
+		ScheduleSeconds: register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_schedule_seconds_total", Help: "Time spent in admission passes that admitted calls.",
+		})),
+		Scheduled: register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_scheduled_total", Help: "Calls admitted; sluice_schedule_seconds_total over this is the scheduling cost per call.",
+		})),
 		DeploymentLimit: register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "sluice_deployment_limit", Help: "The per-minute limit a deployment is admitted against now, by dimension.",
 		}, []string{"deployment", "dimension"})),

@@ -1,0 +1,306 @@
+package dispatcher
+
+import (
+	"context"
+	"time"
+
+	"github.com/sluicehq/sluice/messages"
+	"github.com/sluicehq/sluice/services/config"
+	"github.com/sluicehq/sluice/services/limiter"
+)
+
+// pass expires calls past their deadline, then admits, pool by pool, every
+// call that fits now, in the order pick gives. A call that does not fit
+// blocks the deployments it could use for every call after it in this
+// pass, so a later call never overtakes an earlier one on the same
+// deployments, while calls restricted to other regions still flow; and
+// its team's list in its tier waits for the next pass (FIFO within a team
+// and tier). pass returns how long to sleep.
+func (d *Dispatcher) pass(ctx context.Context) time.Duration {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	start := time.Now()
+	now := d.cfg.Clock()
+	cfg := d.cfg.Shared.Load()
+	for w := d.queue.earliestDeadline(); w != nil && !now.Before(w.ticket.Deadline); w = d.queue.earliestDeadline() {
+		d.dequeue(w)
+		d.finishAsync(w, messages.Errorf(messages.CodeDeadlineExceeded, "the deadline passed after waiting %s for capacity", now.Sub(w.since).Round(time.Millisecond)))
+	}
+
+	wait := maxPassWait
+	if w := d.queue.earliestDeadline(); w != nil {
+		wait = min(wait, w.ticket.Deadline.Sub(now))
+	}
+	admitted := 0
+	for _, name := range d.queue.poolNames() {
+		pool, ok := cfg.Pool(name)
+		if !ok {
+			for _, w := range d.queue.all() {
+				if w.pool() == name {
+					d.dequeue(w)
+					d.finishAsync(w, messages.Errorf(messages.CodeUnknownModel, "pool %q was removed from the configuration", name))
+				}
+			}
+			continue
+		}
+		p := d.newPoolPass(ctx, cfg, pool, now)
+		for {
+			w := p.pick()
+			if w == nil {
+				break
+			}
+			if p.admitOne(w) {
+				admitted++
+			}
+		}
+		wait = min(wait, p.wait)
+	}
+	if admitted > 0 {
+		d.metrics.ScheduleSeconds.Add(time.Since(start).Seconds())
+		d.metrics.Scheduled.Add(float64(admitted))
+	}
+	return max(wait, minPassWait)
+}
+
+// poolPass is one pass over one pool's waiting calls.
+type poolPass struct {
+	d      *Dispatcher
+	ctx    context.Context
+	cfg    *config.Config
+	pool   *config.Pool
+	now    time.Time
+	shares *shares
+	budget *retryBudget
+
+	// blocked deployments take no more calls in this pass.
+	blocked map[string]bool
+	// stuck (tier, team) lists wait for the next pass; capped teams wait
+	// in every tier.
+	stuck  map[tierTeam]bool
+	capped map[string]bool
+	// poolOut: every deployment is out of rotation (insufficient_quota).
+	poolOut bool
+	wait    time.Duration
+}
+
+type tierTeam struct {
+	tier messages.Tier
+	team string
+}
+
+func (d *Dispatcher) newPoolPass(ctx context.Context, cfg *config.Config, pool *config.Pool, now time.Time) *poolPass {
+	p := &poolPass{
+		d: d, ctx: ctx, cfg: cfg, pool: pool, now: now,
+		shares:  d.sharesOf(cfg, pool, now),
+		budget:  d.budget(pool.Name()),
+		blocked: map[string]bool{},
+		stuck:   map[tierTeam]bool{},
+		capped:  map[string]bool{},
+		wait:    maxPassWait,
+	}
+	for _, dep := range pool.Deployments {
+		if usable, until := d.usable(cfg, dep, now); !usable {
+			p.blocked[dep.ID] = true
+			if !until.IsZero() {
+				p.wait = min(p.wait, until.Sub(now))
+			}
+		}
+	}
+	_, p.poolOut = d.outOfRotation(pool.Deployments, now)
+	if gate, ok := p.shares.batchGateLimit(); ok && !p.shares.offPeak {
+		p.shares.gateClosed = !d.credit(ctx, batchGateKey(pool.Name()), gate, oneCall)
+	}
+	return p
+}
+
+// oneCall is the least a call needs: one request.
+var oneCall = limiter.Amount{Requests: 1}
+
+// pick returns the next call to try, or nil when none is left to try in
+// this pass. The order:
+//
+//  1. critical calls, shared between teams by weight (fair queuing);
+//  2. calls of teams behind their guarantee (whose guarantee bucket holds
+//     credit), highest tier first;
+//  3. calls of tiers behind their minimum share, highest tier first;
+//  4. high, then standard, then batch calls, each tier shared between
+//     teams by weight.
+//
+// Batch calls go only while the batch gate is open (the pool's other
+// traffic leaves room below tiers.batch.max_utilization) or off-peak.
+func (p *poolPass) pick() *waiting {
+	if len(p.blocked) >= len(p.pool.Deployments) && !p.poolOut {
+		return nil
+	}
+	if w := p.fairest(messages.TierCritical); w != nil {
+		return w
+	}
+	if w := p.guaranteed(); w != nil {
+		return w
+	}
+	for _, tier := range messages.Tiers[1:] {
+		if l, ok := p.shares.minShareLimit(tier); ok && p.open(tier) {
+			if w := p.fairest(tier); w != nil && p.d.credit(p.ctx, minShareKey(p.pool.Name(), tier), l, w.need) {
+				return w
+			}
+		}
+	}
+	for _, tier := range messages.Tiers[1:] {
+		if !p.open(tier) {
+			continue
+		}
+		if w := p.fairest(tier); w != nil {
+			return w
+		}
+	}
+	return nil
+}
+
+// open reports whether calls of tier may go in this pass.
+func (p *poolPass) open(tier messages.Tier) bool {
+	return tier != messages.TierBatch || !p.shares.gateClosed
+}
+
+// fairest is the head call, in tier, of the team fair queuing serves next,
+// among the teams not stuck or capped.
+func (p *poolPass) fairest(tier messages.Tier) *waiting {
+	return p.d.queue.fairest(p.pool.Name(), tier, func(team string) bool {
+		return p.capped[team] || p.stuck[tierTeam{tier, team}]
+	})
+}
+
+// guaranteed is the first waiting call of a team behind its guarantee.
+func (p *poolPass) guaranteed() *waiting {
+	for _, name := range p.cfg.TeamNames() {
+		if p.capped[name] {
+			continue
+		}
+		q, ok := p.cfg.Teams[name].Quota(p.pool.Name())
+		if !ok {
+			continue
+		}
+		l, ok := p.shares.guaranteeLimit(q)
+		if !ok {
+			continue
+		}
+		for _, tier := range messages.Tiers[1:] {
+			if !p.open(tier) || p.stuck[tierTeam{tier, name}] {
+				continue
+			}
+			w := p.d.queue.head(p.pool.Name(), tier, name)
+			if w != nil && p.d.credit(p.ctx, guaranteeKey(name, p.pool.Name()), l, w.need) {
+				return w
+			}
+		}
+	}
+	return nil
+}
+
+// weight is team's weight in the pool.
+func (p *poolPass) weight(team string) float64 {
+	if t, ok := p.cfg.Teams[team]; ok {
+		if q, ok := t.Quota(p.pool.Name()); ok && q.Weight > 0 {
+			return q.Weight
+		}
+	}
+	return 1
+}
+
+// admitOne tries to admit w, and reports whether it did. When it cannot,
+// w's list waits for the next pass, and what w could use is blocked.
+func (p *poolPass) admitOne(w *waiting) bool {
+	d, t := p.d, w.ticket
+	stick := func(wait time.Duration) bool {
+		p.stuck[tierTeam{t.Tier, t.Team}] = true
+		p.wait = min(p.wait, wait)
+		return false
+	}
+	cands := candidates(p.pool, t.Call)
+	if reason, out := d.outOfRotation(cands, p.now); out {
+		// Only an operator can bring these back: waiting helps no one.
+		d.dequeue(w)
+		d.finishAsync(w, &messages.Error{Code: messages.CodeProviderError,
+			Message: "every deployment that could serve this call is out of rotation: " + reason})
+		return false
+	}
+	retry := t.Attempt > 1
+	if retry && !p.budget.allows(p.now, p.cfg.Retry.Budget, p.cfg.Retry.BudgetMinPerSecond) {
+		if !w.overBudget {
+			w.overBudget = true
+			d.metrics.RetryBudgetWaits.WithLabelValues(p.pool.Name()).Inc()
+		}
+		return stick(budgetWindow / budgetBuckets)
+	}
+	var open []*config.Deployment
+	for _, dep := range cands {
+		if !p.blocked[dep.ID] {
+			open = append(open, dep)
+		}
+	}
+	if len(open) == 0 {
+		return stick(maxPassWait)
+	}
+
+	r := &reservation{at: p.now}
+	attempt := attemptKey(t.Call.ID, t.Attempt)
+	quota := p.quota(t.Team)
+	// The team's cap, and the batch gate, bind whatever the deployment.
+	if l, ok := p.shares.capLimit(quota); ok {
+		key := capKey(t.Team, p.pool.Name())
+		if err := d.leases.Take(p.ctx, key, l, w.need); err != nil {
+			p.capped[t.Team] = true
+			p.wait = min(p.wait, shortOf(err))
+			return false
+		}
+		r.taken = append(r.taken, taken{key, l, w.need})
+	}
+	gate, gated := p.shares.batchGateLimit()
+	if t.Tier == messages.TierBatch && gated && !p.shares.offPeak {
+		if err := d.leases.Take(p.ctx, batchGateKey(p.pool.Name()), gate, w.need); err != nil {
+			d.giveBack(r, attempt)
+			p.shares.gateClosed = true
+			p.wait = min(p.wait, shortOf(err))
+			return false
+		}
+		r.taken = append(r.taken, taken{batchGateKey(p.pool.Name()), gate, w.need})
+	}
+
+	dep, retryAfter := d.admit(p.ctx, p.cfg, p.shares, w, open, p.now, r)
+	if dep == nil {
+		d.giveBack(r, attempt)
+		for _, c := range open {
+			p.blocked[c.ID] = true
+		}
+		return stick(retryAfter)
+	}
+
+	// Charge the soft shares, which steer the order of later passes.
+	if l, ok := p.shares.guaranteeLimit(quota); ok {
+		d.charge(guaranteeKey(t.Team, p.pool.Name()), l, w.need)
+	}
+	if l, ok := p.shares.minShareLimit(t.Tier); ok {
+		d.charge(minShareKey(p.pool.Name(), t.Tier), l, w.need)
+	}
+	if gated && t.Tier != messages.TierBatch {
+		d.charge(batchGateKey(p.pool.Name()), gate, w.need)
+	}
+	d.queue.served(w, p.weight(t.Team))
+	d.dequeue(w)
+	p.budget.note(p.now, retry)
+	d.breakerOf(dep.ID).dispatched(p.now, attempt)
+	d.breakerOf(regionKey(dep.Region)).dispatched(p.now, attempt)
+	d.reserved(attempt, r)
+	d.dispatch(p.cfg, w, dep)
+	return true
+}
+
+// quota is team's quota in the pool (the default one for a team the
+// configuration lost since the call was queued).
+func (p *poolPass) quota(team string) *config.Quota {
+	if t, ok := p.cfg.Teams[team]; ok {
+		if q, ok := t.Quota(p.pool.Name()); ok {
+			return q
+		}
+	}
+	return &config.Quota{Weight: 1}
+}
