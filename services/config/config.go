@@ -17,7 +17,6 @@ import (
 	"sort"
 	"sync/atomic"
 	"time"
-
 )
 
 // Config is the shared configuration.
@@ -89,7 +88,6 @@ type Deployment struct {
 
 	pool string
 }
-
 
 // Calls bounds calls.
 type Calls struct {

@@ -113,6 +113,10 @@ type Dispatcher struct {
 	breakers map[string]*breaker
 	budgets  map[string]*retryBudget
 
+	// admittedTotal counts admissions; guarded by mu.
+	admittedTotal uint64
+	peers         *peers
+
 	rmu sync.Mutex // guards reservations
 	// reservations of admitted attempts, by attempt key, until they report.
 	reservations map[string]*reservation
@@ -143,6 +147,7 @@ func New(nc *nats.Conn, cfg Config) (*Dispatcher, error) {
 		budgets:  map[string]*retryBudget{},
 
 		reservations: map[string]*reservation{},
+		peers:        newPeers(),
 		wake:         make(chan struct{}, 1),
 	}, nil
 }
@@ -189,6 +194,12 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("dispatcher: subscribe attempt reports: %w", err)
 	}
+	stateSub, err := d.nc.Subscribe(messages.StateSubject, d.onState)
+	if err != nil {
+		_ = doneSub.Unsubscribe()
+		return fmt.Errorf("dispatcher: subscribe dispatcher states: %w", err)
+	}
+	defer func() { _ = stateSub.Unsubscribe() }()
 	cc, err := cons.Consume(d.intake,
 		jetstream.PullMaxMessages(1024),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
@@ -204,9 +215,10 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 
 	loopCtx, stopLoop := context.WithCancel(context.Background())
 	var loops sync.WaitGroup
-	loops.Add(2)
+	loops.Add(3)
 	go func() { defer loops.Done(); d.schedule(loopCtx) }()
 	go func() { defer loops.Done(); d.settleLoop(loopCtx) }()
+	go func() { defer loops.Done(); d.announce(loopCtx) }()
 
 	<-ctx.Done()
 	cc.Stop()

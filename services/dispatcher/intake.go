@@ -3,6 +3,7 @@ package dispatcher
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -73,6 +74,9 @@ func (d *Dispatcher) intakeCall(msg jetstream.Msg, meta *jetstream.MsgMetadata, 
 	if bad == nil {
 		est, bad = d.check(cfg, &t)
 	}
+	if bad == nil {
+		bad = d.checkQueueLimit(cfg, t.Team)
+	}
 	if bad != nil {
 		d.reject(msg, &t, bad)
 		return
@@ -123,6 +127,31 @@ func (d *Dispatcher) check(cfg *config.Config, t *messages.Ticket) (est tokens.E
 		return est, messages.Errorf(messages.CodeDeadlineExceeded, "the deadline %s had passed when the call was read", t.Deadline.Format(time.RFC3339Nano))
 	}
 	return est, nil
+}
+
+// checkQueueLimit refuses a new call of a team that has max_queued calls
+// waiting already, across all dispatchers (as they last announced), with
+// when to try again: about as long as its oldest waiting call has waited.
+func (d *Dispatcher) checkQueueLimit(cfg *config.Config, team string) *messages.Error {
+	limit := cfg.Teams[team].MaxQueued
+	elsewhere, _ := d.elsewhere(team)
+	d.mu.Lock()
+	here := d.queue.waitingFor(team)
+	oldest := d.queue.oldestOf(team)
+	d.mu.Unlock()
+	n := here + elsewhere
+	if n < limit {
+		return nil
+	}
+	backoff := time.Second
+	if !oldest.IsZero() {
+		backoff = min(max(d.cfg.Clock().Sub(oldest), time.Second), time.Minute)
+	}
+	return &messages.Error{
+		Code:         messages.CodeQueueFull,
+		Message:      fmt.Sprintf("team %s has %d calls waiting, its limit is %d (teams.%s.max_queued); try again in %s", team, n, limit, team, backoff.Round(time.Millisecond)),
+		RetryAfterMS: backoff.Milliseconds(),
+	}
 }
 
 func (d *Dispatcher) intakeRetry(msg jetstream.Msg, team string, tier messages.Tier) {

@@ -56,6 +56,7 @@ func (d *Dispatcher) pass(ctx context.Context) time.Duration {
 		wait = min(wait, p.wait)
 	}
 	if admitted > 0 {
+		d.admittedTotal += uint64(admitted)
 		d.metrics.ScheduleSeconds.Add(time.Since(start).Seconds())
 		d.metrics.Scheduled.Add(float64(admitted))
 	}

@@ -220,6 +220,23 @@ type teamDepth struct {
 // waitingFor is the number of calls team has waiting here.
 func (q *queue) waitingFor(team string) int { return q.byTeam[team] }
 
+// oldestOf is when the longest-waiting call of team started waiting here
+// (zero when none waits).
+func (q *queue) oldestOf(team string) time.Time {
+	var oldest time.Time
+	for _, tiers := range q.pools {
+		for i := range tiers {
+			if t, ok := tiers[i].teams[team]; ok && t.calls.Len() > 0 {
+				since := t.calls.Front().Value.(*waiting).since
+				if oldest.IsZero() || since.Before(oldest) {
+					oldest = since
+				}
+			}
+		}
+	}
+	return oldest
+}
+
 // poolNames lists the pools with waiting calls, sorted, so passes are
 // deterministic.
 func (q *queue) poolNames() []string {

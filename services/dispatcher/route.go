@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/sluicehq/sluice/messages"
@@ -235,6 +236,9 @@ func (d *Dispatcher) budget(pool string) *retryBudget {
 
 // regionKey names a region's breaker apart from deployment ids.
 func regionKey(region string) string { return "region:" + region }
+
+// cutRegion returns the region a regionKey names.
+func cutRegion(key string) (string, bool) { return strings.CutPrefix(key, "region:") }
 
 // attemptKey names one attempt of one call.
 func attemptKey(callID string, attempt int) string { return callID + "." + strconv.Itoa(attempt) }

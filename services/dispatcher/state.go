@@ -1,0 +1,126 @@
+package dispatcher
+
+import (
+	"context"
+	"encoding/json"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/sluicehq/sluice/messages"
+)
+
+// Dispatchers announce what they hold on messages.StateSubject every
+// stateEvery, and forget a peer not heard from for stateExpiry.
+const (
+	stateEvery  = 500 * time.Millisecond
+	stateExpiry = 3 * stateEvery
+)
+
+// peers is what the other dispatchers last announced.
+type peers struct {
+	mu    sync.Mutex
+	state map[string]peerState
+}
+
+type peerState struct {
+	heard time.Time
+	// waiting counts each team's waiting calls at the peer.
+	waiting map[string]int
+}
+
+func newPeers() *peers { return &peers{state: map[string]peerState{}} }
+
+// onState records a peer's announcement.
+func (d *Dispatcher) onState(m *nats.Msg) {
+	var s messages.DispatcherState
+	if err := json.Unmarshal(m.Data, &s); err != nil || s.Dispatcher == d.cfg.ID {
+		return
+	}
+	waiting := map[string]int{}
+	for _, q := range s.Queues {
+		waiting[q.Team] += q.Depth
+	}
+	d.peers.mu.Lock()
+	d.peers.state[s.Dispatcher] = peerState{heard: d.cfg.Clock(), waiting: waiting}
+	d.peers.mu.Unlock()
+}
+
+// elsewhere is how many calls team has waiting at the other dispatchers,
+// and how many other dispatchers are alive.
+func (d *Dispatcher) elsewhere(team string) (waiting, dispatchers int) {
+	now := d.cfg.Clock()
+	d.peers.mu.Lock()
+	defer d.peers.mu.Unlock()
+	for id, p := range d.peers.state {
+		if now.Sub(p.heard) > stateExpiry {
+			delete(d.peers.state, id)
+			continue
+		}
+		waiting += p.waiting[team]
+		dispatchers++
+	}
+	return waiting, dispatchers
+}
+
+// announce publishes this dispatcher's state until ctx ends.
+func (d *Dispatcher) announce(ctx context.Context) {
+	t := time.NewTicker(stateEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			data, err := json.Marshal(d.state())
+			if err == nil {
+				_ = d.nc.Publish(messages.StateSubject, data)
+			}
+		}
+	}
+}
+
+// state is what this dispatcher holds now.
+func (d *Dispatcher) state() messages.DispatcherState {
+	now := d.cfg.Clock()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s := messages.DispatcherState{Dispatcher: d.cfg.ID, At: now, Admitted: d.admittedTotal}
+	for _, pool := range d.queue.poolNames() {
+		for _, tier := range messages.Tiers {
+			for team, depth := range d.queue.depth(pool, tier) {
+				s.Queues = append(s.Queues, messages.QueueState{
+					Pool: pool, Tier: tier, Team: team, Depth: depth.n,
+					OldestWaitMS: ms(now.Sub(depth.oldest)),
+				})
+			}
+		}
+	}
+	sort.Slice(s.Queues, func(i, j int) bool {
+		a, b := s.Queues[i], s.Queues[j]
+		if a.Pool != b.Pool {
+			return a.Pool < b.Pool
+		}
+		if a.Tier != b.Tier {
+			return a.Tier.Rank() < b.Tier.Rank()
+		}
+		return a.Team < b.Team
+	})
+	for key, b := range d.breakers {
+		if b.state == circuitClosed {
+			continue
+		}
+		c := messages.CircuitState{Scope: "deployment", Name: key, State: b.state.String()}
+		if name, ok := cutRegion(key); ok {
+			c.Scope, c.Name = "region", name
+		}
+		if b.state == circuitOpen {
+			c.OpenUntil = b.openUntil
+		}
+		s.Circuits = append(s.Circuits, c)
+	}
+	sort.Slice(s.Circuits, func(i, j int) bool { return s.Circuits[i].Name < s.Circuits[j].Name })
+	return s
+}
