@@ -1,0 +1,335 @@
+package test
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluicehq/sluice/messages"
+	"github.com/sluicehq/sluice/services/dispatcher"
+)
+
+// sharedPoolYAML is pool "m" of one deployment at rpm, teams and tiers as
+// given (YAML indented as entries of teams: and as the tiers: section).
+func sharedPoolYAML(rpm int64, teams, tiers string) func(string) string {
+	return func(fakeURL string) string {
+		y := fmt.Sprintf("pools:\n  m:\n    deployments:\n      - {id: only, provider: openai, base_url: %q, region: us-east, key: KEY_ONLY, rpm: %d, tpm: 100000000}\nteams:\n%s", fakeURL+"/v1", rpm, teams)
+		if tiers != "" {
+			y += "tiers:\n" + tiers
+		}
+		return y
+	}
+}
+
+// load publishes calls at a steady rate until stopped.
+type load struct {
+	mu   sync.Mutex
+	ids  []string
+	stop chan struct{}
+	done chan struct{}
+}
+
+// startLoad publishes calls for team on tier at rate per second until the
+// returned load is stopped (at the latest when the test ends).
+func startLoad(t *testing.T, js jetstream.JetStream, team, tier string, rate float64) *load {
+	l := &load{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(l.done)
+		l.run(t, js, team, tier, rate, l.stop)
+	}()
+	t.Cleanup(l.halt)
+	return l
+}
+
+// halt stops publishing and waits for the last publish to finish.
+func (l *load) halt() {
+	select {
+	case <-l.stop:
+	default:
+		close(l.stop)
+	}
+	<-l.done
+}
+
+func (l *load) run(t *testing.T, js jetstream.JetStream, team, tier string, rate float64, stop <-chan struct{}) {
+	start := time.Now()
+	for i := 0; ; i++ {
+		select {
+		case <-stop:
+			return
+		case <-time.After(time.Until(start.Add(time.Duration(float64(i) / rate * float64(time.Second))))):
+		}
+		id := fmt.Sprintf("%s-%s-%05d", team, tier, i)
+		if err := publishCall(context.Background(), js, team, tier, id, chatCall(id, "m", 5, `,"timeout_ms":600000`)); err != nil {
+			t.Errorf("publish: %v", err)
+			return
+		}
+		l.mu.Lock()
+		l.ids = append(l.ids, id)
+		l.mu.Unlock()
+	}
+}
+
+// servedIn counts, per team, the successful results that finished in
+// [from, to).
+func (l *resultLog) servedIn(from, to time.Time) map[string]int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[string]int{}
+	for _, rs := range l.byID {
+		for _, r := range rs {
+			f := r.Timings.FinishedAt
+			if r.Status == messages.StatusOK && !f.Before(from) && f.Before(to) {
+				out[r.Team]++
+			}
+		}
+	}
+	return out
+}
+
+// Two teams with weights 3 and 1 both saturate one pool, through two
+// dispatchers: they are served 3:1.
+func TestTeamsAreServedByWeight(t *testing.T) {
+	s := startStack(t, stackOptions{yaml: sharedPoolYAML(1200, "  a: {pools: {m: {weight: 3}}}\n  b: {pools: {m: {weight: 1}}}\n", "")})
+	startDispatcher(t, s, "d1", nil)
+	startDispatcher(t, s, "d2", nil)
+	startExecutors(t, s)
+	nc := connect(t, s)
+	js, _ := jetstream.New(nc)
+	logA, logB := watchResults(t, nc, "a"), watchResults(t, nc, "b")
+	la := startLoad(t, js, "a", "standard", 40) // 20/s of capacity, 80/s offered
+	lb := startLoad(t, js, "b", "standard", 40)
+	time.Sleep(3 * time.Second) // queues build up
+	from := time.Now()
+	time.Sleep(8 * time.Second)
+	to := time.Now()
+	la.halt()
+	lb.halt()
+	a, b := logA.servedIn(from, to)["a"], logB.servedIn(from, to)["b"]
+	ratio := float64(a) / float64(max(b, 1))
+	t.Logf("served a %d, b %d in %s: ratio %.2f", a, b, to.Sub(from).Round(time.Millisecond), ratio)
+	if ratio < 2.7 || ratio > 3.3 {
+		t.Fatalf("weights 3:1 gave a ratio of %.2f", ratio)
+	}
+}
+
+// A backlog of 5000 batch calls fills the pool; critical calls arriving
+// meanwhile go at the next free slot, under a second at p99.
+func TestCriticalOvertakesABatchBacklog(t *testing.T) {
+	s := startStack(t, stackOptions{yaml: sharedPoolYAML(6000, "  ops: {}\n", "  batch: {max_utilization: 1}\n")})
+	startDispatcher(t, s, "d1", nil)
+	startDispatcher(t, s, "d2", nil)
+	startExecutors(t, s)
+	nc := connect(t, s)
+	js, _ := jetstream.New(nc)
+	log := watchResults(t, nc, "ops")
+	ctx := context.Background()
+	for i := 0; i < 5000; i++ {
+		id := fmt.Sprintf("batch-%05d", i)
+		msg := chatCall(id, "m", 5, `,"timeout_ms":600000`)
+		if _, err := js.PublishAsync("sluice.call.ops.batch", []byte(msg), jetstream.WithMsgID(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-js.PublishAsyncComplete()
+	time.Sleep(time.Second) // the backlog is being drained at 100/s
+	var critical []string
+	for i := 0; i < 40; i++ {
+		id := fmt.Sprintf("critical-%02d", i)
+		critical = append(critical, id)
+		if err := publishCall(ctx, js, "ops", "critical", id, chatCall(id, "m", 5, "")); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	log.waitFor(t, critical, 30*time.Second)
+	var waits []float64
+	for _, id := range critical {
+		r := log.one(t, id)
+		if r.Status != messages.StatusOK {
+			t.Fatalf("critical call %s: %+v", id, r.Error)
+		}
+		waits = append(waits, r.Timings.QueuedMS)
+	}
+	sort.Float64s(waits)
+	p50, p99 := waits[len(waits)/2], waits[len(waits)*99/100]
+	pending := 5000 - len(log.byIDPrefix("batch-"))
+	t.Logf("critical wait p50 %.1f ms, p99 %.1f ms, with %d batch calls still waiting", p50, p99, pending)
+	if pending < 1000 {
+		t.Fatalf("only %d batch calls were still waiting: the test must measure during the backlog", pending)
+	}
+	if p99 >= 1000 {
+		t.Fatalf("critical p99 wait %.0f ms; want under 1 s", p99)
+	}
+}
+
+// byIDPrefix returns the ids with results that start with prefix.
+func (l *resultLog) byIDPrefix(prefix string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for id := range l.byID {
+		if strings.HasPrefix(id, prefix) {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// Team a is idle and b uses the whole pool; when a starts, it gets its
+// share back within a few seconds.
+func TestIdleShareIsLentAndReturned(t *testing.T) {
+	s := startStack(t, stackOptions{yaml: sharedPoolYAML(1200, "  a: {}\n  b: {}\n", "")})
+	startDispatcher(t, s, "d1", nil)
+	startExecutors(t, s)
+	nc := connect(t, s)
+	js, _ := jetstream.New(nc)
+	logA, logB := watchResults(t, nc, "a"), watchResults(t, nc, "b")
+	startLoad(t, js, "b", "standard", 40)
+	time.Sleep(3 * time.Second)
+	before := logB.servedIn(time.Now().Add(-2*time.Second), time.Now())["b"]
+	t.Logf("b alone: %d served in 2 s (capacity 40)", before)
+	if before < 34 {
+		t.Fatalf("b alone should use the whole pool, got %d of 40 in 2 s", before)
+	}
+	startLoad(t, js, "a", "standard", 40)
+	time.Sleep(2 * time.Second)
+	from := time.Now()
+	time.Sleep(4 * time.Second)
+	to := time.Now()
+	a, b := logA.servedIn(from, to)["a"], logB.servedIn(from, to)["b"]
+	t.Logf("from 2 s after a started: a %d, b %d in %s", a, b, to.Sub(from).Round(time.Millisecond))
+	if share := float64(a) / float64(a+b); share < 0.45 || share > 0.55 {
+		t.Fatalf("a got %.0f%% of the pool back; with equal weights it should get half", 100*share)
+	}
+}
+
+// A team with a cap never exceeds it, even with the pool idle.
+func TestCapHoldsOnAnIdlePool(t *testing.T) {
+	s := startStack(t, stackOptions{yaml: sharedPoolYAML(6000, "  capped: {pools: {m: {cap_rpm: 120}}}\n", "")})
+	startDispatcher(t, s, "d1", nil)
+	startDispatcher(t, s, "d2", nil)
+	startExecutors(t, s)
+	nc := connect(t, s)
+	js, _ := jetstream.New(nc)
+	log := watchResults(t, nc, "capped")
+	start := time.Now()
+	l := startLoad(t, js, "capped", "standard", 20)
+	time.Sleep(5 * time.Second)
+	l.halt()
+	elapsed := time.Since(start)
+	served := log.servedIn(start, time.Now())["capped"]
+	// The cap's bucket: burst 0.5 s of 2/s (1 call) + 2/s over the run and
+	// the lease time.
+	bound := 1 + 2*(elapsed.Seconds()+0.1)
+	t.Logf("served %d in %s under a cap of 2/s (bound %.1f)", served, elapsed.Round(time.Millisecond), bound)
+	if float64(served) > bound {
+		t.Fatalf("served %d, over the cap's bound of %.1f", served, bound)
+	}
+	if served < 8 {
+		t.Fatalf("served %d: the cap should still let 2/s through", served)
+	}
+}
+
+// A team over its queue limit gets queue_full at once, with a hint to
+// back off; the calls it has waiting still meet their deadlines.
+func TestQueueLimitAndDeadlines(t *testing.T) {
+	s := startStack(t, stackOptions{yaml: sharedPoolYAML(6, "  small: {max_queued: 10}\n", "")})
+	startDispatcher(t, s, "d1", nil)
+	startExecutors(t, s)
+	nc := connect(t, s)
+	js, _ := jetstream.New(nc)
+	log := watchResults(t, nc, "small")
+	var ids []string
+	for i := 0; i < 30; i++ {
+		id := fmt.Sprintf("q-%02d", i)
+		ids = append(ids, id)
+		if err := publishCall(context.Background(), js, "small", "standard", id, chatCall(id, "m", 5, `,"timeout_ms":3000`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	log.waitFor(t, ids, 30*time.Second)
+	outcomes := map[string]int{}
+	for _, r := range log.exactlyOnce(t, ids) {
+		outcomes[r.Outcome()]++
+		if r.Error != nil && r.Error.Code == messages.CodeQueueFull {
+			if r.Error.RetryAfterMS <= 0 || !strings.Contains(r.Error.Message, "max_queued") || r.Timings.QueuedMS > 100 {
+				t.Errorf("queue_full must come at once and say how to back off: %+v (queued %.0f ms)", r.Error, r.Timings.QueuedMS)
+			}
+		}
+	}
+	t.Logf("outcomes %v", outcomes)
+	if outcomes[string(messages.CodeQueueFull)] < 19 || outcomes[string(messages.CodeDeadlineExceeded)] < 8 || outcomes["ok"] < 1 {
+		t.Fatalf("outcomes %v: want about 20 queue_full, the rest waiting until served or their deadline", outcomes)
+	}
+}
+
+// Every dispatcher restarts while 1000 calls wait: none is lost, none is
+// answered twice, and critical calls still go before batch ones.
+func TestRestartEveryDispatcherWithAQueue(t *testing.T) {
+	s := startStack(t, stackOptions{yaml: sharedPoolYAML(6000, "  ops: {}\n", "  batch: {max_utilization: 1}\n")})
+	fast := func(c *dispatcher.Config) { c.AckWait = 3 * time.Second }
+	d1 := startDispatcher(t, s, "d1", fast)
+	d2 := startDispatcher(t, s, "d2", fast)
+	startExecutors(t, s)
+	nc := connect(t, s)
+	js, _ := jetstream.New(nc)
+	log := watchResults(t, nc, "ops")
+	var ids, critical, batch []string
+	for i := 0; i < 1000; i++ {
+		tier := "batch"
+		if i >= 800 {
+			tier = "critical"
+		}
+		id := fmt.Sprintf("%s-%04d", tier, i)
+		ids = append(ids, id)
+		if tier == "critical" {
+			critical = append(critical, id)
+		} else {
+			batch = append(batch, id)
+		}
+		msg := chatCall(id, "m", 5, `,"timeout_ms":600000`)
+		if _, err := js.PublishAsync("sluice.call.ops."+tier, []byte(msg), jetstream.WithMsgID(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-js.PublishAsyncComplete()
+	time.Sleep(500 * time.Millisecond)
+	d1.Kill()
+	if err := d2.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	restarted := time.Now()
+	startDispatcher(t, s, "d3", fast)
+	startDispatcher(t, s, "d4", fast)
+	log.waitFor(t, ids, 90*time.Second)
+	got := log.exactlyOnce(t, ids)
+	var lastCritical time.Time
+	for _, id := range critical {
+		if got[id].Status != messages.StatusOK {
+			t.Fatalf("%s: %+v", id, got[id].Error)
+		}
+		if f := got[id].Timings.FinishedAt; f.After(lastCritical) {
+			lastCritical = f
+		}
+	}
+	after := 0
+	for _, id := range batch {
+		if got[id].Status != messages.StatusOK {
+			t.Fatalf("%s: %+v", id, got[id].Error)
+		}
+		if got[id].Timings.FinishedAt.After(lastCritical) {
+			after++
+		}
+	}
+	t.Logf("the last critical call finished %s after the restart; %d of %d batch calls finished after it", lastCritical.Sub(restarted).Round(time.Millisecond), after, len(batch))
+	if after < len(batch)/2 {
+		t.Fatalf("only %d batch calls finished after the last critical one: priorities must hold across the restart", after)
+	}
+}
