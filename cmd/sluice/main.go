@@ -28,6 +28,7 @@ var commands = map[string]command{
 	"config":       {"apply, get or check the live configuration", runConfig},
 	"fakeprovider": {"run a fake OpenAI-compatible provider that enforces rate limits", runFakeProvider},
 	"health":       {"show what providers taught sluice about each deployment; re-enable a key", runHealth},
+	"status":       {"show queues, headroom, cooldowns and open circuits, live", runStatus},
 	"bench":        {"measure throughput and added latency", runBench},
 }
 

@@ -203,14 +203,15 @@ func preference(prefer []string, region string) int {
 // bucket holds admission.burst worth of the rate, never less than one
 // request.
 func (d *Dispatcher) limitOf(cfg *config.Config, dep *config.Deployment, now time.Time) limiter.Limit {
-	rpm, tpm := health.Effective(dep.RPM, dep.TPM, d.health.Get(dep.ID), now, cfg.Health.LearnedRecovery)
-	burst := cfg.Admission.Burst.Seconds()
-	return limiter.Limit{
-		RPM:           rpm,
-		TPM:           tpm,
-		BurstRequests: max(1, rpm/60*burst),
-		BurstTokens:   max(1, tpm/60*burst),
-	}
+	return DeploymentLimit(cfg, dep, d.health.Get(dep.ID), now)
+}
+
+// DeploymentLimit is the bucket a deployment is admitted against at now,
+// given what its provider taught (h): its key in the shared limiter is the
+// deployment id.
+func DeploymentLimit(cfg *config.Config, dep *config.Deployment, h messages.DeploymentHealth, now time.Time) limiter.Limit {
+	rpm, tpm := health.Effective(dep.RPM, dep.TPM, h, now, cfg.Health.LearnedRecovery)
+	return rateLimit(rpm, tpm, cfg.Admission.Burst)
 }
 
 // breakerOf returns the breaker for a deployment id or a regionKey. The

@@ -1,0 +1,233 @@
+// Package status owns the live view of a running sluice that `sluice
+// status` shows: what every dispatcher holds (announced on
+// sluice.dispatchers.state), and the shared state in KV (configuration,
+// limiter buckets, what providers taught), gathered into one Snapshot.
+package status
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluicehq/sluice/messages"
+	"github.com/sluicehq/sluice/services/config"
+	"github.com/sluicehq/sluice/services/dispatcher"
+	"github.com/sluicehq/sluice/services/health"
+	"github.com/sluicehq/sluice/services/limiter"
+)
+
+// Snapshot is sluice's state at one moment.
+type Snapshot struct {
+	At             time.Time    `json:"at"`
+	ConfigRevision uint64       `json:"config_revision"`
+	Dispatchers    []Dispatcher `json:"dispatchers"`
+	Queues         []Queue      `json:"queues"`
+	Deployments    []Deployment `json:"deployments"`
+	WaitingTotal   int          `json:"waiting_total"`
+}
+
+// Dispatcher is one dispatcher that announced itself.
+type Dispatcher struct {
+	ID       string `json:"id"`
+	Waiting  int    `json:"waiting"`
+	Admitted uint64 `json:"admitted"`
+}
+
+// Queue is the calls one team has waiting in one pool and tier, over all
+// dispatchers.
+type Queue struct {
+	Pool         string        `json:"pool"`
+	Tier         messages.Tier `json:"tier"`
+	Team         string        `json:"team"`
+	Depth        int           `json:"depth"`
+	OldestWaitMS float64       `json:"oldest_wait_ms"`
+}
+
+// Deployment is one deployment's headroom and state.
+type Deployment struct {
+	ID     string `json:"id"`
+	Pool   string `json:"pool"`
+	Region string `json:"region"`
+	// State is ok, limited (a provider reported less than configured),
+	// cooling, disabled, or circuit_open / circuit_half_open (at some
+	// dispatcher).
+	State  string `json:"state"`
+	Detail string `json:"detail,omitempty"`
+	// HeadroomRequests and HeadroomTokens are what its bucket holds now, as
+	// a fraction of the bucket (below 0 after an oversized call).
+	HeadroomRequests float64 `json:"headroom_requests"`
+	HeadroomTokens   float64 `json:"headroom_tokens"`
+	RPM              float64 `json:"rpm"`
+	TPM              float64 `json:"tpm"`
+	ConfiguredRPM    int64   `json:"configured_rpm"`
+	ConfiguredTPM    int64   `json:"configured_tpm"`
+}
+
+// Watcher keeps the parts of a Snapshot that are pushed: dispatchers'
+// announcements and the KV buckets it watches.
+type Watcher struct {
+	js      jetstream.JetStream
+	sub     *nats.Subscription
+	limits  *limiter.KV
+	health  *health.Store
+	cfgKV   jetstream.KeyValue
+	mu      sync.Mutex
+	latest  map[string]heard
+	started time.Time
+}
+
+type heard struct {
+	at    time.Time
+	state messages.DispatcherState
+}
+
+// ErrNoSluice is returned by Watch when the NATS server holds no sluice
+// configuration.
+var ErrNoSluice = errors.New("status: no sluice configuration on this NATS server")
+
+// Watch starts following nc's sluice. Stop it with Stop.
+func Watch(ctx context.Context, nc *nats.Conn) (*Watcher, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	w := &Watcher{js: js, latest: map[string]heard{}, started: time.Now()}
+	if w.cfgKV, err = js.KeyValue(ctx, messages.BucketConfig); err != nil {
+		return nil, fmt.Errorf("%w (%v)", ErrNoSluice, err)
+	}
+	limKV, err := js.KeyValue(ctx, messages.BucketLimiter)
+	if err != nil {
+		return nil, fmt.Errorf("status: %w", err)
+	}
+	healthKV, err := js.KeyValue(ctx, messages.BucketHealth)
+	if err != nil {
+		return nil, fmt.Errorf("status: %w", err)
+	}
+	w.limits = limiter.NewKV(limKV, limiter.KVOptions{})
+	if err := w.limits.Start(ctx); err != nil {
+		return nil, err
+	}
+	w.health = health.NewStore(healthKV)
+	if err := w.health.Start(ctx); err != nil {
+		w.limits.Stop()
+		return nil, err
+	}
+	w.sub, err = nc.Subscribe(messages.StateSubject, func(m *nats.Msg) {
+		var s messages.DispatcherState
+		if json.Unmarshal(m.Data, &s) != nil || s.Dispatcher == "" {
+			return
+		}
+		w.mu.Lock()
+		w.latest[s.Dispatcher] = heard{at: time.Now(), state: s}
+		w.mu.Unlock()
+	})
+	if err != nil {
+		w.Stop()
+		return nil, err
+	}
+	return w, nil
+}
+
+// Stop stops following.
+func (w *Watcher) Stop() {
+	if w.sub != nil {
+		_ = w.sub.Unsubscribe()
+	}
+	w.health.Stop()
+	w.limits.Stop()
+}
+
+// Settled reports whether the Watcher has listened long enough to have
+// heard every running dispatcher at least once.
+func (w *Watcher) Settled() bool { return time.Since(w.started) > 1200*time.Millisecond }
+
+// Snapshot gathers what is known now.
+func (w *Watcher) Snapshot(ctx context.Context) (*Snapshot, error) {
+	cfg, rev, err := config.Fetch(ctx, w.cfgKV)
+	if err != nil {
+		return nil, fmt.Errorf("status: live configuration: %w", err)
+	}
+	now := time.Now()
+	s := &Snapshot{At: now, ConfigRevision: rev}
+
+	circuits := map[string][]string{} // deployment or region -> "open at d1"
+	queues := map[[3]string]*Queue{}
+	w.mu.Lock()
+	for id, h := range w.latest {
+		if now.Sub(h.at) > 2*time.Second {
+			delete(w.latest, id)
+			continue
+		}
+		d := Dispatcher{ID: id, Admitted: h.state.Admitted}
+		for _, q := range h.state.Queues {
+			d.Waiting += q.Depth
+			k := [3]string{q.Pool, string(q.Tier), q.Team}
+			agg, ok := queues[k]
+			if !ok {
+				agg = &Queue{Pool: q.Pool, Tier: q.Tier, Team: q.Team}
+				queues[k] = agg
+			}
+			agg.Depth += q.Depth
+			agg.OldestWaitMS = max(agg.OldestWaitMS, q.OldestWaitMS)
+		}
+		for _, c := range h.state.Circuits {
+			circuits[c.Scope+":"+c.Name] = append(circuits[c.Scope+":"+c.Name], c.State+" at "+id)
+		}
+		s.Dispatchers = append(s.Dispatchers, d)
+		s.WaitingTotal += d.Waiting
+	}
+	w.mu.Unlock()
+	sort.Slice(s.Dispatchers, func(i, j int) bool { return s.Dispatchers[i].ID < s.Dispatchers[j].ID })
+	for _, q := range queues {
+		s.Queues = append(s.Queues, *q)
+	}
+	sort.Slice(s.Queues, func(i, j int) bool {
+		a, b := s.Queues[i], s.Queues[j]
+		if a.Pool != b.Pool {
+			return a.Pool < b.Pool
+		}
+		if a.Tier != b.Tier {
+			return a.Tier.Rank() < b.Tier.Rank()
+		}
+		return a.Team < b.Team
+	})
+
+	for _, pool := range cfg.Pools {
+		for _, dep := range pool.Deployments {
+			h := w.health.Get(dep.ID)
+			lim := dispatcher.DeploymentLimit(cfg, dep, h, now)
+			avail, err := w.limits.Available(ctx, dep.ID, lim)
+			if err != nil {
+				return nil, err
+			}
+			row := Deployment{
+				ID: dep.ID, Pool: dep.Pool(), Region: dep.Region, State: "ok",
+				HeadroomRequests: avail.Requests / lim.BurstRequests, HeadroomTokens: avail.Tokens / lim.BurstTokens,
+				RPM: lim.RPM, TPM: lim.TPM, ConfiguredRPM: dep.RPM, ConfiguredTPM: dep.TPM,
+			}
+			switch {
+			case h.DisabledNow(now):
+				row.State, row.Detail = "disabled", h.DisabledReason
+			case h.CoolingAt(now):
+				row.State = "cooling"
+				row.Detail = fmt.Sprintf("%s, %s more", h.CooldownReason, h.CooldownUntil.Sub(now).Round(time.Millisecond))
+			case len(circuits["deployment:"+dep.ID]) > 0:
+				row.State, row.Detail = "circuit_open", fmt.Sprint(circuits["deployment:"+dep.ID])
+			case len(circuits["region:"+dep.Region]) > 0:
+				row.State, row.Detail = "circuit_open", "region "+dep.Region+": "+fmt.Sprint(circuits["region:"+dep.Region])
+			case lim.RPM < float64(dep.RPM) || lim.TPM < float64(dep.TPM):
+				row.State, row.Detail = "limited", "the provider reported less than configured"
+			}
+			s.Deployments = append(s.Deployments, row)
+		}
+	}
+	sort.Slice(s.Deployments, func(i, j int) bool { return s.Deployments[i].ID < s.Deployments[j].ID })
+	return s, nil
+}
