@@ -17,11 +17,13 @@ var (
 
 	// ErrContention means the deployment's key was changed by other writers
 	// on every attempt to update it, so the update gave up. Nothing was
-	// taken. It is transient.
+	// taken. It is transient. When it comes from a compare-and-swap that
+	// lost every attempt, it matches kvstate.ErrContention too.
 	ErrContention = errors.New("concurrency: too much contention on a shared key")
 
 	// ErrBadState means the stored state of a deployment cannot be read. An
 	// operator can delete the key: the holders then write it again, and the
 	// blocks it held are forgotten (calls in flight are not, see Slots).
+	// It matches kvstate.ErrUnreadable too.
 	ErrBadState = errors.New("concurrency: unreadable slot state")
 )

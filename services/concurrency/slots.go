@@ -6,10 +6,11 @@ import (
 	"log/slog"
 	"math"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluicehq/sluice/services/kvstate"
 )
 
 // Options configures Slots.
@@ -51,39 +52,37 @@ type Options struct {
 // holders (dispatchers) sharing one KV bucket. See the package
 // documentation for the model.
 //
+// The cache of the deployments' keys, the compare-and-swap writes and the
+// turns are a [kvstate.Store]; its contention errors match both
+// [ErrContention] and [kvstate.ErrContention], and its unreadable states
+// both [ErrBadState] and [kvstate.ErrUnreadable].
+//
 // It is safe for concurrent use.
 type Slots struct {
-	kv          jetstream.KeyValue
-	holder      string
-	clock       Clock
-	ttl         time.Duration
-	skew        time.Duration
-	spare       float64
-	tickEvery   time.Duration
-	maxAttempts int
-	backoff     time.Duration
-	log         *slog.Logger
+	st        *kvstate.Store[state]
+	holder    string
+	clock     Clock
+	ttl       time.Duration
+	skew      time.Duration
+	spare     float64
+	tickEvery time.Duration
+	log       *slog.Logger
 
-	mu       sync.Mutex
-	cache    map[string]entry
-	deps     map[string]*deployment
-	watching bool
-	// stopWatch ends the watcher, which closes watchDone; nil when not
-	// started. stopLoop ends the loop, which closes loopDone; nil when no
-	// loop runs.
-	stopWatch func()
-	watchDone chan struct{}
-	stopLoop  func()
-	loopDone  chan struct{}
-
-	gets, creates, updates, conflicts atomic.Uint64
+	mu   sync.Mutex
+	deps map[string]*deployment
+	// stopLoop ends the loop, which closes loopDone; nil when no loop
+	// runs.
+	stopLoop func()
+	loopDone chan struct{}
 }
 
 // deployment is what this holder knows of its own calls on one deployment.
 // All fields but turn are guarded by Slots.mu.
 type deployment struct {
-	// turn serializes this holder's writes of the deployment's key.
-	turn turn
+	// turn serializes this holder's writes of the deployment's key, so
+	// that callers that all need a bigger block wait for the one already
+	// growing it instead of conflicting with each other in the KV.
+	turn *kvstate.Turn
 	// calls maps the id of each call holding a slot to the end of its
 	// lease.
 	calls map[string]time.Time
@@ -134,28 +133,25 @@ func New(kv jetstream.KeyValue, holder string, opts Options) (*Slots, error) {
 	if opts.TickEvery == 0 {
 		opts.TickEvery = opts.BlockTTL / 6
 	}
-	if opts.MaxAttempts <= 0 {
-		opts.MaxAttempts = 32
-	}
-	if opts.Backoff == 0 {
-		opts.Backoff = time.Millisecond
-	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Slots{
-		kv:          kv,
-		holder:      holder,
-		clock:       opts.Clock,
-		ttl:         opts.BlockTTL,
-		skew:        max(opts.ClockSkew, 0),
-		spare:       max(opts.Spare, 0),
-		tickEvery:   opts.TickEvery,
-		maxAttempts: opts.MaxAttempts,
-		backoff:     max(opts.Backoff, 0),
-		log:         opts.Logger,
-		cache:       make(map[string]entry),
-		deps:        make(map[string]*deployment),
+		st: kvstate.New(kv, stateCodec, kvstate.Options{
+			Name:        "concurrency",
+			MaxAttempts: opts.MaxAttempts,
+			Backoff:     opts.Backoff,
+			Contention:  ErrContention,
+			Unreadable:  ErrBadState,
+		}),
+		holder:    holder,
+		clock:     opts.Clock,
+		ttl:       opts.BlockTTL,
+		skew:      max(opts.ClockSkew, 0),
+		spare:     max(opts.Spare, 0),
+		tickEvery: opts.TickEvery,
+		log:       opts.Logger,
+		deps:      make(map[string]*deployment),
 	}, nil
 }
 
@@ -165,11 +161,11 @@ func (s *Slots) Holder() string { return s.holder }
 // Ops returns how many KV operations (Get, Create and Update, successful or
 // not, and the reads of Snapshot) this Slots has made. The watcher's
 // deliveries are not operations: they are pushed to it.
-func (s *Slots) Ops() uint64 { return s.gets.Load() + s.creates.Load() + s.updates.Load() }
+func (s *Slots) Ops() uint64 { return s.st.Ops() }
 
 // Conflicts returns how many writes failed because another holder changed
 // the key first.
-func (s *Slots) Conflicts() uint64 { return s.conflicts.Load() }
+func (s *Slots) Conflicts() uint64 { return s.st.Conflicts() }
 
 // Acquire takes a slot on deployment for the call callID until leaseUntil,
 // when at most maxInFlight calls may be in flight on deployment across all
@@ -242,11 +238,11 @@ func (s *Slots) admitLocked(key string, ds *deployment, maxInFlight int, callID 
 	if !ds.adopted {
 		return false
 	}
-	e := s.cache[key]
-	if e.err != nil {
+	e, _ := s.st.Cached(key)
+	if e.Err != nil {
 		return false
 	}
-	own := e.st.own(s.holder, now)
+	own := e.Value.own(s.holder, now)
 	// The block must outlive the lease: if this holder dies, its block is
 	// what keeps the call's slot taken.
 	if lease.UnixNano() > own.exp {
@@ -254,7 +250,7 @@ func (s *Slots) admitLocked(key string, ds *deployment, maxInFlight int, callID 
 	}
 	// A block bigger than what the others leave (the maximum shrank) admits
 	// nothing until it has been shrunk.
-	if e.st.others(s.holder, now, s.skew)+own.n > maxInFlight {
+	if e.Value.others(s.holder, now, s.skew)+own.n > maxInFlight {
 		return false
 	}
 	need := len(ds.calls)
@@ -265,7 +261,7 @@ func (s *Slots) admitLocked(key string, ds *deployment, maxInFlight int, callID 
 		return false
 	}
 	// While other holders wait for slots, a holder keeps to its fair share.
-	if share, contested := e.st.fairShare(s.holder, max(ds.peak, need), maxInFlight, now, s.skew); contested && need > share {
+	if share, contested := e.Value.fairShare(s.holder, max(ds.peak, need), maxInFlight, now, s.skew); contested && need > share {
 		return false
 	}
 	ds.addLocked(callID, lease)
@@ -274,10 +270,10 @@ func (s *Slots) admitLocked(key string, ds *deployment, maxInFlight int, callID 
 
 // acquireSlow writes a block that admits the call, then admits it.
 func (s *Slots) acquireSlow(ctx context.Context, key string, ds *deployment, maxInFlight int, callID string, lease time.Time) error {
-	if err := ds.turn.lock(ctx); err != nil {
+	if err := ds.turn.Lock(ctx); err != nil {
 		return err
 	}
-	defer ds.turn.unlock()
+	defer ds.turn.Unlock()
 	if err := s.adopt(ctx, key, ds); err != nil {
 		return err
 	}
@@ -291,7 +287,7 @@ func (s *Slots) acquireSlow(ctx context.Context, key string, ds *deployment, max
 		if admitted {
 			return nil
 		}
-		if attempt > s.maxAttempts {
+		if attempt > s.st.MaxAttempts() {
 			return fmt.Errorf("%w: key %q: the slots of %d blocks written were taken by other callers", ErrContention, key, attempt-1)
 		}
 		refused := false
@@ -354,22 +350,19 @@ func (s *Slots) acquireSlow(ctx context.Context, key string, ds *deployment, max
 func (s *Slots) adopt(ctx context.Context, key string, ds *deployment) error {
 	s.mu.Lock()
 	adopted := ds.adopted
-	e, watching := s.cache[key], s.watching
 	s.mu.Unlock()
 	if adopted {
 		return nil
 	}
-	if !watching {
-		var err error
-		if e, err = s.fetch(ctx, key); err != nil {
-			return err
-		}
+	e, err := s.st.Get(ctx, key)
+	if err != nil {
+		return err
 	}
-	if e.err != nil {
-		return e.err
+	if e.Err != nil {
+		return e.Err
 	}
 	now := s.clock.now()
-	own := e.st.own(s.holder, now)
+	own := e.Value.own(s.holder, now)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i := range own.n {
@@ -377,6 +370,25 @@ func (s *Slots) adopt(ctx context.Context, key string, ds *deployment) error {
 	}
 	ds.adopted = true
 	return nil
+}
+
+// update runs the compare-and-swap loop on key, the key of ds: f computes
+// the new state from the latest known one and says whether it must be
+// written. f may run more than once, and must leave the local state as it
+// found it. A write puts off the block's next renewal. Called with ds's
+// turn held.
+func (s *Slots) update(ctx context.Context, key string, ds *deployment, f func(cur state, now time.Time) (state, bool, error)) error {
+	var at time.Time
+	wrote, err := s.st.Update(ctx, key, func(cur state) (state, bool, error) {
+		at = s.clock.now()
+		return f(cur, at)
+	})
+	if wrote {
+		s.mu.Lock()
+		ds.renewAt = at.Add(s.ttl / 3)
+		s.mu.Unlock()
+	}
+	return err
 }
 
 // Release frees the slot of callID on deployment, when the call's attempt
@@ -424,16 +436,15 @@ func (s *Slots) InFlight(deployment string) int {
 // no network call.
 func (s *Slots) Held(deployment string) int {
 	now := s.clock.now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.cache[deployment].st.own(s.holder, now).n
+	e, _ := s.st.Cached(deployment)
+	return e.Value.own(s.holder, now).n
 }
 
 // deploymentLocked returns the local state of key, creating it.
 func (s *Slots) deploymentLocked(key string) *deployment {
 	ds, ok := s.deps[key]
 	if !ok {
-		ds = &deployment{turn: newTurn(), calls: make(map[string]time.Time)}
+		ds = &deployment{turn: s.st.Turn(key), calls: make(map[string]time.Time)}
 		s.deps[key] = ds
 	}
 	return ds

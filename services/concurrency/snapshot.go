@@ -3,13 +3,9 @@ package concurrency
 import (
 	"context"
 	"errors"
-	"fmt"
-	"maps"
 	"slices"
 	"strings"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Block is one holder's lease on a deployment, as Snapshot reports it.
@@ -40,25 +36,19 @@ func (s *Slots) Snapshot(ctx context.Context) (map[string][]Block, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	watching := s.watching
-	entries := maps.Clone(s.cache)
-	s.mu.Unlock()
-	if !watching {
-		var err error
-		if entries, err = s.load(ctx); err != nil {
-			return nil, err
-		}
+	entries, err := s.st.All(ctx)
+	if err != nil {
+		return nil, err
 	}
 	now := s.clock.now()
 	out := make(map[string][]Block)
 	var errs []error
 	for key, e := range entries {
-		if e.err != nil {
-			errs = append(errs, e.err)
+		if e.Err != nil {
+			errs = append(errs, e.Err)
 			continue
 		}
-		for h, b := range e.st.holders {
+		for h, b := range e.Value.holders {
 			live := liveOther(b, now, s.skew)
 			if h == s.holder {
 				live = now.UnixNano() < b.exp
@@ -68,20 +58,4 @@ func (s *Slots) Snapshot(ctx context.Context) (map[string][]Block, error) {
 		slices.SortFunc(out[key], func(a, b Block) int { return strings.Compare(a.Holder, b.Holder) })
 	}
 	return out, errors.Join(errs...)
-}
-
-// load reads the latest state of every key with a watcher that stops after
-// the initial values.
-func (s *Slots) load(ctx context.Context) (map[string]entry, error) {
-	s.gets.Add(1)
-	w, err := s.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
-	if err != nil {
-		return nil, fmt.Errorf("concurrency: read all: %w", err)
-	}
-	entries := make(map[string]entry)
-	if err := initial(ctx, w, func(kve jetstream.KeyValueEntry) { entries[kve.Key()] = entryOf(kve) }); err != nil {
-		return nil, fmt.Errorf("concurrency: read all: %w", err)
-	}
-	_ = w.Stop()
-	return entries, nil
 }

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
+	"github.com/sluicehq/sluice/services/kvstate"
 )
 
 // state is the shared state of one deployment: the block of slots each
@@ -27,19 +27,6 @@ type block struct {
 	n    int
 	exp  int64
 	want int
-}
-
-// entry is the latest known state of one key.
-type entry struct {
-	st state
-	// rev is the revision of the latest value or delete marker; 0 when the
-	// key never existed or its revision is unknown.
-	rev uint64
-	// exists is false for a missing or deleted key: the next write creates
-	// it.
-	exists bool
-	// err is set when the stored value cannot be decoded.
-	err error
 }
 
 // own returns holder's block, or the zero block (exp 0) when it has none or
@@ -152,6 +139,12 @@ type wireBlock struct {
 	Want int `json:"want,omitempty"`
 }
 
+// stateCodec stores states in their JSON form.
+var stateCodec = kvstate.Codec[state]{
+	Encode: func(st state) ([]byte, error) { return encodeState(st), nil },
+	Decode: decodeState,
+}
+
 func encodeState(st state) []byte {
 	w := wireState{Holders: make(map[string]wireBlock, len(st.holders))}
 	for h, b := range st.holders {
@@ -184,16 +177,4 @@ func decodeState(data []byte) (state, error) {
 		st.holders[h] = block{n: *b.N, exp: *b.Exp, want: b.Want}
 	}
 	return st, nil
-}
-
-// entryOf decodes a KV entry.
-func entryOf(kve jetstream.KeyValueEntry) entry {
-	if kve.Operation() != jetstream.KeyValuePut {
-		return entry{rev: kve.Revision()}
-	}
-	st, err := decodeState(kve.Value())
-	if err != nil {
-		err = fmt.Errorf("%w: key %q revision %d: %w", ErrBadState, kve.Key(), kve.Revision(), err)
-	}
-	return entry{st: st, rev: kve.Revision(), exists: true, err: err}
 }

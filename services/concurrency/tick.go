@@ -53,10 +53,10 @@ func (s *Slots) tick(ctx context.Context, key string, ds *deployment) error {
 	s.mu.Lock()
 	ds.expireLocked(now)
 	adopted, maxv, due := ds.adopted, ds.max, !now.Before(ds.renewAt)
-	e := s.cache[key]
-	own := e.st.own(s.holder, now)
-	over := maxv == 0 || e.st.others(s.holder, now, s.skew)+own.n > maxv
-	if share, contested := e.st.fairShare(s.holder, max(ds.peak, len(ds.calls)), maxv, now, s.skew); contested && own.n > share {
+	e, _ := s.st.Cached(key)
+	own := e.Value.own(s.holder, now)
+	over := maxv == 0 || e.Value.others(s.holder, now, s.skew)+own.n > maxv
+	if share, contested := e.Value.fairShare(s.holder, max(ds.peak, len(ds.calls)), maxv, now, s.skew); contested && own.n > share {
 		over = true
 	}
 	s.mu.Unlock()
@@ -64,10 +64,10 @@ func (s *Slots) tick(ctx context.Context, key string, ds *deployment) error {
 		return nil
 	}
 
-	if err := ds.turn.lock(ctx); err != nil {
+	if err := ds.turn.Lock(ctx); err != nil {
 		return err
 	}
-	defer ds.turn.unlock()
+	defer ds.turn.Unlock()
 	renewed := false
 	err := s.update(ctx, key, ds, func(cur state, now time.Time) (state, bool, error) {
 		s.mu.Lock()
@@ -140,15 +140,16 @@ func (s *Slots) returnBlocks(ctx context.Context) error {
 func (s *Slots) returnBlock(ctx context.Context, key string, ds *deployment) error {
 	now := s.clock.now()
 	s.mu.Lock()
-	adopted, own := ds.adopted, s.cache[key].st.own(s.holder, now)
+	adopted := ds.adopted
 	s.mu.Unlock()
-	if !adopted || own.exp == 0 {
+	e, _ := s.st.Cached(key)
+	if own := e.Value.own(s.holder, now); !adopted || own.exp == 0 {
 		return nil
 	}
-	if err := ds.turn.lock(ctx); err != nil {
+	if err := ds.turn.Lock(ctx); err != nil {
 		return err
 	}
-	defer ds.turn.unlock()
+	defer ds.turn.Unlock()
 	return s.update(ctx, key, ds, func(cur state, now time.Time) (state, bool, error) {
 		s.mu.Lock()
 		ds.expireLocked(now)

@@ -2,11 +2,7 @@ package concurrency
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Start runs the watcher that keeps the cache of every deployment's state,
@@ -17,33 +13,13 @@ import (
 //
 // Errors: ctx.Err(), the KV's errors, and an error when already started.
 func (s *Slots) Start(ctx context.Context) error {
+	// The lock is held meanwhile so that no call is admitted from a
+	// half-loaded cache, and Stop finds the loop.
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.stopWatch != nil {
-		return errors.New("concurrency: already started")
-	}
-	// The watcher's subscription ends with its context: give it one that
-	// outlives Start.
-	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	w, err := s.kv.WatchAll(wctx)
-	if err != nil {
-		cancel()
-		return fmt.Errorf("concurrency: watch: %w", err)
-	}
-	// The lock is held meanwhile so that no call is admitted from a
-	// half-loaded cache.
-	if err := initial(ctx, w, func(kve jetstream.KeyValueEntry) { s.storeLocked(kve.Key(), entryOf(kve)) }); err != nil {
-		cancel()
+	if err := s.st.Start(ctx); err != nil {
 		return err
 	}
-	s.watching = true
-	watchDone := make(chan struct{})
-	go s.watch(w, watchDone)
-	s.stopWatch = func() {
-		_ = w.Stop()
-		cancel()
-	}
-	s.watchDone = watchDone
 	if s.tickEvery > 0 {
 		loopCtx, stopLoop := context.WithCancel(context.Background())
 		loopDone := make(chan struct{})
@@ -51,52 +27,6 @@ func (s *Slots) Start(ctx context.Context) error {
 		s.stopLoop, s.loopDone = stopLoop, loopDone
 	}
 	return nil
-}
-
-// initial passes the latest value of every key to f, and returns when the
-// watcher says it has sent them all. On error it stops the watcher.
-func initial(ctx context.Context, w jetstream.KeyWatcher, f func(jetstream.KeyValueEntry)) error {
-	abort := func(err error) error {
-		// The watcher blocks while its channel is full: drain it until the
-		// stop closes it.
-		go func() {
-			for range w.Updates() {
-			}
-		}()
-		_ = w.Stop()
-		return err
-	}
-	for {
-		select {
-		case kve, ok := <-w.Updates():
-			if !ok {
-				return abort(errors.New("concurrency: watch: closed during the initial load"))
-			}
-			if kve == nil {
-				return nil
-			}
-			f(kve)
-		case <-ctx.Done():
-			return abort(ctx.Err())
-		}
-	}
-}
-
-// watch applies the watcher's updates to the cache until the watcher ends.
-func (s *Slots) watch(w jetstream.KeyWatcher, done chan struct{}) {
-	defer close(done)
-	for kve := range w.Updates() {
-		if kve == nil {
-			continue
-		}
-		s.mu.Lock()
-		s.storeLocked(kve.Key(), entryOf(kve))
-		s.mu.Unlock()
-	}
-	// Without updates the cache may fall behind: stop trusting it.
-	s.mu.Lock()
-	s.watching = false
-	s.mu.Unlock()
 }
 
 // loop calls Tick every TickEvery until ctx ends.
@@ -143,13 +73,6 @@ func (s *Slots) Stop(ctx context.Context) error {
 	}
 	// The watcher keeps the cache fresh meanwhile, saving a read per key.
 	err := s.returnBlocks(ctx)
-	s.mu.Lock()
-	stopWatch, watchDone := s.stopWatch, s.watchDone
-	s.stopWatch, s.watchDone = nil, nil
-	s.mu.Unlock()
-	if stopWatch != nil {
-		stopWatch()
-		<-watchDone
-	}
+	s.st.Stop()
 	return err
 }

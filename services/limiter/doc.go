@@ -29,7 +29,8 @@
 // dispatcher processes. It updates a key with compare-and-swap and keeps a
 // local cache of the latest value and revision of every key, fed by a KV
 // watcher and by its own writes, so that the common Take costs one KV
-// operation and Available costs none.
+// operation and Available costs none. That machinery is package kvstate's,
+// shared with the concurrency slots and the deployments' health.
 //
 // [Leases] sits in front of any [Limiter] inside one process. Compare-and-swap
 // on one hot key collapses when many processes write it (measured: 9.5k

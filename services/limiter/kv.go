@@ -2,14 +2,15 @@ package limiter
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
-	"sync"
-	"sync/atomic"
+	"math"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluicehq/sluice/services/kvstate"
 )
 
 // KVOptions configures a KV.
@@ -52,65 +53,54 @@ type KVOptions struct {
 // Writers of one key inside one process take turns, so that they queue
 // instead of conflicting with each other in the KV.
 //
+// The cache, the compare-and-swap loop and the turns are a
+// [kvstate.Store]; its contention errors match both [ErrContention] and
+// [kvstate.ErrContention], and its unreadable states both [ErrBadState]
+// and [kvstate.ErrUnreadable].
+//
 // It is safe for concurrent use.
 type KV struct {
-	kv          jetstream.KeyValue
-	clock       Clock
-	maxAttempts int
-	backoff     time.Duration
-
-	mu       sync.Mutex
-	cache    map[string]entry
-	turns    map[string]turn
-	watching bool
-	stop     func() // ends the watcher; nil when not started
-	done     chan struct{}
-
-	gets, creates, updates, conflicts atomic.Uint64
+	st    *kvstate.Store[Bucket]
+	clock Clock
 }
 
 var _ Limiter = (*KV)(nil)
 
-// entry is the latest known state of one key.
-type entry struct {
-	bucket Bucket
-	// rev is the revision of the latest value or delete marker; 0 when the
-	// key never existed or its revision is unknown.
-	rev uint64
-	// exists is false for a missing or deleted key: the next write creates
-	// it.
-	exists bool
-	// err is set when the stored value cannot be decoded.
-	err error
-}
-
 // NewKV returns a KV over the KV bucket kv, which the caller created (a
 // history of 1 suffices). Call Start to run the watcher.
 func NewKV(kv jetstream.KeyValue, opts KVOptions) *KV {
-	if opts.MaxAttempts <= 0 {
-		opts.MaxAttempts = 32
-	}
-	if opts.Backoff == 0 {
-		opts.Backoff = time.Millisecond
-	}
 	return &KV{
-		kv:          kv,
-		clock:       opts.Clock,
-		maxAttempts: opts.MaxAttempts,
-		backoff:     max(opts.Backoff, 0),
-		cache:       make(map[string]entry),
-		turns:       make(map[string]turn),
+		st: kvstate.New(kv, kvstate.Codec[Bucket]{Encode: encodeBucket, Decode: decodeBucket}, kvstate.Options{
+			Name:        "limiter",
+			MaxAttempts: opts.MaxAttempts,
+			Backoff:     opts.Backoff,
+			Contention:  ErrContention,
+			Unreadable:  ErrBadState,
+		}),
+		clock: opts.Clock,
 	}
 }
+
+// Start runs the watcher that keeps the cache of every key's state, and
+// returns once the cache holds the state of every existing key. ctx bounds
+// only that initial load; the watcher runs until Stop.
+//
+// Errors: ctx.Err(), the KV's errors, and an error when already started.
+func (k *KV) Start(ctx context.Context) error { return k.st.Start(ctx) }
+
+// Stop ends the watcher and waits for it. The KV stays usable: without the
+// watcher, every operation reads its key first. Stop on a KV that is not
+// started does nothing.
+func (k *KV) Stop() { k.st.Stop() }
 
 // Ops returns how many KV operations (Get, Create and Update, successful or
 // not) this KV has made. The watcher's deliveries are not operations: they
 // are pushed to it.
-func (k *KV) Ops() uint64 { return k.gets.Load() + k.creates.Load() + k.updates.Load() }
+func (k *KV) Ops() uint64 { return k.st.Ops() }
 
 // Conflicts returns how many writes failed because another writer changed
 // the key first.
-func (k *KV) Conflicts() uint64 { return k.conflicts.Load() }
+func (k *KV) Conflicts() uint64 { return k.st.Conflicts() }
 
 // Take implements [Limiter.Take].
 //
@@ -168,153 +158,68 @@ func (k *KV) Available(ctx context.Context, key string, limit Limit) (Amount, er
 	if err := ctx.Err(); err != nil {
 		return Amount{}, err
 	}
-	e, watched := k.cached(key)
-	if !watched {
-		var err error
-		if e, err = k.fetch(ctx, key); err != nil {
-			return Amount{}, err
-		}
+	e, err := k.st.Get(ctx, key)
+	if err != nil {
+		return Amount{}, err
 	}
-	if e.err != nil {
-		return Amount{}, e.err
+	if e.Err != nil {
+		return Amount{}, e.Err
 	}
-	return e.bucket.Available(limit, k.clock.now())
+	return e.Value.Available(limit, k.clock.now())
 }
 
-// modify runs the compare-and-swap loop on key: f computes the new state
-// from the latest known one and says whether it must be written.
+// modify runs the compare-and-swap loop on key, in key's turn: f computes
+// the new state from the latest known one and says whether it must be
+// written.
 func (k *KV) modify(ctx context.Context, key string, f func(Bucket, time.Time) (Bucket, bool, error)) error {
 	// A refusal from the cache would succeed without the network: check ctx
 	// first so that a cancelled caller always learns it.
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	t := k.turn(key)
-	if err := t.lock(ctx); err != nil {
+	t := k.st.Turn(key)
+	if err := t.Lock(ctx); err != nil {
 		return err
 	}
-	defer t.unlock()
-
-	e, fresh := k.cached(key)
-	for attempt := 1; ; attempt++ {
-		if !fresh {
-			var err error
-			if e, err = k.fetch(ctx, key); err != nil {
-				return err
-			}
-		}
-		if e.err != nil {
-			return e.err
-		}
-		now := k.clock.now()
-		nb, write, err := f(e.bucket, now)
+	defer t.Unlock()
+	_, err := k.st.Update(ctx, key, func(b Bucket) (Bucket, bool, error) {
+		nb, write, err := f(b, k.clock.now())
 		if err != nil || !write {
-			return err
+			return b, false, err
 		}
-		// Store what the KV will hand back to a reader, so that this
+		// Cache what the KV will hand back to a reader, so that this
 		// process computes exactly what the others compute.
 		nb.At = time.Unix(0, nb.At.UnixNano())
-		rev, err := k.write(ctx, key, e, encodeBucket(nb))
-		if err == nil {
-			k.store(key, entry{bucket: nb, rev: rev, exists: true})
-			return nil
-		}
-		if !isConflict(err) {
-			return fmt.Errorf("limiter: write %q: %w", key, err)
-		}
-		k.conflicts.Add(1)
-		if attempt >= k.maxAttempts {
-			return fmt.Errorf("%w: key %q changed on each of %d attempts", ErrContention, key, attempt)
-		}
-		if err := k.pause(ctx, attempt); err != nil {
-			return err
-		}
-		fresh = false
-	}
+		return nb, true, nil
+	})
+	return err
 }
 
-// write creates the key, or updates it at the revision in e.
-func (k *KV) write(ctx context.Context, key string, e entry, value []byte) (uint64, error) {
-	if e.exists {
-		k.updates.Add(1)
-		return k.kv.Update(ctx, key, value, e.rev)
-	}
-	// Create also replaces a delete marker.
-	k.creates.Add(1)
-	return k.kv.Create(ctx, key, value)
+// wireBucket is the JSON form of a Bucket. The fields are pointers so that
+// a value missing one is rejected rather than read as an empty bucket.
+type wireBucket struct {
+	Requests *float64 `json:"r"`
+	Tokens   *float64 `json:"t"`
+	At       *int64   `json:"at"`
 }
 
-// isConflict reports whether a write failed because the key changed: a
-// revision mismatch from Update (10071, or 10164 on replicated buckets,
-// both mapped by jetstream) or an existing key from Create.
-func isConflict(err error) bool {
-	return errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists)
+// encodeBucket fails only on a level that is not finite, which validated
+// inputs never produce.
+func encodeBucket(b Bucket) ([]byte, error) {
+	at := b.At.UnixNano()
+	return json.Marshal(wireBucket{Requests: &b.Level.Requests, Tokens: &b.Level.Tokens, At: &at})
 }
 
-// pause waits a random time before retry attempt+1.
-func (k *KV) pause(ctx context.Context, attempt int) error {
-	if k.backoff <= 0 {
-		return ctx.Err()
+func decodeBucket(data []byte) (Bucket, error) {
+	var w wireBucket
+	if err := json.Unmarshal(data, &w); err != nil {
+		return Bucket{}, err
 	}
-	limit := k.backoff << min(attempt-1, 5)
-	timer := time.NewTimer(rand.N(limit))
-	defer timer.Stop()
-	select {
-	case <-timer.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
+	if w.Requests == nil || w.Tokens == nil || w.At == nil {
+		return Bucket{}, errors.New(`missing "r", "t" or "at"`)
 	}
-}
-
-// fetch reads key from the KV and caches what it read.
-func (k *KV) fetch(ctx context.Context, key string) (entry, error) {
-	k.gets.Add(1)
-	kve, err := k.kv.Get(ctx, key)
-	switch {
-	case errors.Is(err, jetstream.ErrKeyNotFound):
-		// Get hides the revision of a delete marker; Create handles it.
-		e := entry{}
-		k.mu.Lock()
-		k.cache[key] = e
-		k.mu.Unlock()
-		return e, nil
-	case err != nil:
-		return entry{}, fmt.Errorf("limiter: read %q: %w", key, err)
+	if math.IsNaN(*w.Requests) || math.IsNaN(*w.Tokens) || *w.At <= 0 {
+		return Bucket{}, fmt.Errorf("bad levels or time in %s", data)
 	}
-	e := entryOf(kve)
-	return k.store(key, e), nil
-}
-
-// cached returns the cached entry of key, and whether the watcher is
-// running, which makes the cache complete: a key missing from it does not
-// exist.
-func (k *KV) cached(key string) (entry, bool) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return k.cache[key], k.watching
-}
-
-// store caches e unless the cache already holds a later revision (the
-// watcher and this process's own writes race), and returns the entry kept.
-func (k *KV) store(key string, e entry) entry {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if cur, ok := k.cache[key]; ok && cur.rev > e.rev {
-		return cur
-	}
-	k.cache[key] = e
-	return e
-}
-
-// turn returns the turn of key, creating it.
-func (k *KV) turn(key string) turn {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	t, ok := k.turns[key]
-	if !ok {
-		t = newTurn()
-		k.turns[key] = t
-	}
-	return t
+	return Bucket{Level: Amount{Requests: *w.Requests, Tokens: *w.Tokens}, At: time.Unix(0, *w.At)}, nil
 }

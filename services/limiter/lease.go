@@ -8,6 +8,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/sluicehq/sluice/services/kvstate"
 )
 
 // LeaseOptions configures Leases.
@@ -81,7 +83,7 @@ type lease struct {
 	// turn serializes the shared takes for the key: callers that find the
 	// allowance short wait for the one already topping it up, rather than
 	// each taking a chunk.
-	turn turn
+	turn *kvstate.Turn
 
 	mu       sync.Mutex
 	limit    Limit      // the latest limit seen for the key; returns use it
@@ -168,10 +170,10 @@ func (l *Leases) Take(ctx context.Context, key string, limit Limit, need Amount)
 		return nil
 	}
 
-	if err := ls.turn.lock(ctx); err != nil {
+	if err := ls.turn.Lock(ctx); err != nil {
 		return err
 	}
-	defer ls.turn.unlock()
+	defer ls.turn.Unlock()
 	// Another caller may have topped the allowance up meanwhile.
 	now = l.clock.now()
 	ls.mu.Lock()
@@ -334,7 +336,7 @@ func (l *Leases) lease(key string) *lease {
 	defer l.mu.Unlock()
 	ls, ok := l.keys[key]
 	if !ok {
-		ls = &lease{turn: newTurn()}
+		ls = &lease{turn: kvstate.NewTurn()}
 		l.keys[key] = ls
 	}
 	return ls

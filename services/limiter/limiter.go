@@ -61,11 +61,13 @@ var (
 	// ErrContention means a shared bucket was changed by other writers on
 	// every attempt to update it, so the update gave up. Nothing was
 	// debited. It is transient: retrying later, or leasing (see Leases) to
-	// have fewer writers, helps.
+	// have fewer writers, helps. KV's contention errors match
+	// kvstate.ErrContention too.
 	ErrContention = errors.New("limiter: too much contention on a shared bucket")
 
 	// ErrBadState means the stored state of a shared bucket cannot be read.
-	// An operator can delete the key to reset the bucket to full.
+	// An operator can delete the key to reset the bucket to full. KV's
+	// such errors match kvstate.ErrUnreadable too.
 	ErrBadState = errors.New("limiter: unreadable bucket state")
 )
 
