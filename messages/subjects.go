@@ -51,6 +51,8 @@ const (
 	// BucketConcurrency holds the in-flight slots each dispatcher leased,
 	// per deployment.
 	BucketConcurrency = "SLUICE_CONCURRENCY"
+	// BucketUsage holds usage roll-ups per hour, team, pool and tier.
+	BucketUsage = "SLUICE_USAGE"
 	// BucketConfig holds the live configuration.
 	BucketConfig = "SLUICE_CONFIG"
 )

@@ -103,7 +103,16 @@ func TestPlainNATSClientMakesACall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := stored.GetLastMsgForSubject(ctx, "sluice.result.demo."+id)
+	// The stream stores the result as subscribers receive it; a get right
+	// after may come a moment early.
+	var m *jetstream.RawStreamMsg
+	for {
+		m, err = stored.GetLastMsgForSubject(ctx, "sluice.result.demo."+id)
+		if err == nil || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	if err != nil || string(m.Data) != string(msg.Data) {
 		t.Fatalf("stored result: %v", err)
 	}

@@ -29,6 +29,7 @@ var commands = map[string]command{
 	"fakeprovider": {"run a fake OpenAI-compatible provider that enforces rate limits", runFakeProvider},
 	"health":       {"show what providers taught sluice about each deployment; re-enable a key", runHealth},
 	"status":       {"show queues, headroom, cooldowns and open circuits, live", runStatus},
+	"usage":        {"print calls, tokens, errors, 429s and waits per team, pool and tier", runUsage},
 	"bench":        {"measure throughput and added latency", runBench},
 }
 
@@ -44,13 +45,13 @@ func main() {
 
 func execute(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		usage(stderr)
+		printCommands(stderr)
 		return 2
 	}
 	cmd, ok := commands[args[0]]
 	if !ok {
 		fmt.Fprintf(stderr, "sluice: unknown command %q\n\n", args[0])
-		usage(stderr)
+		printCommands(stderr)
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -70,7 +71,7 @@ func execute(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
-func usage(w io.Writer) {
+func printCommands(w io.Writer) {
 	fmt.Fprintln(w, "usage: sluice <command> [flags]")
 	fmt.Fprintln(w)
 	names := make([]string, 0, len(commands))

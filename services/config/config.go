@@ -180,6 +180,9 @@ type Streams struct {
 	DuplicateWindow time.Duration `yaml:"duplicate_window"`
 	// DeadLetterMaxAge is how long dead letters are kept. Default 7 days.
 	DeadLetterMaxAge time.Duration `yaml:"dead_letter_max_age"`
+	// UsageMaxAge is how long hourly usage roll-ups are kept. Default 90
+	// days.
+	UsageMaxAge time.Duration `yaml:"usage_max_age"`
 	// MaxWaiting bounds the calls that may wait for admission, across all
 	// dispatchers. Default 100000.
 	MaxWaiting int `yaml:"max_waiting"`

@@ -143,6 +143,7 @@ func (c *Config) Validate() error {
 	v.positiveDuration("streams.results_max_age", c.Streams.ResultsMaxAge)
 	v.positiveDuration("streams.duplicate_window", c.Streams.DuplicateWindow)
 	v.positiveDuration("streams.dead_letter_max_age", c.Streams.DeadLetterMaxAge)
+	v.positiveDuration("streams.usage_max_age", c.Streams.UsageMaxAge)
 	v.positive("streams.max_waiting", int64(c.Streams.MaxWaiting))
 	if len(v.problems) > 0 {
 		return &ValidationError{Problems: v.problems}
@@ -240,6 +241,7 @@ func (c *Config) applyDefaults() {
 	setDefault(&c.Streams.ResultsMaxAge, 24*time.Hour)
 	setDefault(&c.Streams.DuplicateWindow, 10*time.Minute)
 	setDefault(&c.Streams.DeadLetterMaxAge, 7*24*time.Hour)
+	setDefault(&c.Streams.UsageMaxAge, 90*24*time.Hour)
 	setDefault(&c.Streams.MaxWaiting, 100_000)
 	for _, p := range c.Pools {
 		if p != nil {

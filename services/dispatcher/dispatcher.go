@@ -36,6 +36,7 @@ import (
 	"github.com/sluicehq/sluice/services/results"
 	"github.com/sluicehq/sluice/services/streams"
 	"github.com/sluicehq/sluice/services/telemetry"
+	"github.com/sluicehq/sluice/services/usage"
 )
 
 // Config configures a dispatcher.
@@ -103,6 +104,7 @@ type Dispatcher struct {
 	settle *settlements
 	health *health.Store
 	slots  *concurrency.Slots
+	usage  *usage.Recorder
 	// countedOps and countedConflicts are the KV limiter's counts already
 	// added to metrics; only settleLoop touches them.
 	countedOps, countedConflicts uint64
@@ -162,6 +164,8 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		return err
 	}
 	d.stream = res.Results
+	d.usage = usage.NewRecorder(res.Usage, d.log, d.cfg.Clock)
+	d.results.RecordTo(d.usage)
 	d.health = health.NewStore(res.Health)
 	if err := d.health.Start(ctx); err != nil {
 		return err
@@ -215,10 +219,11 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 
 	loopCtx, stopLoop := context.WithCancel(context.Background())
 	var loops sync.WaitGroup
-	loops.Add(3)
+	loops.Add(4)
 	go func() { defer loops.Done(); d.schedule(loopCtx) }()
 	go func() { defer loops.Done(); d.settleLoop(loopCtx) }()
 	go func() { defer loops.Done(); d.announce(loopCtx) }()
+	go func() { defer loops.Done(); d.usage.Run(loopCtx) }()
 
 	<-ctx.Done()
 	cc.Stop()
@@ -242,6 +247,9 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	_ = d.slots.Stop(stopCtx)
 	d.flushSettlements(stopCtx)
 	d.countLimiterOps()
+	if err := d.usage.Flush(stopCtx); err != nil {
+		d.log.Warn("usage: last flush", "err", err)
+	}
 	d.log.Info("dispatcher stopped", "handed_back", len(held))
 	return nil
 }

@@ -179,22 +179,6 @@ func (q *queue) fairest(pool string, tier messages.Tier, skip func(team string) 
 	return best
 }
 
-// teams lists the teams with calls waiting in pool and tier, sorted.
-func (q *queue) teams(pool string, tier messages.Tier) []string {
-	tiers, ok := q.pools[pool]
-	if !ok {
-		return nil
-	}
-	var out []string
-	for name, team := range tiers[tier.Rank()].teams {
-		if team.calls.Len() > 0 {
-			out = append(out, name)
-		}
-	}
-	sort.Strings(out)
-	return out
-}
-
 // depth is the number of calls waiting for pool in tier, and the oldest of
 // them, per team.
 func (q *queue) depth(pool string, tier messages.Tier) map[string]teamDepth {

@@ -129,6 +129,7 @@ func (e *Executor) attempt(ctx context.Context, msg jetstream.Msg, w *messages.W
 		return fail(messages.OutcomeQuota, 0, quota)
 	case providers.RateLimited:
 		e.metrics.Provider429s.WithLabelValues(dep.ID).Inc()
+		e.usage.Met429(w.Team, dep.Pool(), w.Tier)
 		return e.retryOrGiveUp(w, res, messages.OutcomeRateLimited, resp.Limits.Wait(resp.ErrorType),
 			&messages.Error{Code: messages.CodeRateLimited, ProviderStatus: resp.Status, Message: "the provider answered 429"})
 	case providers.Unavailable:

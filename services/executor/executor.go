@@ -31,6 +31,7 @@ import (
 	"github.com/sluicehq/sluice/services/results"
 	"github.com/sluicehq/sluice/services/streams"
 	"github.com/sluicehq/sluice/services/telemetry"
+	"github.com/sluicehq/sluice/services/usage"
 )
 
 // Config configures an executor.
@@ -107,6 +108,7 @@ type Executor struct {
 	results *results.Publisher
 	stream  jetstream.Stream // SLUICE_RESULTS, for redelivery checks
 	health  *health.Store
+	usage   *usage.Recorder
 }
 
 // New returns an executor that uses nc. Run starts it.
@@ -137,6 +139,13 @@ func (e *Executor) Run(ctx context.Context) error {
 		return err
 	}
 	e.stream = res.Results
+	e.usage = usage.NewRecorder(res.Usage, e.log, e.cfg.Clock)
+	e.results.RecordTo(e.usage)
+	usageCtx, stopUsage := context.WithCancel(context.Background())
+	usageDone := make(chan struct{})
+	go func() { defer close(usageDone); e.usage.Run(usageCtx) }()
+	// Stopping the recorder flushes it, after the last result.
+	defer func() { stopUsage(); <-usageDone }()
 	e.health = health.NewStore(res.Health)
 	if err := e.health.Start(ctx); err != nil {
 		return err

@@ -26,7 +26,17 @@ type Publisher struct {
 	js      jetstream.JetStream
 	metrics *telemetry.Metrics
 	now     func() time.Time
+	usage   Recorder
 }
+
+// Recorder takes every result published (and not a duplicate), for the
+// usage figures.
+type Recorder interface {
+	Result(*messages.Result)
+}
+
+// RecordTo makes p record every result it publishes to rec.
+func (p *Publisher) RecordTo(rec Recorder) { p.usage = rec }
 
 // NewPublisher returns a Publisher. now may be nil for time.Now.
 func NewPublisher(js jetstream.JetStream, metrics *telemetry.Metrics, now func() time.Time) *Publisher {
@@ -61,6 +71,9 @@ func (p *Publisher) Publish(ctx context.Context, r *messages.Result) error {
 	}
 	if !ack.Duplicate {
 		p.metrics.Calls.WithLabelValues(r.Team, string(r.Tier), r.Outcome()).Inc()
+		if p.usage != nil {
+			p.usage.Result(r)
+		}
 	}
 	return nil
 }

@@ -40,6 +40,7 @@ type Resources struct {
 	Config      jetstream.KeyValue
 	Health      jetstream.KeyValue
 	Concurrency jetstream.KeyValue
+	Usage       jetstream.KeyValue
 }
 
 // Ensure creates or updates every stream and bucket to match cfg and
@@ -118,6 +119,16 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg config.Streams) (*R
 		Bucket:      messages.BucketConcurrency,
 		Description: "sluice: in-flight slots leased by each dispatcher, per deployment",
 		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+	}); err != nil {
+		return nil, err
+	}
+	if r.Usage, err = ensureBucket(ctx, js, jetstream.KeyValueConfig{
+		Bucket:      messages.BucketUsage,
+		Description: "sluice: usage per hour, team, pool and tier",
+		History:     1,
+		TTL:         cfg.UsageMaxAge,
 		Storage:     jetstream.FileStorage,
 		Replicas:    cfg.Replicas,
 	}); err != nil {

@@ -15,7 +15,7 @@ import (
 )
 
 func streamsConfig() config.Streams {
-	return config.Streams{Replicas: 1, ResultsMaxAge: time.Hour, DuplicateWindow: time.Minute, DeadLetterMaxAge: time.Hour, MaxWaiting: 1000}
+	return config.Streams{Replicas: 1, ResultsMaxAge: time.Hour, DuplicateWindow: time.Minute, DeadLetterMaxAge: time.Hour, UsageMaxAge: time.Hour, MaxWaiting: 1000}
 }
 
 // Several services starting at once, each on its own connection, all
@@ -56,7 +56,7 @@ func TestEnsureIsIdempotentUnderConcurrency(t *testing.T) {
 	for n := range names.Name() {
 		got = append(got, n)
 	}
-	if len(got) != 8 { // 4 streams + 4 KV buckets
+	if len(got) != 9 { // 4 streams + 5 KV buckets
 		t.Fatalf("streams: %v", got)
 	}
 	s, err := js.Stream(ctx, messages.StreamResults)

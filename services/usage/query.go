@@ -1,0 +1,86 @@
+package usage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Total is one team's use of one pool at one tier over a span of hours,
+// with the queue-wait percentiles people ask for.
+type Total struct {
+	Record
+	WaitP50MS float64 `json:"wait_p50_ms"`
+	WaitP99MS float64 `json:"wait_p99_ms"`
+}
+
+// Query adds up the roll-ups of the hours that overlap [since, until), per
+// team, pool and tier, sorted.
+func Query(ctx context.Context, kv jetstream.KeyValue, since, until time.Time) ([]Total, error) {
+	lister, err := kv.ListKeys(ctx)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrNoKeysFound) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("usage: list: %w", err)
+	}
+	first, last := since.UTC().Truncate(time.Hour), until.UTC()
+	store := newStore(kv)
+	totals := map[string]*Total{}
+	for key := range lister.Keys() {
+		hour, ok := hourOf(key)
+		if !ok || hour.Before(first) || !hour.Before(last) {
+			continue
+		}
+		e, err := store.Get(ctx, key)
+		if err != nil {
+			return nil, err
+		}
+		if !e.Exists {
+			continue
+		}
+		rec := e.Value
+		k := rec.Team + "\x00" + rec.Pool + "\x00" + string(rec.Tier)
+		t, ok := totals[k]
+		if !ok {
+			t = &Total{Record: Record{Team: rec.Team, Pool: rec.Pool, Tier: rec.Tier, Hour: hour}}
+			totals[k] = t
+		}
+		t.Add(&rec)
+		if hour.Before(t.Hour) {
+			t.Hour = hour
+		}
+	}
+	out := make([]Total, 0, len(totals))
+	for _, t := range totals {
+		t.WaitP50MS = float64(t.Wait.Quantile(0.5)) / float64(time.Millisecond)
+		t.WaitP99MS = float64(t.Wait.Quantile(0.99)) / float64(time.Millisecond)
+		out = append(out, *t)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.Team != b.Team {
+			return a.Team < b.Team
+		}
+		if a.Pool != b.Pool {
+			return a.Pool < b.Pool
+		}
+		return a.Tier.Rank() < b.Tier.Rank()
+	})
+	return out, nil
+}
+
+// hourOf reads the hour a roll-up key names.
+func hourOf(key string) (time.Time, bool) {
+	stamp, _, ok := strings.Cut(strings.TrimPrefix(key, "h"), ".")
+	if !ok || !strings.HasPrefix(key, "h") {
+		return time.Time{}, false
+	}
+	t, err := time.Parse("2006010215", stamp)
+	return t, err == nil
+}

@@ -1,0 +1,111 @@
+// Package usage owns the figures people bring to a quota discussion: per
+// team, pool and tier, how many calls were made, how they ended, the
+// tokens they used, the 429s they met, and how long they waited, rolled up
+// per hour in KV bucket SLUICE_USAGE so that they survive restarts.
+//
+// Every service that ends calls (dispatchers for the calls they refuse,
+// executors for the rest) records into a Recorder, which merges its
+// figures into the bucket every few seconds with compare-and-swap, one
+// write per roll-up touched, whatever the traffic. Query reads them back.
+package usage
+
+import (
+	"math"
+	"time"
+
+	"github.com/sluicehq/sluice/messages"
+)
+
+// Record is one team's use of one pool at one tier during one hour.
+type Record struct {
+	Hour time.Time     `json:"hour"`
+	Team string        `json:"team"`
+	Pool string        `json:"pool"`
+	Tier messages.Tier `json:"tier"`
+	// Calls ended, OK of them successfully; Errors by code.
+	Calls  int64                   `json:"calls"`
+	OK     int64                   `json:"ok"`
+	Errors map[messages.Code]int64 `json:"errors,omitempty"`
+	// RateLimited counts the provider 429s the team's attempts met.
+	RateLimited int64 `json:"provider_429s"`
+	// Tokens the providers reported.
+	PromptTokens     int64 `json:"prompt_tokens"`
+	CompletionTokens int64 `json:"completion_tokens"`
+	TotalTokens      int64 `json:"total_tokens"`
+	// Wait is the distribution of the time calls waited for admission.
+	Wait Histogram `json:"wait"`
+}
+
+// Add merges o into r.
+func (r *Record) Add(o *Record) {
+	r.Calls += o.Calls
+	r.OK += o.OK
+	for code, n := range o.Errors {
+		if r.Errors == nil {
+			r.Errors = map[messages.Code]int64{}
+		}
+		r.Errors[code] += n
+	}
+	r.RateLimited += o.RateLimited
+	r.PromptTokens += o.PromptTokens
+	r.CompletionTokens += o.CompletionTokens
+	r.TotalTokens += o.TotalTokens
+	r.Wait.Add(&o.Wait)
+}
+
+// ErrorCount is the number of calls that ended in an error.
+func (r *Record) ErrorCount() int64 {
+	var n int64
+	for _, c := range r.Errors {
+		n += c
+	}
+	return n
+}
+
+// Histogram counts durations in buckets whose upper bounds double from
+// 1 ms: bucket i holds durations below 2^i ms (the last holds the rest).
+// Histograms of different services and hours add up exactly, which
+// percentiles do not.
+type Histogram struct {
+	Counts [histogramBuckets]int64 `json:"counts"`
+}
+
+const histogramBuckets = 26 // up to 2^24 ms (4.7 hours), then the rest
+
+// Observe counts one duration.
+func (h *Histogram) Observe(d time.Duration) {
+	ms := float64(d) / float64(time.Millisecond)
+	i := 0
+	if ms >= 1 {
+		i = min(int(math.Floor(math.Log2(ms)))+1, histogramBuckets-1)
+	}
+	h.Counts[i]++
+}
+
+// Add merges o into h.
+func (h *Histogram) Add(o *Histogram) {
+	for i := range h.Counts {
+		h.Counts[i] += o.Counts[i]
+	}
+}
+
+// Quantile estimates the q-quantile (0 < q ≤ 1): the upper bound of the
+// bucket it falls in, so it errs high by at most a factor of two.
+func (h *Histogram) Quantile(q float64) time.Duration {
+	var total int64
+	for _, c := range h.Counts {
+		total += c
+	}
+	if total == 0 {
+		return 0
+	}
+	rank := int64(math.Ceil(q * float64(total)))
+	var seen int64
+	for i, c := range h.Counts {
+		seen += c
+		if seen >= rank {
+			return time.Duration(math.Pow(2, float64(i))) * time.Millisecond
+		}
+	}
+	return time.Duration(math.Pow(2, histogramBuckets-1)) * time.Millisecond
+}
