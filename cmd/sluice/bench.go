@@ -14,8 +14,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := newFlagSet("bench", stderr)
 	var o bench.Options
 	var acc bench.AccuracyOptions
-	mode := fs.String("mode", "throughput", "throughput: calls/s and added latency against a JetStream baseline; accuracy: 429s and capacity used under twice the demand")
-	fs.DurationVar(&acc.Duration, "duration", 60*time.Second, "accuracy: how long to offer the demand")
+	mode := fs.String("mode", "throughput", "throughput: calls/s and added latency against a JetStream baseline; accuracy: 429s and capacity used under twice the demand; fairness: teams' shares and critical waits under three times the demand")
+	fs.DurationVar(&acc.Duration, "duration", 60*time.Second, "accuracy, fairness: how long to offer the demand")
 	fs.Float64Var(&acc.Demand, "demand", 2, "accuracy: demand as a multiple of the capacity")
 	fs.IntVar(&o.Calls, "calls", 20000, "calls (and baseline messages) for the throughput measurement")
 	fs.Float64Var(&o.Rate, "rate", 200, "calls per second for the latency measurement")
@@ -41,6 +41,15 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return writeJSON(stdout, rep)
 		}
 		printReport(stdout, rep)
+	case "fairness":
+		rep, err := bench.RunFairness(ctx, bench.FairnessOptions{Duration: acc.Duration, Dispatchers: o.Dispatchers})
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return writeJSON(stdout, rep)
+		}
+		printFairness(stdout, rep)
 	case "accuracy":
 		acc.Dispatchers = o.Dispatchers
 		rep, err := bench.RunAccuracy(ctx, acc)
@@ -52,7 +61,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		printAccuracy(stdout, rep)
 	default:
-		return fmt.Errorf("-mode %q: use throughput or accuracy", *mode)
+		return fmt.Errorf("-mode %q: use throughput, accuracy or fairness", *mode)
 	}
 	return nil
 }
@@ -86,4 +95,15 @@ func printReport(w io.Writer, r *bench.Report) {
 	fmt.Fprintf(w, "  direct      %8.2f %8.2f\n", r.Latency.DirectP50, r.Latency.DirectP99)
 	fmt.Fprintf(w, "  via sluice  %8.2f %8.2f\n", r.Latency.SluiceP50, r.Latency.SluiceP99)
 	fmt.Fprintf(w, "  added       %8.2f %8.2f\n", r.Latency.AddedP50, r.Latency.AddedP99)
+}
+
+func printFairness(w io.Writer, r *bench.FairnessReport) {
+	fmt.Fprintf(w, "sluice bench fairness on %s, %d CPUs, %s\n\n", r.Machine.OS, r.Machine.NumCPU, r.Machine.GoVersion)
+	fmt.Fprintf(w, "%d dispatchers, one pool of %.0f calls/s, %.0f/s offered for %.0fs (provider 429s: %d)\n\n", r.Dispatchers, r.Capacity, r.Offered, r.Seconds, r.Refused)
+	fmt.Fprintf(w, "  team     tier      weight  offered/s  served/s  share   entitlement\n")
+	for _, t := range r.Teams {
+		fmt.Fprintf(w, "  %-8s %-9s %6.0f  %9.0f  %8.1f  %5.1f%%  %5.1f%%\n", t.Team, t.Tier, t.Weight, t.Offered, t.Served, 100*t.Share, 100*t.Entitlement)
+	}
+	fmt.Fprintf(w, "\n  critical wait:  p50 %.1f ms, p99 %.1f ms\n", r.CriticalWaitP50MS, r.CriticalWaitP99MS)
+	fmt.Fprintf(w, "  scheduling:     %.1f µs per call admitted\n", r.ScheduleMicrosPerCall)
 }

@@ -466,22 +466,5 @@ func percentile(ds []time.Duration, p float64) float64 {
 
 // kvOps reads the limiter's KV operation count from the registry.
 func kvOps(reg *prometheus.Registry) float64 {
-	families, err := reg.Gather()
-	if err != nil {
-		return 0
-	}
-	var total float64
-	for _, f := range families {
-		if f.GetName() != "sluice_limiter_kv_ops_total" {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "kind" && l.GetValue() == "op" {
-					total += m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return total
+	return counter(reg, "sluice_limiter_kv_ops_total", "kind", "op")
 }
