@@ -121,17 +121,23 @@ func (d *Dispatcher) dequeue(w *waiting) {
 
 // keepAlive tells JetStream that calls waiting longer than a third of
 // AckWait are still in hand, so they are not redelivered elsewhere; and
-// forgets reservations of attempts that never reported.
+// forgets reservations of attempts that never reported. The telling
+// happens outside the lock: with a deep queue it is thousands of
+// messages, and admission must not wait for them.
 func (d *Dispatcher) keepAlive() {
 	now := d.cfg.Clock()
 	d.forgetOld(now, d.cfg.Shared.Load().Admission.InFlightLease)
+	var due []*waiting
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	for _, w := range d.queue.all() {
 		if now.Sub(w.touched) >= d.cfg.AckWait/3 {
-			_ = w.msg.InProgress()
 			w.touched = now
+			due = append(due, w)
 		}
+	}
+	d.mu.Unlock()
+	for _, w := range due {
+		_ = w.msg.InProgress()
 	}
 }
 
