@@ -27,6 +27,9 @@ const (
 	// out, or answered something that is not JSON. Error.ProviderStatus holds
 	// its HTTP status and Result.Body its answer.
 	CodeProviderError Code = "provider_error"
+	// CodeCanceled: the client canceled the call (on its cancel subject)
+	// before it finished.
+	CodeCanceled Code = "canceled"
 	// CodeInternal: sluice itself failed; the message says how.
 	CodeInternal Code = "internal"
 )
@@ -34,7 +37,7 @@ const (
 // Codes lists every error code.
 var Codes = []Code{
 	CodeInvalidRequest, CodeUnknownModel, CodeForbidden, CodeQueueFull,
-	CodeDeadlineExceeded, CodeRateLimited, CodeProviderError, CodeInternal,
+	CodeDeadlineExceeded, CodeRateLimited, CodeProviderError, CodeCanceled, CodeInternal,
 }
 
 // Error is the error part of a result. It implements error, and errors.Is
@@ -62,6 +65,7 @@ var (
 	ErrDeadlineExceeded = &Error{Code: CodeDeadlineExceeded}
 	ErrRateLimited      = &Error{Code: CodeRateLimited}
 	ErrProviderError    = &Error{Code: CodeProviderError}
+	ErrCanceled         = &Error{Code: CodeCanceled}
 	ErrInternal         = &Error{Code: CodeInternal}
 )
 

@@ -48,9 +48,12 @@ type Result struct {
 	HTTPStatus int `json:"http_status,omitempty"`
 	// Body is the provider's answer, unchanged, when it was JSON (a JSON
 	// string holding the start of it otherwise).
-	Body  json.RawMessage `json:"body,omitempty"`
-	Usage *Usage          `json:"usage,omitempty"`
-	Error *Error          `json:"error,omitempty"`
+	Body json.RawMessage `json:"body,omitempty"`
+	// Chunks counts the chunks of a streamed answer sent on its stream
+	// subject; a streamed answer has no Body.
+	Chunks int    `json:"chunks,omitempty"`
+	Usage  *Usage `json:"usage,omitempty"`
+	Error  *Error `json:"error,omitempty"`
 	// Attempts counts the attempts sluice made for this call. An executor
 	// that crashed mid-request does not count: its attempt is repeated
 	// under the same number, so the provider may have seen one more.

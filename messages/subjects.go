@@ -25,6 +25,9 @@ const (
 	// DeadLetterSubjects is the filter for dead letters:
 	// sluice.dlq.<reason>.
 	DeadLetterSubjects = "sluice.dlq.*"
+	// CancelSubjects is the filter for cancellations:
+	// sluice.cancel.<team>.<call id>.
+	CancelSubjects = "sluice.cancel.*.*"
 	// DoneSubjects is the filter for the reports executors send to the
 	// admitting dispatcher when an attempt ends: sluice.done.<dispatcher>.
 	DoneSubjects = "sluice.done.*"
@@ -62,6 +65,8 @@ const (
 	// HeaderMsgID is JetStream's de-duplication header. sluice sets it to the
 	// call id on calls and results, so a call published twice runs once.
 	HeaderMsgID = "Nats-Msg-Id"
+	// HeaderStreamSeq numbers the chunks of a streamed answer, from 1.
+	HeaderStreamSeq = "Sluice-Seq"
 	// HeaderDeadLetterReason says why a message was dead-lettered.
 	HeaderDeadLetterReason = "Sluice-Dead-Letter-Reason"
 	// HeaderDeadLetterSubject is the subject the dead letter was published on.
@@ -82,6 +87,23 @@ func RetrySubject(team string, tier Tier) string {
 // ResultSubject is the subject the terminal result of a call is published on.
 func ResultSubject(team, callID string) string {
 	return "sluice.result." + team + "." + callID
+}
+
+// StreamSubject is where the chunks of a streamed answer go, in order,
+// on core NATS (they are not stored: subscribe before publishing the
+// call). Each message is one server-sent event as the provider sent it,
+// its lines without the blank line that ends it, numbered by the
+// Sluice-Seq header. The call's terminal result follows on its result
+// subject as for any call.
+func StreamSubject(team, callID string) string {
+	return "sluice.stream." + team + "." + callID
+}
+
+// CancelSubject is where a client says it gave up on a call: a call not
+// yet sent to its provider never is, and a provider request under way is
+// closed. The call still ends with one result, code canceled.
+func CancelSubject(team, callID string) string {
+	return "sluice.cancel." + team + "." + callID
 }
 
 // ExecSubject is the subject admitted work for a region is published on.

@@ -42,6 +42,7 @@ type Config struct {
 	Health Health `yaml:"health"`
 
 	deployments map[string]*Deployment
+	tokens      map[string]string // gateway token hash -> team
 }
 
 // Pool is a logical model served by one or more deployments.

@@ -96,6 +96,7 @@ func (c *Config) Validate() error {
 	if len(c.Teams) == 0 {
 		v.add("teams", "at least one team is required")
 	}
+	c.tokens = map[string]string{}
 	for _, name := range sortedKeys(c.Teams) {
 		c.validateTeam(v, name)
 	}

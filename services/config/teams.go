@@ -1,8 +1,11 @@
 package config
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"sort"
+	"strings"
 
 	"go.yaml.in/yaml/v3"
 
@@ -23,6 +26,10 @@ type Team struct {
 	// each the default quota; leaving it out allows every pool, each with
 	// the default quota.
 	Pools TeamPools `yaml:"pools,omitempty"`
+	// Tokens are the hashes ("sha256:<hex>", see HashToken) of the bearer
+	// tokens that identify the team at the HTTP gateway. The tokens
+	// themselves are never stored.
+	Tokens []string `yaml:"tokens,omitempty"`
 }
 
 // Quota is a team's share of one pool, as people allocated it.
@@ -172,6 +179,16 @@ func (c *Config) validateTeam(v *validator, name string) {
 	if !t.AllowsTier(t.DefaultTier) {
 		v.add(field+".default_tier", "tier %q is not one the team may use", t.DefaultTier)
 	}
+	for i, h := range t.Tokens {
+		if !validTokenHash(h) {
+			v.add(fmt.Sprintf("%s.tokens[%d]", field, i), "must be sha256:<64 hex digits>, the hash `sluice token` prints, never the token itself")
+			continue
+		}
+		if other, dup := c.tokens[h]; dup && other != name {
+			v.add(fmt.Sprintf("%s.tokens[%d]", field, i), "the same token identifies team %s", other)
+		}
+		c.tokens[h] = name
+	}
 	setDefault(&t.MaxQueued, 10000)
 	v.positive(field+".max_queued", int64(t.MaxQueued))
 	if t.Pools != nil && len(t.Pools) == 0 {
@@ -294,4 +311,25 @@ func lowest(tiers []messages.Tier) messages.Tier {
 	sorted := append([]messages.Tier(nil), tiers...)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Rank() < sorted[j].Rank() })
 	return sorted[len(sorted)-1]
+}
+
+// HashToken is how a gateway token is kept in the configuration.
+func HashToken(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// TeamOfToken returns the team a gateway bearer token identifies.
+func (c *Config) TeamOfToken(token string) (string, bool) {
+	team, ok := c.tokens[HashToken(token)]
+	return team, ok
+}
+
+func validTokenHash(h string) bool {
+	hexPart, ok := strings.CutPrefix(h, "sha256:")
+	if !ok || len(hexPart) != 64 {
+		return false
+	}
+	_, err := hex.DecodeString(hexPart)
+	return err == nil
 }

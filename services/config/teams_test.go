@@ -132,3 +132,28 @@ func TestBadQuotasNameTheField(t *testing.T) {
 		t.Fatalf("an unknown tier must be refused by name: %v", err)
 	}
 }
+
+func TestGatewayTokens(t *testing.T) {
+	h := HashToken("sk-team-a")
+	cfg, err := Parse([]byte(strings.Replace(quotas, "  everyone: {}", "  everyone: {tokens: [\""+h+"\"]}", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if team, ok := cfg.TeamOfToken("sk-team-a"); !ok || team != "everyone" {
+		t.Fatalf("token maps to %q %v", team, ok)
+	}
+	if _, ok := cfg.TeamOfToken("sk-other"); ok {
+		t.Fatal("an unknown token must map to no team")
+	}
+	for _, bad := range []string{`["sk-team-a"]`, `["sha256:abc"]`} {
+		_, err := Parse([]byte(strings.Replace(quotas, "  everyone: {}", "  everyone: {tokens: "+bad+"}", 1)))
+		var verr *ValidationError
+		if !errors.As(err, &verr) || verr.Problems[0].Field != "teams.everyone.tokens[0]" {
+			t.Fatalf("token %s: %v", bad, err)
+		}
+	}
+	twice := strings.Replace(quotas, "  everyone: {}", "  everyone: {tokens: [\""+h+"\"]}\n  again: {tokens: [\""+h+"\"]}", 1)
+	if _, err := Parse([]byte(twice)); err == nil || !strings.Contains(err.Error(), "same token") {
+		t.Fatalf("one token for two teams: %v", err)
+	}
+}
