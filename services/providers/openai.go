@@ -23,15 +23,21 @@ func (OpenAI) Do(ctx context.Context, client *http.Client, req Request) (*Respon
 	if err != nil {
 		return nil, err
 	}
-	url := strings.TrimSuffix(req.BaseURL, "/") + strings.TrimPrefix(string(req.Endpoint), "/v1")
-	h := http.Header{}
-	h.Set("Content-Type", "application/json")
-	h.Set("Authorization", "Bearer "+req.Secret)
+	url, h := openAIRequest(req)
 	a, err := post(ctx, client, url, h, body)
 	if err != nil {
 		return nil, err
 	}
 	return respond(a, parseOpenAIHeaders(a.header, answerTime(a.header, nil)), a.read(readOpenAIBody)), nil
+}
+
+// openAIRequest is the URL and headers of an OpenAI request.
+func openAIRequest(req Request) (string, http.Header) {
+	url := strings.TrimSuffix(req.BaseURL, "/") + strings.TrimPrefix(string(req.Endpoint), "/v1")
+	h := http.Header{}
+	h.Set("Content-Type", "application/json")
+	h.Set("Authorization", "Bearer "+req.Secret)
+	return url, h
 }
 
 // readOpenAIBody reads usage and error from an OpenAI-shaped body, which

@@ -34,11 +34,21 @@ func (a answer) read(readBody func([]byte) verdict) verdict {
 // Header values are set as given: callers put the secret in exactly one of
 // them.
 func post(ctx context.Context, client *http.Client, url string, header http.Header, body []byte) (answer, error) {
+	resp, err := send(ctx, client, url, header, body)
+	if err != nil {
+		return answer{}, err
+	}
+	defer resp.Body.Close()
+	return readAnswer(resp)
+}
+
+// send sends body to url with header and returns the answer unread.
+func send(ctx context.Context, client *http.Client, url string, header http.Header, body []byte) (*http.Response, error) {
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		// url.Error would quote the URL, which holds no secret; the
 		// headers are never part of the message.
-		return answer{}, fmt.Errorf("providers: build request: %w", err)
+		return nil, fmt.Errorf("providers: build request: %w", err)
 	}
 	for k, vs := range header {
 		hreq.Header[k] = vs
@@ -46,11 +56,11 @@ func post(ctx context.Context, client *http.Client, url string, header http.Head
 	if client == nil {
 		client = http.DefaultClient
 	}
-	resp, err := client.Do(hreq)
-	if err != nil {
-		return answer{}, err
-	}
-	defer resp.Body.Close()
+	return client.Do(hreq)
+}
+
+// readAnswer reads an answer to the end, or to MaxResponseBytes.
+func readAnswer(resp *http.Response) (answer, error) {
 	data, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes+1))
 	if err != nil {
 		return answer{}, fmt.Errorf("providers: read answer (status %d): %w", resp.StatusCode, err)
