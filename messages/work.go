@@ -69,6 +69,7 @@ const (
 	OutcomeTransport   Outcome = "transport"    // no HTTP answer at all
 	OutcomeRejected    Outcome = "rejected"     // another 4xx
 	OutcomeNotSent     Outcome = "not_sent"     // the executor did not call the provider
+	OutcomeCanceled    Outcome = "canceled"     // the client canceled during the request
 )
 
 // Failed reports whether the outcome counts against the deployment's

@@ -175,7 +175,7 @@ func TestBadInputGetsOneErrorResult(t *testing.T) {
 		{"deadline already past", "demo", "standard", "past", chatCall("past", "m", 5, `,"deadline":"`+past+`"`), messages.CodeDeadlineExceeded, log},
 		{"bad body", "demo", "standard", "bad-body", `{"id":"bad-body","model":"m","body":{"messages":"hi"}}`, messages.CodeInvalidRequest, log},
 		{"unknown field", "demo", "standard", "unknown-field", `{"id":"unknown-field","model":"m","body":{"messages":[]},"priority":9}`, messages.CodeInvalidRequest, log},
-		{"streaming asked", "demo", "standard", "stream", `{"id":"stream","model":"m","body":{"messages":[{"role":"user","content":"x"}],"stream":true}}`, messages.CodeInvalidRequest, log},
+		{"streamed embeddings", "demo", "standard", "stream", `{"id":"stream","model":"m","endpoint":"/v1/embeddings","body":{"input":"x","stream":true}}`, messages.CodeInvalidRequest, log},
 		{"non-JSON provider answer", "demo", "standard", "html", chatCall("html", "html", 5, ""), messages.CodeProviderError, log},
 	}
 	for _, tc := range cases {

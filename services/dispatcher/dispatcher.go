@@ -118,6 +118,7 @@ type Dispatcher struct {
 	// admittedTotal counts admissions; guarded by mu.
 	admittedTotal uint64
 	peers         *peers
+	canceled      canceledCalls
 
 	rmu sync.Mutex // guards reservations
 	// reservations of admitted attempts, by attempt key, until they report.
@@ -150,6 +151,7 @@ func New(nc *nats.Conn, cfg Config) (*Dispatcher, error) {
 
 		reservations: map[string]*reservation{},
 		peers:        newPeers(),
+		canceled:     canceledCalls{gone: map[string]time.Time{}},
 		wake:         make(chan struct{}, 1),
 	}, nil
 }
@@ -204,6 +206,11 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		return fmt.Errorf("dispatcher: subscribe dispatcher states: %w", err)
 	}
 	defer func() { _ = stateSub.Unsubscribe() }()
+	cancelSub, err := d.nc.Subscribe(messages.CancelSubjects, d.onCancel)
+	if err != nil {
+		return fmt.Errorf("dispatcher: subscribe cancellations: %w", err)
+	}
+	defer func() { _ = cancelSub.Unsubscribe() }()
 	cc, err := cons.Consume(d.intake,
 		jetstream.PullMaxMessages(1024),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {

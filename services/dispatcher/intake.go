@@ -116,8 +116,11 @@ func (d *Dispatcher) check(cfg *config.Config, t *messages.Ticket) (est tokens.E
 	if bad != nil {
 		return est, bad
 	}
-	if est.Stream {
-		return est, messages.FieldError("body.stream", "streamed answers cannot travel as one result; call without stream")
+	if est.Stream && t.Call.Endpoint == messages.EndpointEmbeddings {
+		return est, messages.FieldError("body.stream", "embeddings do not stream")
+	}
+	if d.wasCanceled(t.Call.ID) {
+		return est, messages.Errorf(messages.CodeCanceled, "the client canceled the call before it was admitted")
 	}
 	t.Deadline = t.Call.DeadlineFrom(t.AcceptedAt, cfg.Calls.DefaultTimeout)
 	if t.Deadline.Sub(t.AcceptedAt) > cfg.Calls.MaxTimeout {
@@ -168,6 +171,10 @@ func (d *Dispatcher) intakeRetry(msg jetstream.Msg, team string, tier messages.T
 		return
 	}
 	cfg := d.cfg.Shared.Load()
+	if d.wasCanceled(r.Call.ID) {
+		d.reject(msg, &r.Ticket, messages.Errorf(messages.CodeCanceled, "the client canceled the call while it waited to retry"))
+		return
+	}
 	pool, ok := cfg.Pool(r.Call.Model)
 	if !ok {
 		d.reject(msg, &r.Ticket, messages.Errorf(messages.CodeUnknownModel, "no pool serves model %q any more", r.Call.Model))

@@ -50,6 +50,8 @@ type queue struct {
 	deadlines deadlineHeap
 	// byTeam counts the calls waiting per team, over every pool.
 	byTeam map[string]int
+	// ids finds a waiting call by its id.
+	ids map[string]*waiting
 }
 
 // tierQueue is one tier of one pool.
@@ -71,7 +73,7 @@ type teamQueue struct {
 }
 
 func newQueue() *queue {
-	return &queue{pools: map[string]*[4]tierQueue{}, byTeam: map[string]int{}}
+	return &queue{pools: map[string]*[4]tierQueue{}, byTeam: map[string]int{}, ids: map[string]*waiting{}}
 }
 
 func (q *queue) len() int { return len(q.deadlines) }
@@ -97,7 +99,11 @@ func (q *queue) push(w *waiting) {
 	w.elem = team.calls.PushBack(w)
 	heap.Push(&q.deadlines, w)
 	q.byTeam[w.ticket.Team]++
+	q.ids[w.ticket.Call.ID] = w
 }
+
+// byID returns the waiting call with id, or nil.
+func (q *queue) byID(id string) *waiting { return q.ids[id] }
 
 func (q *queue) remove(w *waiting) {
 	tiers := q.pools[w.pool()]
@@ -113,6 +119,9 @@ func (q *queue) remove(w *waiting) {
 		delete(tq.teams, w.ticket.Team)
 	}
 	heap.Remove(&q.deadlines, w.heapIndex)
+	if q.ids[w.ticket.Call.ID] == w {
+		delete(q.ids, w.ticket.Call.ID)
+	}
 	if q.byTeam[w.ticket.Team]--; q.byTeam[w.ticket.Team] == 0 {
 		delete(q.byTeam, w.ticket.Team)
 	}

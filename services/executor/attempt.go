@@ -15,6 +15,7 @@ import (
 
 	"github.com/sluicehq/sluice/messages"
 	"github.com/sluicehq/sluice/services/providers"
+	"github.com/sluicehq/sluice/services/tokens"
 )
 
 // outcome is how an attempt ended: a terminal result, or a retry.
@@ -61,28 +62,63 @@ func (e *Executor) attempt(ctx context.Context, msg jetstream.Msg, w *messages.W
 		return fail(messages.OutcomeNotSent, 0, messages.Errorf(messages.CodeInternal, "%v", err))
 	}
 
+	if e.cancels.canceled(w.Call.ID) {
+		return fail(messages.OutcomeNotSent, 0, messages.Errorf(messages.CodeCanceled, "the client canceled the call before it was sent"))
+	}
+	streamed := wantsStream(w.Call.Body)
+	streamer, canStream := adapter.(providers.Streamer)
+	if streamed && !canStream {
+		return fail(messages.OutcomeNotSent, 0, messages.Errorf(messages.CodeInvalidRequest, "%s deployments cannot stream", dep.Provider))
+	}
+
 	reqCtx, cancel := context.WithDeadline(ctx, earliest(now.Add(shared.Retry.AttemptTimeout), w.Deadline))
 	defer cancel()
+	wasCanceled, unregister := e.cancels.run(w.Call.ID, cancel)
+	defer unregister()
 	stopKeepAlive := e.keepAlive(msg)
 	e.metrics.InFlight.WithLabelValues(e.cfg.Region).Inc()
 	start := e.cfg.Clock()
-	resp, err := adapter.Do(reqCtx, e.cfg.HTTPClient, providers.Request{
+	req := providers.Request{
 		Endpoint:   w.Call.Endpoint,
 		Body:       w.Call.Body,
 		Model:      dep.Model,
 		BaseURL:    dep.BaseURL,
 		APIVersion: dep.APIVersion,
 		Secret:     secret,
-	})
+	}
+	var resp *providers.Response
+	chunks := 0
+	if streamed {
+		resp, err = streamer.Stream(reqCtx, e.cfg.HTTPClient, req, func(ev providers.Event) error {
+			if ev.Injected {
+				return nil // the usage chunk sluice asked for; the client did not
+			}
+			chunks++
+			m := &nats.Msg{Subject: messages.StreamSubject(w.Team, w.Call.ID), Data: ev.Raw, Header: nats.Header{}}
+			m.Header.Set(messages.HeaderStreamSeq, strconv.Itoa(chunks))
+			return e.nc.PublishMsg(m)
+		})
+	} else {
+		resp, err = adapter.Do(reqCtx, e.cfg.HTTPClient, req)
+	}
 	took := e.cfg.Clock().Sub(start)
 	e.metrics.InFlight.WithLabelValues(e.cfg.Region).Dec()
 	stopKeepAlive()
 	res.Timings.ProviderMS = ms(took)
+	res.Chunks = chunks
 	e.metrics.ProviderLatency.WithLabelValues(dep.ID, dep.Region).Observe(took.Seconds())
 
 	if errors.Is(err, providers.ErrUnsupportedEndpoint) || errors.Is(err, providers.ErrInvalidBody) {
 		// Nothing was sent, and sending it again would not help.
 		return fail(messages.OutcomeNotSent, 0, messages.Errorf(messages.CodeInvalidRequest, "%v", err))
+	}
+	if err != nil && wasCanceled() {
+		return fail(messages.OutcomeCanceled, e.streamedTokens(w, chunks), messages.Errorf(messages.CodeCanceled, "the client canceled the call after %d chunks", chunks))
+	}
+	if err != nil && chunks > 0 {
+		// Part of the answer is out: another attempt would send it again.
+		log.Warn("stream broke off", "chunks", chunks, "err", err)
+		return fail(messages.OutcomeTransport, e.streamedTokens(w, chunks), messages.Errorf(messages.CodeProviderError, "the stream broke off after %d chunks", chunks))
 	}
 	if err != nil {
 		if ctx.Err() != nil {
@@ -104,6 +140,20 @@ func (e *Executor) attempt(ctx context.Context, msg jetstream.Msg, w *messages.W
 	e.learn(ctx, shared, dep, resp)
 	res.HTTPStatus = resp.Status
 	res.Body = bodyJSON(resp.Body)
+	if streamed && chunks > 0 {
+		if resp.Class != providers.Success {
+			// The provider sent an error event mid-stream.
+			return fail(messages.OutcomeUnavailable, e.streamedTokens(w, chunks), &messages.Error{Code: messages.CodeProviderError, ProviderStatus: resp.Status,
+				Message: fmt.Sprintf("the provider ended the stream with an error (%s) after %d chunks", resp.Class, chunks)})
+		}
+		res.Usage = resp.Usage
+		used := int64(-1)
+		if resp.Usage != nil {
+			used = resp.Usage.TotalTokens
+			e.metrics.TokensUsed.WithLabelValues(w.Team, dep.Pool(), dep.ID).Add(float64(used))
+		}
+		return outcome{result: res, class: messages.OutcomeOK, status: resp.Status, usedTokens: used}
+	}
 	switch resp.Class {
 	case providers.Success:
 		if !json.Valid(resp.Body) {
@@ -257,3 +307,21 @@ func earliest(a, b time.Time) time.Time {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// wantsStream reports whether a call's body asks for a streamed answer.
+func wantsStream(body []byte) bool {
+	var b struct {
+		Stream bool `json:"stream"`
+	}
+	return json.Unmarshal(body, &b) == nil && b.Stream
+}
+
+// streamedTokens estimates what a stream that stopped early used: the
+// prompt, and about a token per chunk sent.
+func (e *Executor) streamedTokens(w *messages.Work, chunks int) int64 {
+	est, bad := tokens.Of(w.Call.Endpoint, w.Call.Body, 0)
+	if bad != nil {
+		return -1
+	}
+	return est.Prompt + int64(chunks)
+}

@@ -109,6 +109,7 @@ type Executor struct {
 	stream  jetstream.Stream // SLUICE_RESULTS, for redelivery checks
 	health  *health.Store
 	usage   *usage.Recorder
+	cancels *cancels
 }
 
 // New returns an executor that uses nc. Run starts it.
@@ -128,6 +129,7 @@ func New(nc *nats.Conn, cfg Config) (*Executor, error) {
 		log:     cfg.Logger.With("service", "executor", "region", cfg.Region),
 		metrics: m,
 		results: results.NewPublisher(js, m, cfg.Clock),
+		cancels: newCancels(),
 	}, nil
 }
 
@@ -155,6 +157,11 @@ func (e *Executor) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	cancelSub, err := e.nc.Subscribe(messages.CancelSubjects, e.cancels.onCancel)
+	if err != nil {
+		return fmt.Errorf("executor: subscribe cancellations: %w", err)
+	}
+	defer func() { _ = cancelSub.Unsubscribe() }()
 
 	// Work runs on its own context, so that shutdown lets it finish
 	// instead of cutting provider requests off mid-flight.

@@ -168,7 +168,8 @@ func content(raw json.RawMessage, field string) (int64, *messages.Error) {
 
 func embeddings(body []byte) (Estimate, *messages.Error) {
 	var b struct {
-		Input json.RawMessage `json:"input"`
+		Input  json.RawMessage `json:"input"`
+		Stream bool            `json:"stream"`
 	}
 	if err := json.Unmarshal(body, &b); err != nil {
 		return Estimate{}, bodyError(err)
@@ -177,6 +178,14 @@ func embeddings(body []byte) (Estimate, *messages.Error) {
 	if len(in) == 0 || string(in) == "null" {
 		return Estimate{}, messages.FieldError("body.input", "is required")
 	}
+	est, bad := embeddingInput(in)
+	est.Stream = b.Stream
+	return est, bad
+}
+
+// embeddingInput estimates an embeddings input: a string, strings, token
+// ids, or lists of token ids.
+func embeddingInput(in json.RawMessage) (Estimate, *messages.Error) {
 	var s string
 	if json.Unmarshal(in, &s) == nil {
 		return Estimate{Prompt: Text(s)}, nil
