@@ -117,7 +117,9 @@ type Config struct {
 	// whole seconds ("17s"), and no rate-limit or retry-after headers. The
 	// default "" answers in the dialect's own way.
 	RateLimitBody string
-	// ChunkDelay is the pause before each streamed chunk after the first.
+	// ChunkDelay is the pause before each streamed chunk after the first;
+	// in a Messages stream, before each content_block_delta after the
+	// first, the other events coming at once.
 	ChunkDelay time.Duration
 
 	// Clock drives the buckets and the statistics windows. Default

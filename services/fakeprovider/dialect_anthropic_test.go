@@ -129,7 +129,7 @@ func TestMessagesInvalid(t *testing.T) {
 		{"block without type", `{"model":"c","max_tokens":5,"messages":[{"role":"user","content":[{"text":"x"}]}]}`, "messages.0.content.0.type"},
 		{"text block without text", `{"model":"c","max_tokens":5,"messages":[{"role":"user","content":[{"type":"text"}]}]}`, "messages.0.content.0.text"},
 		{"system number", `{"model":"c","max_tokens":5,"system":3,"messages":[{"role":"user","content":"x"}]}`, "system: Input should be"},
-		{"stream", `{"model":"c","max_tokens":5,"stream":true,"messages":[{"role":"user","content":"x"}]}`, "stream"},
+		{"stream not a boolean", `{"model":"c","max_tokens":5,"stream":"yes","messages":[{"role":"user","content":"x"}]}`, "stream"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -75,9 +75,13 @@
 // Anthropic: POST /v1/messages with the key in x-api-key and a required
 // anthropic-version header (400 without it). Bodies are {model, max_tokens
 // (required), messages: [{role: user|assistant, content: a string or
-// blocks}], system: a string or text blocks}; streaming is refused with a
-// 400. Answers are {"type": "message", "content": [{"type": "text", ...}],
-// "usage": {"input_tokens", "output_tokens"}, ...}; errors {"type":
+// blocks}], system: a string or text blocks, stream}. Answers are {"type":
+// "message", "content": [{"type": "text", ...}], "usage": {"input_tokens",
+// "output_tokens"}, ...}; with "stream": true, server-sent events in
+// Anthropic's framing ("event: <type>\ndata: <json>\n\n"): message_start
+// (with the input tokens), content_block_start, ping, a
+// content_block_delta per token, content_block_stop, message_delta (the
+// stop_reason and the output tokens) and message_stop. Errors are {"type":
 // "error", "error": {"type", "message"}}, the type following the status
 // (rate_limit_error for 429, overloaded_error for 529, ...). Answers carry
 // anthropic-ratelimit-requests-* and -tokens-* headers (limit, remaining,

@@ -12,7 +12,8 @@ import (
 // message) plus max_tokens, which Anthropic requires, at admission, and
 // settled on the usage. The reply is CompletionTokens of "ok", fewer if
 // max_tokens says so (stop_reason "max_tokens" rather than "end_turn").
-// Streaming is not served.
+// With "stream": true the reply is server-sent events in Anthropic's
+// framing (see streamMessages), after the same admission.
 func (s *Server) handleMessages(w http.ResponseWriter, r *http.Request) {
 	c, body, ok := s.begin(w, r, anthropicDialect{})
 	if !ok {
@@ -37,6 +38,10 @@ func (s *Server) handleMessages(w http.ResponseWriter, r *http.Request) {
 	out, stop := s.cfg.CompletionTokens, "end_turn"
 	if req.maxTokens < out {
 		out, stop = req.maxTokens, "max_tokens"
+	}
+	if req.stream {
+		c.streamMessages(req, prompt, out, stop)
+		return
 	}
 	u := usage{PromptTokens: prompt, CompletionTokens: out, TotalTokens: prompt + out}
 	c.succeed(anthropicMessage{
@@ -69,6 +74,7 @@ type messagesCall struct {
 	// conversation: the token estimate counts the system prompt like a
 	// message.
 	messages []promptMessage
+	stream   bool
 }
 
 func parseMessages(body []byte) (messagesCall, *apiError) {
@@ -79,7 +85,7 @@ func parseMessages(body []byte) (messagesCall, *apiError) {
 		}
 		return messagesCall{}, anthropicInvalid("There was an error parsing the body of your request: it is not valid JSON.")
 	}
-	c := messagesCall{model: req.Model}
+	c := messagesCall{model: req.Model, stream: req.Stream}
 	switch {
 	case req.Model == "":
 		return c, anthropicInvalid("model: Field required")
@@ -93,8 +99,6 @@ func parseMessages(body []byte) (messagesCall, *apiError) {
 		return c, anthropicInvalid("messages: Field required")
 	case len(req.Messages) == 0:
 		return c, anthropicInvalid("messages: at least one message is required")
-	case req.Stream:
-		return c, anthropicInvalid("stream: the fake provider does not stream the Messages API")
 	}
 	c.maxTokens = *req.MaxTokens
 	if sys := bytes.TrimSpace(req.System); len(sys) > 0 && string(sys) != "null" {

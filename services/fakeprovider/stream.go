@@ -6,6 +6,62 @@ import (
 	"time"
 )
 
+// sseWriter writes an admitted call's answer as server-sent events. Every
+// event is flushed as written.
+type sseWriter struct {
+	c     *call
+	rc    *http.ResponseController
+	delay time.Duration
+}
+
+// openStream writes the headers of a streamed answer (the dialect's
+// rate-limit and call headers, text/event-stream) and its 200 status.
+func (c *call) openStream() *sseWriter {
+	h := c.w.Header()
+	c.d.setRateHeaders(h, c.view, c.s.cfg.Clock())
+	c.d.setCallHeaders(h, c.start)
+	h.Set("Content-Type", "text/event-stream; charset=utf-8")
+	h.Set("Cache-Control", "no-cache")
+	c.w.WriteHeader(http.StatusOK)
+	return &sseWriter{c: c, rc: http.NewResponseController(c.w), delay: c.s.behavior.Load().chunkDelay}
+}
+
+// send writes one event, "event: <name>\n" (when name is not empty) then
+// "data: <data>\n\n", after waiting ChunkDelay when wait is set. It
+// returns false when the client is gone.
+func (s *sseWriter) send(wait bool, name string, data []byte) bool {
+	ctx := s.c.r.Context()
+	if wait && s.delay > 0 {
+		t := time.NewTimer(s.delay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+	}
+	if ctx.Err() != nil {
+		return false
+	}
+	var ev []byte
+	if name != "" {
+		ev = append(append(append(ev, "event: "...), name...), '\n')
+	}
+	ev = append(append(append(ev, "data: "...), data...), '\n', '\n')
+	if _, err := s.c.w.Write(ev); err != nil {
+		return false
+	}
+	return s.rc.Flush() == nil
+}
+
+// abort ends a stream whose client went away: the call is counted
+// stream_aborted, and its tokens are settled against what was sent, as a
+// provider bills what it generated.
+func (c *call) abort(prompt, sent int64) {
+	u := usage{PromptTokens: prompt, CompletionTokens: sent, TotalTokens: prompt + sent}
+	c.s.limits.settle(c.adm.ticket, u.TotalTokens)
+	c.end(outStreamAborted, http.StatusOK, u)
+}
+
 // stream answers an admitted chat call as server-sent events, in OpenAI's
 // framing: a "data: <chunk>\n\n" event per chunk (the role first, then one
 // content delta per token and choice, then each choice's finish_reason),
@@ -17,15 +73,7 @@ import (
 // tokens are settled against what was sent, as a provider bills what it
 // generated.
 func (c *call) stream(req chatCall, prompt, perChoice int64, finish string) {
-	h := c.w.Header()
-	c.d.setRateHeaders(h, c.view, c.s.cfg.Clock())
-	c.d.setCallHeaders(h, c.start)
-	h.Set("Content-Type", "text/event-stream; charset=utf-8")
-	h.Set("Cache-Control", "no-cache")
-	c.w.WriteHeader(http.StatusOK)
-
-	rc := http.NewResponseController(c.w)
-	delay := c.s.behavior.Load().chunkDelay
+	sse := c.openStream()
 	base := chatChunk{
 		ID:      c.s.newID("chatcmpl-"),
 		Object:  "chat.completion.chunk",
@@ -39,22 +87,9 @@ func (c *call) stream(req chatCall, prompt, perChoice int64, finish string) {
 	first := true
 	// send writes one event; false means the client is gone.
 	send := func(data []byte) bool {
-		if !first && delay > 0 {
-			t := time.NewTimer(delay)
-			select {
-			case <-t.C:
-			case <-c.r.Context().Done():
-				t.Stop()
-			}
-		}
+		ok := sse.send(!first, "", data)
 		first = false
-		if c.r.Context().Err() != nil {
-			return false
-		}
-		if _, err := c.w.Write(append(append([]byte("data: "), data...), '\n', '\n')); err != nil {
-			return false
-		}
-		return rc.Flush() == nil
+		return ok
 	}
 	chunk := func(choices ...chunkChoice) []byte {
 		ch := base
@@ -62,16 +97,11 @@ func (c *call) stream(req chatCall, prompt, perChoice int64, finish string) {
 		b, _ := json.Marshal(ch) // the fake's own types: cannot fail
 		return b
 	}
-	aborted := func() {
-		u := usage{PromptTokens: prompt, CompletionTokens: sent, TotalTokens: prompt + sent}
-		c.s.limits.settle(c.adm.ticket, u.TotalTokens)
-		c.end(outStreamAborted, http.StatusOK, u)
-	}
 
 	empty := ""
 	for i := range req.n {
 		if !send(chunk(chunkChoice{Index: i, Delta: delta{Role: "assistant", Content: &empty}})) {
-			aborted()
+			c.abort(prompt, sent)
 			return
 		}
 	}
@@ -79,7 +109,7 @@ func (c *call) stream(req chatCall, prompt, perChoice int64, finish string) {
 		text := completionToken(t)
 		for i := range req.n {
 			if !send(chunk(chunkChoice{Index: i, Delta: delta{Content: &text}})) {
-				aborted()
+				c.abort(prompt, sent)
 				return
 			}
 			sent++

@@ -28,6 +28,9 @@ import (
 //	400 "credit balance is too low",
 //	billing_error                         QuotaExhausted
 //	other 4xx                             Rejected
+//
+// Anthropic also streams (see Stream): a 2xx event stream is a Success
+// unless an error event comes mid-stream.
 type Anthropic struct {
 	// Clock is the local time, used to make reset instants relative when
 	// an answer has no valid Date header. Default time.Now.
@@ -36,12 +39,26 @@ type Anthropic struct {
 
 // Do implements Adapter.
 func (an Anthropic) Do(ctx context.Context, client *http.Client, req Request) (*Response, error) {
+	url, h, body, err := anthropicRequest(req)
+	if err != nil {
+		return nil, err
+	}
+	a, err := post(ctx, client, url, h, body)
+	if err != nil {
+		return nil, err
+	}
+	return respond(a, an.limits(a.header), a.read(readAnthropicBody)), nil
+}
+
+// anthropicRequest is the URL, headers and body of a Messages request: the
+// call's body with the deployment's model, the key in x-api-key alone.
+func anthropicRequest(req Request) (string, http.Header, []byte, error) {
 	if !Supports(ProviderAnthropic, req.Endpoint) {
-		return nil, fmt.Errorf("%w: anthropic does not serve %q", ErrUnsupportedEndpoint, req.Endpoint)
+		return "", nil, nil, fmt.Errorf("%w: anthropic does not serve %q", ErrUnsupportedEndpoint, req.Endpoint)
 	}
 	body, err := withModel(req.Body, req.Model)
 	if err != nil {
-		return nil, err
+		return "", nil, nil, err
 	}
 	version := req.APIVersion
 	if version == "" {
@@ -51,11 +68,13 @@ func (an Anthropic) Do(ctx context.Context, client *http.Client, req Request) (*
 	h.Set("Content-Type", "application/json")
 	h.Set("x-api-key", req.Secret)
 	h.Set("anthropic-version", version)
-	a, err := post(ctx, client, strings.TrimSuffix(req.BaseURL, "/")+"/messages", h, body)
-	if err != nil {
-		return nil, err
-	}
-	return respond(a, ParseAnthropicHeaders(a.header, answerTime(a.header, an.Clock)), a.read(readAnthropicBody)), nil
+	return strings.TrimSuffix(req.BaseURL, "/") + "/messages", h, body, nil
+}
+
+// limits reads an answer's anthropic-ratelimit-* headers, its resets
+// measured from its Date (else an.Clock).
+func (an Anthropic) limits(h http.Header) RateLimits {
+	return ParseAnthropicHeaders(h, answerTime(h, an.Clock))
 }
 
 // readAnthropicBody reads usage from a message, or the error from
@@ -85,16 +104,8 @@ func readAnthropicBody(data []byte) verdict {
 			v.usage = usage(prompt, u.OutputTokens, 0) // total: their sum
 		}
 	}
-	var e struct {
-		Type    any `json:"type"`
-		Message any `json:"message"`
-	}
-	if len(top.Error) > 0 && json.Unmarshal(top.Error, &e) == nil {
-		v.errorType = stringOf(e.Type)
-		// Anthropic has no error code; its type is the closest thing.
-		v.errorCode = v.errorType
-		msg := strings.ToLower(stringOf(e.Message))
-		v.quota = v.errorType == "billing_error" || strings.Contains(msg, "credit balance is too low")
-	}
+	v.errorType, v.quota = anthropicError(top.Error)
+	// Anthropic has no error code; its type is the closest thing.
+	v.errorCode = v.errorType
 	return v
 }
