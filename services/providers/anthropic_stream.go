@@ -42,7 +42,7 @@ func (an Anthropic) Stream(ctx context.Context, client *http.Client, req Request
 		return nil, err
 	}
 	var st anthropicStream
-	resp, err := stream(ctx, client, url, h, body, sseDialect{limits: an.limits, readBody: readAnthropicBody, observe: st.observe}, onEvent)
+	resp, err := stream(ctx, client, url, h, body, sseDialect{limits: an.limits, readBody: readAnthropicBody, observe: st.observe, last: anthropicLast}, onEvent)
 	if err != nil || !st.failed {
 		return resp, err
 	}
@@ -176,4 +176,16 @@ func anthropicError(raw json.RawMessage) (typ string, quota bool) {
 	typ = stringOf(e.Type)
 	msg := strings.ToLower(stringOf(e.Message))
 	return typ, typ == "billing_error" || strings.Contains(msg, "credit balance is too low")
+}
+
+// anthropicLast is the event that ends a complete Anthropic stream. An
+// error event ends it too: the stream is over, and its class says how.
+func anthropicLast(e Event) bool {
+	if e.Name == "message_stop" || e.Name == "error" {
+		return true
+	}
+	var d struct {
+		Type string `json:"type"`
+	}
+	return json.Unmarshal(e.Data, &d) == nil && (d.Type == "message_stop" || d.Type == "error")
 }

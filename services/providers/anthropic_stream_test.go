@@ -358,11 +358,12 @@ func TestAnthropicStreamUsage(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			events, resp, err := streamScript(t, sse(tc.events...))
+			// Each script ends as a complete stream does.
+			events, resp, err := streamScript(t, sse(append(tc.events, "message_stop", evStop)...))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(events) != len(tc.events)/2 || resp.Class != Success {
+			if len(events) != len(tc.events)/2+1 || resp.Class != Success {
 				t.Fatalf("%d events, class %v", len(events), resp.Class)
 			}
 			for _, e := range events {
@@ -387,7 +388,7 @@ func TestAnthropicStreamUsage(t *testing.T) {
 }
 
 // Whatever a hostile stream holds, the adapter neither panics nor trusts
-// it.
+// it; a stream that ends without message_stop is incomplete.
 func TestAnthropicStreamHostile(t *testing.T) {
 	cases := []struct {
 		name    string
@@ -395,21 +396,25 @@ func TestAnthropicStreamHostile(t *testing.T) {
 		events  int
 		wantErr error
 	}{
-		{"garbage lines", "no colon here\n\x00\xff\xfe\n: comment\nevent\ndata\n\n", 1, nil},
-		{"fields without values", "event:\ndata:\n\nevent: message_start\n\n", 2, nil},
-		{"data that is not JSON", sse("message_start", "{", "message_delta", "[]", "message_delta", "null", "message_start", `"str"`, "content_block_delta", "12"), 5, nil},
+		{"garbage lines", "no colon here\n\x00\xff\xfe\n: comment\nevent\ndata\n\n", 1, ErrStreamIncomplete},
+		{"fields without values", "event:\ndata:\n\nevent: message_start\n\n", 2, ErrStreamIncomplete},
+		{"data that is not JSON", sse("message_start", "{", "message_delta", "[]", "message_delta", "null", "message_start", `"str"`, "content_block_delta", "12", "message_stop", evStop), 6, nil},
 		{"typed fields of the wrong type", sse("message_start", `{"type":5,"message":7}`, "message_delta", `{"type":"message_delta","usage":"lots"}`,
-			"message_start", `{"type":"message_start","message":{"usage":{"input_tokens":{}}}}`), 3, nil},
-		{"deep nesting", sse("message_delta", `{"type":"message_delta","usage":`+strings.Repeat("[", 10000)+strings.Repeat("]", 10000)+`}`), 1, nil},
-		{"no blank line at the end", "event: message_start\ndata: " + evStart, 1, nil},
-		{"only comments", ": ping\n\n: ping\n\n", 0, nil},
+			"message_start", `{"type":"message_start","message":{"usage":{"input_tokens":{}}}}`, "message_stop", evStop), 4, nil},
+		{"deep nesting", sse("message_delta", `{"type":"message_delta","usage":`+strings.Repeat("[", 10000)+strings.Repeat("]", 10000)+`}`, "message_stop", evStop), 2, nil},
+		{"no blank line at the end", "event: message_start\ndata: " + evStart + "\n\nevent: message_stop\ndata: " + evStop, 2, nil},
+		{"cut short", "event: message_start\ndata: " + evStart, 1, ErrStreamIncomplete},
+		{"only comments", ": ping\n\n: ping\n\n", 0, ErrStreamIncomplete},
 		{"CRLF framing", strings.ReplaceAll(sse("message_start", evStart, "message_stop", evStop), "\n", "\r\n"), 2, nil},
 		{"an event over MaxEventBytes", sse("content_block_delta", strings.Repeat("x", MaxEventBytes+1)), 0, ErrEventTooLong},
-		{"empty", "", 0, nil},
+		{"empty", "", 0, ErrStreamIncomplete},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			events, resp, err := streamScript(t, tc.body)
+			if len(events) != tc.events {
+				t.Errorf("%d events relayed, want %d", len(events), tc.events)
+			}
 			if tc.wantErr != nil {
 				if !errors.Is(err, tc.wantErr) || resp != nil {
 					t.Fatalf("%v, %+v; want %v", err, resp, tc.wantErr)
@@ -419,8 +424,8 @@ func TestAnthropicStreamHostile(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(events) != tc.events || resp.Status != 200 {
-				t.Errorf("%d events, status %d", len(events), resp.Status)
+			if resp.Status != 200 {
+				t.Errorf("status %d", resp.Status)
 			}
 			if u := resp.Usage; u != nil && (u.PromptTokens < 0 || u.CompletionTokens < 0 || u.TotalTokens != u.PromptTokens+u.CompletionTokens) {
 				t.Errorf("usage %+v", u)

@@ -22,6 +22,11 @@ const MaxEventBytes = 4 << 20
 // MaxEventBytes.
 var ErrEventTooLong = errors.New("providers: server-sent event too long")
 
+// ErrStreamIncomplete is returned by Stream when the provider closed a
+// stream without its last event (OpenAI's [DONE], Anthropic's
+// message_stop): the answer, and its usage, may be cut short.
+var ErrStreamIncomplete = errors.New("providers: the stream ended without its last event")
+
 // Event is one server-sent event of a streamed answer, as the provider
 // sent it.
 type Event struct {
@@ -62,6 +67,8 @@ type sseDialect struct {
 	// events reported), and whether the event is one the client did not
 	// ask for.
 	observe func(e *Event, u *streamUsage)
+	// last reports whether e is the event that ends a complete stream.
+	last func(e Event) bool
 }
 
 // streamUsage accumulates what a stream's events report.
@@ -93,6 +100,7 @@ func stream(ctx context.Context, client *http.Client, url string, header http.He
 		return respond(a, d.limits(a.header), a.read(d.readBody)), nil
 	}
 	var u streamUsage
+	complete := false
 	r := bufio.NewReaderSize(resp.Body, 64<<10)
 	for {
 		e, err := readEvent(r)
@@ -107,6 +115,7 @@ func stream(ctx context.Context, client *http.Client, url string, header http.He
 		}
 		if e != nil {
 			d.observe(e, &u)
+			complete = complete || d.last(*e)
 			if err := onEvent(*e); err != nil {
 				return nil, err
 			}
@@ -114,6 +123,9 @@ func stream(ctx context.Context, client *http.Client, url string, header http.He
 		if errors.Is(err, io.EOF) {
 			break
 		}
+	}
+	if !complete {
+		return nil, ErrStreamIncomplete
 	}
 	out := &Response{Status: resp.StatusCode, Header: resp.Header, Class: Success, Usage: u.usage(), Limits: d.limits(resp.Header)}
 	return out, nil
@@ -207,6 +219,7 @@ func openAIStream(limits func(http.Header) RateLimits, clientAsked bool) sseDial
 			u.prompt, u.completion, u.total, u.seen = chunk.Usage.PromptTokens, chunk.Usage.CompletionTokens, chunk.Usage.TotalTokens, true
 			e.Injected = !clientAsked && len(chunk.Choices) == 0
 		},
+		last: func(e Event) bool { return string(e.Data) == "[DONE]" },
 	}
 }
 
