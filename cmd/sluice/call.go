@@ -46,7 +46,7 @@ func runCall(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	defer nc.Close()
-	c, err := client.New(nc)
+	c, err := client.New(nc, client.WithDomain(nf.domain))
 	if err != nil {
 		return err
 	}

@@ -175,7 +175,7 @@ func runConfigApply(ctx context.Context, args []string, stdout, stderr io.Writer
 	defer nc.Close()
 	ctx, cancel := context.WithTimeout(ctx, natsTimeout)
 	defer cancel()
-	js, err := jetstream.New(nc)
+	js, err := nf.jetstream(nc)
 	if err != nil {
 		return err
 	}
@@ -303,7 +303,7 @@ func runConfigGet(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	defer nc.Close()
 	ctx, cancel := context.WithTimeout(ctx, natsTimeout)
 	defer cancel()
-	js, err := jetstream.New(nc)
+	js, err := nf.jetstream(nc)
 	if err != nil {
 		return err
 	}

@@ -13,26 +13,60 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/sluicehq/sluice/services/streams"
 )
 
 // natsFlags are the flags of every command that connects to NATS.
 type natsFlags struct {
-	server string
-	creds  string
+	server      string
+	creds       string
+	user        string
+	password    string
+	tlsCA       string
+	tlsCert     string
+	tlsKey      string
+	domain      string
+	inboxPrefix string
 }
 
 func (n *natsFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&n.server, "server", envOr("NATS_URL", nats.DefaultURL), "NATS server URL(s), comma-separated (env NATS_URL)")
 	fs.StringVar(&n.creds, "creds", os.Getenv("NATS_CREDS"), "NATS credentials file (env NATS_CREDS)")
+	fs.StringVar(&n.user, "user", os.Getenv("NATS_USER"), "NATS user, with -password (env NATS_USER)")
+	fs.StringVar(&n.password, "password", os.Getenv("NATS_PASSWORD"), "NATS password (env NATS_PASSWORD)")
+	fs.StringVar(&n.tlsCA, "tls-ca", os.Getenv("NATS_CA"), "CA certificate to verify the NATS server with (env NATS_CA)")
+	fs.StringVar(&n.tlsCert, "tls-cert", os.Getenv("NATS_CERT"), "client certificate, for servers that verify clients (env NATS_CERT)")
+	fs.StringVar(&n.tlsKey, "tls-key", os.Getenv("NATS_KEY"), "client certificate's key (env NATS_KEY)")
+	fs.StringVar(&n.domain, "js-domain", os.Getenv("SLUICE_JS_DOMAIN"), "JetStream domain of the hub, when connecting to a leaf node with a JetStream of its own (env SLUICE_JS_DOMAIN)")
+	fs.StringVar(&n.inboxPrefix, "inbox-prefix", os.Getenv("NATS_INBOX_PREFIX"), "inbox prefix for replies, such as _INBOX_<team>, when permissions keep users to their own inboxes (env NATS_INBOX_PREFIX)")
+}
+
+// jetstream is the JetStream the services use through nc.
+func (n *natsFlags) jetstream(nc *nats.Conn) (jetstream.JetStream, error) {
+	return streams.JetStream(nc, n.domain)
 }
 
 func (n *natsFlags) connect(name string) (*nats.Conn, error) {
 	opts := []nats.Option{nats.Name(name), nats.MaxReconnects(-1)}
 	if n.creds != "" {
 		opts = append(opts, nats.UserCredentials(n.creds))
+	}
+	if n.user != "" {
+		opts = append(opts, nats.UserInfo(n.user, n.password))
+	}
+	if n.tlsCA != "" {
+		opts = append(opts, nats.RootCAs(n.tlsCA))
+	}
+	if n.tlsCert != "" {
+		opts = append(opts, nats.ClientCert(n.tlsCert, n.tlsKey))
+	}
+	if n.inboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(n.inboxPrefix))
 	}
 	nc, err := nats.Connect(n.server, opts...)
 	if err != nil {

@@ -8,7 +8,6 @@ import (
 	"os"
 	"runtime"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/sluicehq/sluice/services/config"
@@ -52,7 +51,7 @@ func runDispatcher(ctx context.Context, args []string, _, stderr io.Writer) erro
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
+	js, err := nf.jetstream(nc)
 	if err != nil {
 		return err
 	}
@@ -64,7 +63,7 @@ func runDispatcher(ctx context.Context, args []string, _, stderr io.Writer) erro
 		return err
 	}
 	d, err := dispatcher.New(nc, dispatcher.Config{
-		ID: *id, Shared: live, Logger: log, Registerer: reg,
+		ID: *id, Shared: live, Logger: log, Registerer: reg, JSDomain: nf.domain,
 	})
 	if err != nil {
 		return err
@@ -118,7 +117,7 @@ func runExecutor(ctx context.Context, args []string, _, stderr io.Writer) error 
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
+	js, err := nf.jetstream(nc)
 	if err != nil {
 		return err
 	}
@@ -131,7 +130,7 @@ func runExecutor(ctx context.Context, args []string, _, stderr io.Writer) error 
 	}
 	e, err := executor.New(nc, executor.Config{
 		Region: *region, Shared: live, Secrets: secrets,
-		Concurrency: *concurrency, Logger: log, Registerer: reg,
+		Concurrency: *concurrency, Logger: log, Registerer: reg, JSDomain: nf.domain,
 	})
 	if err != nil {
 		return err

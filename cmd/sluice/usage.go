@@ -9,7 +9,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicehq/sluice/messages"
 	"github.com/sluicehq/sluice/services/usage"
@@ -33,7 +32,7 @@ func runUsage(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
+	js, err := nf.jetstream(nc)
 	if err != nil {
 		return err
 	}

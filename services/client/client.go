@@ -24,17 +24,34 @@ const refetchEvery = 5 * time.Second
 
 // Client submits calls and awaits results over one NATS connection.
 type Client struct {
-	nc *nats.Conn
-	js jetstream.JetStream
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	domain string
 }
 
+// Option configures a Client.
+type Option func(*Client)
+
+// WithDomain talks to the JetStream of domain: the hub's, for a client
+// connected to a leaf node.
+func WithDomain(domain string) Option { return func(c *Client) { c.domain = domain } }
+
 // New returns a client that uses nc.
-func New(nc *nats.Conn) (*Client, error) {
-	js, err := jetstream.New(nc)
+func New(nc *nats.Conn, opts ...Option) (*Client, error) {
+	c := &Client{nc: nc}
+	for _, o := range opts {
+		o(c)
+	}
+	var err error
+	if c.domain != "" {
+		c.js, err = jetstream.NewWithDomain(nc, c.domain)
+	} else {
+		c.js, err = jetstream.New(nc)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
-	return &Client{nc: nc, js: js}, nil
+	return c, nil
 }
 
 // Submit publishes call for team on tier and returns its id once
@@ -105,7 +122,7 @@ func (c *Client) Call(ctx context.Context, team string, tier messages.Tier, call
 func (c *Client) await(ctx context.Context, sub *nats.Subscription, team, id string, fetch bool) (*messages.Result, error) {
 	for {
 		if fetch {
-			if r, err := results.Fetch(ctx, c.js, team, id); err == nil {
+			if r, err := results.FetchDirect(ctx, c.nc, c.domain, team, id); err == nil {
 				return r, nil
 			}
 		}

@@ -51,6 +51,10 @@ type Config struct {
 	// limiter on SLUICE_LIMITER, which is what lets several dispatchers
 	// share limits; tests may pass an in-memory one.
 	Limiter limiter.Limiter
+	// JSDomain is the JetStream domain of the hub, when the dispatcher is
+	// connected to a leaf node with a JetStream of its own; empty
+	// otherwise.
+	JSDomain string
 	// AckWait is how long the calls of a crashed dispatcher stay invisible
 	// before another dispatcher gets them. Default 30s.
 	AckWait time.Duration
@@ -133,7 +137,7 @@ func New(nc *nats.Conn, cfg Config) (*Dispatcher, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+	js, err := streams.JetStream(nc, cfg.JSDomain, jetstream.WithPublishAsyncMaxPending(4096))
 	if err != nil {
 		return nil, fmt.Errorf("dispatcher: %w", err)
 	}

@@ -42,6 +42,9 @@ type Config struct {
 	Shared *config.Live
 	// Secrets resolves key names to provider secrets. Required.
 	Secrets Secrets
+	// JSDomain is the JetStream domain of the hub, when the executor is
+	// connected to its region's leaf node; empty otherwise.
+	JSDomain string
 	// Concurrency bounds the provider requests this executor has open.
 	// Default 64.
 	Concurrency int
@@ -117,7 +120,7 @@ func New(nc *nats.Conn, cfg Config) (*Executor, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
-	js, err := jetstream.New(nc)
+	js, err := streams.JetStream(nc, cfg.JSDomain)
 	if err != nil {
 		return nil, fmt.Errorf("executor: %w", err)
 	}

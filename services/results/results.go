@@ -122,3 +122,31 @@ func FetchFrom(ctx context.Context, results jetstream.Stream, team, callID strin
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// FetchDirect is Fetch with one direct-get request to the results stream
+// and nothing else, so that it needs no more permission than publishing
+// on $JS.API.DIRECT.GET.SLUICE_RESULTS.sluice.result.<team>.> (with the
+// JetStream domain, when one is given, as in $JS.<domain>.API....): what
+// a team's NATS user is granted.
+func FetchDirect(ctx context.Context, nc *nats.Conn, domain, team, callID string) (*messages.Result, error) {
+	prefix := "$JS.API."
+	if domain != "" {
+		prefix = "$JS." + domain + ".API."
+	}
+	subject := prefix + "DIRECT.GET." + messages.StreamResults + "." + messages.ResultSubject(team, callID)
+	m, err := nc.RequestWithContext(ctx, subject, nil)
+	if err != nil {
+		return nil, fmt.Errorf("results: fetch %s: %w", callID, err)
+	}
+	if status := m.Header.Get("Status"); status != "" {
+		if status == "404" {
+			return nil, ErrNotFound
+		}
+		return nil, fmt.Errorf("results: fetch %s: status %s %s", callID, status, m.Header.Get("Description"))
+	}
+	var r messages.Result
+	if err := json.Unmarshal(m.Data, &r); err != nil {
+		return nil, fmt.Errorf("results: decode %s: %w", callID, err)
+	}
+	return &r, nil
+}

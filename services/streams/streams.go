@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicehq/sluice/messages"
@@ -220,4 +221,14 @@ func racing[T any](what string, createOrUpdate func() (T, error), lostRace ...er
 	}
 	var zero T
 	return zero, fmt.Errorf("streams: ensure %s: %w", what, lastErr)
+}
+
+// JetStream returns the JetStream of domain through nc: the hub's, for a
+// service connected to a regional leaf node (domain is then the hub's
+// JetStream domain); the local one when domain is empty.
+func JetStream(nc *nats.Conn, domain string, opts ...jetstream.JetStreamOpt) (jetstream.JetStream, error) {
+	if domain == "" {
+		return jetstream.New(nc, opts...)
+	}
+	return jetstream.NewWithDomain(nc, domain, opts...)
 }
