@@ -88,13 +88,19 @@ func (d *Dispatcher) state() messages.DispatcherState {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	s := messages.DispatcherState{Dispatcher: d.cfg.ID, At: now, Admitted: d.admittedTotal}
+	d.metrics.QueueOldest.Reset()
 	for _, pool := range d.queue.poolNames() {
 		for _, tier := range messages.Tiers {
+			var oldest time.Duration
 			for team, depth := range d.queue.depth(pool, tier) {
 				s.Queues = append(s.Queues, messages.QueueState{
 					Pool: pool, Tier: tier, Team: team, Depth: depth.n,
 					OldestWaitMS: ms(now.Sub(depth.oldest)),
 				})
+				oldest = max(oldest, now.Sub(depth.oldest))
+			}
+			if oldest > 0 {
+				d.metrics.QueueOldest.WithLabelValues(pool, string(tier)).Set(oldest.Seconds())
 			}
 		}
 	}

@@ -25,6 +25,9 @@ type Metrics struct {
 	// QueueDepth is the number of calls waiting in this dispatcher, per pool
 	// and tier.
 	QueueDepth *prometheus.GaugeVec
+	// QueueOldest is how long the oldest call waiting in this dispatcher
+	// has waited, per pool and tier (absent when none waits).
+	QueueOldest *prometheus.GaugeVec
 	// Admissions counts calls admitted to each deployment.
 	Admissions *prometheus.CounterVec
 	// TokensReserved counts TPM reserved at admission, per team, pool and
@@ -89,6 +92,9 @@ func New(reg prometheus.Registerer) *Metrics {
 		}, []string{"pool", "tier"})),
 		QueueDepth: register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "sluice_queue_depth", Help: "Calls waiting for admission in this dispatcher.",
+		}, []string{"pool", "tier"})),
+		QueueOldest: register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sluice_queue_oldest_wait_seconds", Help: "How long the oldest call waiting in this dispatcher has waited.",
 		}, []string{"pool", "tier"})),
 		Admissions: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_admissions_total", Help: "Calls admitted, by pool and deployment.",
