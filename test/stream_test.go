@@ -170,4 +170,3 @@ func coolAll(t *testing.T, js jetstream.JetStream, s *devstack.Stack) {
 	}
 	time.Sleep(100 * time.Millisecond) // the dispatchers' watches catch up
 }
-

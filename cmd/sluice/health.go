@@ -8,7 +8,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-
 	"github.com/sluicehq/sluice/messages"
 	"github.com/sluicehq/sluice/services/config"
 	"github.com/sluicehq/sluice/services/health"

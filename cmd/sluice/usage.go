@@ -9,7 +9,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-
 	"github.com/sluicehq/sluice/messages"
 	"github.com/sluicehq/sluice/services/usage"
 )
