@@ -10,12 +10,13 @@ import (
 // fqName finds a metric's name in its description.
 var fqName = regexp.MustCompile(`fqName: "([^"]+)"`)
 
-// Names lists the name of every metric sluice registers, sorted: what
-// dashboards and alert rules may refer to. Histograms also expose
-// <name>_bucket, <name>_sum and <name>_count.
+// Names lists the name of every metric sluice registers (New's and
+// NewGateway's), sorted: what dashboards and alert rules may refer to.
+// Histograms also expose <name>_bucket, <name>_sum and <name>_count.
 func Names() []string {
 	reg := prometheus.NewRegistry()
 	New(reg)
+	NewGateway(reg)
 	descs := make(chan *prometheus.Desc, 256)
 	go func() {
 		reg.Describe(descs)

@@ -1,0 +1,433 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/sluicehq/sluice/messages"
+	"github.com/sluicehq/sluice/services/config"
+	"github.com/sluicehq/sluice/services/providers"
+	"github.com/sluicehq/sluice/services/results"
+	"github.com/sluicehq/sluice/services/tokens"
+)
+
+// route is one of the routes that make calls.
+type route struct {
+	path     string
+	endpoint messages.Endpoint
+	dialect  dialect
+	// apiKey: the route also takes the token as x-api-key (Anthropic's
+	// SDKs send it so).
+	apiKey bool
+}
+
+var callRoutes = []*route{
+	{path: "/v1/chat/completions", endpoint: messages.EndpointChatCompletions, dialect: openAI},
+	{path: "/v1/embeddings", endpoint: messages.EndpointEmbeddings, dialect: openAI},
+	{path: "/v1/messages", endpoint: messages.EndpointMessages, dialect: anthropic, apiKey: true},
+}
+
+const (
+	// publishTimeout bounds waiting for JetStream to accept a call.
+	publishTimeout = 10 * time.Second
+	// refetchEvery is how often a waiting call checks whether the NATS
+	// connection was re-established meanwhile, and if so looks for its
+	// result in the results stream (it may have gone by while the
+	// connection was down).
+	refetchEvery = 5 * time.Second
+)
+
+// exchange is one call through the gateway: the HTTP request, and the
+// call it became.
+type exchange struct {
+	w      http.ResponseWriter
+	r      *http.Request
+	rt     *route
+	team   string
+	tier   messages.Tier
+	call   *messages.CallRequest
+	stream bool
+	// giveUp is when the gateway stops waiting for the result: the
+	// call's deadline plus Config.ResultGrace.
+	giveUp time.Time
+	log    *slog.Logger
+
+	cancelOnce sync.Once
+	cancelCall func()
+	reconnects uint64
+}
+
+// cancel tells sluice, once, that nobody waits for the call any more.
+func (x *exchange) cancel() { x.cancelOnce.Do(x.cancelCall) }
+
+// serveCall serves a route that makes calls: it checks who calls and what,
+// publishes the call, and relays its result (or its stream).
+func (g *Gateway) serveCall(rt *route) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !allowMethod(w, r, rt.dialect, http.MethodPost) {
+			return
+		}
+		now := time.Now()
+		cfg := g.cfg.Shared.Load()
+		if cfg == nil {
+			writeError(w, rt.dialect, &apiError{Status: http.StatusServiceUnavailable, Code: string(messages.CodeInternal), Message: "sluice has no configuration yet"})
+			return
+		}
+		c, e := identify(cfg, r, rt.apiKey)
+		if e != nil {
+			writeError(w, rt.dialect, e)
+			return
+		}
+		tier, e := tierOf(c, r)
+		if e != nil {
+			writeError(w, rt.dialect, e)
+			return
+		}
+		timeout, e := g.timeoutOf(cfg, r, now)
+		if e != nil {
+			writeError(w, rt.dialect, e)
+			return
+		}
+		body, e := readBody(w, r, cfg.Calls.MaxBodyBytes)
+		if e != nil {
+			writeError(w, rt.dialect, e)
+			return
+		}
+		model, est, e := check(cfg, c, rt, body)
+		if e != nil {
+			writeError(w, rt.dialect, e)
+			return
+		}
+		call := &messages.CallRequest{
+			ID:        messages.NewCallID(),
+			Model:     model,
+			Endpoint:  rt.endpoint,
+			Body:      body,
+			TimeoutMS: max(1, timeout.Milliseconds()),
+		}
+		data, err := encodeCall(call)
+		if err != nil {
+			// The body was checked to be JSON above.
+			writeError(w, rt.dialect, &apiError{Status: http.StatusBadRequest, Code: string(messages.CodeInvalidRequest), Message: "malformed JSON: " + err.Error()})
+			return
+		}
+		if len(data) > cfg.Calls.MaxBodyBytes || int64(len(data)) > g.nc.MaxPayload() {
+			writeError(w, rt.dialect, tooLarge(min(int64(cfg.Calls.MaxBodyBytes), g.nc.MaxPayload())))
+			return
+		}
+		x := &exchange{
+			w: w, r: r, rt: rt, team: c.team, tier: tier, call: call, stream: est.Stream,
+			giveUp: now.Add(timeout + g.cfg.ResultGrace),
+			log:    g.log.With("team", c.team, "tier", tier, "model", model, "call", call.ID, "route", rt.path),
+		}
+		x.cancelCall = func() { g.cancel(x.team, x.call.ID) }
+		w.Header().Set(HeaderCallID, call.ID)
+		g.submit(x, data)
+	})
+}
+
+// readBody reads the request body, up to limit bytes. A body over the
+// limit is not read further: the answer closes the connection (else
+// net/http would try to read the rest, and a client still sending it
+// would never get its answer).
+func readBody(w http.ResponseWriter, r *http.Request, limit int) ([]byte, *apiError) {
+	if r.ContentLength > int64(limit) {
+		w.Header().Set("Connection", "close")
+		return nil, tooLarge(int64(limit))
+	}
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(limit)))
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		w.Header().Set("Connection", "close")
+		return nil, tooLarge(int64(limit))
+	}
+	if err != nil {
+		return nil, &apiError{Status: http.StatusBadRequest, Code: string(messages.CodeInvalidRequest), Message: "could not read the request body: " + err.Error()}
+	}
+	return data, nil
+}
+
+func tooLarge(limit int64) *apiError {
+	return &apiError{Status: http.StatusRequestEntityTooLarge, Code: string(messages.CodeInvalidRequest),
+		Message: fmt.Sprintf("the request is over sluice's limit of %d bytes (calls.max_body_bytes)", limit)}
+}
+
+// check validates the body before anything reaches NATS: JSON, model,
+// pool, the team's right to it, the route, and the fields sluice reserves
+// tokens by (max_tokens, n, messages, input). It returns the pool and the
+// token estimate.
+func check(cfg *config.Config, c caller, rt *route, body []byte) (string, tokens.Estimate, *apiError) {
+	bad := func(param, format string, args ...any) (string, tokens.Estimate, *apiError) {
+		return "", tokens.Estimate{}, &apiError{Status: http.StatusBadRequest, Code: string(messages.CodeInvalidRequest), Param: param, Message: fmt.Sprintf(format, args...)}
+	}
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		return bad("", "the request body must be a JSON object")
+	}
+	var head struct {
+		Model json.RawMessage `json:"model"`
+	}
+	if err := json.Unmarshal(trimmed, &head); err != nil {
+		return bad("", "malformed JSON: %v", err)
+	}
+	var model string
+	if len(head.Model) == 0 || string(head.Model) == "null" {
+		return bad("model", "model is required")
+	}
+	if err := json.Unmarshal(head.Model, &model); err != nil {
+		return bad("model", "model must be a string")
+	}
+	if model == "" {
+		return bad("model", "model is required")
+	}
+	if len(model) > messages.MaxModelLen {
+		return bad("model", "model is longer than %d characters", messages.MaxModelLen)
+	}
+	pool, ok := cfg.Pool(model)
+	if !ok {
+		return "", tokens.Estimate{}, &apiError{Status: http.StatusNotFound, Code: "model_not_found", Param: "model",
+			Message: fmt.Sprintf("the model %q does not exist: no sluice pool of that name", model)}
+	}
+	if !c.cfg.AllowsPool(model) {
+		return "", tokens.Estimate{}, &apiError{Status: http.StatusForbidden, Code: string(messages.CodeForbidden), Param: "model",
+			Message: fmt.Sprintf("team %s may not use the model %q", c.team, model)}
+	}
+	if !serves(pool, rt.endpoint) {
+		return "", tokens.Estimate{}, &apiError{Status: http.StatusNotFound, Code: "model_not_found", Param: "model",
+			Message: fmt.Sprintf("the model %q is not served on %s: none of its deployments speaks that API", model, rt.path)}
+	}
+	est, invalid := tokens.Of(rt.endpoint, trimmed, pool.DefaultMaxTokens)
+	if invalid != nil {
+		msg := invalid.Message
+		return bad(param(invalid.Field), "%s", msg)
+	}
+	return model, est, nil
+}
+
+// serves reports whether any deployment of pool speaks endpoint.
+func serves(pool *config.Pool, endpoint messages.Endpoint) bool {
+	for _, d := range pool.Deployments {
+		if d != nil && providers.Supports(d.Provider, endpoint) {
+			return true
+		}
+	}
+	return false
+}
+
+// encodeCall is the call's JSON, the body kept as the client sent it
+// (compacted; no HTML escaping).
+func encodeCall(call *messages.CallRequest) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(call); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
+// submit subscribes to the call's result (and stream), publishes the call,
+// and relays what comes back.
+func (g *Gateway) submit(x *exchange, data []byte) {
+	if !g.nc.IsConnected() {
+		// Rather than queue the call in the reconnect buffer.
+		g.unavailable(x, fmt.Errorf("not connected to NATS (%s)", g.nc.Status()))
+		return
+	}
+	resultCh := make(chan *messages.Result, 1)
+	rsub, err := g.nc.Subscribe(messages.ResultSubject(x.team, x.call.ID), func(m *nats.Msg) {
+		var res messages.Result
+		if err := json.Unmarshal(m.Data, &res); err != nil {
+			x.log.Warn("undecodable result", "err", err)
+			return
+		}
+		select {
+		case resultCh <- &res:
+		default: // a duplicate: the first one counts
+		}
+	})
+	if err != nil {
+		g.unavailable(x, err)
+		return
+	}
+	defer func() { _ = rsub.Unsubscribe() }()
+
+	var s *streamSub
+	if x.stream {
+		if s, err = g.subscribeStream(x); err != nil {
+			g.unavailable(x, err)
+			return
+		}
+		defer s.close()
+	}
+
+	msg := &nats.Msg{Subject: messages.CallSubject(x.team, x.tier), Data: data, Header: nats.Header{}}
+	msg.Header.Set(messages.HeaderMsgID, x.call.ID)
+	x.reconnects = g.nc.Stats().Reconnects
+	pctx, cancel := context.WithTimeout(x.r.Context(), publishTimeout)
+	_, err = g.js.PublishMsg(pctx, msg)
+	cancel()
+	if err != nil {
+		// It may have been stored all the same.
+		x.cancel()
+		if x.r.Context().Err() != nil {
+			return
+		}
+		g.unavailable(x, err)
+		return
+	}
+	x.log.Debug("call submitted", "stream", x.stream)
+	if x.stream {
+		g.relay(x, resultCh, s)
+		return
+	}
+	g.await(x, resultCh)
+}
+
+// unavailable answers a call that could not be submitted.
+func (g *Gateway) unavailable(x *exchange, err error) {
+	x.log.Warn("could not submit the call", "err", err)
+	writeError(x.w, x.rt.dialect, &apiError{Status: http.StatusServiceUnavailable, Code: string(messages.CodeInternal),
+		Message: "sluice could not accept the call: " + err.Error()})
+}
+
+// await waits for the result of a call that is not streamed, and answers
+// it.
+func (g *Gateway) await(x *exchange, resultCh <-chan *messages.Result) {
+	giveUp := time.NewTimer(time.Until(x.giveUp))
+	defer giveUp.Stop()
+	tick := time.NewTicker(refetchEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case res := <-resultCh:
+			g.answer(x, res)
+			return
+		case <-x.r.Context().Done():
+			x.cancel()
+			x.log.Debug("the client went away: call canceled")
+			return
+		case <-giveUp.C:
+			x.cancel()
+			g.noResult(x)
+			return
+		case <-tick.C:
+			if res := g.refetch(x); res != nil {
+				g.answer(x, res)
+				return
+			}
+		}
+	}
+}
+
+// noResult answers a call whose result did not come by its deadline.
+func (g *Gateway) noResult(x *exchange) {
+	x.log.Warn("no result by the call's deadline: canceled")
+	writeError(x.w, x.rt.dialect, &apiError{Status: http.StatusGatewayTimeout, Code: string(messages.CodeDeadlineExceeded), NoRetry: true,
+		Message: "no answer came from sluice within the call's deadline"})
+}
+
+// refetch looks for the call's result in the results stream if the NATS
+// connection was re-established since it last looked: a result published
+// while it was down never reached the subscription.
+func (g *Gateway) refetch(x *exchange) *messages.Result {
+	n := g.nc.Stats().Reconnects
+	if n == x.reconnects {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(x.r.Context(), refetchEvery)
+	defer cancel()
+	res, err := results.FetchDirect(ctx, g.nc, g.cfg.JSDomain, x.team, x.call.ID)
+	if err != nil {
+		return nil
+	}
+	x.reconnects = n
+	return res
+}
+
+// answer writes a call's result: the provider's status and body as they
+// are, or sluice's error in the route's dialect.
+func (g *Gateway) answer(x *exchange, res *messages.Result) {
+	setResultHeaders(x.w.Header(), res)
+	switch {
+	case res.Error == nil:
+		body := res.Body
+		if len(body) == 0 {
+			body = []byte("{}")
+		}
+		writeBody(x.w, orDefault(res.HTTPStatus, http.StatusOK), body)
+	case (res.Error.Code == messages.CodeProviderError || res.Error.Code == messages.CodeRateLimited) && res.HTTPStatus >= 400 && len(res.Body) > 0:
+		// The provider's own answer: sluice has retried what was worth
+		// retrying already.
+		x.w.Header().Set("x-should-retry", "false")
+		writeBody(x.w, res.HTTPStatus, res.Body)
+	default:
+		writeError(x.w, x.rt.dialect, fromCallError(res.Error))
+	}
+	x.log.Debug("answered", "outcome", res.Outcome(), "status", res.HTTPStatus)
+}
+
+// setResultHeaders sets the x-sluice-* headers of a result.
+func setResultHeaders(h http.Header, res *messages.Result) {
+	if res.Deployment != "" {
+		h.Set(HeaderDeployment, res.Deployment)
+	}
+	if res.Region != "" {
+		h.Set(HeaderRegion, res.Region)
+	}
+	h.Set(HeaderAttempts, strconv.Itoa(res.Attempts))
+	h.Set(HeaderQueuedMS, strconv.FormatFloat(res.Timings.QueuedMS, 'f', -1, 64))
+}
+
+// orDefault returns the first of its arguments that is not zero.
+func orDefault(v, def int) int {
+	if v != 0 {
+		return v
+	}
+	return def
+}
+
+// streamSub is the subscription to a call's stream: its events wait in a
+// bounded buffer for the client. When the client falls StreamBuffer
+// events behind, the call is canceled at once and overflow closed.
+type streamSub struct {
+	sub      *nats.Subscription
+	chunks   chan *nats.Msg
+	overflow chan struct{}
+	over     atomic.Bool
+}
+
+func (g *Gateway) subscribeStream(x *exchange) (*streamSub, error) {
+	s := &streamSub{chunks: make(chan *nats.Msg, g.cfg.StreamBuffer), overflow: make(chan struct{})}
+	sub, err := g.nc.Subscribe(messages.StreamSubject(x.team, x.call.ID), func(m *nats.Msg) {
+		if s.over.Load() {
+			return
+		}
+		select {
+		case s.chunks <- m:
+		default:
+			s.over.Store(true)
+			close(s.overflow)
+			x.cancel()
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.sub = sub
+	return s, nil
+}
+
+func (s *streamSub) close() { _ = s.sub.Unsubscribe() }
