@@ -6,11 +6,13 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"time"
 
 	"github.com/oklog/run"
 
 	"github.com/sluicehq/sluice/messages"
 	"github.com/sluicehq/sluice/services/devstack"
+	"github.com/sluicehq/sluice/services/gateway"
 )
 
 func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -19,6 +21,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	dataDir := fs.String("data", "", "JetStream data directory (default: a fresh temporary directory, removed on exit)")
 	fakeAddr := fs.String("fake-addr", "127.0.0.1:0", "where the fake provider listens")
 	metricsAddr := fs.String("metrics", "localhost:9464", "address to serve Prometheus metrics on; empty for none")
+	gatewayAddr := fs.String("gateway-addr", "localhost:8080", "where the OpenAI-compatible HTTP gateway listens; empty for none")
 	dispatchers := fs.Int("dispatchers", 1, "dispatchers to run")
 	printConfig := fs.Bool("print-config", false, "print the built-in configuration and exit")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
@@ -57,18 +60,44 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	defer stopMetrics()
 
 	var g run.Group
+	// Services already started are stopped if a later one cannot start.
+	var started []*devstack.Service
+	stopStarted := func(err error) error {
+		for _, svc := range started {
+			_ = svc.Stop()
+		}
+		return err
+	}
+	// The gateway first: a port in use fails before anything else runs.
+	gatewayURL := ""
+	if *gatewayAddr != "" {
+		svc, url, err := stack.StartGateway(func(c *gateway.Config) {
+			c.Addr = *gatewayAddr
+			// Ctrl-C stops everything at once: calls still waiting then
+			// would wait for nothing.
+			c.ShutdownGrace = 10 * time.Second
+		})
+		if err != nil {
+			return fmt.Errorf("-gateway-addr: %w", err)
+		}
+		started = append(started, svc)
+		gatewayURL = url
+	}
 	for i := 1; i <= *dispatchers; i++ {
 		svc, err := stack.StartDispatcher(fmt.Sprintf("dev-%d", i), nil)
 		if err != nil {
-			return err
+			return stopStarted(err)
 		}
-		addService(&g, svc)
+		started = append(started, svc)
 	}
 	for _, region := range stack.Shared.Load().Regions() {
 		svc, err := stack.StartExecutor(region, nil)
 		if err != nil {
-			return err
+			return stopStarted(err)
 		}
+		started = append(started, svc)
+	}
+	for _, svc := range started {
 		addService(&g, svc)
 	}
 	g.Add(func() error { <-ctx.Done(); return nil }, func(error) {})
@@ -84,16 +113,38 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 Make a call from another terminal:
   go run ./cmd/sluice call --server %s --team demo --tier standard --model gpt-4o-mini --prompt "hi"
 
-Change the configuration while it runs:
+%sChange the configuration while it runs:
   go run ./cmd/sluice config get --server %s > sluice.yaml
   go run ./cmd/sluice config apply --server %s -f sluice.yaml
 
 Press Ctrl-C to stop.
 `, stack.ClientURL(), stack.StoreDir, stack.FakeURL, *metricsAddr, stack.Shared.Revision(), messages.BucketConfig,
-		stack.ClientURL(), stack.ClientURL(), stack.ClientURL())
+		stack.ClientURL(), gatewayBanner(gatewayURL), stack.ClientURL(), stack.ClientURL())
 	err = g.Run()
 	log.Info("sluice dev stopped")
 	return err
+}
+
+// devToken is the gateway token of team demo in the built-in
+// configuration (only its hash is in dev.yaml).
+const devToken = "sk-sluice-demo"
+
+// gatewayBanner says how to call sluice dev's gateway at url, if it runs.
+func gatewayBanner(url string) string {
+	if url == "" {
+		return ""
+	}
+	return fmt.Sprintf(`Or through the OpenAI-compatible gateway at %[1]s/v1 (team demo's token is %[2]s):
+  curl %[1]s/v1/chat/completions -H "Authorization: Bearer %[2]s" \
+    -H "Content-Type: application/json" \
+    -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'
+  curl -N %[1]s/v1/chat/completions -H "Authorization: Bearer %[2]s" \
+    -d '{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}'
+Any OpenAI SDK works with only the base URL and the key changed:
+  export OPENAI_BASE_URL=%[1]s/v1 OPENAI_API_KEY=%[2]s
+  python -c 'from openai import OpenAI; print(OpenAI().chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]).choices[0].message.content)'
+
+`, url, devToken)
 }
 
 // addService runs svc in g: g ends when svc does, and stops svc when

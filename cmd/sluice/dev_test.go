@@ -1,7 +1,9 @@
 package main
 
 import (
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"regexp"
 	"strings"
@@ -35,11 +37,14 @@ func TestDev(t *testing.T) {
 	addr := freeAddr(t)
 	metrics := freeAddr(t)
 	data := t.TempDir()
-	dev := startCommand(t, runDev, "--addr", addr, "--metrics", metrics, "--data", data, "--dispatchers", "2")
+	gatewayAddr := freeAddr(t)
+	dev := startCommand(t, runDev, "--addr", addr, "--metrics", metrics, "--data", data, "--dispatchers", "2", "--gateway-addr", gatewayAddr)
 	dev.waitOutput(t, "sluice dev is running")
 	out := dev.stdout.String()
 	server := "nats://" + addr
-	for _, want := range []string{server, "http://" + metrics + "/metrics", "--server " + server + " --team demo"} {
+	gatewayURL := "http://" + gatewayAddr + "/v1"
+	for _, want := range []string{server, "http://" + metrics + "/metrics", "--server " + server + " --team demo",
+		"curl " + gatewayURL + "/chat/completions", "OPENAI_BASE_URL=" + gatewayURL, "OPENAI_API_KEY=sk-sluice-demo"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the banner does not say %q:\n%s", want, out)
 		}
@@ -55,8 +60,26 @@ func TestDev(t *testing.T) {
 	}
 	checkOK(t, decodeResult(t, stdout))
 
+	// So does the gateway, with team demo's token.
+	req, err := http.NewRequest(http.MethodPost, gatewayURL+"/chat/completions",
+		strings.NewReader(`{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer sk-sluice-demo")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.HasSuffix(string(body), "data: [DONE]\n\n") {
+		t.Errorf("a streamed call through sluice dev's gateway: %d %s", resp.StatusCode, body)
+	}
+
 	waitMetrics(t, "http://"+metrics+"/metrics", func(body string) bool {
-		return hasSample(body, "sluice_calls_total", `team="demo"`, `tier="standard"`, `outcome="ok"`) &&
+		return hasSample(body, "sluice_gateway_requests_total", `route="/v1/chat/completions"`, `status="200"`) &&
+			hasSample(body, "sluice_calls_total", `team="demo"`, `tier="standard"`, `outcome="ok"`) &&
 			hasSample(body, "sluice_provider_latency_seconds_count") &&
 			hasSample(body, "go_goroutines")
 	})
@@ -76,13 +99,17 @@ func TestDev(t *testing.T) {
 	}
 	refused(t, "NATS", addr)
 	refused(t, "metrics", metrics)
+	refused(t, "the gateway", gatewayAddr)
 }
 
 // Without --data, sluice dev uses a temporary directory and removes it.
 func TestDevRemovesItsTemporaryData(t *testing.T) {
 	addr := freeAddr(t)
-	dev := startCommand(t, runDev, "--addr", addr, "--metrics", "", "--log-level", "warn")
+	dev := startCommand(t, runDev, "--addr", addr, "--metrics", "", "--log-level", "warn", "--gateway-addr", "")
 	dev.waitOutput(t, "sluice dev is running")
+	if strings.Contains(dev.stdout.String(), "gateway") {
+		t.Errorf("sluice dev --gateway-addr '' mentions a gateway:\n%s", dev.stdout)
+	}
 	data := devDataDir(t, dev.stdout.String())
 	if _, err := os.Stat(data); err != nil {
 		t.Fatalf("the temporary data directory does not exist while sluice dev runs: %v", err)
@@ -121,6 +148,25 @@ func TestDevAddressInUse(t *testing.T) {
 	if strings.Contains(dev.stdout.String(), "is running") {
 		t.Errorf("sluice dev says it is running although it failed:\n%s", dev.stdout)
 	}
+}
+
+func TestDevGatewayAddressInUse(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	addr := freeAddr(t)
+	dev := startCommand(t, runDev, "--addr", addr, "--metrics", "", "--data", t.TempDir(), "--gateway-addr", ln.Addr().String())
+	select {
+	case <-dev.done:
+	case <-time.After(hang):
+		t.Fatalf("sluice dev with its gateway port in use neither failed nor started within %s", hang)
+	}
+	if dev.err == nil || !strings.Contains(dev.err.Error(), "-gateway-addr") || !strings.Contains(dev.err.Error(), ln.Addr().String()) {
+		t.Fatalf("sluice dev with its gateway port in use returned %v, want an error naming -gateway-addr and the address", dev.err)
+	}
+	refused(t, "NATS", addr)
 }
 
 func TestDevMetricsAddressInUse(t *testing.T) {

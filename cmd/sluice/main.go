@@ -24,6 +24,8 @@ var commands = map[string]command{
 	"dev":          {"run everything in one process on an embedded NATS server", runDev},
 	"dispatcher":   {"run a dispatcher against a NATS server", runDispatcher},
 	"executor":     {"run the executor of one region against a NATS server", runExecutor},
+	"gateway":      {"serve the OpenAI-compatible HTTP API, calling sluice over NATS", runGateway},
+	"token":        {"make a new gateway token for a team, and the hash to configure", runToken},
 	"call":         {"make one call and print its result", runCall},
 	"config":       {"apply, get or check the live configuration", runConfig},
 	"fakeprovider": {"run a fake OpenAI-compatible provider that enforces rate limits", runFakeProvider},

@@ -179,7 +179,7 @@ func TestUsageListsEveryCommand(t *testing.T) {
 		names = append(names, name)
 	}
 	sort.Strings(names)
-	for _, want := range []string{"bench", "call", "config", "dev", "dispatcher", "executor", "fakeprovider"} {
+	for _, want := range []string{"bench", "call", "config", "dev", "dispatcher", "executor", "fakeprovider", "gateway", "token"} {
 		if _, ok := commands[want]; !ok {
 			t.Errorf("command %q is missing", want)
 		}
@@ -227,7 +227,9 @@ func TestSubcommandHelp(t *testing.T) {
 		flags []string
 	}{
 		{"call", []string{"-team", "-tier", "-model", "-prompt", "-body", "-timeout", "-server"}},
-		{"dev", []string{"-addr", "-data", "-metrics", "-print-config"}},
+		{"dev", []string{"-addr", "-data", "-metrics", "-print-config", "-gateway-addr"}},
+		{"gateway", []string{"-addr", "-config", "-server", "-creds", "-metrics", "-shutdown-grace", "-default-timeout"}},
+		{"token", []string{"-team"}},
 		{"dispatcher", []string{"-config", "-server", "-metrics"}},
 		{"executor", []string{"-config", "-region", "-secrets", "-server"}},
 		{"fakeprovider", []string{"-addr", "-rpm", "-tpm"}},

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+
+	"github.com/sluicehq/sluice/services/config"
+	"github.com/sluicehq/sluice/services/gateway"
+)
+
+func runGateway(ctx context.Context, args []string, _, stderr io.Writer) error {
+	fs := newFlagSet("gateway", stderr)
+	var nf natsFlags
+	nf.register(fs)
+	configPath := fs.String("config", "", "bootstrap configuration file (YAML), used until KV holds one; once KV holds one, KV wins. "+
+		"Default: read the configuration from KV, waiting until one is stored")
+	addr := fs.String("addr", ":8080", "where the gateway listens for HTTP")
+	metricsAddr := fs.String("metrics", ":9466", "address to serve Prometheus metrics on; empty for none")
+	grace := fs.Duration("shutdown-grace", 30*time.Second, "how long in-flight calls may finish after a signal before they are canceled")
+	defaultTimeout := fs.Duration("default-timeout", 0, "deadline of calls whose request sets none (default: the configuration's calls.default_timeout)")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *defaultTimeout < 0 {
+		return errors.New("-default-timeout must not be negative")
+	}
+	log, err := newLogger(stderr, *logLevel)
+	if err != nil {
+		return err
+	}
+	sc := serviceConfig{path: *configPath}
+	if *configPath != "" {
+		if sc.file, err = config.Load(*configPath); err != nil {
+			return err
+		}
+	}
+	reg := newRegistry()
+	stopMetrics, err := serveMetrics(*metricsAddr, reg, log)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
+	nc, err := nf.connect("sluice gateway")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := nf.jetstream(nc)
+	if err != nil {
+		return err
+	}
+	live, kv, err := sc.resolve(ctx, js, log)
+	if errors.Is(err, errStopped) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	g, err := gateway.New(nc, gateway.Config{
+		Addr: *addr, Shared: live, Logger: log, Registerer: reg, JSDomain: nf.domain,
+		ShutdownGrace: *grace, DefaultTimeout: *defaultTimeout,
+	})
+	if err != nil {
+		return err
+	}
+	if _, err := g.Listen(); err != nil {
+		return err
+	}
+	return runWatched(ctx, kv, live, log, g.Run)
+}

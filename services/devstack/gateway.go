@@ -1,0 +1,40 @@
+package devstack
+
+import (
+	"github.com/nats-io/nats.go"
+
+	"github.com/sluicehq/sluice/services/gateway"
+)
+
+// StartGateway starts an HTTP gateway on its own NATS connection. It
+// listens on 127.0.0.1 and a free port unless tune sets Addr, and returns
+// the service and the gateway's base URL ("http://host:port"; the OpenAI
+// API is under /v1).
+func (s *Stack) StartGateway(tune func(*gateway.Config)) (*Service, string, error) {
+	cfg := gateway.Config{
+		Addr:       "127.0.0.1:0",
+		Shared:     s.Shared,
+		Logger:     s.opts.Logger,
+		Registerer: s.opts.Registerer,
+	}
+	if tune != nil {
+		tune(&cfg)
+	}
+	var url string
+	svc, err := s.start("gateway", func(nc *nats.Conn) (runner, error) {
+		g, err := gateway.New(nc, cfg)
+		if err != nil {
+			return nil, err
+		}
+		addr, err := g.Listen()
+		if err != nil {
+			return nil, err
+		}
+		url = "http://" + addr.String()
+		return g, nil
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	return svc, url, nil
+}
