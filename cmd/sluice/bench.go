@@ -3,8 +3,11 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/sluicehq/sluice/services/bench"
@@ -14,8 +17,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := newFlagSet("bench", stderr)
 	var o bench.Options
 	var acc bench.AccuracyOptions
-	mode := fs.String("mode", "throughput", "throughput: calls/s and added latency against a JetStream baseline; accuracy: 429s and capacity used under twice the demand; fairness: teams' shares and critical waits under three times the demand")
-	fs.DurationVar(&acc.Duration, "duration", 60*time.Second, "accuracy, fairness: how long to offer the demand")
+	var gw bench.GatewayOptions
+	mode := fs.String("mode", "throughput", "throughput: calls/s and added latency against a JetStream baseline; accuracy: 429s and capacity used under twice the demand; fairness: teams' shares and critical waits under three times the demand; gateway: latency the HTTP gateway and sluice add over calling the provider directly")
+	fs.DurationVar(&acc.Duration, "duration", 60*time.Second, "accuracy, fairness: how long to offer the demand; gateway: each measurement (default there 5s)")
+	rates := fs.String("rates", "100,1000", "gateway: arrival rates, calls per second, comma-separated")
+	fs.DurationVar(&gw.ProviderLatency, "provider-latency", time.Millisecond, "gateway: the fake provider's fixed latency, the same on both paths")
 	fs.Float64Var(&acc.Demand, "demand", 2, "accuracy: demand as a multiple of the capacity")
 	fs.IntVar(&o.Calls, "calls", 20000, "calls (and baseline messages) for the throughput measurement")
 	fs.Float64Var(&o.Rate, "rate", 200, "calls per second for the latency measurement")
@@ -31,7 +37,27 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	o.Logger = log
+	durationSet := false
+	fs.Visit(func(f *flag.Flag) { durationSet = durationSet || f.Name == "duration" })
 	switch *mode {
+	case "gateway":
+		// --duration's default suits the other modes' single
+		// measurement; the gateway mode makes eight.
+		if durationSet {
+			gw.Duration = acc.Duration
+		}
+		if gw.Rates, err = parseRates(*rates); err != nil {
+			return err
+		}
+		gw.Dispatchers, gw.Logger = o.Dispatchers, log
+		rep, err := bench.RunGateway(ctx, gw)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return writeJSON(stdout, rep)
+		}
+		printGateway(stdout, rep)
 	case "throughput":
 		rep, err := bench.Run(ctx, o)
 		if err != nil {
@@ -61,7 +87,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		printAccuracy(stdout, rep)
 	default:
-		return fmt.Errorf("-mode %q: use throughput, accuracy or fairness", *mode)
+		return fmt.Errorf("-mode %q: use throughput, accuracy, fairness or gateway", *mode)
 	}
 	return nil
 }
@@ -106,4 +132,48 @@ func printFairness(w io.Writer, r *bench.FairnessReport) {
 	}
 	fmt.Fprintf(w, "\n  critical wait:  p50 %.1f ms, p99 %.1f ms\n", r.CriticalWaitP50MS, r.CriticalWaitP99MS)
 	fmt.Fprintf(w, "  scheduling:     %.1f µs per call admitted\n", r.ScheduleMicrosPerCall)
+}
+
+// parseRates reads a comma-separated list of positive rates.
+func parseRates(s string) ([]float64, error) {
+	var out []float64
+	for _, f := range strings.Split(s, ",") {
+		r, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+		if err != nil || r <= 0 || r > 1e6 {
+			return nil, fmt.Errorf("-rates %q: want positive calls per second, such as 100,1000", s)
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+func printGateway(w io.Writer, r *bench.GatewayReport) {
+	fmt.Fprintf(w, "sluice bench gateway on %s, %d CPUs (GOMAXPROCS %d), %s\n\n", r.Machine.OS, r.Machine.NumCPU, r.Machine.GOMAXPROCS, r.Machine.GoVersion)
+	fmt.Fprintf(w, "gateway -> NATS -> %d dispatcher(s) -> executor -> fake provider, against the fake provider directly over HTTP\n", r.Dispatchers)
+	fmt.Fprintf(w, "provider latency %.1f ms (chunks %.1f ms apart), %.0fs per measurement, provider 429s: %d\n", r.ProviderLatencyMS, r.ChunkDelayMS, r.Seconds, r.ProviderRefused)
+	fmt.Fprintf(w, "chat: the whole answer; stream: time to first chunk (TTFC). Milliseconds; CPU: cores the whole process used.\n\n")
+	fmt.Fprintf(w, "  kind    rate/s  path     sent/s  ok/s  errors  CPU     p50     p99   added p50  added p99  ratio p50  ratio p99\n")
+	for _, row := range r.Rows {
+		for i, p := range []struct {
+			name string
+			s    bench.PathStats
+		}{{"direct", row.Direct}, {"gateway", row.Gateway}} {
+			fmt.Fprintf(w, "  %-6s %7.0f  %-7s %7.0f %5.0f %7d %4.2f %7.2f %7.2f", row.Kind, row.Rate, p.name, p.s.SentPerSecond, p.s.PerSecond, p.s.Errors, p.s.CPU, p.s.P50, p.s.P99)
+			if i == 1 {
+				fmt.Fprintf(w, "  %9.2f  %9.2f  %9.2f  %9.2f", row.AddedP50, row.AddedP99, row.RatioP50, row.RatioP99)
+			}
+			fmt.Fprintln(w)
+		}
+	}
+	for _, row := range r.Rows {
+		for _, p := range []struct {
+			name string
+			s    bench.PathStats
+		}{{"direct", row.Direct}, {"gateway", row.Gateway}} {
+			if p.s.FirstError != "" {
+				fmt.Fprintf(w, "\n  %s %s at %.0f/s, first error: %s", row.Kind, p.name, row.Rate, p.s.FirstError)
+			}
+		}
+	}
+	fmt.Fprintln(w)
 }
