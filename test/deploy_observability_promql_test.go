@@ -240,7 +240,7 @@ func (c *obsChecker) check(expr string) (obsExpr, []string) {
 			out.metrics = append(out.metrics, base)
 			for _, lm := range n.LabelMatchers {
 				if lm.Name != model.MetricNameLabel {
-					c.checkMatcher(n.Name, m, lm, bad)
+					c.checkMatcher(base, m, lm, bad)
 				}
 			}
 		case *parser.MatrixSelector:
@@ -288,7 +288,8 @@ func (c *obsChecker) check(expr string) (obsExpr, []string) {
 	return out, problems
 }
 
-// checkMatcher checks one label matcher of a selector of metric m.
+// checkMatcher checks one label matcher of a selector of metric m (a
+// histogram's series by its base name).
 func (c *obsChecker) checkMatcher(name string, m obsMetric, lm *labels.Matcher, bad func(string, ...any)) {
 	own := append(slices.Clone(m.labels), "job", "instance")
 	if !slices.Contains(own, lm.Name) {
@@ -305,8 +306,7 @@ func (c *obsChecker) checkMatcher(name string, m obsMetric, lm *labels.Matcher, 
 		}
 		return
 	}
-	base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(name, "_bucket"), "_sum"), "_count")
-	known, ok := c.values[base+"/"+lm.Name]
+	known, ok := c.values[name+"/"+lm.Name]
 	if !ok {
 		known, ok = c.values[lm.Name]
 	}
