@@ -21,7 +21,8 @@ type Gateway struct {
 	FirstChunk *prometheus.HistogramVec
 	// Truncated counts streams the gateway ended before their end, by
 	// reason: lost_chunks (a gap in Sluice-Seq), slow_client (the client
-	// read too slowly), deadline, error (the call failed mid-stream).
+	// read too slowly), client_gone (the client went away), deadline,
+	// error (the call failed mid-stream).
 	Truncated *prometheus.CounterVec
 }
 
@@ -45,7 +46,7 @@ func NewGateway(reg prometheus.Registerer) *Gateway {
 			Name: "sluice_gateway_first_chunk_seconds", Help: "Time from a streamed request's arrival to its first chunk.", Buckets: latencyBuckets,
 		}, []string{"route"})),
 		Truncated: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "sluice_gateway_streams_truncated_total", Help: "Streams the gateway ended early, by reason (lost_chunks, slow_client, deadline, error).",
+			Name: "sluice_gateway_streams_truncated_total", Help: "Streams the gateway ended early, by reason (lost_chunks, slow_client, client_gone, deadline, error).",
 		}, []string{"reason"})),
 	}
 }
