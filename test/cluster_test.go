@@ -1,0 +1,327 @@
+//go:build linux
+
+package test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluicehq/sluice/messages"
+	"github.com/sluicehq/sluice/services/client"
+	"github.com/sluicehq/sluice/services/results"
+)
+
+// runSluice runs a sluice command to its end as user on servers, and
+// returns its standard output.
+func (c *natsCluster) runSluice(ctx context.Context, t *testing.T, user, servers string, args ...string) (string, error) {
+	t.Helper()
+	natsArgs, env := c.natsArgs(user, servers)
+	cmd := exec.CommandContext(ctx, c.sluiceBin, append(append([]string{args[0]}, natsArgs...), args[1:]...)...)
+	cmd.Env = append(cmd.Environ(), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if err != nil {
+		return stdout.String(), fmt.Errorf("sluice %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	return stdout.String(), nil
+}
+
+// TestClusterDeployment runs deploy/nats as a deployment runs it (three
+// hub servers, a leaf node per region, TLS everywhere, a NATS user per
+// team and per service) with sluice's dispatcher on the hub and each
+// region's executor on its region's leaf node, and checks that teams'
+// calls are served by the right region, and that the NATS servers
+// themselves hold every user to its own subjects.
+func TestClusterDeployment(t *testing.T) {
+	c := startNATSCluster(t)
+	c.startSluice(1, 1, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	t.Run("calls served through each region's leaf node", func(t *testing.T) {
+		for _, region := range clusterRegions {
+			// A team application in the region, on the region's leaf
+			// node, with the sluice command: the hub's JetStream through
+			// the leaf, domain hub.
+			out, err := c.runSluice(ctx, t, "search", c.leafs[region].clientURL, "call",
+				"--js-domain", "hub", "--team", "search", "--tier", "standard",
+				"--model", "m-"+region, "--prompt", "hello", "--max-tokens", "8", "--timeout", "30s")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var r messages.Result
+			if err := json.Unmarshal([]byte(out), &r); err != nil {
+				t.Fatalf("sluice call printed %q: %v", out, err)
+			}
+			if r.Status != messages.StatusOK || r.Region != region || r.Deployment != region+"-1" {
+				t.Fatalf("call for m-%s via leaf-%s: %+v (error %+v)", region, region, r, r.Error)
+			}
+
+			// A team application connected to the hub, with the Go
+			// client: served by the same region's executor, through the
+			// hub and the region's leaf node.
+			cc := c.connect("analytics", c.hubURLs())
+			cl, err := client.New(cc.Conn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := cl.Call(ctx, "analytics", messages.TierBatch, &messages.CallRequest{
+				Model: "m-" + region, Body: json.RawMessage(`{"messages":[{"role":"user","content":"hi"}],"max_tokens":8}`),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Status != messages.StatusOK || res.Region != region {
+				t.Fatalf("analytics call for m-%s via the hub: %+v (error %+v)", region, res, res.Error)
+			}
+			// Its stored result, fetched as a reconnecting client does.
+			// Any replica answers a direct get, and a follower may not
+			// have stored the result yet when the subscriber has it.
+			var fetchErr error
+			waitUntil(t, "the stored result of "+res.ID, 10*time.Second, func() bool {
+				var stored *messages.Result
+				stored, fetchErr = results.FetchDirect(ctx, cc.Conn, "", "analytics", res.ID)
+				return fetchErr == nil && stored.ID == res.ID
+			})
+		}
+		// Each region's key reached the provider from that region only
+		// (the fake refuses any other key with 401).
+		st := c.fake.Stats()
+		for _, region := range clusterRegions {
+			if n := st.Keys[c.secrets[region]].Served; n != 2 {
+				t.Errorf("region %s's key served %d calls, want 2", region, n)
+			}
+		}
+		if st.Total.Unauthorized != 0 {
+			t.Errorf("the provider refused %d calls for their key", st.Total.Unauthorized)
+		}
+	})
+
+	t.Run("streams and buckets replicated on the three hub servers", func(t *testing.T) {
+		js := c.connect("operator", c.hubURLs()).jetStream(t, "")
+		names := js.StreamNames(ctx)
+		n := 0
+		for name := range names.Name() {
+			if !strings.HasPrefix(name, "SLUICE_") && !strings.HasPrefix(name, "KV_SLUICE_") {
+				continue
+			}
+			n++
+			s, err := js.Stream(ctx, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			info := s.CachedInfo()
+			if info.Config.Replicas != 3 || info.Cluster == nil || len(info.Cluster.Replicas) != 2 {
+				t.Errorf("stream %s: replicas %d, cluster %+v; want 3 replicas", name, info.Config.Replicas, info.Cluster)
+			}
+		}
+		if err := names.Err(); err != nil {
+			t.Fatal(err)
+		}
+		if n != 9 {
+			t.Errorf("%d sluice streams and buckets, want 9", n)
+		}
+	})
+
+	t.Run("teams: every tier they may use works", func(t *testing.T) {
+		cc := c.connect("search", c.hubURLs())
+		allowed := map[string][]messages.Tier{
+			"search":    {messages.TierCritical, messages.TierHigh, messages.TierStandard},
+			"analytics": {messages.TierStandard, messages.TierBatch},
+		}
+		for team, tiers := range allowed {
+			if team != cc.user {
+				cc = c.connect(team, c.leafs["eu-west"].clientURL)
+			}
+			cl, err := client.New(cc.Conn, client.WithDomain("hub"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, tier := range tiers {
+				res, err := cl.Call(ctx, team, tier, &messages.CallRequest{
+					Model: "m-us-east", Body: json.RawMessage(`{"messages":[{"role":"user","content":"hi"}],"max_tokens":8}`),
+				})
+				if err != nil {
+					t.Fatalf("%s on %s: %v", team, tier, err)
+				}
+				if res.Status != messages.StatusOK {
+					t.Fatalf("%s on %s: %+v", team, tier, res.Error)
+				}
+			}
+		}
+	})
+
+	t.Run("teams: the servers refuse what is not theirs", func(t *testing.T) {
+		for _, at := range []struct{ server, urls string }{
+			{"the hub", c.hubURLs()},
+			{"leaf-us-east", c.leafs["us-east"].clientURL},
+		} {
+			for _, tc := range []struct {
+				team, other    string
+				forbiddenTiers []string
+			}{
+				{"search", "analytics", []string{"batch"}},
+				{"analytics", "search", []string{"critical", "high"}},
+			} {
+				t.Logf("team %s on %s", tc.team, at.server)
+				cc := c.connect(tc.team, at.urls)
+				team, other := tc.team, tc.other
+				for _, tier := range tc.forbiddenTiers {
+					cc.expectRefused(t, "pub", "sluice.call."+team+"."+tier)
+				}
+				for _, subj := range []string{
+					// Another team's calls, cancellations and results.
+					"sluice.call." + other + ".standard",
+					"sluice.cancel." + other + ".some-call",
+					"$JS.API.DIRECT.GET.SLUICE_RESULTS.sluice.result." + other + ".some-call",
+					"$JS.hub.API.DIRECT.GET.SLUICE_RESULTS.sluice.result." + other + ".some-call",
+					// Around admission: retries, work, forged results.
+					"sluice.retry." + team + ".standard",
+					"sluice.exec.us-east",
+					"sluice.result." + team + ".forged",
+					// Any other JetStream or KV request.
+					"$JS.API.DIRECT.GET.SLUICE_RESULTS",
+					"$JS.API.STREAM.INFO.SLUICE_RESULTS",
+					"$JS.API.CONSUMER.CREATE.SLUICE_RESULTS.spy",
+					"$JS.hub.API.CONSUMER.CREATE.SLUICE_RESULTS.spy",
+					"$JS.API.STREAM.PURGE.SLUICE_CALLS",
+					"$KV.SLUICE_CONFIG.config",
+					"$JS.hub.API.$KV.SLUICE_CONFIG.config",
+					"$JS.API.DIRECT.GET.KV_SLUICE_CONFIG.$KV.SLUICE_CONFIG.config",
+				} {
+					cc.expectRefused(t, "pub", subj)
+				}
+				for _, subj := range []string{
+					"sluice.result." + other + ".>",
+					"sluice.result.*.*",
+					"sluice.stream." + other + ".>",
+					"sluice.call.>",
+					"sluice.exec.>",
+					"_INBOX_" + other + ".>",
+					"_INBOX.>",
+					">",
+				} {
+					cc.expectRefused(t, "sub", subj)
+				}
+				// What the team needs besides publishing calls.
+				cc.expectAllowed(t, "pub", "sluice.cancel."+team+".no-such-call")
+				for _, subj := range []string{"sluice.result." + team + ".>", "sluice.stream." + team + ".>", "_INBOX_" + team + ".>"} {
+					cc.expectAllowed(t, "sub", subj)
+				}
+			}
+		}
+	})
+
+	t.Run("services: each user only where its job needs", func(t *testing.T) {
+		for _, region := range clusterRegions {
+			other := "eu-west"
+			if region == other {
+				other = "us-east"
+			}
+			cc := c.connect("exec-"+region, c.leafs[region].clientURL)
+			// Another region's work (and so the calls its keys serve).
+			for _, subj := range []string{
+				"$JS.hub.API.CONSUMER.CREATE.SLUICE_EXEC.exec_" + other + ".sluice.exec." + other,
+				"$JS.hub.API.CONSUMER.MSG.NEXT.SLUICE_EXEC.exec_" + other,
+				"$JS.hub.API.CONSUMER.CREATE.SLUICE_EXEC.spy",
+				"$JS.hub.API.DIRECT.GET.SLUICE_EXEC",
+				"$JS.hub.API.STREAM.MSG.GET.SLUICE_EXEC",
+				// Neither the configuration nor the streams are its to change.
+				"$JS.hub.API.$KV.SLUICE_CONFIG.config",
+				"$JS.hub.API.STREAM.DELETE.SLUICE_CALLS",
+				"$JS.hub.API.STREAM.PURGE.SLUICE_EXEC",
+				// Nor may it call as a team.
+				"sluice.call.search.critical",
+			} {
+				cc.expectRefused(t, "pub", subj)
+			}
+			for _, subj := range []string{"sluice.exec.>", "sluice.exec." + other, "sluice.call.>", "sluice.result.>", "_INBOX_exec-" + other + ".>"} {
+				cc.expectRefused(t, "sub", subj)
+			}
+		}
+
+		d := c.connect("dispatcher", c.hubURLs())
+		for _, subj := range []string{"sluice.call.search.critical", "$JS.API.STREAM.DELETE.SLUICE_CALLS", "$JS.API.CONSUMER.CREATE.SLUICE_EXEC.spy"} {
+			d.expectRefused(t, "pub", subj)
+		}
+		for _, subj := range []string{"sluice.result.>", "sluice.call.>", "sluice.exec.>", "_INBOX_search.>"} {
+			d.expectRefused(t, "sub", subj)
+		}
+
+		g := c.connect("gateway", c.hubURLs())
+		for _, subj := range []string{"sluice.exec.us-east", "sluice.result.search.forged", "$KV.SLUICE_CONFIG.config", "$JS.API.STREAM.DELETE.SLUICE_RESULTS", "$JS.API.DIRECT.GET.KV_SLUICE_LIMITER.$KV.SLUICE_LIMITER.x"} {
+			g.expectRefused(t, "pub", subj)
+		}
+		for _, subj := range []string{"sluice.exec.>", "sluice.call.>", "_INBOX_search.>"} {
+			g.expectRefused(t, "sub", subj)
+		}
+		g.expectAllowed(t, "sub", "sluice.result.*.*")
+		g.expectAllowed(t, "pub", "sluice.cancel.search.no-such-call")
+	})
+
+	t.Run("services were refused nothing", func(t *testing.T) {
+		for _, v := range c.serviceViolations() {
+			t.Error(v)
+		}
+	})
+
+	t.Run("provider keys stay with their region's executors", func(t *testing.T) {
+		// Everything sluice stored, read as operator (who may read every
+		// stream and bucket), and every process's log: no key anywhere.
+		js := c.connect("operator", c.hubURLs()).jetStream(t, "")
+		stored := clusterStoredMessages(ctx, t, js)
+		if len(stored) == 0 {
+			t.Fatal("read nothing stored: the scan is broken")
+		}
+		for region, secret := range c.secrets {
+			for where, data := range stored {
+				if strings.Contains(data, secret) {
+					t.Errorf("region %s's provider key is stored in %s", region, where)
+				}
+			}
+			if logs := c.logsContain(secret); len(logs) > 0 {
+				t.Errorf("region %s's provider key is in the logs of %v", region, logs)
+			}
+		}
+	})
+}
+
+// clusterStoredMessages is every message of every sluice stream and KV
+// bucket, by stream and sequence.
+func clusterStoredMessages(ctx context.Context, t *testing.T, js jetstream.JetStream) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	names := js.StreamNames(ctx)
+	for name := range names.Name() {
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		state := s.CachedInfo().State
+		for seq := state.FirstSeq; seq <= state.LastSeq && state.Msgs > 0; seq++ {
+			m, err := s.GetMsg(ctx, seq)
+			if errors.Is(err, jetstream.ErrMsgNotFound) {
+				continue
+			}
+			if err != nil {
+				t.Fatalf("%s #%d: %v", name, seq, err)
+			}
+			out[fmt.Sprintf("%s #%d (%s)", name, seq, m.Subject)] = fmt.Sprint(m.Header) + string(m.Data)
+		}
+	}
+	if err := names.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
