@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluicehq/sluice/messages"
 	"github.com/sluicehq/sluice/services/config"
@@ -227,5 +228,48 @@ func TestLiveConfigurationLowersALimitWhileCallsFlow(t *testing.T) {
 	}
 	if st := s.Fake.Stats().Total; st.Refused() != 0 {
 		t.Errorf("the provider refused %d calls", st.Refused())
+	}
+}
+
+// A deployment removed from the configuration loses its state and limit
+// series, so that an alert on a deployment that no longer exists stops.
+func TestLiveConfigurationDropsRemovedDeploymentsMetrics(t *testing.T) {
+	s := startStack(t, stackOptions{yaml: twoRegionYAML(600, 100_000, layout{})})
+	reg := prometheus.NewRegistry()
+	startDispatcher(t, s, "d1", func(c *dispatcher.Config) { c.Registerer = reg })
+	series := func(deployment string) int {
+		families, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, f := range families {
+			if f.GetName() != "sluice_deployment_state" && f.GetName() != "sluice_deployment_limit" {
+				continue
+			}
+			for _, m := range f.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "deployment" && l.GetValue() == deployment {
+						n++
+					}
+				}
+			}
+		}
+		return n
+	}
+	waitUntil(t, "eu-west-2's gauges", 10*time.Second, func() bool { return series("eu-west-2") > 0 })
+
+	cfg, err := config.Parse([]byte(twoRegionYAML(600, 100_000, layout{})(s.FakeURL)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deps := cfg.Pools["m"].Deployments
+	cfg.Pools["m"].Deployments = deps[:len(deps)-1] // drops eu-west-2
+	if _, err := config.Apply(context.Background(), configBucket(t, s), cfg); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "eu-west-2's gauges to go", 10*time.Second, func() bool { return series("eu-west-2") == 0 })
+	if series("eu-west-1") == 0 {
+		t.Error("eu-west-1, still configured, lost its gauges too")
 	}
 }

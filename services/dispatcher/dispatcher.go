@@ -121,6 +121,9 @@ type Dispatcher struct {
 
 	// admittedTotal counts admissions; guarded by mu.
 	admittedTotal uint64
+	// reported are the deployments whose gauges were last set; guarded
+	// by mu.
+	reported map[string]bool
 	peers         *peers
 	canceled      canceledCalls
 

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluicehq/sluice/messages"
 	"github.com/sluicehq/sluice/services/limiter"
@@ -231,14 +232,29 @@ func (d *Dispatcher) countLimiterOps() {
 // deploymentStates are the values of the sluice_deployment_state label.
 var deploymentStates = []string{"ok", "cooling", "disabled", "circuit_open", "circuit_half_open"}
 
-// reportDeployments sets the deployment state and limit gauges.
+// reportDeployments sets the deployment state and limit gauges, and
+// drops those of deployments the configuration no longer has: a removed
+// deployment that was disabled or had an open circuit would otherwise
+// keep its alert firing until the dispatcher restarts.
 func (d *Dispatcher) reportDeployments() {
 	cfg := d.cfg.Shared.Load()
 	now := d.cfg.Clock()
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	current := make(map[string]bool)
+	defer func() {
+		for id := range d.reported {
+			if !current[id] {
+				gone := prometheus.Labels{"deployment": id}
+				d.metrics.DeploymentState.DeletePartialMatch(gone)
+				d.metrics.DeploymentLimit.DeletePartialMatch(gone)
+			}
+		}
+		d.reported = current
+	}()
 	for _, pool := range cfg.Pools {
 		for _, dep := range pool.Deployments {
+			current[dep.ID] = true
 			state := "ok"
 			h := d.health.Get(dep.ID)
 			switch {
