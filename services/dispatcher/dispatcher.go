@@ -124,8 +124,8 @@ type Dispatcher struct {
 	// reported are the deployments whose gauges were last set; guarded
 	// by mu.
 	reported map[string]bool
-	peers         *peers
-	canceled      canceledCalls
+	peers    *peers
+	canceled canceledCalls
 
 	rmu sync.Mutex // guards reservations
 	// reservations of admitted attempts, by attempt key, until they report.
