@@ -700,13 +700,45 @@ func (c *natsCluster) startSluice(dispatchers, executorsPerRegion int, latency t
 	c.t.Helper()
 	c.startProvider(latency)
 	c.writeSluiceConfig()
+	// The first dispatcher creates the streams and stores the
+	// configuration before the others start: two services creating the
+	// same R3 stream at once on a fresh cluster could both time out (seen
+	// with nats-server 2.15.2), and a service that cannot create its
+	// streams exits, for its supervisor to start again.
+	var started []*clusterProc
 	for i := 1; i <= dispatchers; i++ {
-		c.startDispatcher(fmt.Sprintf("d%d", i))
+		started = append(started, c.startDispatcher(fmt.Sprintf("d%d", i)))
+		if i == 1 {
+			started[0].waitLog(c.t, "dispatcher started", 30*time.Second)
+		}
 	}
 	for _, r := range clusterRegions {
 		for i := 1; i <= executorsPerRegion; i++ {
-			c.startExecutor(r, i)
+			started = append(started, c.startExecutor(r, i))
 		}
+	}
+	for _, p := range started {
+		if strings.HasPrefix(p.name, "executor") {
+			p.waitLog(c.t, "executor started", 30*time.Second)
+		} else {
+			p.waitLog(c.t, "dispatcher started", 30*time.Second)
+		}
+	}
+}
+
+// waitLog waits until the process's log has a line containing s, and
+// fails at once if the process ends first.
+func (p *clusterProc) waitLog(t *testing.T, s string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for p.grep(s, 1) == "" {
+		if !p.running() {
+			t.Fatalf("%s ended before saying %q:\n%s", p.name, s, p.tail(20))
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not say %q in %s:\n%s", p.name, s, timeout, p.tail(20))
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
