@@ -151,8 +151,20 @@ func TestComposeServices(t *testing.T) {
 				t.Errorf("NATS server %s must wait for nats-init to complete (certificates, passwords.conf)", name)
 			}
 		}
-		if cmd, _ := sluiceCommand(s); cmd == "dispatcher" {
+		cmd, args := sluiceCommand(s)
+		if cmd == "dispatcher" {
 			dispatchers++
+		}
+		// One writer creates sluice's streams and stores the
+		// configuration (config-apply) before the services start: services
+		// creating the same streams at once on a new cluster time out.
+		if _, ok := depMetricsPorts[cmd]; ok {
+			if d, ok := s.DependsOn["config-apply"]; !ok || d.Condition != types.ServiceConditionCompletedSuccessfully {
+				t.Errorf("service %s must wait for config-apply to complete", name)
+			}
+			if _, ok := flagValue(args, "config"); ok {
+				t.Errorf("service %s takes --config: only config-apply stores the configuration", name)
+			}
 		}
 		for _, port := range s.Ports {
 			if port.Target == 0 {
@@ -1330,6 +1342,9 @@ func TestK8sSluicePods(t *testing.T) {
 			}
 			if cmd == "fakeprovider" {
 				continue
+			}
+			if _, ok := flagValue(c.Args[1:], "config"); ok && cmd != "config" {
+				t.Errorf("%s takes --config: only the config-apply Job stores the configuration (one writer of the streams)", who)
 			}
 			env := envMap(c)
 			user := env["NATS_USER"]
