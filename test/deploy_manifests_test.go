@@ -363,6 +363,29 @@ func TestComposeNATSUsers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// nats-init writes a hash for every password accounts.conf names.
+	accounts, err := os.ReadFile(filepath.Join(depNATSDir, "accounts.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	initScript, err := os.ReadFile(filepath.Join(depComposeDir, "nats-init.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	loop := regexp.MustCompile(`(?m)^\s*for user in ([A-Z_ ]+); do`).FindSubmatch(initScript)
+	if loop == nil {
+		t.Fatal("nats-init.sh: no `for user in ...` loop")
+	}
+	for _, m := range regexp.MustCompile(`password:\s*\$([A-Z0-9_]+)`).FindAllSubmatch(accounts, -1) {
+		v := string(m[1])
+		if p.Services["nats-init"].Environment[v] == nil {
+			t.Errorf("accounts.conf uses $%s, which nats-init is not given", v)
+		}
+		if !slices.Contains(strings.Fields(string(loop[1])), strings.TrimSuffix(v, "_PASSWORD")) {
+			t.Errorf("accounts.conf uses $%s, which nats-init.sh does not write", v)
+		}
+	}
+
 	for _, name := range sortedServiceNames(p) {
 		s := p.Services[name]
 		cmd, _ := sluiceCommand(s)
@@ -1673,14 +1696,57 @@ func TestK8sKustomizeBuild(t *testing.T) {
 		t.Errorf("kustomize made %d Deployments, %d ConfigMaps, %d Services; the files hold %d, %d, %d",
 			len(o.deployments), len(o.configMaps), len(o.services), len(files.deployments), len(files.configMaps), len(files.services))
 	}
-	for _, w := range o.workloads() {
-		if ns := w.pod.Namespace; ns != "" && ns != files.kustomize.Namespace {
-			t.Errorf("%s %s: namespace %s", w.kind, w.name, ns)
-		}
-	}
 	for name, d := range o.deployments {
 		if d.Namespace != files.kustomize.Namespace {
 			t.Errorf("Deployment %s is in namespace %q, want %q", name, d.Namespace, files.kustomize.Namespace)
+		}
+	}
+}
+
+// TestK8sMakeSecrets: make-secrets.sh makes the Secrets the workloads read,
+// under the keys they read.
+func TestK8sMakeSecrets(t *testing.T) {
+	o := loadK8s(t)
+	script, err := os.ReadFile(filepath.Join(depK8sDir, "make-secrets.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"create secret generic nats-hub-tls", "create configmap nats-ca", "create secret generic nats-passwords",
+		`"nats-leaf-$r-tls"`, `"nats-user-$user"`, `"provider-keys-$r"`,
+		"--from-file=passwords.conf=", "--from-file=provider-keys.yaml=",
+	} {
+		if !bytes.Contains(script, []byte(want)) {
+			t.Errorf("make-secrets.sh does not make %s", want)
+		}
+	}
+	hub := o.statefulSets["hub"]
+	if hub == nil {
+		t.Fatal("no StatefulSet hub")
+	}
+	for _, v := range hub.Spec.Template.Spec.Volumes {
+		if v.Secret == nil || v.Secret.SecretName != "nats-hub-tls" {
+			continue
+		}
+		for _, it := range v.Secret.Items {
+			if !bytes.Contains(script, []byte("--from-file="+it.Key+"=")) {
+				t.Errorf("Secret nats-hub-tls: make-secrets.sh makes no key %s", it.Key)
+			}
+		}
+	}
+	// Each user's password Secret: the users of accounts.conf.
+	users := natsUsers(t)
+	m := regexp.MustCompile(`(?m)^users="([^"]*)"`).FindSubmatch(script)
+	if m == nil {
+		t.Fatal(`make-secrets.sh: no users="..."`)
+	}
+	made := map[string]bool{}
+	for _, u := range strings.Fields(string(m[1])) {
+		made[u] = true
+	}
+	for u := range users {
+		if !made[u] && !strings.HasPrefix(u, "exec-") {
+			t.Errorf("make-secrets.sh makes no password for NATS user %s", u)
 		}
 	}
 }

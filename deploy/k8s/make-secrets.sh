@@ -2,8 +2,10 @@
 # make-secrets.sh: the Secrets (and the CA ConfigMap) that deploy/k8s's
 # workloads expect, none of which is in the repository:
 #
-#   nats-hub-tls            ca.pem and hub-N.pem, hub-N-key.pem for the hub
-#   nats-leaf-<r>-tls       ca.pem and leaf-<r>.pem, leaf-<r>-key.pem
+#   nats-hub-tls            ca.pem, and hub-N.server.pem, hub-N.server-key.pem
+#                           for each hub server (each pod mounts its own as
+#                           /etc/nats/certs/server.pem, server-key.pem)
+#   nats-leaf-<r>-tls       ca.pem, server.pem, server-key.pem of leaf-<r>
 #   nats-ca (ConfigMap)     ca.pem alone, for sluice's services
 #   nats-passwords          passwords.conf: every NATS user's bcrypt hash
 #   nats-user-<user>        password: the plain password of one NATS user
@@ -16,9 +18,9 @@
 #   PROVIDER_KEYS_DIR=/secure/keys deploy/k8s/make-secrets.sh
 #
 # Certificates are made by deploy/nats/certs/make-certs.sh into $PKI_DIR
-# (default deploy/k8s/.pki, ignored by git), once: run again, it keeps them
-# and adds those of new regions. Keep ca-key.pem there or offline; it is
-# put in no Secret. NATS passwords are drawn at random for users that have
+# (default deploy/k8s/.pki, ignored by git; <server>/ per server), once:
+# run again, it keeps them and adds those of new regions. Keep ca-key.pem
+# there or offline; it is put in no Secret. NATS passwords are drawn at random for users that have
 # no Secret yet, and kept for those that have one.
 #
 # Provider keys: $PROVIDER_KEYS_DIR/<r>.yaml, a YAML map of key names to
@@ -51,15 +53,16 @@ for r in $regions; do leaves="$leaves leaf-$r"; done
 # shellcheck disable=SC2086
 CERT_DIR="$pki" sh "$here/../nats/certs/make-certs.sh" hub-1 hub-2 hub-3 $leaves
 
+# One Secret for the three hub servers (their pods share a template); keys
+# hub-N.server.pem, as nats-hub.yaml's volume lists them.
 apply create secret generic nats-hub-tls \
-  --from-file="$pki/ca.pem" \
-  --from-file="$pki/hub-1.pem" --from-file="$pki/hub-1-key.pem" \
-  --from-file="$pki/hub-2.pem" --from-file="$pki/hub-2-key.pem" \
-  --from-file="$pki/hub-3.pem" --from-file="$pki/hub-3-key.pem"
+  --from-file=ca.pem="$pki/ca.pem" \
+  --from-file=hub-1.server.pem="$pki/hub-1/server.pem" --from-file=hub-1.server-key.pem="$pki/hub-1/server-key.pem" \
+  --from-file=hub-2.server.pem="$pki/hub-2/server.pem" --from-file=hub-2.server-key.pem="$pki/hub-2/server-key.pem" \
+  --from-file=hub-3.server.pem="$pki/hub-3/server.pem" --from-file=hub-3.server-key.pem="$pki/hub-3/server-key.pem"
 for r in $regions; do
-  apply create secret generic "nats-leaf-$r-tls" \
-    --from-file="$pki/ca.pem" \
-    --from-file="$pki/leaf-$r.pem" --from-file="$pki/leaf-$r-key.pem"
+  # server.pem, server-key.pem, ca.pem: make-certs.sh's leaf-<r>/.
+  apply create secret generic "nats-leaf-$r-tls" --from-file="$pki/leaf-$r/"
 done
 apply create configmap nats-ca --from-file="$pki/ca.pem"
 
