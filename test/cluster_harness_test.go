@@ -44,6 +44,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/sluicehq/sluice/services/config"
 	"github.com/sluicehq/sluice/services/fakeprovider"
 )
 
@@ -643,15 +644,51 @@ func (c *natsCluster) writeSluiceConfig() {
 		fmt.Fprintf(&b, "  m-%s:\n    deployments:\n      - {id: %s-1, provider: openai, base_url: %q, region: %s, key: %s, rpm: 600000, tpm: 100000000}\n",
 			r, r, c.fakeURL+"/v1", r, regionKeyName(r))
 	}
-	b.WriteString(`teams:
-  search: {tiers: [critical, high, standard]}
+	fmt.Fprintf(&b, `teams:
+  search: {tiers: [critical, high, standard], tokens: [%q]}
   analytics: {tiers: [standard, batch]}
 streams:
   replicas: 3
-`)
+`, config.HashToken(clusterGatewayToken))
 	c.configPath = filepath.Join(c.dir, "sluice.yaml")
 	if err := os.WriteFile(c.configPath, []byte(b.String()), 0o600); err != nil {
 		c.t.Fatal(err)
+	}
+}
+
+// clusterGatewayToken is team search's token at the gateway.
+const clusterGatewayToken = "sk-sluice-cluster-test-search"
+
+// startGateway starts `sluice gateway` on servers (with --js-domain hub
+// when they are a leaf node's), reading the configuration from KV, and
+// returns its base URL once it is ready.
+func (c *natsCluster) startGateway(servers, domain string) string {
+	c.t.Helper()
+	port := freePorts(c.t, 1)[0]
+	args, env := c.natsArgs("gateway", servers)
+	if domain != "" {
+		args = append(args, "--js-domain", domain)
+	}
+	args = append(args, "--addr", fmt.Sprintf("127.0.0.1:%d", port), "--metrics", "")
+	p := c.newProc("gateway", c.sluiceBin, env, append([]string{"gateway"}, args...)...)
+	p.start(c.t)
+	url := fmt.Sprintf("http://127.0.0.1:%d", port)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(url + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return url
+			}
+		}
+		if !p.running() {
+			c.t.Fatalf("gateway ended:\n%s", p.tail(20))
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("gateway not ready after 30s:\n%s", p.tail(20))
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -105,6 +106,19 @@ func TestClusterDeployment(t *testing.T) {
 		}
 		if st.Total.Unauthorized != 0 {
 			t.Errorf("the provider refused %d calls for their key", st.Total.Unauthorized)
+		}
+	})
+
+	t.Run("the gateway on a leaf node", func(t *testing.T) {
+		// A regional gateway: on eu-west's leaf node, the hub's JetStream
+		// through it, for a team application in the region.
+		url := c.startGateway(c.leafs["eu-west"].clientURL, "hub")
+		resp := gatewayPost(ctx, t, url, "/v1/chat/completions",
+			`{"model":"m-eu-west","messages":[{"role":"user","content":"hi"}],"max_tokens":8}`,
+			"Authorization", "Bearer "+clusterGatewayToken)
+		body := readAll(t, resp)
+		if resp.StatusCode != http.StatusOK || !strings.Contains(body, "chat.completion") {
+			t.Fatalf("gateway: %d %s", resp.StatusCode, body)
 		}
 	})
 
