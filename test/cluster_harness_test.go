@@ -24,7 +24,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"math/big"
 	"net"
@@ -988,5 +987,3 @@ func streamLeader(ctx context.Context, t *testing.T, js jetstream.JetStream, str
 	}
 	return info.Cluster.Leader
 }
-
-var errNoResult = errors.New("no result")
