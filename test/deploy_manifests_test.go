@@ -39,6 +39,7 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8syaml "sigs.k8s.io/yaml"
 
@@ -808,7 +809,28 @@ type k8sObjects struct {
 	statefulSets map[string]*appsv1.StatefulSet
 	jobs         map[string]*batchv1.Job
 	pdbs         map[string]*policyv1.PodDisruptionBudget
-	kustomize    kustomization
+	pvcs         map[string]*corev1.PersistentVolumeClaim
+	accounts     map[string]*corev1.ServiceAccount
+	roles        map[string]*rbacv1.Role
+	bindings     map[string]*rbacv1.RoleBinding
+	kustomize    kustomization // deploy/k8s's
+}
+
+func newK8sObjects() *k8sObjects {
+	return &k8sObjects{
+		files:        map[string]bool{},
+		configMaps:   map[string]*corev1.ConfigMap{},
+		secrets:      map[string]*corev1.Secret{},
+		services:     map[string]*corev1.Service{},
+		deployments:  map[string]*appsv1.Deployment{},
+		statefulSets: map[string]*appsv1.StatefulSet{},
+		jobs:         map[string]*batchv1.Job{},
+		pdbs:         map[string]*policyv1.PodDisruptionBudget{},
+		pvcs:         map[string]*corev1.PersistentVolumeClaim{},
+		accounts:     map[string]*corev1.ServiceAccount{},
+		roles:        map[string]*rbacv1.Role{},
+		bindings:     map[string]*rbacv1.RoleBinding{},
+	}
 }
 
 // kustomization is what deploy/k8s/kustomization.yaml may hold.
@@ -854,44 +876,52 @@ func (o *k8sObjects) workloads() []workload {
 
 var yamlDocSep = regexp.MustCompile(`(?m)^---[ \t]*$`)
 
-// loadK8s decodes every manifest kustomization.yaml lists, strictly, into
-// its API type, and the ConfigMaps its generators make.
+// loadK8s decodes every manifest deploy/k8s/kustomization.yaml lists
+// (and those of the directories it lists, such as monitoring/), strictly,
+// into its API type, and the ConfigMaps their generators make.
 func loadK8s(t *testing.T) *k8sObjects {
 	t.Helper()
-	o := &k8sObjects{
-		files:        map[string]bool{},
-		configMaps:   map[string]*corev1.ConfigMap{},
-		secrets:      map[string]*corev1.Secret{},
-		services:     map[string]*corev1.Service{},
-		deployments:  map[string]*appsv1.Deployment{},
-		statefulSets: map[string]*appsv1.StatefulSet{},
-		jobs:         map[string]*batchv1.Job{},
-		pdbs:         map[string]*policyv1.PodDisruptionBudget{},
-	}
-	data, err := os.ReadFile(filepath.Join(depK8sDir, "kustomization.yaml"))
+	o := newK8sObjects()
+	o.kustomize = o.loadKustomization(t, "")
+	return o
+}
+
+// loadKustomization loads the kustomization of dir (relative to
+// deploy/k8s) and returns it.
+func (o *k8sObjects) loadKustomization(t *testing.T, dir string) kustomization {
+	t.Helper()
+	var k kustomization
+	path := filepath.Join(depK8sDir, dir, "kustomization.yaml")
+	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := k8syaml.UnmarshalStrict(data, &o.kustomize); err != nil {
-		t.Fatalf("kustomization.yaml: %v", err)
+	if err := k8syaml.UnmarshalStrict(data, &k); err != nil {
+		t.Fatalf("%s: %v", path, err)
 	}
-	for _, f := range o.kustomize.Resources {
-		o.files[f] = true
-		data, err := os.ReadFile(filepath.Join(depK8sDir, f))
+	for _, f := range k.Resources {
+		rel := filepath.Join(dir, f)
+		if st, err := os.Stat(filepath.Join(depK8sDir, rel)); err == nil && st.IsDir() {
+			o.loadKustomization(t, rel)
+			continue
+		}
+		o.files[rel] = true
+		data, err := os.ReadFile(filepath.Join(depK8sDir, rel))
 		if err != nil {
-			t.Fatalf("kustomization.yaml lists %s: %v", f, err)
+			t.Fatalf("%s lists %s: %v", path, f, err)
 		}
 		for i, doc := range yamlDocSep.Split(string(data), -1) {
 			if err := o.add([]byte(doc)); err != nil {
-				t.Fatalf("%s, document %d: %v", f, i+1, err)
+				t.Fatalf("%s, document %d: %v", rel, i+1, err)
 			}
 		}
 	}
-	for _, g := range o.kustomize.ConfigMapGenerator {
+	for _, g := range k.ConfigMapGenerator {
 		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: g.Name}, Data: map[string]string{}}
 		for _, f := range g.Files {
-			o.files[f] = true
-			data, err := os.ReadFile(filepath.Join(depK8sDir, f))
+			rel := filepath.Join(dir, f)
+			o.files[rel] = true
+			data, err := os.ReadFile(filepath.Join(depK8sDir, rel))
 			if err != nil {
 				t.Fatalf("configMapGenerator %s: %v", g.Name, err)
 			}
@@ -899,7 +929,7 @@ func loadK8s(t *testing.T) *k8sObjects {
 		}
 		o.configMaps[g.Name] = cm
 	}
-	return o
+	return k
 }
 
 // add decodes one YAML document, strictly, by its apiVersion and kind.
@@ -941,6 +971,18 @@ func (o *k8sObjects) add(doc []byte) error {
 	case "policy/v1/PodDisruptionBudget":
 		x := &policyv1.PodDisruptionBudget{}
 		obj, name = x, func() string { o.pdbs[x.Name] = x; return x.Name }
+	case "v1/PersistentVolumeClaim":
+		x := &corev1.PersistentVolumeClaim{}
+		obj, name = x, func() string { o.pvcs[x.Name] = x; return x.Name }
+	case "v1/ServiceAccount":
+		x := &corev1.ServiceAccount{}
+		obj, name = x, func() string { o.accounts[x.Name] = x; return x.Name }
+	case "rbac.authorization.k8s.io/v1/Role":
+		x := &rbacv1.Role{}
+		obj, name = x, func() string { o.roles[x.Name] = x; return x.Name }
+	case "rbac.authorization.k8s.io/v1/RoleBinding":
+		x := &rbacv1.RoleBinding{}
+		obj, name = x, func() string { o.bindings[x.Name] = x; return x.Name }
 	default:
 		return fmt.Errorf("kind %s is not one this test knows: add it to k8sObjects.add", gvk)
 	}
@@ -968,14 +1010,18 @@ func stripYAMLComments(doc []byte) string {
 // every manifest decodes.
 func TestK8sFiles(t *testing.T) {
 	o := loadK8s(t)
-	entries, err := os.ReadDir(depK8sDir)
+	err := filepath.WalkDir(depK8sDir, func(path string, e os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(depK8sDir, path)
+		if (strings.HasSuffix(rel, ".yaml") || strings.HasSuffix(rel, ".yml")) && e.Name() != "kustomization.yaml" && !o.files[rel] {
+			t.Errorf("deploy/k8s/%s is in no kustomization.yaml", rel)
+		}
+		return nil
+	})
 	if err != nil {
 		t.Fatal(err)
-	}
-	for _, e := range entries {
-		if n := e.Name(); strings.HasSuffix(n, ".yaml") && n != "kustomization.yaml" && !o.files[n] {
-			t.Errorf("deploy/k8s/%s is not in kustomization.yaml", n)
-		}
 	}
 	if o.kustomize.Namespace == "" || len(o.namespaces) != 1 || o.namespaces[0].Name != o.kustomize.Namespace {
 		t.Errorf("kustomization.yaml's namespace %q must be the one Namespace of the manifests", o.kustomize.Namespace)
@@ -1000,8 +1046,18 @@ func TestK8sPods(t *testing.T) {
 		} else if sc.RunAsUser == nil || *sc.RunAsUser == 0 {
 			t.Errorf("%s: no non-zero runAsUser (images may name their user by name, which runAsNonRoot cannot check)", who)
 		}
+		// Only a pod with a ServiceAccount of its own, bound to a Role,
+		// talks to the Kubernetes API (Prometheus's pod discovery).
 		if spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken {
-			t.Errorf("%s: mounts a service account token it does not use", who)
+			bound := false
+			for _, b := range o.bindings {
+				for _, sub := range b.Subjects {
+					bound = bound || (sub.Kind == "ServiceAccount" && sub.Name == spec.ServiceAccountName && o.roles[b.RoleRef.Name] != nil)
+				}
+			}
+			if spec.ServiceAccountName == "" || o.accounts[spec.ServiceAccountName] == nil || !bound {
+				t.Errorf("%s: mounts a service account token it does not use", who)
+			}
 		}
 		if len(spec.InitContainers) > 0 {
 			t.Errorf("%s: init containers are not checked by this test", who)
@@ -1284,6 +1340,13 @@ func TestK8sShape(t *testing.T) {
 			}
 		}
 	}
+	for _, w := range o.workloads() {
+		for _, v := range w.pod.Spec.Volumes {
+			if v.PersistentVolumeClaim != nil && o.pvcs[v.PersistentVolumeClaim.ClaimName] == nil {
+				t.Errorf("%s %s: claim %s is not in the manifests", w.kind, w.name, v.PersistentVolumeClaim.ClaimName)
+			}
+		}
+	}
 	for _, name := range slices.Sorted(mapKeys(o.pdbs)) {
 		sel := o.pdbs[name].Spec.Selector
 		n := 0
@@ -1407,7 +1470,7 @@ func TestK8sSluicePods(t *testing.T) {
 // k8sExternal are the objects the workloads use that are not in the
 // repository: make-secrets.sh makes them.
 func k8sExternal(regions []string) map[string]bool {
-	m := map[string]bool{"nats-hub-tls": true, "nats-ca": true, "nats-passwords": true}
+	m := map[string]bool{"nats-hub-tls": true, "nats-ca": true, "nats-passwords": true, "grafana-admin": true}
 	for _, u := range []string{"sys", "search", "analytics", "gateway", "dispatcher", "operator"} {
 		m["nats-user-"+u] = true
 	}
@@ -1571,29 +1634,206 @@ func podFiles(spec corev1.PodSpec, c corev1.Container, natsConfig *corev1.Config
 
 func writeNATSConfigMap(t *testing.T, path string, files map[string]string) {
 	t.Helper()
-	cm := corev1.ConfigMap{
+	writeConfigMaps(t, path, "# deploy/nats's configuration files, as they are, for the NATS servers of\n"+
+		"# deploy/k8s (kustomize may not read files outside deploy/k8s). Made from\n"+
+		"# deploy/nats/*.conf: do not edit. After changing those, run\n"+
+		"#\n"+
+		"#   SLUICE_UPDATE_MANIFESTS=1 go test ./test -run TestK8sNATSConfig\n"+
+		"#\n"+
+		"# passwords.conf and certificates are Secrets (make-secrets.sh).\n",
+		configMap("nats-config", "nats", files))
+}
+
+func configMap(name, app string, data map[string]string) *corev1.ConfigMap {
+	return &corev1.ConfigMap{
 		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
 		ObjectMeta: metav1.ObjectMeta{
-			Name:   "nats-config",
-			Labels: map[string]string{"app.kubernetes.io/name": "nats", "app.kubernetes.io/part-of": "sluice"},
+			Name:   name,
+			Labels: map[string]string{"app.kubernetes.io/name": app, "app.kubernetes.io/part-of": "sluice"},
 		},
-		Data: files,
+		Data: data,
 	}
-	out, err := k8syaml.Marshal(cm)
-	if err != nil {
-		t.Fatal(err)
+}
+
+// writeConfigMaps writes generated ConfigMaps to path, after header.
+func writeConfigMaps(t *testing.T, path, header string, cms ...*corev1.ConfigMap) {
+	t.Helper()
+	out := []byte(header)
+	for i, cm := range cms {
+		data, err := k8syaml.Marshal(cm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i > 0 {
+			out = append(out, "---\n"...)
+		}
+		out = append(out, data...)
 	}
-	header := "# deploy/nats's configuration files, as they are, for the NATS servers of\n" +
-		"# deploy/k8s (kustomize may not read files outside deploy/k8s). Made from\n" +
-		"# deploy/nats/*.conf: do not edit. After changing those, run\n" +
-		"#\n" +
-		"#   SLUICE_UPDATE_MANIFESTS=1 go test ./test -run TestK8sNATSConfig\n" +
-		"#\n" +
-		"# passwords.conf and certificates are Secrets (make-secrets.sh).\n"
-	if err := os.WriteFile(path, append([]byte(header), out...), 0o644); err != nil {
+	if err := os.WriteFile(path, out, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("wrote %s", path)
+}
+
+// monitoringConfigMaps are the ConfigMaps made from deploy/prometheus and
+// deploy/grafana: name -> key -> file.
+var monitoringConfigMaps = map[string]map[string]string{
+	"prometheus-rules": {"alerts.yml": "../deploy/prometheus/alerts.yml"},
+	"grafana-provisioning": {
+		"datasources-prometheus.yml": "../deploy/grafana/provisioning/datasources/prometheus.yml",
+		"dashboards-sluice.yml":      "../deploy/grafana/provisioning/dashboards/sluice.yml",
+	},
+	"grafana-dashboards": {"sluice.json": "../deploy/grafana/dashboards/sluice.json"},
+}
+
+// TestK8sMonitoring: monitoring-config.yaml holds deploy/prometheus's rules
+// and deploy/grafana's files as they are, mounted where their configuration
+// says; Prometheus's own configuration finds every sluice pod's metrics
+// port under the job names the alert rules and dashboard use.
+func TestK8sMonitoring(t *testing.T) {
+	path := filepath.Join(depK8sDir, "monitoring", "monitoring-config.yaml")
+	want := map[string]map[string]string{}
+	for name, files := range monitoringConfigMaps {
+		want[name] = map[string]string{}
+		for key, f := range files {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want[name][key] = string(data)
+		}
+	}
+	if os.Getenv("SLUICE_UPDATE_MANIFESTS") != "" {
+		var cms []*corev1.ConfigMap
+		for _, name := range slices.Sorted(mapKeys(want)) {
+			app := strings.SplitN(name, "-", 2)[0]
+			cms = append(cms, configMap(name, app, want[name]))
+		}
+		writeConfigMaps(t, path, "# deploy/prometheus's alert rules and deploy/grafana's provisioning and\n"+
+			"# dashboard, as they are, for monitoring/ (kustomize may not read files\n"+
+			"# outside deploy/k8s). Made from those files: do not edit. After changing\n"+
+			"# them, run\n"+
+			"#\n"+
+			"#   SLUICE_UPDATE_MANIFESTS=1 go test ./test -run TestK8sMonitoring\n", cms...)
+	}
+	o := loadK8s(t)
+	for name, files := range want {
+		cm, ok := o.configMaps[name]
+		if !ok {
+			t.Errorf("no ConfigMap %s", name)
+			continue
+		}
+		for key, data := range files {
+			if cm.Data[key] != data {
+				t.Errorf("ConfigMap %s: %s differs from %s; run SLUICE_UPDATE_MANIFESTS=1 go test ./test -run TestK8sMonitoring", name, key, monitoringConfigMaps[name][key])
+			}
+		}
+		if len(cm.Data) != len(files) {
+			t.Errorf("ConfigMap %s holds %d files, want %d", name, len(cm.Data), len(files))
+		}
+	}
+
+	prom, ok := o.deployments["prometheus"]
+	if !ok {
+		t.Fatal("no Deployment prometheus")
+	}
+	c := prom.Spec.Template.Spec.Containers[0]
+	files := podFiles(prom.Spec.Template.Spec, c, nil, "")
+	// podFiles lists only items; these ConfigMaps are mounted whole.
+	for _, m := range c.VolumeMounts {
+		for _, v := range prom.Spec.Template.Spec.Volumes {
+			if v.Name == m.Name && v.ConfigMap != nil && o.configMaps[v.ConfigMap.Name] != nil {
+				for key, data := range o.configMaps[v.ConfigMap.Name].Data {
+					files[filepath.Join(m.MountPath, key)] = data
+				}
+			}
+		}
+	}
+	confPath, _ := flagValue(c.Args, "config.file")
+	conf, ok := files[confPath]
+	if !ok {
+		t.Fatalf("Prometheus reads --config.file %s, which is not mounted", confPath)
+	}
+	var cfg struct {
+		RuleFiles     []string `yaml:"rule_files"`
+		ScrapeConfigs []struct {
+			JobName        string `yaml:"job_name"`
+			RelabelConfigs []struct {
+				SourceLabels []string `yaml:"source_labels"`
+				Regex        string   `yaml:"regex"`
+				Action       string   `yaml:"action"`
+				TargetLabel  string   `yaml:"target_label"`
+				Replacement  string   `yaml:"replacement"`
+			} `yaml:"relabel_configs"`
+		} `yaml:"scrape_configs"`
+	}
+	if err := yaml.Unmarshal([]byte(conf), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range cfg.RuleFiles {
+		if _, ok := files[r]; !ok {
+			t.Errorf("prometheus.yml: rule file %s is not mounted", r)
+		}
+	}
+	// The discovery job: which pods it keeps, and the job it names them.
+	var keepComponent, keepPort *regexp.Regexp
+	jobOf := ""
+	for _, sc := range cfg.ScrapeConfigs {
+		for _, rc := range sc.RelabelConfigs {
+			src := strings.Join(rc.SourceLabels, ";")
+			switch {
+			case rc.Action == "keep" && src == "__meta_kubernetes_pod_label_app_kubernetes_io_component":
+				keepComponent = regexp.MustCompile("^(?:" + rc.Regex + ")$")
+			case rc.Action == "keep" && src == "__meta_kubernetes_pod_container_port_name":
+				keepPort = regexp.MustCompile("^(?:" + rc.Regex + ")$")
+			case rc.TargetLabel == "job":
+				jobOf = rc.Replacement
+			}
+		}
+	}
+	if keepComponent == nil || keepPort == nil || jobOf == "" {
+		t.Fatal("prometheus.yml: no job keeping pods by app.kubernetes.io/component and port name, naming the job")
+	}
+	for _, w := range o.workloads() {
+		for _, c := range w.pod.Spec.Containers {
+			if len(c.Args) == 0 || !strings.HasPrefix(c.Image, "sluice:") {
+				continue
+			}
+			if _, serves := depMetricsPorts[c.Args[0]]; !serves {
+				continue
+			}
+			comp := w.pod.Labels["app.kubernetes.io/component"]
+			scraped := keepComponent.MatchString(comp)
+			for _, p := range c.Ports {
+				scraped = scraped && (p.Name != "metrics" || keepPort.MatchString(p.Name))
+			}
+			if !scraped {
+				t.Errorf("%s %s: Prometheus does not scrape it", w.kind, w.name)
+			}
+			if job := strings.ReplaceAll(jobOf, "$1", comp); job != "sluice-"+c.Args[0] {
+				t.Errorf("%s %s is scraped as job %s; the alert rules and dashboard expect sluice-%s", w.kind, w.name, job, c.Args[0])
+			}
+		}
+	}
+	// Grafana's data source is the Prometheus Service.
+	var ds struct {
+		Datasources []struct {
+			URL string `yaml:"url"`
+		} `yaml:"datasources"`
+	}
+	if err := yaml.Unmarshal([]byte(want["grafana-provisioning"]["datasources-prometheus.yml"]), &ds); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range ds.Datasources {
+		u, err := url.Parse(d.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		svc, ok := o.services[u.Hostname()]
+		if !ok || !slices.ContainsFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool { return strconv.Itoa(int(p.Port)) == u.Port() }) {
+			t.Errorf("Grafana's data source %s is no Service port", d.URL)
+		}
+	}
 }
 
 // ---------------------------------------------------------------------------
@@ -1680,12 +1920,7 @@ func TestK8sKustomizeBuild(t *testing.T) {
 	if err != nil {
 		t.Fatalf("kubectl kustomize deploy/k8s: %v\n%s", err, out)
 	}
-	o := &k8sObjects{
-		configMaps: map[string]*corev1.ConfigMap{}, secrets: map[string]*corev1.Secret{},
-		services: map[string]*corev1.Service{}, deployments: map[string]*appsv1.Deployment{},
-		statefulSets: map[string]*appsv1.StatefulSet{}, jobs: map[string]*batchv1.Job{},
-		pdbs: map[string]*policyv1.PodDisruptionBudget{},
-	}
+	o := newK8sObjects()
 	for i, doc := range yamlDocSep.Split(string(out), -1) {
 		if err := o.add([]byte(doc)); err != nil {
 			t.Fatalf("kustomize output, document %d: %v", i+1, err)
@@ -1713,6 +1948,7 @@ func TestK8sMakeSecrets(t *testing.T) {
 	}
 	for _, want := range []string{
 		"create secret generic nats-hub-tls", "create configmap nats-ca", "create secret generic nats-passwords",
+		"create secret generic grafana-admin",
 		`"nats-leaf-$r-tls"`, `"nats-user-$user"`, `"provider-keys-$r"`,
 		"--from-file=passwords.conf=", "--from-file=provider-keys.yaml=",
 	} {

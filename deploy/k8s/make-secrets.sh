@@ -10,6 +10,7 @@
 #   nats-passwords          passwords.conf: every NATS user's bcrypt hash
 #   nats-user-<user>        password: the plain password of one NATS user
 #   provider-keys-<r>       provider-keys.yaml: region r's provider keys
+#   grafana-admin           password: Grafana's admin password (random)
 #
 # Usage (kubectl pointed at the cluster; needs openssl and htpasswd):
 #
@@ -83,6 +84,12 @@ for user in $users; do
   printf '%s: "%s"\n' "$var" "$(htpasswd -bnBC 11 "" "$pw" | tr -d ':\n')" >>"$conf"
 done
 apply create secret generic nats-passwords --from-file=passwords.conf="$conf"
+
+# --- Grafana's admin (monitoring/grafana.yaml) --------------------------------
+if ! kubectl -n "$ns" get secret grafana-admin >/dev/null 2>&1; then
+  apply create secret generic grafana-admin \
+    --from-literal=password="$(LC_ALL=C tr -dc 'A-Za-z0-9' </dev/urandom | head -c 24)"
+fi
 
 # --- Provider keys ----------------------------------------------------------
 for r in $regions; do
