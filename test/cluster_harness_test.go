@@ -35,6 +35,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -912,13 +913,17 @@ func (cc *clusterConn) jetStream(t *testing.T, domain string) jetstream.JetStrea
 // acknowledgement does not come (a server going away mid-publish), publishes
 // it again under the same id, which JetStream de-duplicates: the way a
 // client makes sure its call was accepted exactly once.
-func publishCallUntilAccepted(ctx context.Context, js jetstream.JetStream, team, tier, id, body string) error {
+// repeats, if not nil, counts the repeated publishes.
+func publishCallUntilAccepted(ctx context.Context, js jetstream.JetStream, team, tier, id, body string, repeats *atomic.Int64) error {
 	for {
 		pubCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		err := publishCall(pubCtx, js, team, tier, id, body)
 		cancel()
 		if err == nil || ctx.Err() != nil {
 			return err
+		}
+		if repeats != nil {
+			repeats.Add(1)
 		}
 		select {
 		case <-ctx.Done():
