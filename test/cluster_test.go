@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -22,11 +24,12 @@ import (
 )
 
 // runSluice runs a sluice command to its end as user on servers, and
-// returns its standard output.
+// returns its standard output. args are the command's words and flags;
+// the connection flags go after them.
 func (c *natsCluster) runSluice(ctx context.Context, t *testing.T, user, servers string, args ...string) (string, error) {
 	t.Helper()
 	natsArgs, env := c.natsArgs(user, servers)
-	cmd := exec.CommandContext(ctx, c.sluiceBin, append(append([]string{args[0]}, natsArgs...), args[1:]...)...)
+	cmd := exec.CommandContext(ctx, c.sluiceBin, append(append([]string(nil), args...), natsArgs...)...)
 	cmd.Env = append(cmd.Environ(), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	var stdout, stderr strings.Builder
@@ -282,6 +285,29 @@ func TestClusterDeployment(t *testing.T) {
 		}
 		g.expectAllowed(t, "sub", "sluice.result.*.*")
 		g.expectAllowed(t, "pub", "sluice.cancel.search.no-such-call")
+	})
+
+	t.Run("operators change the configuration and watch the dispatchers", func(t *testing.T) {
+		data, err := os.ReadFile(c.configPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		changed := filepath.Join(t.TempDir(), "sluice.yaml")
+		text := strings.Replace(string(data), "analytics: {tiers: [standard, batch]}", "analytics: {tiers: [standard, batch], max_queued: 4321}", 1)
+		if err := os.WriteFile(changed, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := c.runSluice(ctx, t, "operator", c.hubURLs(), "config", "apply", "-f", changed); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		out, err := c.runSluice(ctx, t, "operator", c.hubURLs(), "config", "get")
+		if err != nil || !strings.Contains(out, "4321") {
+			t.Fatalf("config get after apply: %v\n%s", err, out)
+		}
+		out, err = c.runSluice(ctx, t, "operator", c.hubURLs(), "status", "--json")
+		if err != nil || !strings.Contains(out, "d1") {
+			t.Fatalf("status: %v\n%s", err, out)
+		}
 	})
 
 	t.Run("services were refused nothing", func(t *testing.T) {
