@@ -180,9 +180,9 @@ func TestClusterDeployment(t *testing.T) {
 	})
 
 	t.Run("teams: the servers refuse what is not theirs", func(t *testing.T) {
-		for _, at := range []struct{ server, urls string }{
-			{"the hub", c.hubURLs()},
-			{"leaf-us-east", c.leafs["us-east"].clientURL},
+		for _, at := range []struct{ server, urls, api string }{
+			{"the hub", c.hubURLs(), "$JS.API."},
+			{"leaf-us-east", c.leafs["us-east"].clientURL, "$JS.hub.API."},
 		} {
 			for _, tc := range []struct {
 				team, other    string
@@ -230,6 +230,16 @@ func TestClusterDeployment(t *testing.T) {
 					">",
 				} {
 					cc.expectRefused(t, "sub", subj)
+				}
+				// The direct get a team may send reads its own subjects
+				// only: the server refuses a request that asks for a
+				// sequence (any team's result) instead.
+				m, err := cc.Request(at.api+"DIRECT.GET.SLUICE_RESULTS.sluice.result."+team+".some-call", []byte(`{"seq":1}`), 5*time.Second)
+				if err != nil {
+					t.Fatalf("direct get with a sequence: %v", err)
+				}
+				if st := m.Header.Get("Status"); st != "408" {
+					t.Errorf("direct get with a sequence: status %q %q, want 408; %s", st, m.Header.Get("Description"), m.Data)
 				}
 				// What the team needs besides publishing calls.
 				cc.expectAllowed(t, "pub", "sluice.cancel."+team+".no-such-call")
