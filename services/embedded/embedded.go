@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -28,6 +29,14 @@ type Config struct {
 	ReadyTimeout time.Duration
 	// Logs switches the server's own logging on (to stderr).
 	Logs bool
+	// Cluster, when not empty, names the cluster this server joins, and
+	// ClusterPort (-1: a random free port) is where it listens for routes
+	// from the others; Routes lists route URLs of servers already running
+	// (nats-route://host:port). Tests run whole hub clusters in one
+	// process this way.
+	Cluster     string
+	ClusterPort int
+	Routes      []string
 }
 
 // Start starts a nats-server with JetStream and waits until it accepts
@@ -64,6 +73,10 @@ func Start(cfg Config) (*server.Server, error) {
 		NoLog:                  !cfg.Logs,
 		DisableJetStreamBanner: true,
 		MaxPayload:             8 << 20,
+	}
+	if cfg.Cluster != "" {
+		opts.Cluster = server.ClusterOpts{Name: cfg.Cluster, Host: cfg.Host, Port: cfg.ClusterPort}
+		opts.Routes = server.RoutesFromStr(strings.Join(cfg.Routes, ","))
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -181,32 +182,53 @@ func ExecConsumerConfig(cfg config.Streams, region string, ackWait time.Duration
 
 // ensureStream creates or updates a stream.
 func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
-	return racing("stream "+cfg.Name, func() (jetstream.Stream, error) {
+	return racing(ctx, "stream "+cfg.Name, func(ctx context.Context) (jetstream.Stream, error) {
 		return js.CreateOrUpdateStream(ctx, cfg)
 	}, jetstream.ErrStreamNameAlreadyInUse)
 }
 
 func ensureBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
-	return racing("bucket "+cfg.Bucket, func() (jetstream.KeyValue, error) {
+	return racing(ctx, "bucket "+cfg.Bucket, func(ctx context.Context) (jetstream.KeyValue, error) {
 		return js.CreateOrUpdateKeyValue(ctx, cfg)
 	}, jetstream.ErrStreamNameAlreadyInUse, jetstream.ErrBucketExists)
 }
 
 // EnsureConsumer creates or updates a durable consumer, tolerating a race
-// with another service doing the same.
+// with another service doing the same. It gives up when ctx ends.
 func EnsureConsumer(ctx context.Context, s jetstream.Stream, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
-	return racing("consumer "+cfg.Durable, func() (jetstream.Consumer, error) {
+	return racing(ctx, "consumer "+cfg.Durable, func(ctx context.Context) (jetstream.Consumer, error) {
 		return s.CreateOrUpdateConsumer(ctx, cfg)
 	}, jetstream.ErrConsumerExists)
 }
 
-// racing runs a create-or-update. Two services racing to create the same
-// resource both find it missing and both create it; the loser gets one of
-// lostRace, and succeeds by trying again, now as an update.
-func racing[T any](what string, createOrUpdate func() (T, error), lostRace ...error) (T, error) {
+// firstAttemptTimeout bounds the first create-or-update request; each
+// retry after a timeout waits twice as long, up to maxAttemptTimeout. A
+// dropped answer (below) is thus found out quickly, while a busy cluster,
+// whose meta group and the new stream's own group each need a round of
+// consensus, still gets the seconds it needs. Retrying is harmless: the
+// request is idempotent.
+const (
+	firstAttemptTimeout = time.Second
+	maxAttemptTimeout   = 16 * time.Second
+)
+
+// racing runs a create-or-update until it succeeds, ctx ends, or it fails
+// in a way trying again cannot mend.
+//
+// Two services racing to create the same resource both find it missing
+// and both create it; the loser gets one of lostRace, and succeeds by
+// trying again, now as an update. On a cluster the loser may get no answer
+// at all: nats-server answers one of several concurrent creations of the
+// same clustered stream and drops the others, so a request that times out
+// is also tried again, after a jittered pause, while ctx lasts.
+func racing[T any](ctx context.Context, what string, createOrUpdate func(context.Context) (T, error), lostRace ...error) (T, error) {
+	var zero T
 	var lastErr error
-	for attempt := 0; attempt < 5; attempt++ {
-		v, err := createOrUpdate()
+	pause, timeout := 100*time.Millisecond, firstAttemptTimeout
+	for attempt := 0; ; attempt++ {
+		attemptCtx, cancel := context.WithTimeout(ctx, timeout)
+		v, err := createOrUpdate(attemptCtx)
+		cancel()
 		if err == nil {
 			return v, nil
 		}
@@ -215,11 +237,21 @@ func racing[T any](what string, createOrUpdate func() (T, error), lostRace ...er
 		for _, target := range lostRace {
 			lost = lost || errors.Is(err, target)
 		}
-		if !lost {
+		timedOut := ctx.Err() == nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+			errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders))
+		if !(lost && attempt < 5) && !timedOut {
 			break
 		}
+		if timedOut {
+			select {
+			case <-ctx.Done():
+				return zero, fmt.Errorf("streams: ensure %s: %w (before that: %v)", what, ctx.Err(), lastErr)
+			case <-time.After(pause/2 + rand.N(pause/2+1)):
+			}
+			pause = min(2*pause, 2*time.Second)
+			timeout = min(2*timeout, maxAttemptTimeout)
+		}
 	}
-	var zero T
 	return zero, fmt.Errorf("streams: ensure %s: %w", what, lastErr)
 }
 

@@ -94,3 +94,51 @@ func TestCallsAreDeduplicatedByID(t *testing.T) {
 		t.Fatal("sluice.call.demo should match no stream")
 	}
 }
+
+// On a three-server cluster with streams replicated three times, services
+// starting at once on different servers all succeed. nats-server answers
+// only one of several concurrent creations of the same clustered stream;
+// the others time out, and must be retried rather than fail the service.
+func TestEnsureIsIdempotentOnAClusterUnderConcurrency(t *testing.T) {
+	servers := natstest.StartCluster(t, 3)
+	cfg := streamsConfig()
+	cfg.Replicas = 3
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 6)
+	for i := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			js, err := jetstream.New(natstest.Connect(t, servers[i%len(servers)]))
+			if err != nil {
+				errs <- err
+				return
+			}
+			res, err := streams.Ensure(ctx, js, cfg)
+			if err != nil {
+				errs <- err
+				return
+			}
+			if _, err := streams.EnsureConsumer(ctx, res.Calls, streams.DispatcherConsumerConfig(cfg, 30*time.Second)); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	js, _ := jetstream.New(natstest.Connect(t, servers[0]))
+	for _, name := range []string{messages.StreamCalls, messages.StreamResults} {
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.CachedInfo().Config.Replicas; got != 3 {
+			t.Errorf("%s has %d replicas, want 3", name, got)
+		}
+	}
+}
