@@ -347,9 +347,10 @@ func runConfigGet(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	return nil
 }
 
-// errStopped is what resolving a configuration returns when the service
-// was stopped while it waited for one.
-var errStopped = errors.New("stopped while waiting for a configuration")
+// errStopped is what connecting a service or resolving its configuration
+// returns when the service was stopped while it waited for NATS or for a
+// configuration.
+var errStopped = errors.New("stopped while waiting for NATS or a configuration")
 
 // serviceConfig is how a dispatcher or an executor gets its configuration;
 // the README's "Live configuration" states the rules.

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"net"
 	"regexp"
 	"strconv"
 	"strings"
@@ -12,6 +14,7 @@ import (
 	"github.com/sluicehq/sluice/messages"
 	"github.com/sluicehq/sluice/services/client"
 	"github.com/sluicehq/sluice/services/config"
+	"github.com/sluicehq/sluice/services/embedded"
 	"github.com/sluicehq/sluice/services/fakeprovider"
 	"github.com/sluicehq/sluice/test/natstest"
 )
@@ -319,5 +322,39 @@ func TestServiceStopsWhileWaitingForAConfiguration(t *testing.T) {
 	d.waitLog(t, "waiting for a configuration in KV")
 	if err := d.stop(t); err != nil {
 		t.Fatalf("a dispatcher stopped while waiting returned %v, want nil", err)
+	}
+}
+
+// A service started before its NATS server waits for it, and starts once
+// the server is up; stopped while it waits, it returns cleanly.
+func TestServiceWaitsForNATS(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	server := fmt.Sprintf("nats://127.0.0.1:%d", port)
+	a := writeFile(t, "a.yaml", deploymentYAML("http://127.0.0.1:1/v1", 600))
+
+	stopped := startCommand(t, runExecutor, "--server", server, "--region", "us-east", "--config", a, "--metrics", "")
+	stopped.waitLog(t, "NATS is not reachable yet")
+	if err := stopped.stop(t); err != nil {
+		t.Fatalf("an executor stopped while waiting for NATS returned %v, want nil", err)
+	}
+
+	d := startCommand(t, runDispatcher, "--server", server, "--config", a, "--metrics", "")
+	d.waitLog(t, "NATS is not reachable yet")
+	srv, err := embedded.Start(embedded.Config{Port: port, StoreDir: t.TempDir(), Name: "late"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+	})
+	d.waitLog(t, "dispatcher started")
+	if err := d.stop(t); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -73,6 +74,31 @@ func (n *natsFlags) connect(name string) (*nats.Conn, error) {
 		return nil, fmt.Errorf("connect to NATS at %s: %w", n.server, err)
 	}
 	return nc, nil
+}
+
+// connectService connects a long-running service, waiting for NATS while
+// it is not reachable yet: services started together with the NATS
+// servers (compose, Kubernetes) come up in any order. A server that
+// refuses the credentials is not waited for. It returns errStopped when
+// ctx ends first.
+func (n *natsFlags) connectService(ctx context.Context, name string, log *slog.Logger) (*nats.Conn, error) {
+	pause := 500 * time.Millisecond
+	for {
+		nc, err := n.connect(name)
+		if err == nil {
+			return nc, nil
+		}
+		if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || errors.Is(err, nats.ErrAuthRevoked) {
+			return nil, err
+		}
+		log.Warn("NATS is not reachable yet; trying again", "server", n.server, "in", pause, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, errStopped
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, 10*time.Second)
+	}
 }
 
 func envOr(name, def string) string {

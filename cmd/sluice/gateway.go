@@ -43,7 +43,10 @@ func runGateway(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	defer stopMetrics()
-	nc, err := nf.connect("sluice gateway")
+	nc, err := nf.connectService(ctx, "sluice gateway", log)
+	if errors.Is(err, errStopped) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}

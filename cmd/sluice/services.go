@@ -46,7 +46,10 @@ func runDispatcher(ctx context.Context, args []string, _, stderr io.Writer) erro
 		return err
 	}
 	defer stopMetrics()
-	nc, err := nf.connect("sluice dispatcher")
+	nc, err := nf.connectService(ctx, "sluice dispatcher", log)
+	if errors.Is(err, errStopped) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -112,7 +115,10 @@ func runExecutor(ctx context.Context, args []string, _, stderr io.Writer) error 
 		return err
 	}
 	defer stopMetrics()
-	nc, err := nf.connect("sluice executor " + *region)
+	nc, err := nf.connectService(ctx, "sluice executor " + *region, log)
+	if errors.Is(err, errStopped) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
