@@ -115,7 +115,7 @@ func runExecutor(ctx context.Context, args []string, _, stderr io.Writer) error 
 		return err
 	}
 	defer stopMetrics()
-	nc, err := nf.connectService(ctx, "sluice executor " + *region, log)
+	nc, err := nf.connectService(ctx, "sluice executor "+*region, log)
 	if errors.Is(err, errStopped) {
 		return nil
 	}
