@@ -3,12 +3,8 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
-	"os"
 	"runtime"
-
-	"go.yaml.in/yaml/v3"
 
 	"github.com/sluicehq/sluice/services/config"
 	"github.com/sluicehq/sluice/services/dispatcher"
@@ -81,7 +77,7 @@ func runExecutor(ctx context.Context, args []string, _, stderr io.Writer) error 
 	configPath := fs.String("config", "", "bootstrap configuration file (YAML), used until KV holds one; once KV holds one, KV wins. "+
 		"Default: read the configuration from KV, waiting until one is stored")
 	region := fs.String("region", "", "region whose work this executor takes (required)")
-	secretsPath := fs.String("secrets", "", "YAML file mapping key names to secrets; names not in it are read from the environment")
+	secretsPath := fs.String("secrets", "", "YAML file mapping key names to secrets, read again when it changes; names not in it are read from the environment")
 	concurrency := fs.Int("concurrency", 16*runtime.GOMAXPROCS(0), "most provider requests open at once")
 	metricsAddr := fs.String("metrics", ":9465", "address to serve Prometheus metrics on; empty for none")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
@@ -103,11 +99,11 @@ func runExecutor(ctx context.Context, args []string, _, stderr io.Writer) error 
 	}
 	secrets := executor.SecretsFromEnv()
 	if *secretsPath != "" {
-		m, err := loadSecrets(*secretsPath)
+		file, err := executor.OpenSecretsFile(*secretsPath, log)
 		if err != nil {
 			return err
 		}
-		secrets = executor.FirstOf(executor.SecretsFromMap(m), secrets)
+		secrets = executor.FirstOf(file.Lookup, secrets)
 	}
 	reg := newRegistry()
 	stopMetrics, err := serveMetrics(*metricsAddr, reg, log)
@@ -142,17 +138,4 @@ func runExecutor(ctx context.Context, args []string, _, stderr io.Writer) error 
 		return err
 	}
 	return runWatched(ctx, kv, live, log, e.Run)
-}
-
-// loadSecrets reads a YAML map of key names to secrets.
-func loadSecrets(path string) (map[string]string, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("secrets: %w", err)
-	}
-	var m map[string]string
-	if err := yaml.Unmarshal(data, &m); err != nil {
-		return nil, fmt.Errorf("secrets %s: must be a YAML map of key names to secrets: %w", path, err)
-	}
-	return m, nil
 }
