@@ -26,6 +26,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math/big"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -246,21 +247,31 @@ func copyDeployFile(t *testing.T, dir, name string, pairs ...string) {
 	}
 }
 
-// freePorts returns n distinct free loopback ports.
+// freePorts returns n distinct free loopback ports. The servers bind them
+// after they are closed here, so they are drawn below Linux's ephemeral
+// range (32768 and up), where other tests' listeners on port 0 and
+// outgoing connections take theirs: nothing else is likely to take one
+// meanwhile.
 func freePorts(t *testing.T, n int) []int {
 	t.Helper()
 	var ports []int
 	var lns []net.Listener
-	for i := 0; i < n; i++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+	defer func() {
+		for _, ln := range lns {
+			_ = ln.Close()
+		}
+	}()
+	for tries := 0; len(ports) < n; tries++ {
+		if tries > 1000 {
+			t.Fatalf("found only %d free ports of %d", len(ports), n)
+		}
+		port := 20000 + mrand.IntN(12000)
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err != nil {
-			t.Fatal(err)
+			continue
 		}
 		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	for _, ln := range lns {
-		_ = ln.Close()
+		ports = append(ports, port)
 	}
 	return ports
 }
