@@ -110,8 +110,11 @@ func clusterBinaries(t *testing.T) (natsServer, sluice string) {
 // writeClusterCerts writes what deploy/nats/certs/make-certs.sh writes (a
 // CA in ca.pem; per server, a directory <name>/ holding server.pem,
 // server-key.pem and ca.pem), with Go's crypto instead of openssl. Each
-// certificate also names localhost and 127.0.0.1, since every server of
-// the test runs there.
+// certificate also names localhost and IP 127.0.0.1, since every server of
+// the test runs there. Hub servers' certificates alone also carry the DNS
+// name "127.0.0.1", the host of the test's route URLs: hub.conf accepts a
+// route only from a certificate naming a route host, and so it still
+// tells hub servers from leaf nodes here.
 func writeClusterCerts(t *testing.T, dir string, names ...string) {
 	t.Helper()
 	now := time.Now()
@@ -142,12 +145,16 @@ func writeClusterCerts(t *testing.T, dir string, names ...string) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		dnsNames := []string{name, "localhost"}
+		if strings.HasPrefix(name, "hub-") {
+			dnsNames = append(dnsNames, "127.0.0.1")
+		}
 		tmpl := &x509.Certificate{
 			SerialNumber: big.NewInt(int64(i + 2)),
 			Subject:      pkix.Name{Organization: []string{"sluice"}, CommonName: name},
 			NotBefore:    now.Add(-time.Hour),
 			NotAfter:     now.Add(24 * time.Hour),
-			DNSNames:     []string{name, "localhost"},
+			DNSNames:     dnsNames,
 			IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
 			KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 			// Servers and clients both: routes and leaf connections are
@@ -473,7 +480,7 @@ func startNATSCluster(t *testing.T) *natsCluster {
 			from, to,
 		}
 		for _, o := range c.hubs {
-			pairs = append(pairs, fmt.Sprintf(`"nats-route://%s:6222"`, o.name), fmt.Sprintf(`"nats-route://localhost:%d"`, o.route))
+			pairs = append(pairs, fmt.Sprintf(`"nats-route://%s:6222"`, o.name), fmt.Sprintf(`"nats-route://127.0.0.1:%d"`, o.route))
 		}
 		copyDeployFile(t, dir, "hub.conf", pairs...)
 		copyDeployFile(t, dir, "accounts.conf")
@@ -665,6 +672,69 @@ streams:
 	if err := os.WriteFile(c.configPath, []byte(b.String()), 0o600); err != nil {
 		c.t.Fatal(err)
 	}
+}
+
+// startRogueRoute starts a nats-server that tries to join the hub
+// cluster with server cert's certificate and key: what someone holding a
+// leaf node's files could try. Its configuration is the test's own.
+func (c *natsCluster) startRogueRoute(cert string) *clusterProc {
+	c.t.Helper()
+	dir := filepath.Join(c.dir, "rogue")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		c.t.Fatal(err)
+	}
+	ports := freePorts(c.t, 2)
+	var routes []string
+	for _, h := range c.hubs {
+		routes = append(routes, fmt.Sprintf("%q", fmt.Sprintf("nats-route://127.0.0.1:%d", h.route)))
+	}
+	certs := filepath.Join(c.certs, cert)
+	conf := fmt.Sprintf(`server_name: rogue
+listen: 127.0.0.1:%d
+cluster {
+  name: sluice-hub
+  listen: 127.0.0.1:%d
+  routes: [%s]
+  tls {
+    cert_file: %q
+    key_file: %q
+    ca_file: %q
+    timeout: 2
+  }
+}
+`, ports[0], ports[1], strings.Join(routes, ", "),
+		filepath.Join(certs, "server.pem"), filepath.Join(certs, "server-key.pem"), filepath.Join(certs, "ca.pem"))
+	path := filepath.Join(dir, "rogue.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		c.t.Fatal(err)
+	}
+	natsServer, _ := clusterBinaries(c.t)
+	p := c.newProc("rogue", natsServer, nil, "-c", path)
+	p.start(c.t)
+	return p
+}
+
+// routeNames is the names of the servers a server has routes with.
+func routeNames(t *testing.T, n *natsNode) map[string]bool {
+	t.Helper()
+	resp, err := http.Get(n.monitorURL + "/routez")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Routes []struct {
+			RemoteName string `json:"remote_name"`
+		} `json:"routes"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, r := range body.Routes {
+		names[r.RemoteName] = true
+	}
+	return names
 }
 
 // clusterGatewayToken is team search's token at the gateway.

@@ -125,6 +125,23 @@ func TestClusterDeployment(t *testing.T) {
 		}
 	})
 
+	t.Run("a leaf node's certificate cannot join the hub cluster", func(t *testing.T) {
+		// A server holding leaf-us-east's certificate and key (signed by
+		// the same CA) tries to join the cluster as a route; the hub
+		// servers accept routes only from certificates that name a route
+		// host, so they refuse it.
+		rogue := c.startRogueRoute("leaf-us-east")
+		defer rogue.stop()
+		// It tried, and a hub server refused it.
+		rogue.waitLog(t, "Authorization Violation", 30*time.Second)
+		time.Sleep(time.Second)
+		for _, h := range c.hubs {
+			if names := routeNames(t, h); names["rogue"] {
+				t.Errorf("%s accepted a route from a server with a leaf node's certificate: %v", h.name, names)
+			}
+		}
+	})
+
 	t.Run("streams and buckets replicated on the three hub servers", func(t *testing.T) {
 		js := c.connect("operator", c.hubURLs()).jetStream(t, "")
 		names := js.StreamNames(ctx)
