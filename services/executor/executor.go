@@ -171,10 +171,22 @@ func (e *Executor) Run(ctx context.Context) error {
 	workCtx, cancelWork := context.WithCancel(context.Background())
 	defer cancelWork()
 	var wg sync.WaitGroup
+	// Stop does not wait for a callback under way: stopping, under mu,
+	// keeps a late one from adding to wg once shutdown waits on it. Such a
+	// message goes back to JetStream for another executor.
+	var mu sync.Mutex
+	stopping := false
 	slots := make(chan struct{}, e.cfg.Concurrency)
 	cc, err := cons.Consume(func(msg jetstream.Msg) {
-		slots <- struct{}{}
+		mu.Lock()
+		if stopping {
+			mu.Unlock()
+			_ = msg.Nak()
+			return
+		}
 		wg.Add(1)
+		mu.Unlock()
+		slots <- struct{}{}
 		go func() {
 			defer func() { <-slots; wg.Done() }()
 			e.handle(workCtx, msg)
@@ -193,6 +205,9 @@ func (e *Executor) Run(ctx context.Context) error {
 	<-ctx.Done()
 
 	cc.Stop()
+	mu.Lock()
+	stopping = true
+	mu.Unlock()
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
 	select {
