@@ -818,17 +818,12 @@ func (c *natsCluster) startSluice(dispatchers, executorsPerRegion int, latency t
 	c.t.Helper()
 	c.startProvider(latency)
 	c.writeSluiceConfig()
-	// The first dispatcher creates the streams and stores the
-	// configuration before the others start: two services creating the
-	// same R3 stream at once on a fresh cluster could both time out (seen
-	// with nats-server 2.15.2), and a service that cannot create its
-	// streams exits, for its supervisor to start again.
+	// Every service starts at once, as a supervisor starts them: all of
+	// them create sluice's R3 streams and buckets at the same moment, which
+	// nats-server answers for only one of them each time.
 	var started []*clusterProc
 	for i := 1; i <= dispatchers; i++ {
 		started = append(started, c.startDispatcher(fmt.Sprintf("d%d", i)))
-		if i == 1 {
-			started[0].waitLog(c.t, "dispatcher started", 30*time.Second)
-		}
 	}
 	for _, r := range clusterRegions {
 		for i := 1; i <= executorsPerRegion; i++ {

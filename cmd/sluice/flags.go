@@ -43,7 +43,7 @@ func (n *natsFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&n.tlsCA, "tls-ca", os.Getenv("NATS_CA"), "CA certificate to verify the NATS server with (env NATS_CA)")
 	fs.StringVar(&n.tlsCert, "tls-cert", os.Getenv("NATS_CERT"), "client certificate, for servers that verify clients (env NATS_CERT)")
 	fs.StringVar(&n.tlsKey, "tls-key", os.Getenv("NATS_KEY"), "client certificate's key (env NATS_KEY)")
-	fs.StringVar(&n.domain, "js-domain", os.Getenv("SLUICE_JS_DOMAIN"), "JetStream domain of the hub, when connecting to a leaf node with a JetStream of its own (env SLUICE_JS_DOMAIN)")
+	fs.StringVar(&n.domain, "js-domain", os.Getenv("SLUICE_JS_DOMAIN"), "JetStream domain of the hub, when connecting to a leaf node rather than to the hub (env SLUICE_JS_DOMAIN)")
 	fs.StringVar(&n.inboxPrefix, "inbox-prefix", os.Getenv("NATS_INBOX_PREFIX"), "inbox prefix for replies, such as _INBOX_<team>, when permissions keep users to their own inboxes (env NATS_INBOX_PREFIX)")
 }
 
