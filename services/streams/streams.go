@@ -212,6 +212,28 @@ const (
 	maxAttemptTimeout   = 16 * time.Second
 )
 
+// transientFor is how long racing retries errors of a cluster that is not
+// ready (clusterNotReady): long enough for a hub cluster to form or a
+// server to restart, short enough that a cluster too small for the
+// configured replicas is reported rather than waited on in silence.
+const transientFor = time.Minute
+
+// errCodeNoPeers is nats-server's JSClusterNoPeersErrF: no servers to
+// place a replicated stream on, as while a cluster is still forming or
+// one of its servers is restarting.
+const errCodeNoPeers jetstream.ErrorCode = 10005
+
+// clusterNotReady reports whether err is the JetStream of a cluster that
+// cannot place or change a stream yet, but may soon.
+func clusterNotReady(err error) bool {
+	var jsErr jetstream.JetStreamError
+	if !errors.As(err, &jsErr) || jsErr.APIError() == nil {
+		return false
+	}
+	apiErr := jsErr.APIError()
+	return apiErr.Code == 503 || apiErr.ErrorCode == errCodeNoPeers
+}
+
 // racing runs a create-or-update until it succeeds, ctx ends, or it fails
 // in a way trying again cannot mend.
 //
@@ -220,11 +242,13 @@ const (
 // trying again, now as an update. On a cluster the loser may get no answer
 // at all: nats-server answers one of several concurrent creations of the
 // same clustered stream and drops the others, so a request that times out
-// is also tried again, after a jittered pause, while ctx lasts.
+// is also tried again, after a jittered pause, while ctx lasts. So are,
+// for a while, the errors of a cluster still forming (clusterNotReady).
 func racing[T any](ctx context.Context, what string, createOrUpdate func(context.Context) (T, error), lostRace ...error) (T, error) {
 	var zero T
 	var lastErr error
 	pause, timeout := 100*time.Millisecond, firstAttemptTimeout
+	start := time.Now()
 	for attempt := 0; ; attempt++ {
 		attemptCtx, cancel := context.WithTimeout(ctx, timeout)
 		v, err := createOrUpdate(attemptCtx)
@@ -239,10 +263,11 @@ func racing[T any](ctx context.Context, what string, createOrUpdate func(context
 		}
 		timedOut := ctx.Err() == nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
 			errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders))
-		if !(lost && attempt < 5) && !timedOut {
+		transient := ctx.Err() == nil && time.Since(start) < transientFor && clusterNotReady(err)
+		if !(lost && attempt < 5) && !timedOut && !transient {
 			break
 		}
-		if timedOut {
+		if timedOut || transient {
 			select {
 			case <-ctx.Done():
 				return zero, fmt.Errorf("streams: ensure %s: %w (before that: %v)", what, ctx.Err(), lastErr)
