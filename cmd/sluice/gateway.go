@@ -6,6 +6,9 @@ import (
 	"io"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/sluicehq/sluice/services/config"
 	"github.com/sluicehq/sluice/services/gateway"
 )
@@ -37,40 +40,17 @@ func runGateway(ctx context.Context, args []string, _, stderr io.Writer) error {
 			return err
 		}
 	}
-	reg := newRegistry()
-	stopMetrics, err := serveMetrics(*metricsAddr, reg, log)
-	if err != nil {
-		return err
-	}
-	defer stopMetrics()
-	nc, err := nf.connectService(ctx, "sluice gateway", log)
-	if errors.Is(err, errStopped) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	js, err := nf.jetstream(nc)
-	if err != nil {
-		return err
-	}
-	live, kv, err := sc.resolve(ctx, js, log)
-	if errors.Is(err, errStopped) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	g, err := gateway.New(nc, gateway.Config{
-		Addr: *addr, Shared: live, Logger: log, Registerer: reg, JSDomain: nf.domain,
-		ShutdownGrace: *grace, DefaultTimeout: *defaultTimeout,
+	return serveService(ctx, "sluice gateway", &nf, sc, *metricsAddr, log, func(nc *nats.Conn, live *config.Live, reg prometheus.Registerer) (func(context.Context) error, error) {
+		g, err := gateway.New(nc, gateway.Config{
+			Addr: *addr, Shared: live, Logger: log, Registerer: reg, JSDomain: nf.domain,
+			ShutdownGrace: *grace, DefaultTimeout: *defaultTimeout,
+		})
+		if err != nil {
+			return nil, err
+		}
+		if _, err := g.Listen(); err != nil {
+			return nil, err
+		}
+		return g.Run, nil
 	})
-	if err != nil {
-		return err
-	}
-	if _, err := g.Listen(); err != nil {
-		return err
-	}
-	return runWatched(ctx, kv, live, log, g.Run)
 }

@@ -4,7 +4,11 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"runtime"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluicehq/sluice/services/config"
 	"github.com/sluicehq/sluice/services/dispatcher"
@@ -36,38 +40,15 @@ func runDispatcher(ctx context.Context, args []string, _, stderr io.Writer) erro
 	} else if *configForce {
 		return errors.New("-config-force needs -config FILE")
 	}
-	reg := newRegistry()
-	stopMetrics, err := serveMetrics(*metricsAddr, reg, log)
-	if err != nil {
-		return err
-	}
-	defer stopMetrics()
-	nc, err := nf.connectService(ctx, "sluice dispatcher", log)
-	if errors.Is(err, errStopped) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	js, err := nf.jetstream(nc)
-	if err != nil {
-		return err
-	}
-	live, kv, err := sc.resolve(ctx, js, log)
-	if errors.Is(err, errStopped) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	d, err := dispatcher.New(nc, dispatcher.Config{
-		ID: *id, Shared: live, Logger: log, Registerer: reg, JSDomain: nf.domain,
+	return serveService(ctx, "sluice dispatcher", &nf, sc, *metricsAddr, log, func(nc *nats.Conn, live *config.Live, reg prometheus.Registerer) (func(context.Context) error, error) {
+		d, err := dispatcher.New(nc, dispatcher.Config{
+			ID: *id, Shared: live, Logger: log, Registerer: reg, JSDomain: nf.domain,
+		})
+		if err != nil {
+			return nil, err
+		}
+		return d.Run, nil
 	})
-	if err != nil {
-		return err
-	}
-	return runWatched(ctx, kv, live, log, d.Run)
 }
 
 func runExecutor(ctx context.Context, args []string, _, stderr io.Writer) error {
@@ -105,13 +86,31 @@ func runExecutor(ctx context.Context, args []string, _, stderr io.Writer) error 
 		}
 		secrets = executor.FirstOf(file.Lookup, secrets)
 	}
+	return serveService(ctx, "sluice executor "+*region, &nf, sc, *metricsAddr, log, func(nc *nats.Conn, live *config.Live, reg prometheus.Registerer) (func(context.Context) error, error) {
+		e, err := executor.New(nc, executor.Config{
+			Region: *region, Shared: live, Secrets: secrets,
+			Concurrency: *concurrency, Logger: log, Registerer: reg, JSDomain: nf.domain,
+		})
+		if err != nil {
+			return nil, err
+		}
+		return e.Run, nil
+	})
+}
+
+// serveService runs a long-running service: it serves metrics, connects to
+// NATS (waiting for it), resolves the live configuration, builds the
+// service with build, and runs it until ctx ends, following configuration
+// changes. A service stopped while it waits returns nil.
+func serveService(ctx context.Context, name string, nf *natsFlags, sc serviceConfig, metricsAddr string, log *slog.Logger,
+	build func(nc *nats.Conn, live *config.Live, reg prometheus.Registerer) (run func(context.Context) error, err error)) error {
 	reg := newRegistry()
-	stopMetrics, err := serveMetrics(*metricsAddr, reg, log)
+	stopMetrics, err := serveMetrics(metricsAddr, reg, log)
 	if err != nil {
 		return err
 	}
 	defer stopMetrics()
-	nc, err := nf.connectService(ctx, "sluice executor "+*region, log)
+	nc, err := nf.connectService(ctx, name, log)
 	if errors.Is(err, errStopped) {
 		return nil
 	}
@@ -130,12 +129,9 @@ func runExecutor(ctx context.Context, args []string, _, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	e, err := executor.New(nc, executor.Config{
-		Region: *region, Shared: live, Secrets: secrets,
-		Concurrency: *concurrency, Logger: log, Registerer: reg, JSDomain: nf.domain,
-	})
+	run, err := build(nc, live, reg)
 	if err != nil {
 		return err
 	}
-	return runWatched(ctx, kv, live, log, e.Run)
+	return runWatched(ctx, kv, live, log, run)
 }
