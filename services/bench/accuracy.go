@@ -111,26 +111,11 @@ func RunAccuracy(ctx context.Context, o AccuracyOptions) (*AccuracyReport, error
 		return nil, err
 	}
 	defer stack.Close()
-	var services []*devstack.Service
-	defer func() {
-		for _, s := range services {
-			_ = s.Stop()
-		}
-	}()
-	for i := 1; i <= o.Dispatchers; i++ {
-		svc, err := stack.StartDispatcher(fmt.Sprintf("accuracy-%d", i), nil)
-		if err != nil {
-			return nil, err
-		}
-		services = append(services, svc)
+	services, err := startSluice(stack, "accuracy", o.Dispatchers)
+	if err != nil {
+		return nil, err
 	}
-	for _, region := range stack.Shared.Load().Regions() {
-		svc, err := stack.StartExecutor(region, nil)
-		if err != nil {
-			return nil, err
-		}
-		services = append(services, svc)
-	}
+	defer services.stop()
 	nc, err := stack.Connect("sluice bench accuracy")
 	if err != nil {
 		return nil, err

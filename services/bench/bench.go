@@ -165,26 +165,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		return nil, fmt.Errorf("baseline: %w", err)
 	}
 
-	var services []*devstack.Service
-	defer func() {
-		for _, s := range services {
-			_ = s.Stop()
-		}
-	}()
-	for i := 1; i <= o.Dispatchers; i++ {
-		svc, err := stack.StartDispatcher(fmt.Sprintf("bench-%d", i), nil)
-		if err != nil {
-			return nil, err
-		}
-		services = append(services, svc)
+	services, err := startSluice(stack, "bench", o.Dispatchers)
+	if err != nil {
+		return nil, err
 	}
-	for _, region := range stack.Shared.Load().Regions() {
-		svc, err := stack.StartExecutor(region, nil)
-		if err != nil {
-			return nil, err
-		}
-		services = append(services, svc)
-	}
+	defer services.stop()
 
 	nc, err := stack.Connect("sluice bench")
 	if err != nil {
@@ -467,4 +452,39 @@ func percentile(ds []time.Duration, p float64) float64 {
 // kvOps reads the limiter's KV operation count from the registry.
 func kvOps(reg *prometheus.Registry) float64 {
 	return counter(reg, "sluice_limiter_kv_ops_total", "kind", "op")
+}
+
+// running are the services a benchmark started, in order.
+type running []*devstack.Service
+
+// stop stops them, the last started first: a gateway (started last) waits
+// for its calls in flight while the services behind it still run.
+func (r *running) stop() {
+	for i := len(*r) - 1; i >= 0; i-- {
+		_ = (*r)[i].Stop()
+	}
+}
+
+// startSluice starts n dispatchers, named prefix-1 ... prefix-n, and an
+// executor for each region of the configuration; on an error it stops
+// what it started.
+func startSluice(stack *devstack.Stack, prefix string, n int) (running, error) {
+	var r running
+	for i := 1; i <= n; i++ {
+		svc, err := stack.StartDispatcher(fmt.Sprintf("%s-%d", prefix, i), nil)
+		if err != nil {
+			r.stop()
+			return nil, err
+		}
+		r = append(r, svc)
+	}
+	for _, region := range stack.Shared.Load().Regions() {
+		svc, err := stack.StartExecutor(region, nil)
+		if err != nil {
+			r.stop()
+			return nil, err
+		}
+		r = append(r, svc)
+	}
+	return r, nil
 }

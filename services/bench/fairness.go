@@ -101,26 +101,11 @@ func RunFairness(ctx context.Context, o FairnessOptions) (*FairnessReport, error
 		return nil, err
 	}
 	defer stack.Close()
-	var services []*devstack.Service
-	defer func() {
-		for _, s := range services {
-			_ = s.Stop()
-		}
-	}()
-	for i := 1; i <= o.Dispatchers; i++ {
-		svc, err := stack.StartDispatcher(fmt.Sprintf("fair-%d", i), nil)
-		if err != nil {
-			return nil, err
-		}
-		services = append(services, svc)
+	services, err := startSluice(stack, "fair", o.Dispatchers)
+	if err != nil {
+		return nil, err
 	}
-	for _, region := range stack.Shared.Load().Regions() {
-		svc, err := stack.StartExecutor(region, nil)
-		if err != nil {
-			return nil, err
-		}
-		services = append(services, svc)
-	}
+	defer services.stop()
 	nc, err := stack.Connect("sluice bench fairness")
 	if err != nil {
 		return nil, err

@@ -162,27 +162,11 @@ func RunGateway(ctx context.Context, o GatewayOptions) (*GatewayReport, error) {
 		return nil, err
 	}
 	defer stack.Close()
-	var services []*devstack.Service
-	defer func() {
-		// The gateway first: it waits for its in-flight calls.
-		for i := len(services) - 1; i >= 0; i-- {
-			_ = services[i].Stop()
-		}
-	}()
-	for i := 1; i <= o.Dispatchers; i++ {
-		svc, err := stack.StartDispatcher(fmt.Sprintf("bench-%d", i), nil)
-		if err != nil {
-			return nil, err
-		}
-		services = append(services, svc)
+	services, err := startSluice(stack, "bench", o.Dispatchers)
+	if err != nil {
+		return nil, err
 	}
-	for _, region := range stack.Shared.Load().Regions() {
-		svc, err := stack.StartExecutor(region, nil)
-		if err != nil {
-			return nil, err
-		}
-		services = append(services, svc)
-	}
+	defer services.stop()
 	gw, gwURL, err := stack.StartGateway(nil)
 	if err != nil {
 		return nil, err
