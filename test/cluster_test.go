@@ -285,6 +285,9 @@ func TestClusterDeployment(t *testing.T) {
 				"$JS.hub.API.$KV.SLUICE_CONFIG.config",
 				"$JS.hub.API.STREAM.DELETE.SLUICE_CALLS",
 				"$JS.hub.API.STREAM.PURGE.SLUICE_EXEC",
+				"$JS.hub.API.STREAM.UPDATE.SLUICE_RESULTS",
+				"$JS.hub.API.STREAM.UPDATE.KV_SLUICE_CONFIG",
+				"$JS.hub.API.STREAM.CREATE.SLUICE_RESULTS",
 				// Nor may it call as a team.
 				"sluice.call.search.critical",
 			} {

@@ -358,9 +358,10 @@ type serviceConfig struct {
 	// path and file are --config FILE, if given.
 	path string
 	file *config.Config
-	// store: this service stores the file in KV when KV holds none
-	// (dispatchers do; executors, which may run at the edge with narrower
-	// permissions, do not).
+	// store: this service creates sluice's streams if they are missing,
+	// and stores the file in KV when KV holds none (dispatchers do;
+	// executors and gateways, which may run at the edge with narrower
+	// permissions, wait for them).
 	store bool
 	// force stores the file even over a configuration in KV
 	// (--config-force).
@@ -388,9 +389,13 @@ func (sc serviceConfig) resolve(ctx context.Context, js jetstream.JetStream, log
 	}
 	kv, err := js.KeyValue(ctx, messages.BucketConfig)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		var res *streams.Resources
-		if res, err = streams.Ensure(ctx, js, sc.file.Streams); err == nil {
-			kv = res.Config
+		if sc.store {
+			var res *streams.Resources
+			if res, err = streams.Ensure(ctx, js, sc.file.Streams); err == nil {
+				kv = res.Config
+			}
+		} else if kv, err = awaitBucket(ctx, js, log); errors.Is(err, errStopped) {
+			return nil, nil, err
 		}
 	}
 	if err != nil {
@@ -439,6 +444,31 @@ func (sc serviceConfig) resolve(ctx context.Context, js jetstream.JetStream, log
 		default:
 			log.Error("cannot use the configuration in KV: using --config FILE until a valid one is stored", "file", sc.path, "err", err)
 			return live, kv, nil
+		}
+	}
+}
+
+// awaitBucket opens the configuration's KV bucket, waiting (and saying
+// so, every 30 s) while it does not exist: executors and gateways create
+// nothing, and wait for a dispatcher or `sluice config apply` to.
+func awaitBucket(ctx context.Context, js jetstream.JetStream, log *slog.Logger) (jetstream.KeyValue, error) {
+	var saidAt time.Time
+	for {
+		kv, err := js.KeyValue(ctx, messages.BucketConfig)
+		if err == nil {
+			return kv, nil
+		}
+		if ctx.Err() != nil {
+			return nil, errStopped
+		}
+		if time.Since(saidAt) >= 30*time.Second {
+			log.Warn("waiting for sluice's streams: a dispatcher or `sluice config apply` creates them", "reason", err)
+			saidAt = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return nil, errStopped
+		case <-time.After(500 * time.Millisecond):
 		}
 	}
 }

@@ -11,11 +11,14 @@ import (
 	"testing"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/sluicehq/sluice/messages"
 	"github.com/sluicehq/sluice/services/client"
 	"github.com/sluicehq/sluice/services/config"
 	"github.com/sluicehq/sluice/services/embedded"
 	"github.com/sluicehq/sluice/services/fakeprovider"
+	"github.com/sluicehq/sluice/services/streams"
 	"github.com/sluicehq/sluice/test/natstest"
 )
 
@@ -271,7 +274,9 @@ func TestServicesConfigFileAndKV(t *testing.T) {
 		return d.RPM, rev
 	}
 
-	// An executor with a file uses it, but does not store it.
+	// An executor with a file uses it, but does not store it (nor does it
+	// create the streams: see TestExecutorWaitsForStreams).
+	ensureStreams(t, server)
 	e := startCommand(t, runExecutor, "--server", server, "--region", "us-east", "--config", a, "--metrics", "")
 	e.waitLog(t, "KV holds no configuration yet: using --config FILE")
 	e.waitLog(t, "executor started")
@@ -357,4 +362,68 @@ func TestServiceWaitsForNATS(t *testing.T) {
 	if err := d.stop(t); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// ensureStreams creates sluice's streams and buckets on server, as a
+// dispatcher or `sluice config apply` does before executors and gateways
+// (which never create them) can start.
+func ensureStreams(t *testing.T, server string) {
+	t.Helper()
+	cfg, err := config.Parse([]byte(deploymentYAML("http://127.0.0.1:1/v1", 600)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := streams.Ensure(t.Context(), js, cfg.Streams); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Executors never create sluice's streams (their NATS users may not): one
+// started first waits, saying why, and starts once a dispatcher has
+// created them.
+func TestExecutorWaitsForStreams(t *testing.T) {
+	srv := natstest.Start(t)
+	server := srv.ClientURL()
+	a := writeFile(t, "a.yaml", deploymentYAML("http://127.0.0.1:1/v1", 600))
+	e := startCommand(t, runExecutor, "--server", server, "--region", "us-east", "--config", a, "--metrics", "")
+	e.waitLog(t, "waiting for sluice's streams")
+	if names := streamNames(t, server); len(names) != 0 {
+		t.Fatalf("an executor created %v", names)
+	}
+	d := startCommand(t, runDispatcher, "--server", server, "--config", a, "--metrics", "")
+	d.waitLog(t, "dispatcher started")
+	e.waitLog(t, "executor started")
+	for _, x := range []*background{d, e} {
+		if err := x.stop(t); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+func streamNames(t *testing.T, server string) []string {
+	t.Helper()
+	nc, err := nats.Connect(server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	l := js.StreamNames(t.Context())
+	for n := range l.Name() {
+		names = append(names, n)
+	}
+	return names
 }

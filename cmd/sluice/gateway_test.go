@@ -139,6 +139,7 @@ func TestGatewayCommandErrors(t *testing.T) {
 
 	// A port in use is an error, not a hang.
 	srv := natstest.Start(t)
+	ensureStreams(t, srv.ClientURL())
 	cfgPath := writeFile(t, "sluice.yaml", gatewayYAML("http://127.0.0.1:1/v1", "sk-x"))
 	taken := freeAddr(t)
 	other := startCommand(t, runGateway, "--server", srv.ClientURL(), "--config", cfgPath, "--addr", taken, "--metrics", "")

@@ -139,7 +139,15 @@ func New(nc *nats.Conn, cfg Config) (*Executor, error) {
 // Run consumes the region's work until ctx ends, then stops taking work,
 // lets in-flight requests finish for up to ShutdownGrace, and returns.
 func (e *Executor) Run(ctx context.Context) error {
-	res, err := streams.Ensure(ctx, e.js, e.cfg.Shared.Load().Streams)
+	// Executors use sluice's streams and never create or change them
+	// (dispatchers and `sluice config apply` do), so that an executor's
+	// NATS user, at the edge, needs no permission to.
+	res, err := streams.Await(ctx, e.js, 30*time.Second, func(reason error) {
+		e.log.Warn("waiting for sluice's streams: a dispatcher or `sluice config apply` creates them", "reason", reason)
+	})
+	if ctx.Err() != nil {
+		return nil
+	}
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package streams_test
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -140,5 +141,32 @@ func TestEnsureIsIdempotentOnAClusterUnderConcurrency(t *testing.T) {
 		if got := s.CachedInfo().Config.Replicas; got != 3 {
 			t.Errorf("%s has %d replicas, want 3", name, got)
 		}
+	}
+}
+
+// Open finds what Ensure made and creates nothing: before Ensure it says
+// the resources are not created, and leaves the server empty.
+func TestOpenCreatesNothing(t *testing.T) {
+	srv := natstest.Start(t)
+	js, err := jetstream.New(natstest.Connect(t, srv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	if _, err := streams.Open(ctx, js); !errors.Is(err, streams.ErrNotCreated) {
+		t.Fatalf("Open before Ensure: %v, want ErrNotCreated", err)
+	}
+	for range js.StreamNames(ctx).Name() {
+		t.Fatal("Open created a stream")
+	}
+	if _, err := streams.Ensure(ctx, js, streamsConfig()); err != nil {
+		t.Fatal(err)
+	}
+	res, err := streams.Open(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Exec == nil || res.Results == nil || res.Config == nil || res.Usage == nil || res.Health == nil {
+		t.Fatalf("Open returned %+v", res)
 	}
 }
