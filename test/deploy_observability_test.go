@@ -56,7 +56,7 @@ var obsTargets = map[string][]string{
 // must watch.
 var obsRequiredAlerts = map[string]string{
 	"SluiceSustained429s":      "sluice_provider_429_total",        // sustained 429s
-	"SluiceQueueAgeOverBudget": "sluice_queue_oldest_wait_seconds", // queue age over its deadline budget
+	"SluiceQueueAgeOverBudget": "sluice_queue_deadline_used_ratio", // queue age over its deadline budget
 	"SluiceCircuitOpen":        "sluice_deployment_state",          // open circuits
 	"SluiceDeadLetters":        "sluice_dead_letters_total",        // dead letters growing
 }
@@ -116,7 +116,7 @@ func TestDeployObservabilityCatchesMistakes(t *testing.T) {
 		{obsDashboardJSON, `"uid": "${DS_PROMETHEUS}"`, `"uid": "prometheus"`, "want uid ${DS_PROMETHEUS}"},
 		{obsDashboardJSON, `"query": "label_values(sluice_calls_total, team)"`, `"query": "label_values(sluice_calls_total, teams)"`, "has no label teams"},
 		// Alert rules.
-		{obsAlertsYML, `(sluice_queue_oldest_wait_seconds{tier!="batch"})`, `(rate(sluice_queue_oldest_wait_seconds{tier!="batch"}[5m]))`, "rate over a gauge"},
+		{obsAlertsYML, `(sluice_queue_deadline_used_ratio{tier!="batch"})`, `(rate(sluice_queue_deadline_used_ratio{tier!="batch"}[5m]))`, "rate over a gauge"},
 		{obsAlertsYML, `state="circuit_open"`, `state="circuit-open"`, `never has the value "circuit-open"`},
 		{obsAlertsYML, `outcome!~"ok|canceled|invalid_request"`, `outcome!~"ok|cancelled|invalid_request"`, `"cancelled"`},
 		{obsAlertsYML, `{{ $labels.team }}'s calls fail`, `{{ $labels.pool }}'s calls fail`, "$labels.pool"},

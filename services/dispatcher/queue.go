@@ -210,6 +210,29 @@ type teamDepth struct {
 	oldest time.Time
 }
 
+// deadlineUsed is, of the calls waiting for pool in tier, the largest
+// share of its deadline budget (from acceptance to deadline) one has used
+// at now, between 0 and 1; 0 when none waits. It looks at every waiting
+// call, since calls with shorter deadlines may be behind older ones.
+func (q *queue) deadlineUsed(pool string, tier messages.Tier, now time.Time) float64 {
+	tiers, ok := q.pools[pool]
+	if !ok {
+		return 0
+	}
+	used := 0.0
+	for _, team := range tiers[tier.Rank()].teams {
+		for e := team.calls.Front(); e != nil; e = e.Next() {
+			t := e.Value.(*waiting).ticket
+			budget := t.Deadline.Sub(t.AcceptedAt)
+			if budget <= 0 {
+				return 1
+			}
+			used = max(used, min(1, float64(now.Sub(t.AcceptedAt))/float64(budget)))
+		}
+	}
+	return used
+}
+
 // waitingFor is the number of calls team has waiting here.
 func (q *queue) waitingFor(team string) int { return q.byTeam[team] }
 

@@ -99,3 +99,30 @@ func TestQueueKeepsDeadlinesAndFIFO(t *testing.T) {
 		t.Fatal("queue not empty")
 	}
 }
+
+// The deadline budget used is the worst of every waiting call, not the
+// oldest one's: a newer call with a short deadline can be closer to it.
+func TestDeadlineUsedLooksAtEveryCall(t *testing.T) {
+	q := newQueue()
+	now := time.Unix(1000, 0)
+	call := func(id string, accepted, deadline time.Duration) {
+		w := waitingCall(id, "a", "p", messages.TierStandard, now.Add(deadline))
+		w.ticket.AcceptedAt = now.Add(accepted)
+		q.push(w)
+	}
+	if got := q.deadlineUsed("p", messages.TierStandard, now); got != 0 {
+		t.Fatalf("empty queue: %v", got)
+	}
+	call("old-long", -60*time.Second, 240*time.Second) // 60 of 300 s: 0.2
+	call("new-short", -8*time.Second, 2*time.Second)   // 8 of 10 s: 0.8
+	if got := q.deadlineUsed("p", messages.TierStandard, now); got < 0.79 || got > 0.81 {
+		t.Fatalf("deadline used %v, want 0.8 (the newer call's)", got)
+	}
+	call("late", -20*time.Second, -5*time.Second) // past its deadline
+	if got := q.deadlineUsed("p", messages.TierStandard, now); got != 1 {
+		t.Fatalf("deadline used %v with a call past its deadline, want 1", got)
+	}
+	if got := q.deadlineUsed("p", messages.TierBatch, now); got != 0 {
+		t.Fatalf("another tier: %v", got)
+	}
+}

@@ -89,6 +89,7 @@ func (d *Dispatcher) state() messages.DispatcherState {
 	defer d.mu.Unlock()
 	s := messages.DispatcherState{Dispatcher: d.cfg.ID, At: now, Admitted: d.admittedTotal}
 	d.metrics.QueueOldest.Reset()
+	d.metrics.QueueDeadlineUsed.Reset()
 	for _, pool := range d.queue.poolNames() {
 		for _, tier := range messages.Tiers {
 			var oldest time.Duration
@@ -101,6 +102,7 @@ func (d *Dispatcher) state() messages.DispatcherState {
 			}
 			if oldest > 0 {
 				d.metrics.QueueOldest.WithLabelValues(pool, string(tier)).Set(oldest.Seconds())
+				d.metrics.QueueDeadlineUsed.WithLabelValues(pool, string(tier)).Set(d.queue.deadlineUsed(pool, tier, now))
 			}
 		}
 	}

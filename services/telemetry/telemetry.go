@@ -28,6 +28,11 @@ type Metrics struct {
 	// QueueOldest is how long the oldest call waiting in this dispatcher
 	// has waited, per pool and tier (absent when none waits).
 	QueueOldest *prometheus.GaugeVec
+	// QueueDeadlineUsed is, of the calls waiting in this dispatcher, the
+	// largest share of its own deadline budget (from acceptance to
+	// deadline) a call has used up, by pool and tier: what queue-age
+	// alerts compare, whatever each call's deadline.
+	QueueDeadlineUsed *prometheus.GaugeVec
 	// Admissions counts calls admitted to each deployment.
 	Admissions *prometheus.CounterVec
 	// TokensReserved counts TPM reserved at admission, per team, pool and
@@ -92,6 +97,9 @@ func New(reg prometheus.Registerer) *Metrics {
 		}, []string{"pool", "tier"})),
 		QueueDepth: register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "sluice_queue_depth", Help: "Calls waiting for admission in this dispatcher.",
+		}, []string{"pool", "tier"})),
+		QueueDeadlineUsed: register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sluice_queue_deadline_used_ratio", Help: "The largest share of its deadline budget (acceptance to deadline) a call waiting in this dispatcher has used, 0 to 1.",
 		}, []string{"pool", "tier"})),
 		QueueOldest: register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "sluice_queue_oldest_wait_seconds", Help: "How long the oldest call waiting in this dispatcher has waited.",
