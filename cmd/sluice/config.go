@@ -168,17 +168,13 @@ func runConfigApply(ctx context.Context, args []string, stdout, stderr io.Writer
 		}
 		return fmt.Errorf("%w\nnothing was stored", err)
 	}
-	nc, err := nf.connect("sluice config apply")
+	nc, js, err := nf.connectJetStream("sluice config apply")
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
 	ctx, cancel := context.WithTimeout(ctx, natsTimeout)
 	defer cancel()
-	js, err := nf.jetstream(nc)
-	if err != nil {
-		return err
-	}
 	kv, err := js.KeyValue(ctx, messages.BucketConfig)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		kv, err = nil, nil // nothing has run against this server yet
@@ -296,17 +292,13 @@ func runConfigGet(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	nc, err := nf.connect("sluice config get")
+	nc, js, err := nf.connectJetStream("sluice config get")
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
 	ctx, cancel := context.WithTimeout(ctx, natsTimeout)
 	defer cancel()
-	js, err := nf.jetstream(nc)
-	if err != nil {
-		return err
-	}
 	const fix = "store one with `sluice config apply -f FILE`, or start a dispatcher with --config FILE"
 	kv, err := js.KeyValue(ctx, messages.BucketConfig)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {

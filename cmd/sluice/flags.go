@@ -52,6 +52,21 @@ func (n *natsFlags) jetstream(nc *nats.Conn) (jetstream.JetStream, error) {
 	return streams.JetStream(nc, n.domain)
 }
 
+// connectJetStream connects, for a command a person runs, and returns the
+// connection and its JetStream (of --js-domain). Close the connection.
+func (n *natsFlags) connectJetStream(name string) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := n.connect(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	js, err := n.jetstream(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return nc, js, nil
+}
+
 func (n *natsFlags) connect(name string) (*nats.Conn, error) {
 	opts := []nats.Option{nats.Name(name), nats.MaxReconnects(-1)}
 	if n.creds != "" {

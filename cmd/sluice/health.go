@@ -35,15 +35,11 @@ func runHealth(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	nc, err := nf.connect("sluice health")
+	nc, js, err := nf.connectJetStream("sluice health")
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	js, err := nf.jetstream(nc)
-	if err != nil {
-		return err
-	}
 	ctx, cancel := context.WithTimeout(ctx, natsTimeout)
 	defer cancel()
 	cfgKV, err := js.KeyValue(ctx, messages.BucketConfig)

@@ -26,15 +26,11 @@ func runUsage(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *since <= 0 {
 		return fmt.Errorf("-since must be positive, such as 24h")
 	}
-	nc, err := nf.connect("sluice usage")
+	nc, js, err := nf.connectJetStream("sluice usage")
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	js, err := nf.jetstream(nc)
-	if err != nil {
-		return err
-	}
 	ctx, cancel := context.WithTimeout(ctx, natsTimeout)
 	defer cancel()
 	kv, err := js.KeyValue(ctx, messages.BucketUsage)
