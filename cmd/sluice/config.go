@@ -444,25 +444,13 @@ func (sc serviceConfig) resolve(ctx context.Context, js jetstream.JetStream, log
 // so, every 30 s) while it does not exist: executors and gateways create
 // nothing, and wait for a dispatcher or `sluice config apply` to.
 func awaitBucket(ctx context.Context, js jetstream.JetStream, log *slog.Logger) (jetstream.KeyValue, error) {
-	var saidAt time.Time
-	for {
-		kv, err := js.KeyValue(ctx, messages.BucketConfig)
-		if err == nil {
-			return kv, nil
-		}
-		if ctx.Err() != nil {
-			return nil, errStopped
-		}
-		if time.Since(saidAt) >= 30*time.Second {
-			log.Warn("waiting for sluice's streams: a dispatcher or `sluice config apply` creates them", "reason", err)
-			saidAt = time.Now()
-		}
-		select {
-		case <-ctx.Done():
-			return nil, errStopped
-		case <-time.After(500 * time.Millisecond):
-		}
+	kv, err := streams.Await(ctx, 30*time.Second, func(reason error) {
+		log.Warn("waiting for sluice's streams: a dispatcher or `sluice config apply` creates them", "reason", reason)
+	}, func(ctx context.Context) (jetstream.KeyValue, error) { return js.KeyValue(ctx, messages.BucketConfig) })
+	if ctx.Err() != nil {
+		return nil, errStopped
 	}
+	return kv, err
 }
 
 // awaitConfig reads the configuration stored in KV, waiting (and saying

@@ -142,9 +142,9 @@ func (e *Executor) Run(ctx context.Context) error {
 	// Executors use sluice's streams and never create or change them
 	// (dispatchers and `sluice config apply` do), so that an executor's
 	// NATS user, at the edge, needs no permission to.
-	res, err := streams.Await(ctx, e.js, 30*time.Second, func(reason error) {
+	res, err := streams.Await(ctx, 30*time.Second, func(reason error) {
 		e.log.Warn("waiting for sluice's streams: a dispatcher or `sluice config apply` creates them", "reason", reason)
-	})
+	}, func(ctx context.Context) (*streams.Resources, error) { return streams.Open(ctx, e.js) })
 	if ctx.Err() != nil {
 		return nil
 	}

@@ -62,27 +62,25 @@ func Open(ctx context.Context, js jetstream.JetStream) (*Resources, error) {
 	return &r, nil
 }
 
-// Await is Open, waiting while the resources are not created yet, or
-// JetStream does not answer. Each time it is still waiting after every
-// (or for the first time), it calls waiting with the reason. It returns
-// ctx's error when ctx ends first.
-func Await(ctx context.Context, js jetstream.JetStream, every time.Duration, waiting func(reason error)) (*Resources, error) {
+// Await calls open until it succeeds, every half second: for a service
+// that waits for resources others create (Open's, or one bucket). Each
+// time it is still waiting after every (and the first time), it calls
+// waiting with the reason. It returns ctx's error when ctx ends first.
+func Await[T any](ctx context.Context, every time.Duration, waiting func(reason error), open func(context.Context) (T, error)) (T, error) {
 	var saidAt time.Time
 	for {
-		r, err := Open(ctx, js)
+		v, err := open(ctx)
 		if err == nil {
-			return r, nil
+			return v, nil
 		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		if time.Since(saidAt) >= every {
+		if ctx.Err() == nil && time.Since(saidAt) >= every {
 			waiting(err)
 			saidAt = time.Now()
 		}
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			var zero T
+			return zero, ctx.Err()
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
