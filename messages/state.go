@@ -4,7 +4,8 @@ import "time"
 
 // StateSubject is where every dispatcher announces its DispatcherState,
 // about twice a second. Dispatchers read each other's (for the queue
-// limits of teams, which span dispatchers), and `sluice status` reads them
+// limits of teams, which span dispatchers, and to share a pool fairly
+// whichever dispatcher holds which calls), and `sluice status` reads them
 // all.
 const StateSubject = "sluice.dispatchers.state"
 
@@ -18,6 +19,22 @@ type DispatcherState struct {
 	Circuits   []CircuitState `json:"circuits,omitempty"`
 	// Admitted counts the calls this dispatcher admitted since it started.
 	Admitted uint64 `json:"admitted"`
+	// Served is what this dispatcher admitted lately, per pool, tier and
+	// team, as a decaying rate.
+	Served []ServedRate `json:"served,omitempty"`
+	// Hungry lists the deployments on which waiting calls were refused for
+	// lack of capacity since the last announcement.
+	Hungry []string `json:"hungry,omitempty"`
+}
+
+// ServedRate is how fast one team's calls of one pool and tier were
+// admitted lately: calls per second, averaged over the last few seconds
+// with exponentially decaying weights.
+type ServedRate struct {
+	Pool      string  `json:"pool"`
+	Tier      Tier    `json:"tier"`
+	Team      string  `json:"team"`
+	PerSecond float64 `json:"per_second"`
 }
 
 // QueueState is the calls one team has waiting in one pool and tier.
@@ -28,6 +45,10 @@ type QueueState struct {
 	Depth int    `json:"depth"`
 	// OldestWaitMS is how long the oldest of them has waited.
 	OldestWaitMS float64 `json:"oldest_wait_ms"`
+	// Starved is set when some of them were refused for lack of capacity
+	// since the last announcement: they would take capacity if they got
+	// it.
+	Starved bool `json:"starved,omitempty"`
 }
 
 // CircuitState is a circuit breaker that is open or half-open.

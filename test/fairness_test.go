@@ -94,7 +94,9 @@ func (l *resultLog) servedIn(from, to time.Time) map[string]int {
 }
 
 // Two teams with weights 3 and 1 both saturate one pool, through two
-// dispatchers: they are served 3:1.
+// dispatchers: they are served 3:1. (Publishing in step, the two teams'
+// calls are dealt out to the dispatchers alternately, so each dispatcher
+// holds mostly one team's calls.)
 func TestTeamsAreServedByWeight(t *testing.T) {
 	s := startStack(t, stackOptions{yaml: sharedPoolYAML(1200, "  a: {pools: {m: {weight: 3}}}\n  b: {pools: {m: {weight: 1}}}\n", "")})
 	startDispatcher(t, s, "d1", nil)
@@ -105,12 +107,43 @@ func TestTeamsAreServedByWeight(t *testing.T) {
 	logA, logB := watchResults(t, nc, "a"), watchResults(t, nc, "b")
 	la := startLoad(t, js, "a", "standard", 40) // 20/s of capacity, 80/s offered
 	lb := startLoad(t, js, "b", "standard", 40)
+	expectServedByWeight(t, logA, logB, la, lb)
+}
+
+// The 3:1 shares hold however the calls are spread over dispatchers: here
+// one dispatcher holds a backlog of only a's calls and the other, started
+// later, only ever sees b's and a's new calls split with the first.
+func TestTeamsAreServedByWeightWhereverTheirCallsWait(t *testing.T) {
+	s := startStack(t, stackOptions{yaml: sharedPoolYAML(1200, "  a: {pools: {m: {weight: 3}}}\n  b: {pools: {m: {weight: 1}}}\n", "")})
+	startDispatcher(t, s, "d1", nil)
+	startExecutors(t, s)
+	nc := connect(t, s)
+	js, _ := jetstream.New(nc)
+	logA, logB := watchResults(t, nc, "a"), watchResults(t, nc, "b")
+	for i := 0; i < 500; i++ { // 25 s of the whole pool, all held by d1
+		id := fmt.Sprintf("a-backlog-%03d", i)
+		if _, err := js.PublishAsync("sluice.call.a.standard", []byte(chatCall(id, "m", 5, `,"timeout_ms":600000`)), jetstream.WithMsgID(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-js.PublishAsyncComplete()
+	time.Sleep(time.Second) // d1 pulls them all
+	startDispatcher(t, s, "d2", nil)
+	lb := startLoad(t, js, "b", "standard", 40)
+	expectServedByWeight(t, logA, logB, lb)
+}
+
+// expectServedByWeight lets queues build up for 3 s, then checks that a
+// and b are served 3:1 within 10% over the next 8 s, and stops loads.
+func expectServedByWeight(t *testing.T, logA, logB *resultLog, loads ...*load) {
+	t.Helper()
 	time.Sleep(3 * time.Second) // queues build up
 	from := time.Now()
 	time.Sleep(8 * time.Second)
 	to := time.Now()
-	la.halt()
-	lb.halt()
+	for _, l := range loads {
+		l.halt()
+	}
 	a, b := logA.servedIn(from, to)["a"], logB.servedIn(from, to)["b"]
 	ratio := float64(a) / float64(max(b, 1))
 	t.Logf("served a %d, b %d in %s: ratio %.2f", a, b, to.Sub(from).Round(time.Millisecond), ratio)

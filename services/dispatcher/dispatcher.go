@@ -125,6 +125,8 @@ type Dispatcher struct {
 	// by mu.
 	reported map[string]bool
 	peers    *peers
+	// demand is what this dispatcher tells its peers; guarded by mu.
+	demand   demand
 	canceled canceledCalls
 
 	rmu sync.Mutex // guards reservations
@@ -158,6 +160,7 @@ func New(nc *nats.Conn, cfg Config) (*Dispatcher, error) {
 
 		reservations: map[string]*reservation{},
 		peers:        newPeers(),
+		demand:       newDemand(),
 		canceled:     canceledCalls{gone: map[string]time.Time{}},
 		wake:         make(chan struct{}, 1),
 	}, nil

@@ -82,6 +82,14 @@ type poolPass struct {
 	// poolOut: every deployment is out of rotation (insufficient_quota).
 	poolOut bool
 	wait    time.Duration
+
+	// refused deployments turned a call away for lack of capacity in this
+	// pass.
+	refused map[string]bool
+	// claims are the peers' standing demands on the pool, and peerServed
+	// how fast they admitted its calls lately (see crossfair.go).
+	claims     []claim
+	peerServed map[tierTeam]float64
 }
 
 type tierTeam struct {
@@ -97,8 +105,10 @@ func (d *Dispatcher) newPoolPass(ctx context.Context, cfg *config.Config, pool *
 		blocked: map[string]bool{},
 		stuck:   map[tierTeam]bool{},
 		capped:  map[string]bool{},
+		refused: map[string]bool{},
 		wait:    maxPassWait,
 	}
+	p.claims, p.peerServed = d.claimsOn(pool.Name())
 	for _, dep := range pool.Deployments {
 		if usable, until := d.usable(cfg, dep, now); !usable {
 			p.blocked[dep.ID] = true
@@ -133,7 +143,7 @@ func (p *poolPass) pick() *waiting {
 	if len(p.blocked) >= len(p.pool.Deployments) && !p.poolOut {
 		return nil
 	}
-	if w := p.fairest(messages.TierCritical); w != nil {
+	if w := p.fairest(messages.TierCritical, false); w != nil {
 		return w
 	}
 	if w := p.guaranteed(); w != nil {
@@ -141,7 +151,7 @@ func (p *poolPass) pick() *waiting {
 	}
 	for _, tier := range messages.Tiers[1:] {
 		if l, ok := p.shares.minShareLimit(tier); ok && p.open(tier) {
-			if w := p.fairest(tier); w != nil && p.d.credit(p.ctx, minShareKey(p.pool.Name(), tier), l, w.need) {
+			if w := p.fairest(tier, false); w != nil && p.d.credit(p.ctx, minShareKey(p.pool.Name(), tier), l, w.need) {
 				return w
 			}
 		}
@@ -150,7 +160,7 @@ func (p *poolPass) pick() *waiting {
 		if !p.open(tier) {
 			continue
 		}
-		if w := p.fairest(tier); w != nil {
+		if w := p.fairest(tier, true); w != nil {
 			return w
 		}
 	}
@@ -163,11 +173,20 @@ func (p *poolPass) open(tier messages.Tier) bool {
 }
 
 // fairest is the head call, in tier, of the team fair queuing serves next,
-// among the teams not stuck or capped.
-func (p *poolPass) fairest(tier messages.Tier) *waiting {
-	return p.d.queue.fairest(p.pool.Name(), tier, func(team string) bool {
-		return p.capped[team] || p.stuck[tierTeam{tier, team}]
-	})
+// among the teams not stuck or capped, unless that call defers to a peer's
+// claim (yieldToHigher: the claims of higher tiers count too); then the
+// team waits for the next pass and the next team is tried.
+func (p *poolPass) fairest(tier messages.Tier, yieldToHigher bool) *waiting {
+	for {
+		w := p.d.queue.fairest(p.pool.Name(), tier, func(team string) bool {
+			return p.capped[team] || p.stuck[tierTeam{tier, team}]
+		})
+		if w == nil || !p.deferred(w, yieldToHigher) {
+			return w
+		}
+		p.stuck[tierTeam{tier, w.ticket.Team}] = true
+		p.wait = min(p.wait, deferWait)
+	}
 }
 
 // guaranteed is the first waiting call of a team behind its guarantee.
@@ -233,12 +252,18 @@ func (p *poolPass) admitOne(w *waiting) bool {
 		return stick(budgetWindow / budgetBuckets)
 	}
 	var open []*config.Deployment
+	starved := false
 	for _, dep := range cands {
 		if !p.blocked[dep.ID] {
 			open = append(open, dep)
 		}
+		starved = starved || p.refused[dep.ID]
 	}
+	key := queueKey{p.pool.Name(), t.Tier, t.Team}
 	if len(open) == 0 {
+		if starved {
+			d.demand.starved[key] = true
+		}
 		return stick(maxPassWait)
 	}
 
@@ -271,7 +296,10 @@ func (p *poolPass) admitOne(w *waiting) bool {
 		d.giveBack(r, attempt)
 		for _, c := range open {
 			p.blocked[c.ID] = true
+			p.refused[c.ID] = true
+			d.demand.hungry[c.ID] = true
 		}
+		d.demand.starved[key] = true
 		return stick(retryAfter)
 	}
 
@@ -286,6 +314,7 @@ func (p *poolPass) admitOne(w *waiting) bool {
 		d.charge(batchGateKey(p.pool.Name()), gate, w.need)
 	}
 	d.queue.served(w, p.weight(t.Team))
+	d.demand.admitted(key, p.now)
 	d.dequeue(w)
 	p.budget.note(p.now, retry)
 	d.breakerOf(dep.ID).dispatched(p.now, attempt)

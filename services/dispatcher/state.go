@@ -29,6 +29,10 @@ type peerState struct {
 	heard time.Time
 	// waiting counts each team's waiting calls at the peer.
 	waiting map[string]int
+	// served, starved and hungry are the peer's demand (see crossfair.go).
+	served  map[queueKey]float64
+	starved []queueKey
+	hungry  map[string]bool
 }
 
 func newPeers() *peers { return &peers{state: map[string]peerState{}} }
@@ -39,12 +43,21 @@ func (d *Dispatcher) onState(m *nats.Msg) {
 	if err := json.Unmarshal(m.Data, &s); err != nil || s.Dispatcher == d.cfg.ID {
 		return
 	}
-	waiting := map[string]int{}
+	p := peerState{heard: d.cfg.Clock(), waiting: map[string]int{}, served: map[queueKey]float64{}, hungry: map[string]bool{}}
 	for _, q := range s.Queues {
-		waiting[q.Team] += q.Depth
+		p.waiting[q.Team] += q.Depth
+		if q.Starved {
+			p.starved = append(p.starved, queueKey{q.Pool, q.Tier, q.Team})
+		}
+	}
+	for _, r := range s.Served {
+		p.served[queueKey{r.Pool, r.Tier, r.Team}] += r.PerSecond
+	}
+	for _, id := range s.Hungry {
+		p.hungry[id] = true
 	}
 	d.peers.mu.Lock()
-	d.peers.state[s.Dispatcher] = peerState{heard: d.cfg.Clock(), waiting: waiting}
+	d.peers.state[s.Dispatcher] = p
 	d.peers.mu.Unlock()
 }
 
@@ -116,6 +129,7 @@ func (d *Dispatcher) state() messages.DispatcherState {
 		}
 		return a.Team < b.Team
 	})
+	d.demand.announce(&s, now)
 	for key, b := range d.breakers {
 		if b.state == circuitClosed {
 			continue
