@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/messages"
+	"github.com/sluicehq/sluice/services/config"
 )
 
 // Fair queuing runs in each dispatcher over the calls it holds, but
@@ -45,6 +46,10 @@ const (
 	fairSlack = 0.02
 	// deferWait is how soon a dispatcher that deferred calls looks again.
 	deferWait = 50 * time.Millisecond
+	// urgentGap is the least time between announcements made early, when
+	// a team starves that was not starved in the last one: a critical call
+	// should not wait half a second for its peers to hear of it.
+	urgentGap = 20 * time.Millisecond
 )
 
 // queueKey names one team's calls of one pool and tier.
@@ -77,13 +82,37 @@ func (r *decayingRate) value(now time.Time) float64 {
 // pools; guarded by Dispatcher.mu.
 type demand struct {
 	served map[queueKey]*decayingRate
-	// starved and hungry accumulate between announcements.
-	starved map[queueKey]bool
-	hungry  map[string]bool
+	// starved and hungry accumulate between announcements; claimed is
+	// what the last announcement said was starved.
+	starved, claimed map[queueKey]bool
+	hungry           map[string]bool
+	// urgent asks for an announcement now.
+	urgent chan struct{}
 }
 
 func newDemand() demand {
-	return demand{served: map[queueKey]*decayingRate{}, starved: map[queueKey]bool{}, hungry: map[string]bool{}}
+	return demand{
+		served:  map[queueKey]*decayingRate{},
+		starved: map[queueKey]bool{}, claimed: map[queueKey]bool{},
+		hungry: map[string]bool{},
+		urgent: make(chan struct{}, 1),
+	}
+}
+
+// starve notes that k's calls were refused for lack of capacity on the
+// deployments of hungry, and asks for an announcement now if the last one
+// did not say so.
+func (m *demand) starve(k queueKey, hungry []*config.Deployment) {
+	for _, dep := range hungry {
+		m.hungry[dep.ID] = true
+	}
+	m.starved[k] = true
+	if !m.claimed[k] {
+		select {
+		case m.urgent <- struct{}{}:
+		default:
+		}
+	}
 }
 
 func (m *demand) admitted(k queueKey, now time.Time) {
@@ -98,9 +127,15 @@ func (m *demand) admitted(k queueKey, now time.Time) {
 // announce moves what accumulated into s and starts afresh; rates that
 // have decayed to nothing are forgotten.
 func (m *demand) announce(s *messages.DispatcherState, now time.Time) {
+	// Only teams still waiting are announced starved, and only what was
+	// announced is claimed: a team that starved, got through, and starves
+	// again is news.
+	clear(m.claimed)
 	for i := range s.Queues {
 		q := &s.Queues[i]
-		q.Starved = m.starved[queueKey{q.Pool, q.Tier, q.Team}]
+		k := queueKey{q.Pool, q.Tier, q.Team}
+		q.Starved = m.starved[k]
+		m.claimed[k] = q.Starved
 	}
 	for k, r := range m.served {
 		v := r.value(now)

@@ -262,7 +262,7 @@ func (p *poolPass) admitOne(w *waiting) bool {
 	key := queueKey{p.pool.Name(), t.Tier, t.Team}
 	if len(open) == 0 {
 		if starved {
-			d.demand.starved[key] = true
+			d.demand.starve(key, nil)
 		}
 		return stick(maxPassWait)
 	}
@@ -297,9 +297,8 @@ func (p *poolPass) admitOne(w *waiting) bool {
 		for _, c := range open {
 			p.blocked[c.ID] = true
 			p.refused[c.ID] = true
-			d.demand.hungry[c.ID] = true
 		}
-		d.demand.starved[key] = true
+		d.demand.starve(key, open)
 		return stick(retryAfter)
 	}
 

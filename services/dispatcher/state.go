@@ -78,20 +78,31 @@ func (d *Dispatcher) elsewhere(team string) (waiting, dispatchers int) {
 	return waiting, dispatchers
 }
 
-// announce publishes this dispatcher's state until ctx ends.
+// announce publishes this dispatcher's state until ctx ends: every
+// stateEvery, and early (at most every urgentGap) when a team starves.
 func (d *Dispatcher) announce(ctx context.Context) {
 	t := time.NewTicker(stateEvery)
 	defer t.Stop()
+	var last time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			data, err := json.Marshal(d.state())
-			if err == nil {
-				_ = d.nc.Publish(messages.StateSubject, data)
+		case <-d.demand.urgent:
+			if wait := urgentGap - time.Since(last); wait > 0 {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(wait):
+				}
 			}
 		}
+		data, err := json.Marshal(d.state())
+		if err == nil {
+			_ = d.nc.Publish(messages.StateSubject, data)
+		}
+		last = time.Now()
 	}
 }
 
