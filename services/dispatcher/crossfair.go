@@ -226,6 +226,18 @@ func (p *poolPass) deferred(w *waiting, yieldToHigher bool) bool {
 	if len(open) == 0 {
 		return false
 	}
+	if !p.yields(t, open, yieldToHigher) {
+		return false
+	}
+	for _, id := range open {
+		p.deferredOn[id] = true
+	}
+	return true
+}
+
+// yields reports whether a call of t that could use the deployments open
+// yields to a peer's claim.
+func (p *poolPass) yields(t messages.Ticket, open []string, yieldToHigher bool) bool {
 	mine := -1.0
 	for _, c := range p.claims {
 		if !hungryOnAll(c.hungry, open) {
@@ -250,6 +262,19 @@ func (p *poolPass) deferred(w *waiting, yieldToHigher bool) bool {
 		}
 	}
 	return false
+}
+
+// releaseDeferred hands back at once what this dispatcher leased on the
+// deployments it left to a peer: kept, it would lapse unspent while the
+// peer waits for it.
+func (p *poolPass) releaseDeferred() {
+	for id := range p.deferredOn {
+		for _, key := range []string{id, nonCriticalKey(id)} {
+			if err := p.d.leases.Release(p.ctx, key); err != nil {
+				p.d.log.Warn("return leased capacity", "key", key, "err", err)
+			}
+		}
+	}
 }
 
 func hungryOnAll(hungry map[string]bool, deployments []string) bool {

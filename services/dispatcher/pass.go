@@ -53,6 +53,7 @@ func (d *Dispatcher) pass(ctx context.Context) time.Duration {
 				admitted++
 			}
 		}
+		p.releaseDeferred()
 		wait = min(wait, p.wait)
 	}
 	if admitted > 0 {
@@ -90,6 +91,9 @@ type poolPass struct {
 	// how fast they admitted its calls lately (see crossfair.go).
 	claims     []claim
 	peerServed map[tierTeam]float64
+	// deferredOn are the deployments calls were deferred from, and that
+	// took no call after.
+	deferredOn map[string]bool
 }
 
 type tierTeam struct {
@@ -107,6 +111,8 @@ func (d *Dispatcher) newPoolPass(ctx context.Context, cfg *config.Config, pool *
 		capped:  map[string]bool{},
 		refused: map[string]bool{},
 		wait:    maxPassWait,
+
+		deferredOn: map[string]bool{},
 	}
 	p.claims, p.peerServed = d.claimsOn(pool.Name())
 	for _, dep := range pool.Deployments {
@@ -314,6 +320,7 @@ func (p *poolPass) admitOne(w *waiting) bool {
 	}
 	d.queue.served(w, p.weight(t.Team))
 	d.demand.admitted(key, p.now)
+	delete(p.deferredOn, dep.ID)
 	d.dequeue(w)
 	p.budget.note(p.now, retry)
 	d.breakerOf(dep.ID).dispatched(p.now, attempt)

@@ -268,6 +268,26 @@ func (l *Leases) Flush(ctx context.Context) error {
 	})
 }
 
+// Release returns everything this process holds for key to the shared
+// Limiter at once, as Flush does for every key: for a process that will not
+// spend it soon and knows another needs it. A return that fails is kept and
+// retried by the next Take, Expire or Flush.
+//
+// Errors: ctx.Err() and the shared Limiter's errors.
+func (l *Leases) Release(ctx context.Context, key string) error {
+	l.mu.Lock()
+	ls, ok := l.keys[key]
+	l.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	ls.mu.Lock()
+	ls.expired = append(ls.expired, ls.tranches...)
+	ls.tranches = nil
+	ls.mu.Unlock()
+	return l.giveBack(ctx, key, ls)
+}
+
 // each applies f to every lease under its lock, then returns its expired
 // leftovers.
 func (l *Leases) each(ctx context.Context, f func(*lease, time.Time)) error {

@@ -208,6 +208,40 @@ func TestLeasesFlush(t *testing.T) {
 	}
 }
 
+func TestLeasesReleaseOneKey(t *testing.T) {
+	f := newLeaseFixture(limiter.LeaseOptions{})
+	lim := limiter.Limit{RPM: 600, TPM: 60000, BurstRequests: 100, BurstTokens: 10000}
+	ctx := context.Background()
+	spent := f.fill(t, lim, amt(1, 100))
+	if err := f.leases.Take(ctx, "other", lim, amt(1, 100)); err != nil {
+		t.Fatal(err)
+	}
+	otherHeld := f.leases.Held("other")
+	if err := f.leases.Release(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+	if h := f.leases.Held("k"); !h.IsZero() {
+		t.Fatalf("Held after Release = %v", h)
+	}
+	if h := f.leases.Held("other"); h != otherHeld {
+		t.Fatalf("Release of k changed what is held for other: %v, was %v", h, otherHeld)
+	}
+	// No time passed: everything unspent is back.
+	if got, want := f.available(t, lim), lim.Capacity().Sub(spent); !nearAmt(got, want) {
+		t.Fatalf("shared level %v, want %v", got, want)
+	}
+	adjusts := f.shared.adjusts.Load()
+	if err := f.leases.Release(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.leases.Release(ctx, "never-taken"); err != nil {
+		t.Fatal(err)
+	}
+	if f.shared.adjusts.Load() != adjusts {
+		t.Fatal("a Release with nothing held called Adjust")
+	}
+}
+
 func TestLeasesInsufficientKeepsTheAllowance(t *testing.T) {
 	f := newLeaseFixture(limiter.LeaseOptions{})
 	lim := limiter.Limit{RPM: 60, BurstRequests: 20}
