@@ -61,7 +61,14 @@ type Config struct {
 	// SettleInterval is how often token settlements are written to the
 	// shared state, batched per deployment. Default 50ms.
 	SettleInterval time.Duration
-	Logger         *slog.Logger
+	// SweepInterval is how often the sweeping dispatcher looks for work
+	// that no executor took (see stranded.go). Default 10s.
+	SweepInterval time.Duration
+	// StrandedGrace is how long past its call's deadline work may wait for
+	// an executor before the sweep answers it. It must outlast an attempt
+	// that is finishing. Default 30s.
+	StrandedGrace time.Duration
+	Logger        *slog.Logger
 	// Registerer receives the metrics. Default: none.
 	Registerer prometheus.Registerer
 	// Clock is injectable for tests. Default time.Now.
@@ -83,6 +90,12 @@ func (c *Config) defaults() error {
 	}
 	if c.SettleInterval <= 0 {
 		c.SettleInterval = 50 * time.Millisecond
+	}
+	if c.SweepInterval <= 0 {
+		c.SweepInterval = 10 * time.Second
+	}
+	if c.StrandedGrace <= 0 {
+		c.StrandedGrace = 30 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -236,8 +249,9 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 
 	loopCtx, stopLoop := context.WithCancel(context.Background())
 	var loops sync.WaitGroup
-	loops.Add(4)
+	loops.Add(5)
 	go func() { defer loops.Done(); d.schedule(loopCtx) }()
+	go func() { defer loops.Done(); d.sweepLoop(loopCtx, res.Exec) }()
 	go func() { defer loops.Done(); d.settleLoop(loopCtx) }()
 	go func() { defer loops.Done(); d.announce(loopCtx) }()
 	go func() { defer loops.Done(); d.usage.Run(loopCtx) }()

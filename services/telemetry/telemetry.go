@@ -58,6 +58,9 @@ type Metrics struct {
 	LimiterOps *prometheus.CounterVec
 	// DeadLetters counts messages sent to the dead-letter stream, by reason.
 	DeadLetters *prometheus.CounterVec
+	// Stranded counts calls answered deadline_exceeded because no executor
+	// of their region took their work, by region.
+	Stranded *prometheus.CounterVec
 	// RetryBudgetWaits counts retries that had to wait for their pool's
 	// retry budget.
 	RetryBudgetWaits *prometheus.CounterVec
@@ -134,6 +137,9 @@ func New(reg prometheus.Registerer) *Metrics {
 		DeadLetters: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_dead_letters_total", Help: "Messages sent to the dead-letter stream, by reason.",
 		}, []string{"reason"})),
+		Stranded: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_stranded_work_total", Help: "Calls answered deadline_exceeded because no executor of their region took their work before the deadline, by region.",
+		}, []string{"region"})),
 		RetryBudgetWaits: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_retry_budget_waits_total", Help: "Retries that waited for their pool's retry budget.",
 		}, []string{"pool"})),

@@ -1,0 +1,84 @@
+package test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluicehq/sluice/messages"
+	"github.com/sluicehq/sluice/services/dispatcher"
+)
+
+// Work admitted to a region none of whose executors runs ends, once its
+// deadline has passed, with exactly one deadline_exceeded result, and
+// leaves SLUICE_EXEC: a region that never comes back strands no call, and
+// one that comes back late does not run calls whose answer was given.
+func TestWorkNoExecutorTakesEndsAtItsDeadline(t *testing.T) {
+	s := startStack(t, stackOptions{yaml: twoRegionYAML(600, 1_000_000, layout{})})
+	sweepFast := func(c *dispatcher.Config) {
+		c.SweepInterval = 200 * time.Millisecond
+		c.StrandedGrace = time.Second
+	}
+	startDispatcher(t, s, "d1", sweepFast)
+	startDispatcher(t, s, "d2", sweepFast)
+	startExecutor(t, s, "us-east", nil) // eu-west has none
+	nc := connect(t, s)
+	js, _ := jetstream.New(nc)
+	log := watchResults(t, nc, "demo")
+	ctx := context.Background()
+
+	var stranded, served []string
+	for i := 0; i < 20; i++ {
+		id := fmt.Sprintf("eu-%02d", i)
+		stranded = append(stranded, id)
+		if err := publishCall(ctx, js, "demo", "standard", id, chatCall(id, "m", 5, `,"regions":["eu-west"],"timeout_ms":1500`)); err != nil {
+			t.Fatal(err)
+		}
+		id = fmt.Sprintf("us-%02d", i)
+		served = append(served, id)
+		if err := publishCall(ctx, js, "demo", "standard", id, chatCall(id, "m", 5, `,"regions":["us-east"],"timeout_ms":1500`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	log.waitFor(t, append(append([]string{}, stranded...), served...), 20*time.Second)
+	for _, id := range served {
+		if r := log.one(t, id); r.Status != messages.StatusOK {
+			t.Fatalf("call %s in a region with an executor: %+v", id, r.Error)
+		}
+	}
+	for _, id := range stranded {
+		r := log.one(t, id)
+		if r.Error == nil || r.Error.Code != messages.CodeDeadlineExceeded || r.Region != "eu-west" {
+			t.Fatalf("stranded call %s: status %s region %q error %+v; want deadline_exceeded in eu-west", id, r.Status, r.Region, r.Error)
+		}
+	}
+	t.Logf("stranded call answered: %s", log.one(t, stranded[0]).Error.Message)
+
+	exec, err := js.Stream(ctx, messages.StreamExec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The sweep deletes each message right after answering its call.
+	left := -1
+	for wait := time.Now().Add(5 * time.Second); left != 0 && time.Now().Before(wait); time.Sleep(50 * time.Millisecond) {
+		info, err := exec.Info(ctx, jetstream.WithSubjectFilter(messages.ExecSubject("eu-west")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		left = int(info.State.Subjects[messages.ExecSubject("eu-west")])
+	}
+	if left != 0 {
+		t.Fatalf("%d stranded work messages are still in SLUICE_EXEC", left)
+	}
+
+	// An executor of eu-west that starts now finds nothing to run.
+	startExecutor(t, s, "eu-west", nil)
+	time.Sleep(time.Second)
+	log.exactlyOnce(t, append(stranded, served...))
+	if got := s.Fake.Stats().Total.Received; got != int64(len(served)) {
+		t.Fatalf("the provider saw %d requests; want only the %d served in us-east", got, len(served))
+	}
+}
