@@ -25,6 +25,9 @@ type DispatcherState struct {
 	// Hungry lists the deployments on which waiting calls were refused for
 	// lack of capacity since the last announcement.
 	Hungry []string `json:"hungry,omitempty"`
+	// StalledRegions lists the regions none of whose executors takes work,
+	// as this dispatcher sees them: routing avoids them.
+	StalledRegions []string `json:"stalled_regions,omitempty"`
 }
 
 // ServedRate is how fast one team's calls of one pool and tier were

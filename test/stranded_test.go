@@ -82,3 +82,51 @@ func TestWorkNoExecutorTakesEndsAtItsDeadline(t *testing.T) {
 		t.Fatalf("the provider saw %d requests; want only the %d served in us-east", got, len(served))
 	}
 }
+
+// Calls that may go to any region go around one whose executors take no
+// work, and use it again once an executor of it runs.
+func TestCallsGoAroundARegionWithNoExecutor(t *testing.T) {
+	s := startStack(t, stackOptions{yaml: twoRegionYAML(6000, 10_000_000, layout{})})
+	startDispatcher(t, s, "d1", func(c *dispatcher.Config) {
+		c.SweepInterval = 200 * time.Millisecond
+		c.StrandedGrace = time.Second
+	})
+	startExecutor(t, s, "us-east", nil) // eu-west has none yet
+	nc := connect(t, s)
+	js, _ := jetstream.New(nc)
+	log := watchResults(t, nc, "demo")
+	ctx := context.Background()
+	time.Sleep(2500 * time.Millisecond) // two readings of the regions
+
+	send := func(prefix string) map[string]int {
+		var ids []string
+		for i := 0; i < 40; i++ {
+			id := fmt.Sprintf("%s-%02d", prefix, i)
+			ids = append(ids, id)
+			if err := publishCall(ctx, js, "demo", "standard", id, chatCall(id, "m", 5, `,"timeout_ms":3000`)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		log.waitFor(t, ids, 20*time.Second)
+		byRegion := map[string]int{}
+		for _, id := range ids {
+			r := log.one(t, id)
+			if r.Status != messages.StatusOK {
+				t.Fatalf("call %s went to %s and failed: %+v", id, r.Region, r.Error)
+			}
+			byRegion[r.Region]++
+		}
+		return byRegion
+	}
+	if got := send("without"); got["eu-west"] != 0 {
+		t.Fatalf("with no executor in eu-west, calls went there: %v", got)
+	}
+
+	startExecutor(t, s, "eu-west", nil)
+	time.Sleep(1500 * time.Millisecond) // a reading sees it pulling
+	got := send("with")
+	t.Logf("after an executor of eu-west started: %v", got)
+	if got["eu-west"] == 0 {
+		t.Fatalf("eu-west got no calls once its executor ran: %v", got)
+	}
+}

@@ -138,6 +138,7 @@ type Dispatcher struct {
 	// by mu.
 	reported map[string]bool
 	peers    *peers
+	regions  *regionState
 	// demand is what this dispatcher tells its peers; guarded by mu.
 	demand   demand
 	canceled canceledCalls
@@ -173,6 +174,7 @@ func New(nc *nats.Conn, cfg Config) (*Dispatcher, error) {
 
 		reservations: map[string]*reservation{},
 		peers:        newPeers(),
+		regions:      newRegionState(),
 		demand:       newDemand(),
 		canceled:     canceledCalls{gone: map[string]time.Time{}},
 		wake:         make(chan struct{}, 1),
@@ -249,9 +251,10 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 
 	loopCtx, stopLoop := context.WithCancel(context.Background())
 	var loops sync.WaitGroup
-	loops.Add(5)
+	loops.Add(6)
 	go func() { defer loops.Done(); d.schedule(loopCtx) }()
 	go func() { defer loops.Done(); d.sweepLoop(loopCtx, res.Exec) }()
+	go func() { defer loops.Done(); d.watchRegions(loopCtx, res.Exec) }()
 	go func() { defer loops.Done(); d.settleLoop(loopCtx) }()
 	go func() { defer loops.Done(); d.announce(loopCtx) }()
 	go func() { defer loops.Done(); d.usage.Run(loopCtx) }()

@@ -80,6 +80,7 @@ func (d *Dispatcher) outOfRotation(cands []*config.Deployment, now time.Time) (s
 // spreads calls evenly, so dispatchers do not herd onto one key, and more
 // headroom draws more calls. The deployment whose attempt just failed goes
 // last, and after a provider failure its region goes after the others.
+// Deployments of stalled regions (see regions.go) go after all the rest.
 //
 // On a deployment, admission takes an in-flight slot (max_in_flight), then
 // for a non-critical call the deployment's non-critical bucket (the
@@ -107,6 +108,10 @@ func (d *Dispatcher) admit(ctx context.Context, cfg *config.Config, sh *shares, 
 		held := d.leases.Held(dep.ID)
 		headroom := min((avail.Requests+held.Requests)/lim.BurstRequests, (avail.Tokens+held.Tokens)/lim.BurstTokens)
 		o := option{dep: dep, limit: lim, rank: preference(w.ticket.Call.PreferRegions, dep.Region)}
+		if d.regions.isStalled(dep.Region) {
+			// After every region whose executors take work, preferred or not.
+			o.rank = len(w.ticket.Call.PreferRegions) + 1
+		}
 		// Weighted random order (Efraimidis-Spirakis): sorting by u^(1/w)
 		// draws without replacement with probability proportional to w.
 		if weight := dep.Weight * headroom; weight > 0 {

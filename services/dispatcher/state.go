@@ -141,6 +141,7 @@ func (d *Dispatcher) state() messages.DispatcherState {
 		return a.Team < b.Team
 	})
 	d.demand.announce(&s, now)
+	s.StalledRegions = d.regions.list()
 	for key, b := range d.breakers {
 		if b.state == circuitClosed {
 			continue

@@ -12,7 +12,6 @@ import (
 
 	"github.com/sluicehq/sluice/messages"
 	"github.com/sluicehq/sluice/services/results"
-	"github.com/sluicehq/sluice/services/streams"
 )
 
 // Work admitted to a region waits in SLUICE_EXEC for one of the region's
@@ -83,7 +82,7 @@ func (d *Dispatcher) sweepStranded(ctx context.Context, exec jetstream.Stream) (
 	var errs []error
 	for _, subject := range subjects {
 		region := strings.TrimPrefix(subject, messages.ExecSubject(""))
-		pulling, err := d.executorsPulling(ctx, exec, region)
+		pulling, _, err := d.executorsOf(ctx, exec, region)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -98,23 +97,6 @@ func (d *Dispatcher) sweepStranded(ctx context.Context, exec jetstream.Stream) (
 		}
 	}
 	return answered, errors.Join(errs...)
-}
-
-// executorsPulling reports whether an executor of region is waiting for
-// work now.
-func (d *Dispatcher) executorsPulling(ctx context.Context, exec jetstream.Stream, region string) (bool, error) {
-	cons, err := exec.Consumer(ctx, streams.ExecConsumer(region))
-	if errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	ci, err := cons.Info(ctx)
-	if err != nil {
-		return false, err
-	}
-	return ci.NumWaiting > 0, nil
 }
 
 // sweepRegion walks the work on subject from sequence first.

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -56,8 +57,9 @@ type Deployment struct {
 	Pool   string `json:"pool"`
 	Region string `json:"region"`
 	// State is ok, limited (a provider reported less than configured),
-	// cooling, disabled, or circuit_open / circuit_half_open (at some
-	// dispatcher).
+	// cooling, disabled, circuit_open / circuit_half_open (at some
+	// dispatcher), or no_executor (its region's executors take no work,
+	// as some dispatcher sees it).
 	State  string `json:"state"`
 	Detail string `json:"detail,omitempty"`
 	// HeadroomRequests and HeadroomTokens are what its bucket holds now, as
@@ -158,6 +160,7 @@ func (w *Watcher) Snapshot(ctx context.Context) (*Snapshot, error) {
 	s := &Snapshot{At: now, ConfigRevision: rev}
 
 	circuits := map[string][]string{} // deployment or region -> "open at d1"
+	stalled := map[string][]string{}  // region -> dispatchers that see it stalled
 	queues := map[[3]string]*Queue{}
 	w.mu.Lock()
 	for id, h := range w.latest {
@@ -179,6 +182,9 @@ func (w *Watcher) Snapshot(ctx context.Context) (*Snapshot, error) {
 		}
 		for _, c := range h.state.Circuits {
 			circuits[c.Scope+":"+c.Name] = append(circuits[c.Scope+":"+c.Name], c.State+" at "+id)
+		}
+		for _, r := range h.state.StalledRegions {
+			stalled[r] = append(stalled[r], id)
 		}
 		s.Dispatchers = append(s.Dispatchers, d)
 		s.WaitingTotal += d.Waiting
@@ -222,6 +228,9 @@ func (w *Watcher) Snapshot(ctx context.Context) (*Snapshot, error) {
 				row.State, row.Detail = "circuit_open", fmt.Sprint(circuits["deployment:"+dep.ID])
 			case len(circuits["region:"+dep.Region]) > 0:
 				row.State, row.Detail = "circuit_open", "region "+dep.Region+": "+fmt.Sprint(circuits["region:"+dep.Region])
+			case len(stalled[dep.Region]) > 0:
+				sort.Strings(stalled[dep.Region])
+				row.State, row.Detail = "no_executor", "no executor of region "+dep.Region+" takes work (seen by "+strings.Join(stalled[dep.Region], ", ")+")"
 			case lim.RPM < float64(dep.RPM) || lim.TPM < float64(dep.TPM):
 				row.State, row.Detail = "limited", "the provider reported less than configured"
 			}

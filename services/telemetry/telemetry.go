@@ -61,6 +61,9 @@ type Metrics struct {
 	// Stranded counts calls answered deadline_exceeded because no executor
 	// of their region took their work, by region.
 	Stranded *prometheus.CounterVec
+	// RegionStalled is 1 for a region none of whose executors takes work,
+	// as a dispatcher sees it.
+	RegionStalled *prometheus.GaugeVec
 	// RetryBudgetWaits counts retries that had to wait for their pool's
 	// retry budget.
 	RetryBudgetWaits *prometheus.CounterVec
@@ -139,6 +142,9 @@ func New(reg prometheus.Registerer) *Metrics {
 		}, []string{"reason"})),
 		Stranded: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_stranded_work_total", Help: "Calls answered deadline_exceeded because no executor of their region took their work before the deadline, by region.",
+		}, []string{"region"})),
+		RegionStalled: register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sluice_region_stalled", Help: "1 for a region none of whose executors takes work (none runs, or work waits and none asks for it), as a dispatcher sees it; 0 otherwise.",
 		}, []string{"region"})),
 		RetryBudgetWaits: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_retry_budget_waits_total", Help: "Retries that waited for their pool's retry budget.",

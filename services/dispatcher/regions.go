@@ -1,0 +1,145 @@
+package dispatcher
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluicehq/sluice/services/streams"
+)
+
+// A region is stalled when none of its executors takes work: none ever
+// started there (the region has no consumer on SLUICE_EXEC), or work is
+// waiting and no executor asks for more (they died, lost NATS, or are all
+// busy). Work admitted to a stalled region only waits in SLUICE_EXEC, so
+// routing puts its deployments after every other region's: calls that may
+// go elsewhere do, calls restricted to it still go (and wait, or are
+// swept at their deadline; see stranded.go).
+//
+// Each dispatcher reads every configured region's executor consumer every
+// regionPoll. Between two pull requests a busy region can show waiting
+// work and no request for a moment, so a region is stalled only after two
+// readings in a row say so, and clear again at the first that does not.
+const regionPoll = time.Second
+
+// regionState is what the last readings said of each region.
+type regionState struct {
+	mu      sync.Mutex
+	stalled map[string]bool
+	// suspect holds regions whose last reading looked stalled.
+	suspect map[string]bool
+}
+
+func newRegionState() *regionState {
+	return &regionState{stalled: map[string]bool{}, suspect: map[string]bool{}}
+}
+
+// isStalled reports whether region is stalled.
+func (s *regionState) isStalled(region string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stalled[region]
+}
+
+// list returns the stalled regions, sorted.
+func (s *regionState) list() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for r := range s.stalled {
+		out = append(out, r)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// reading records one reading of region; it reports whether the region's
+// state changed.
+func (s *regionState) reading(region string, looksStalled bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	was := s.stalled[region]
+	now := looksStalled && s.suspect[region]
+	s.suspect[region] = looksStalled
+	if now {
+		s.stalled[region] = true
+	} else {
+		delete(s.stalled, region)
+	}
+	return now != was
+}
+
+// forget drops the regions not in keep, and returns them.
+func (s *regionState) forget(keep map[string]bool) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var gone []string
+	for r := range s.suspect {
+		if !keep[r] {
+			delete(s.suspect, r)
+			delete(s.stalled, r)
+			gone = append(gone, r)
+		}
+	}
+	return gone
+}
+
+// watchRegions reads the regions' executor consumers until ctx ends.
+func (d *Dispatcher) watchRegions(ctx context.Context, exec jetstream.Stream) {
+	t := time.NewTicker(regionPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		keep := map[string]bool{}
+		for _, r := range d.cfg.Shared.Load().Regions() {
+			keep[r] = true
+			pulling, waiting, err := d.executorsOf(ctx, exec, r)
+			if err != nil {
+				if ctx.Err() == nil {
+					d.log.Warn("read the executors' consumer", "region", r, "err", err)
+				}
+				continue
+			}
+			if d.regions.reading(r, !pulling && waiting) {
+				stalled := d.regions.isStalled(r)
+				d.log.Warn("region", "region", r, "no_executor_taking_work", stalled)
+				d.poke()
+			}
+			v := 0.0
+			if d.regions.isStalled(r) {
+				v = 1
+			}
+			d.metrics.RegionStalled.WithLabelValues(r).Set(v)
+		}
+		for _, r := range d.regions.forget(keep) {
+			d.metrics.RegionStalled.DeleteLabelValues(r)
+		}
+	}
+}
+
+// executorsOf reads region's executor consumer: whether an executor is
+// asking for work now, and whether work is waiting for one. A region with
+// no consumer has never had an executor: no one pulls, and work would
+// wait.
+func (d *Dispatcher) executorsOf(ctx context.Context, exec jetstream.Stream, region string) (pulling, waiting bool, err error) {
+	cons, err := exec.Consumer(ctx, streams.ExecConsumer(region))
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return false, true, nil
+	}
+	if err != nil {
+		return false, false, err
+	}
+	ci, err := cons.Info(ctx)
+	if err != nil {
+		return false, false, err
+	}
+	return ci.NumWaiting > 0, ci.NumPending > 0, nil
+}
