@@ -33,10 +33,13 @@ import (
 //     minimum share.
 //
 // The team that, counting its next call, is served least for its weight
-// is never deferred for its own tier, so dispatchers cannot defer each other's calls in a circle; and a
-// call is deferred only for a peer that is short of capacity on the same
-// deployments right now, so what is left is taken, not lost. A deferral
-// lasts one pass; a peer's claim lapses with its next announcement.
+// is never deferred for its own tier, so dispatchers cannot defer each
+// other's calls in a circle; and a call is deferred only for a peer that
+// is short of capacity on the same deployments right now, so what is left
+// is taken, not lost. What the deferring dispatcher had leased on those
+// deployments goes back at once rather than lapse. A deferral lasts one
+// pass; a peer's claim lapses with its next announcement, and a newly
+// starved team is announced within urgentGap rather than at the next tick.
 const (
 	// servedWindow is the time constant of the served rates.
 	servedWindow = 2 * time.Second
