@@ -145,6 +145,9 @@ var oneCall = limiter.Amount{Requests: 1}
 //
 // Batch calls go only while the batch gate is open (the pool's other
 // traffic leaves room below tiers.batch.max_utilization) or off-peak.
+// Fair queuing only orders this dispatcher's calls; a call whose capacity
+// a peer dispatcher needs more (for a higher tier, or a team further
+// behind its weight) is deferred to the next pass (see crossfair.go).
 func (p *poolPass) pick() *waiting {
 	if len(p.blocked) >= len(p.pool.Deployments) && !p.poolOut {
 		return nil
