@@ -137,9 +137,7 @@ func (d *Dispatcher) executorsOf(ctx context.Context, exec jetstream.Stream, reg
 	if err != nil {
 		return false, false, err
 	}
-	ci, err := cons.Info(ctx)
-	if err != nil {
-		return false, false, err
-	}
+	// Looking the consumer up read its info already: one request.
+	ci := cons.CachedInfo()
 	return ci.NumWaiting > 0, ci.NumPending > 0, nil
 }
