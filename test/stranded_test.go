@@ -2,10 +2,13 @@ package test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicehq/sluice/messages"
@@ -96,7 +99,7 @@ func TestCallsGoAroundARegionWithNoExecutor(t *testing.T) {
 	js, _ := jetstream.New(nc)
 	log := watchResults(t, nc, "demo")
 	ctx := context.Background()
-	time.Sleep(2500 * time.Millisecond) // two readings of the regions
+	waitStalled(t, nc, "eu-west")
 
 	send := func(prefix string) map[string]int {
 		var ids []string
@@ -123,10 +126,33 @@ func TestCallsGoAroundARegionWithNoExecutor(t *testing.T) {
 	}
 
 	startExecutor(t, s, "eu-west", nil)
-	time.Sleep(1500 * time.Millisecond) // a reading sees it pulling
+	waitStalled(t, nc)
 	got := send("with")
 	t.Logf("after an executor of eu-west started: %v", got)
 	if got["eu-west"] == 0 {
 		t.Fatalf("eu-west got no calls once its executor ran: %v", got)
 	}
+}
+
+// waitStalled waits until a dispatcher announces exactly the stalled
+// regions given.
+func waitStalled(t *testing.T, nc *nats.Conn, regions ...string) {
+	t.Helper()
+	sub, err := nc.SubscribeSync(messages.StateSubject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	want := strings.Join(regions, ",")
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); {
+		m, err := sub.NextMsg(time.Second)
+		if err != nil {
+			continue
+		}
+		var st messages.DispatcherState
+		if json.Unmarshal(m.Data, &st) == nil && strings.Join(st.StalledRegions, ",") == want {
+			return
+		}
+	}
+	t.Fatalf("no dispatcher announced stalled regions [%s] within 15 s", want)
 }
