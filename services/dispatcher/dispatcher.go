@@ -151,12 +151,21 @@ type Dispatcher struct {
 	inflight sync.WaitGroup
 }
 
+// publishAckTimeout bounds the wait for JetStream to acknowledge a work
+// publish: long enough to ride out a stream leader election.
+const publishAckTimeout = 10 * time.Second
+
 // New returns a dispatcher that uses nc.
 func New(nc *nats.Conn, cfg Config) (*Dispatcher, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
-	js, err := streams.JetStream(nc, cfg.JSDomain, jetstream.WithPublishAsyncMaxPending(4096))
+	js, err := streams.JetStream(nc, cfg.JSDomain,
+		jetstream.WithPublishAsyncMaxPending(4096),
+		// Without a timeout, a work publish whose connection dies before
+		// its ack never resolves, and Run, waiting for it, never returns.
+		// Timed out, the call is redelivered and its work deduplicated.
+		jetstream.WithPublishAsyncTimeout(publishAckTimeout))
 	if err != nil {
 		return nil, fmt.Errorf("dispatcher: %w", err)
 	}
