@@ -240,3 +240,50 @@ func TestDispatcherRestartLosesNothing(t *testing.T) {
 		})
 	}
 }
+
+// A dispatcher whose connection dies while a work publish waits for its
+// acknowledgement still finishes: the publish times out rather than hold
+// its shutdown for ever. (SLUICE_EXEC is replaced by a subscriber that
+// never answers, so the publish is certain to be waiting.)
+func TestDispatcherKilledMidPublishStops(t *testing.T) {
+	s := startStack(t, stackOptions{yaml: twoRegionYAML(600, 100000, layout{})})
+	// Not startDispatcher: its clean-up would wait for ever on a dispatcher
+	// that does not stop, where this test should fail.
+	d, err := s.StartDispatcher("d1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc := connect(t, s)
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+	if err := js.DeleteStream(ctx, messages.StreamExec); err != nil {
+		t.Fatal(err)
+	}
+	published := make(chan struct{}, 1)
+	silent, err := nc.Subscribe(messages.ExecSubjects, func(*nats.Msg) {
+		select {
+		case published <- struct{}{}:
+		default:
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = silent.Unsubscribe() }()
+	if err := publishCall(ctx, js, "demo", "standard", "c1", chatCall("c1", "m", 5, "")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-published:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the dispatcher published no work")
+	}
+
+	killed := make(chan struct{})
+	go func() { d.Kill(); close(killed) }()
+	select {
+	case <-killed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the dispatcher has not stopped 30 s after its connection was killed")
+	}
+}
