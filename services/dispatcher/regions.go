@@ -57,20 +57,20 @@ func (s *regionState) list() []string {
 	return out
 }
 
-// reading records one reading of region; it reports whether the region's
-// state changed.
-func (s *regionState) reading(region string, looksStalled bool) bool {
+// reading records one reading of region; it reports whether the region
+// is stalled now, and whether that changed.
+func (s *regionState) reading(region string, looksStalled bool) (stalled, changed bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	was := s.stalled[region]
-	now := looksStalled && s.suspect[region]
+	stalled = looksStalled && s.suspect[region]
 	s.suspect[region] = looksStalled
-	if now {
+	if stalled {
 		s.stalled[region] = true
 	} else {
 		delete(s.stalled, region)
 	}
-	return now != was
+	return stalled, stalled != was
 }
 
 // forget drops the regions not in keep, and returns them.
@@ -90,14 +90,7 @@ func (s *regionState) forget(keep map[string]bool) []string {
 
 // watchRegions reads the regions' executor consumers until ctx ends.
 func (d *Dispatcher) watchRegions(ctx context.Context, exec jetstream.Stream) {
-	t := time.NewTicker(regionPoll)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, regionPoll, func() {
 		keep := map[string]bool{}
 		for _, r := range d.cfg.Shared.Load().Regions() {
 			keep[r] = true
@@ -108,19 +101,33 @@ func (d *Dispatcher) watchRegions(ctx context.Context, exec jetstream.Stream) {
 				}
 				continue
 			}
-			if d.regions.reading(r, !pulling && waiting) {
-				stalled := d.regions.isStalled(r)
+			stalled, changed := d.regions.reading(r, !pulling && waiting)
+			if changed {
 				d.log.Warn("region", "region", r, "no_executor_taking_work", stalled)
 				d.poke()
 			}
 			v := 0.0
-			if d.regions.isStalled(r) {
+			if stalled {
 				v = 1
 			}
 			d.metrics.RegionStalled.WithLabelValues(r).Set(v)
 		}
 		for _, r := range d.regions.forget(keep) {
 			d.metrics.RegionStalled.DeleteLabelValues(r)
+		}
+	})
+}
+
+// every runs f every interval until ctx ends.
+func every(ctx context.Context, interval time.Duration, f func()) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			f()
 		}
 	}
 }

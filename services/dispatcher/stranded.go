@@ -6,7 +6,6 @@ import (
 	"errors"
 	"sort"
 	"strings"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -33,23 +32,16 @@ const maxSweptPerRegion = 10_000
 
 // sweepLoop sweeps stranded work until ctx ends.
 func (d *Dispatcher) sweepLoop(ctx context.Context, exec jetstream.Stream) {
-	t := time.NewTicker(d.cfg.SweepInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, d.cfg.SweepInterval, func() {
 		if !d.sweeper() {
-			continue
+			return
 		}
 		if n, err := d.sweepStranded(ctx, exec); err != nil && ctx.Err() == nil {
 			d.log.Warn("sweep stranded work", "err", err, "answered", n)
 		} else if n > 0 {
 			d.log.Warn("answered stranded work: no executor took it before its deadline", "calls", n)
 		}
-	}
+	})
 }
 
 // sweeper reports whether this dispatcher is the one that sweeps: the
