@@ -1,7 +1,9 @@
 package dispatcher
 
 import (
+	"cmp"
 	"math"
+	"slices"
 	"sort"
 	"time"
 
@@ -148,9 +150,8 @@ func (m *demand) announce(s *messages.DispatcherState, now time.Time) {
 		}
 		s.Served = append(s.Served, messages.ServedRate{Pool: k.pool, Tier: k.tier, Team: k.team, PerSecond: v})
 	}
-	sort.Slice(s.Served, func(i, j int) bool {
-		a, b := s.Served[i], s.Served[j]
-		return a.Pool+"\x00"+string(a.Tier)+"\x00"+a.Team < b.Pool+"\x00"+string(b.Tier)+"\x00"+b.Team
+	slices.SortFunc(s.Served, func(a, b messages.ServedRate) int {
+		return cmp.Or(cmp.Compare(a.Pool, b.Pool), cmp.Compare(a.Tier, b.Tier), cmp.Compare(a.Team, b.Team))
 	})
 	for id := range m.hungry {
 		s.Hungry = append(s.Hungry, id)
