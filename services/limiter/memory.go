@@ -3,26 +3,32 @@ package limiter
 import (
 	"context"
 	"sync"
+	"time"
 )
 
-// Memory is a Limiter that keeps its buckets in this process. It suits one
-// process (`sluice dev`) and tests; dispatchers that share limits use [KV].
+// Memory is a Limiter and a Scheduler that keeps its buckets and
+// schedules in this process. It suits one process and tests; dispatchers
+// that share limits use [KV] and [KVScheduler].
 //
 // It is safe for concurrent use. The zero value is not usable: call
 // [NewMemory].
 type Memory struct {
 	clock Clock
 
-	mu      sync.Mutex
-	buckets map[string]Bucket
+	mu        sync.Mutex
+	buckets   map[string]Bucket
+	schedules map[string]Schedule
 }
 
-var _ Limiter = (*Memory)(nil)
+var (
+	_ Limiter   = (*Memory)(nil)
+	_ Scheduler = (*Memory)(nil)
+)
 
 // NewMemory returns an empty Memory reading time from clock (nil means
 // [time.Now]).
 func NewMemory(clock Clock) *Memory {
-	return &Memory{clock: clock, buckets: make(map[string]Bucket)}
+	return &Memory{clock: clock, buckets: make(map[string]Bucket), schedules: make(map[string]Schedule)}
 }
 
 // Take implements [Limiter.Take]. It never blocks on the network; ctx is
@@ -71,4 +77,68 @@ func (m *Memory) Available(ctx context.Context, key string, limit Limit) (Amount
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.buckets[key].Available(limit, m.clock.now())
+}
+
+// Lease implements [Scheduler.Lease].
+//
+// Errors: [ErrInsufficient], [ErrInvalidLimit], [ErrInvalidAmount], and
+// ctx.Err().
+func (m *Memory) Lease(ctx context.Context, key string, limit Limit, first, total Amount, horizon time.Duration) (Stretch, error) {
+	if err := ctx.Err(); err != nil {
+		return Stretch{}, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, st, err := m.schedules[key].Lease(limit, m.clock.now(), first, total, horizon)
+	if err != nil {
+		return Stretch{}, err
+	}
+	m.schedules[key] = s
+	return st, nil
+}
+
+// Return implements [Scheduler.Return].
+//
+// Errors: [ErrInvalidLimit], and ctx.Err().
+func (m *Memory) Return(ctx context.Context, key string, limit Limit, unused Stretch) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, ok, err := m.schedules[key].Return(limit, unused)
+	if err != nil {
+		return false, err
+	}
+	m.schedules[key] = s
+	return ok, nil
+}
+
+// Settle implements [Scheduler.Settle].
+//
+// Errors: [ErrInvalidLimit], [ErrInvalidAmount], and ctx.Err().
+func (m *Memory) Settle(ctx context.Context, key string, limit Limit, delta Amount) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, err := m.schedules[key].Settle(limit, m.clock.now(), delta)
+	if err != nil {
+		return err
+	}
+	m.schedules[key] = s
+	return nil
+}
+
+// Free implements [Scheduler.Free].
+//
+// Errors: [ErrInvalidLimit], and ctx.Err().
+func (m *Memory) Free(ctx context.Context, key string, limit Limit) (Amount, error) {
+	if err := ctx.Err(); err != nil {
+		return Amount{}, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.schedules[key].Free(limit, m.clock.now())
 }

@@ -14,3 +14,10 @@ func TestMemoryContract(t *testing.T) {
 		return func() limiter.Limiter { return m }
 	})
 }
+
+func TestMemorySchedulerContract(t *testing.T) {
+	limitertest.RunScheduler(t, func(t *testing.T, clock limiter.Clock) func() limiter.Scheduler {
+		m := limiter.NewMemory(clock)
+		return func() limiter.Scheduler { return m }
+	})
+}

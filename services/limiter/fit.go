@@ -1,0 +1,141 @@
+package limiter
+
+import (
+	"fmt"
+	"math"
+	"time"
+)
+
+// Enforcement is what a provider is taken to enforce on a deployment: a
+// sustained rate per minute of requests and tokens, and sliding windows
+// over which it counts them.
+type Enforcement struct {
+	// RPM and TPM are the limits per minute; zero means unlimited.
+	RPM, TPM float64
+	// Windows are the spans of the sliding windows the provider counts
+	// over. In a window of span w it allows ceil(RPM*w/1m) requests and
+	// floor(TPM*w/1m) tokens (a one-second window of a 600 RPM limit holds
+	// 10 requests). With no windows, the provider is taken to enforce only
+	// a token bucket of the rate, holding Burst of it.
+	Windows []time.Duration
+	// Jitter is how late after its scheduled time a request may reach
+	// the provider (executor wake-up, the network): every rate leaves
+	// this much room in each window.
+	Jitter time.Duration
+	// Burst is the bucket's capacity, as time at the rate, when there are
+	// no windows. At least one request is always allowed.
+	Burst time.Duration
+}
+
+// Utilization bounds for Fit: the rate a window allows is never used
+// beyond these fractions, so that what is left over becomes burst (a
+// window the rate alone fills leaves none).
+const (
+	requestsUtilization = 0.99
+	tokensUtilization   = 0.99
+	// tokensBurstShare: the token capacity is at least this share of a
+	// second at the window's rate (and at most half the smallest
+	// window's tokens), so that a call of ordinary size need not wait
+	// for the schedule to idle before it (see Schedule).
+	tokensBurstShare = 0.1
+)
+
+// Fit returns the fastest pace (rates and capacities, as a Limit for a
+// [Schedule]) whose sends stay inside everything e enforces: with sends
+// arriving up to e.Jitter after their scheduled times, a schedule of rate
+// r and capacity C sends at most C + r*(T + Jitter) in any window of
+// length T (see [Schedule]), so Fit picks, per dimension, for every
+// window w holding L_w:
+//
+//	C + r*(w + Jitter) <= L_w     (tokens)
+//	C + r*(w + Jitter) <  L_w + 1 (requests, which come whole)
+//
+// with r at most the sustained rate itself (also a token bucket of the
+// configured rate is satisfied) and at most 99% of the tightest window's
+// own rate, what is left of the window becoming burst C. A request
+// capacity is at least one request; a token capacity at least a tenth of
+// a second's tokens (so that ordinary calls are not held back to idle the
+// schedule for them).
+//
+// Errors: a window or jitter that is not positive, or limits no pace can
+// meet (a window too short to hold one request after the jitter).
+func Fit(e Enforcement) (Limit, error) {
+	if e.RPM < 0 || e.TPM < 0 || !finite(e.RPM) || !finite(e.TPM) {
+		return Limit{}, fmt.Errorf("limiter: fit: limits %g rpm, %g tpm", e.RPM, e.TPM)
+	}
+	if e.Jitter < 0 {
+		return Limit{}, fmt.Errorf("limiter: fit: negative jitter %v", e.Jitter)
+	}
+	for _, w := range e.Windows {
+		if w <= 0 {
+			return Limit{}, fmt.Errorf("limiter: fit: window %v is not positive", w)
+		}
+	}
+	var out Limit
+	for i := range dims {
+		perMinute := e.RPM
+		if i == 1 {
+			perMinute = e.TPM
+		}
+		if perMinute == 0 {
+			continue
+		}
+		rate, capacity, err := fitDim(i == 0, perMinute, e.Windows, e.Jitter, e.Burst)
+		if err != nil {
+			return Limit{}, err
+		}
+		if i == 0 {
+			out.RPM, out.BurstRequests = rate*60, capacity
+		} else {
+			out.TPM, out.BurstTokens = rate*60, capacity
+		}
+	}
+	return out, out.Validate()
+}
+
+// fitDim fits one dimension: rate per second and capacity.
+func fitDim(requests bool, perMinute float64, windows []time.Duration, jitter, burst time.Duration) (float64, float64, error) {
+	sustained := perMinute / 60
+	if len(windows) == 0 {
+		// Whole requests and tokens: a bucket must hold at least one.
+		return sustained, math.Max(1, sustained*burst.Seconds()), nil
+	}
+	minCap := 1.0
+	type win struct{ span, limit float64 }
+	ws := make([]win, len(windows))
+	tightest := math.Inf(1) // the lowest window rate, per second
+	smallest := math.Inf(1) // the fewest a window holds
+	for k, w := range windows {
+		allowed := perMinute * w.Seconds() / 60
+		if requests {
+			allowed = math.Ceil(allowed - 1e-9)
+		} else {
+			allowed = math.Floor(allowed + 1e-9)
+		}
+		ws[k] = win{w.Seconds(), allowed}
+		tightest = math.Min(tightest, allowed/w.Seconds())
+		smallest = math.Min(smallest, allowed)
+	}
+	slack := 0.0 // requests come whole: C + r*T < L + 1 keeps the count at L
+	utilization := tokensUtilization
+	if requests {
+		slack, utilization = 1, requestsUtilization
+	} else {
+		minCap = math.Min(tokensBurstShare*tightest, smallest/2)
+	}
+	j := jitter.Seconds()
+	rate := math.Min(sustained, utilization*tightest)
+	for _, w := range ws {
+		rate = math.Min(rate, (w.limit+slack-minCap)/(w.span+j))
+	}
+	// Strictly inside the bounds, whatever the rounding.
+	rate *= 1 - 1e-9
+	if rate <= 0 {
+		return 0, 0, fmt.Errorf("limiter: fit: %g per minute leaves no room in windows %v with %v of jitter", perMinute, windows, jitter)
+	}
+	capacity := math.Inf(1)
+	for _, w := range ws {
+		capacity = math.Min(capacity, w.limit+slack-rate*(w.span+j))
+	}
+	return rate, math.Max(capacity*(1-1e-12), math.SmallestNonzeroFloat64), nil
+}
