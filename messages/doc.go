@@ -24,12 +24,28 @@
 // stay in stream SLUICE_RESULTS for a configurable time, so a client that was
 // away can fetch its result later (the last message on its subject).
 //
+// Nobody publishes on sluice.result.>: services publish a result on
+// sluice.answer.<team>.<call id> ([AnswerSubject]) with Nats-Msg-Id set to
+// the call id and Nats-Expected-Last-Subject-Sequence set to 0. The stream
+// stores it as sluice.result.<team>.<call id>, refuses every later answer
+// for the call while that one is stored (also after a server restart, and
+// whatever its Nats-Msg-Id), and republishes on sluice.result.<team>.<call
+// id> only what it stored. So a subscriber receives one result per call,
+// the one a fetch returns. A republished result carries the headers
+// Nats-Stream, Nats-Subject, Nats-Sequence, Nats-Time-Stamp and
+// Nats-Last-Sequence as well.
+//
 // # Between services
 //
 // [Work] (sluice.exec.<region>), [Retry] (sluice.retry.<team>.<tier>) and
-// [Settlement] (sluice.settle.<region>) travel between dispatchers and
-// executors. Clients never publish them. Messages that cannot be answered at
-// all go to sluice.dlq.<reason> (stream SLUICE_DLQ).
+// [AttemptDone] (sluice.done.<dispatcher>) travel between dispatchers and
+// executors. Clients never publish them. Right before sending a provider
+// request, an executor claims the attempt on
+// sluice.attempt.<team>.<call id>.<attempt>.<admission> ([AttemptSubject],
+// stream SLUICE_ATTEMPTS, kept for the duplicate window), which the server
+// refuses to store twice: work delivered again is never sent twice.
+// Messages that cannot be answered at all go to sluice.dlq.<reason> (stream
+// SLUICE_DLQ).
 //
 // Subject tokens (teams, regions, deployment and call ids) are 1 to 64
 // letters, digits, '-' and '_' ([ValidToken]); model names such as gpt-4.1

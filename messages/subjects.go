@@ -2,6 +2,7 @@ package messages
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -18,8 +19,18 @@ const (
 	// the dispatchers: sluice.retry.<team>.<tier>.
 	RetrySubjects = "sluice.retry.*.*"
 	// ResultSubjects is the filter for every result subject:
-	// sluice.result.<team>.<call id>.
+	// sluice.result.<team>.<call id>. Nobody publishes there: stream
+	// SLUICE_RESULTS stores each answer under its result subject and only
+	// then republishes it there, so a subscriber sees what was stored.
 	ResultSubjects = "sluice.result.*.*"
+	// AnswerSubjects is the filter for the subjects services publish
+	// terminal results on: sluice.answer.<team>.<call id>. Stream
+	// SLUICE_RESULTS captures them and stores them as
+	// sluice.result.<team>.<call id>.
+	AnswerSubjects = "sluice.answer.*.*"
+	// AttemptSubjects is the filter for attempt claims:
+	// sluice.attempt.<team>.<call id>.<attempt>.<admission>.
+	AttemptSubjects = "sluice.attempt.*.*.*.*"
 	// ExecSubjects is the filter for dispatched work: sluice.exec.<region>.
 	ExecSubjects = "sluice.exec.*"
 	// DeadLetterSubjects is the filter for dead letters:
@@ -46,6 +57,10 @@ const (
 	StreamResults = "SLUICE_RESULTS"
 	// StreamDeadLetters holds messages that could not be answered at all.
 	StreamDeadLetters = "SLUICE_DLQ"
+	// StreamAttempts holds one claim per attempt whose provider request an
+	// executor is about to send, for the duplicate window (see
+	// AttemptSubject).
+	StreamAttempts = "SLUICE_ATTEMPTS"
 
 	// BucketLimiter holds the shared limiter state (one key per deployment).
 	BucketLimiter = "SLUICE_LIMITER"
@@ -65,6 +80,13 @@ const (
 	// HeaderMsgID is JetStream's de-duplication header. sluice sets it to the
 	// call id on calls and results, so a call published twice runs once.
 	HeaderMsgID = "Nats-Msg-Id"
+	// HeaderExpectedLastSubjectSeq is JetStream's condition on a publish:
+	// the stream stores the message only if the last message on its
+	// subject has this sequence. sluice sets it to 0 on results and attempt
+	// claims, so the server refuses a second one for the same subject
+	// (error code 10071, or 10164 from a replicated stream) for as long as
+	// the first is stored.
+	HeaderExpectedLastSubjectSeq = "Nats-Expected-Last-Subject-Sequence"
 	// HeaderStreamSeq numbers the chunks of a streamed answer, from 1.
 	HeaderStreamSeq = "Sluice-Seq"
 	// HeaderDeadLetterReason says why a message was dead-lettered.
@@ -84,9 +106,32 @@ func RetrySubject(team string, tier Tier) string {
 	return "sluice.retry." + team + "." + string(tier)
 }
 
-// ResultSubject is the subject the terminal result of a call is published on.
+// ResultSubject is the subject the terminal result of a call arrives on,
+// and is stored under in SLUICE_RESULTS. Services do not publish there
+// (see AnswerSubject): the stream republishes each result there once it
+// stored it, so a subscriber receives the one stored result of the call.
 func ResultSubject(team, callID string) string {
 	return "sluice.result." + team + "." + callID
+}
+
+// AnswerSubject is the subject a service publishes the terminal result of
+// a call on, with Nats-Msg-Id set to the call id and
+// Nats-Expected-Last-Subject-Sequence set to 0. Stream SLUICE_RESULTS
+// stores it as ResultSubject(team, callID), refuses any later answer for
+// the call while that one is stored, and republishes the stored one on
+// ResultSubject(team, callID). Only sluice's services may publish here.
+func AnswerSubject(team, callID string) string {
+	return "sluice.answer." + team + "." + callID
+}
+
+// AttemptSubject is where an executor claims admission number admission
+// (0 the first time) of attempt number attempt (from 1) of a call, right
+// before it sends the provider request: one message, published with
+// Nats-Expected-Last-Subject-Sequence 0, so that the server refuses a
+// second claim of the same attempt. Stream SLUICE_ATTEMPTS keeps claims
+// for the duplicate window.
+func AttemptSubject(team, callID string, attempt, admission int) string {
+	return "sluice.attempt." + team + "." + callID + "." + strconv.Itoa(attempt) + "." + strconv.Itoa(admission)
 }
 
 // StreamSubject is where the chunks of a streamed answer go, in order,
