@@ -241,7 +241,7 @@ func TestResultMissedDuringAReconnect(t *testing.T) {
 	data, _ := json.Marshal(messages.Result{ID: c.Call.ID, Team: c.Team, Tier: c.Tier, Status: messages.StatusOK, HTTPStatus: 200, Body: []byte(`{"late":true}`)})
 	ctx, cancel := context.WithTimeout(context.Background(), hang)
 	defer cancel()
-	if _, err := js.Publish(ctx, messages.ResultSubject(c.Team, c.Call.ID), data); err != nil {
+	if _, err := js.Publish(ctx, messages.AnswerSubject(c.Team, c.Call.ID), data); err != nil {
 		t.Fatal(err)
 	}
 	if a := r.wait(pending); a.Status != 200 || a.Body != `{"late":true}` {

@@ -2,9 +2,15 @@
 // result, fetching a stored result, and dead-lettering what cannot be
 // answered at all.
 //
-// A result is published with Nats-Msg-Id set to the call id, so when two
-// services race to answer the same call (a dispatcher redelivered after a
-// crash, say), JetStream keeps only the first answer.
+// A result is published on sluice.answer.<team>.<call id> with
+// Nats-Msg-Id set to the call id and Nats-Expected-Last-Subject-Sequence
+// set to 0. Stream SLUICE_RESULTS stores it as sluice.result.<team>.<call
+// id> and republishes there only what it stored. So when two services race
+// to answer the same call (a dispatcher redelivered after a crash, work run
+// twice after a NATS restart), the server keeps the first answer and
+// refuses the others, for as long as the first is stored (results_max_age;
+// also across server restarts and outside the duplicate window), and a
+// subscriber of the call's result subject receives that one answer.
 package results
 
 import (
@@ -29,8 +35,8 @@ type Publisher struct {
 	usage   Recorder
 }
 
-// Recorder takes every result published (and not a duplicate), for the
-// usage figures.
+// Recorder takes every result stored (not one refused because the call
+// was answered already), for the usage figures.
 type Recorder interface {
 	Result(*messages.Result)
 }
@@ -46,10 +52,26 @@ func NewPublisher(js jetstream.JetStream, metrics *telemetry.Metrics, now func()
 	return &Publisher{js: js, metrics: metrics, now: now}
 }
 
-// Publish stamps the result's finishing time and publishes it on its result
-// subject. It returns once JetStream has stored it (or found it a duplicate
-// of an earlier answer, which is not an error).
+// Publish is Answer for callers that need not know whether theirs was the
+// call's result: a call answered already is not an error.
 func (p *Publisher) Publish(ctx context.Context, r *messages.Result) error {
+	_, err := p.Answer(ctx, r)
+	return err
+}
+
+// Answer stamps the result's finishing time and publishes it as the call's
+// terminal result. It returns once JetStream has stored it (stored true),
+// or refused it because the call has a stored result already (stored
+// false, err nil): a duplicate of an earlier publish, or another result for
+// the call, whatever its Nats-Msg-Id. Only a stored result is counted in
+// the metrics and recorded for usage, and only it reaches the subscribers
+// of the call's result subject. stored is false too when the stored result
+// is this caller's own earlier publish whose acknowledgement was lost.
+//
+// Errors: encoding r, and the publish's (NATS unreachable, ctx ended,
+// no stream); the result may then have been stored or not: publish it
+// again, or fetch it.
+func (p *Publisher) Answer(ctx context.Context, r *messages.Result) (stored bool, err error) {
 	r.Timings.FinishedAt = p.now()
 	if !r.Timings.AcceptedAt.IsZero() {
 		r.Timings.TotalMS = ms(r.Timings.FinishedAt.Sub(r.Timings.AcceptedAt))
@@ -61,21 +83,39 @@ func (p *Publisher) Publish(ctx context.Context, r *messages.Result) error {
 	}
 	data, err := json.Marshal(r)
 	if err != nil {
-		return fmt.Errorf("results: encode %s: %w", r.ID, err)
+		return false, fmt.Errorf("results: encode %s: %w", r.ID, err)
 	}
-	msg := &nats.Msg{Subject: messages.ResultSubject(r.Team, r.ID), Data: data, Header: nats.Header{}}
+	msg := &nats.Msg{Subject: messages.AnswerSubject(r.Team, r.ID), Data: data, Header: nats.Header{}}
 	msg.Header.Set(messages.HeaderMsgID, r.ID)
+	msg.Header.Set(messages.HeaderExpectedLastSubjectSeq, "0")
 	ack, err := p.js.PublishMsg(ctx, msg)
+	if answeredAlready(err) {
+		return false, nil
+	}
 	if err != nil {
-		return fmt.Errorf("results: publish %s: %w", r.ID, err)
+		return false, fmt.Errorf("results: publish %s: %w", r.ID, err)
 	}
-	if !ack.Duplicate {
-		p.metrics.Calls.WithLabelValues(r.Team, string(r.Tier), r.Outcome()).Inc()
-		if p.usage != nil {
-			p.usage.Result(r)
-		}
+	if ack.Duplicate {
+		return false, nil
 	}
-	return nil
+	p.metrics.Calls.WithLabelValues(r.Team, string(r.Tier), r.Outcome()).Inc()
+	if p.usage != nil {
+		p.usage.Result(r)
+	}
+	return true, nil
+}
+
+// answeredAlready reports whether err is the server's refusal of a result
+// for a call whose result subject is not empty: JetStream's wrong last
+// sequence, error code 10071, or 10164, which a replicated stream answers
+// instead while another result for the call is in flight.
+func answeredAlready(err error) bool {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	return apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
 }
 
 // DeadLetter stores a message that could not be answered, with the reason,

@@ -30,6 +30,7 @@ func Open(ctx context.Context, js jetstream.JetStream) (*Resources, error) {
 		{messages.StreamExec, &r.Exec},
 		{messages.StreamResults, &r.Results},
 		{messages.StreamDeadLetters, &r.DeadLetters},
+		{messages.StreamAttempts, &r.Attempts},
 	} {
 		st, err := js.Stream(ctx, s.name)
 		if errors.Is(err, jetstream.ErrStreamNotFound) {

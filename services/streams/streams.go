@@ -1,5 +1,5 @@
 // Package streams owns sluice's JetStream resources: the streams that carry
-// calls, work, results and dead letters, the KV buckets that hold limiter
+// calls, work, results, attempt claims and dead letters, the KV buckets that hold limiter
 // state and configuration, and the durable consumers the services share.
 //
 // Whichever service starts first creates them; creation is idempotent and
@@ -38,6 +38,7 @@ type Resources struct {
 	Exec        jetstream.Stream
 	Results     jetstream.Stream
 	DeadLetters jetstream.Stream
+	Attempts    jetstream.Stream
 	Limiter     jetstream.KeyValue
 	Config      jetstream.KeyValue
 	Health      jetstream.KeyValue
@@ -74,18 +75,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg config.Streams) (*R
 	}); err != nil {
 		return nil, err
 	}
-	if r.Results, err = ensureStream(ctx, js, jetstream.StreamConfig{
-		Name:              messages.StreamResults,
-		Description:       "sluice: terminal results, one per call",
-		Subjects:          []string{messages.ResultSubjects},
-		Retention:         jetstream.LimitsPolicy,
-		Storage:           jetstream.FileStorage,
-		Replicas:          cfg.Replicas,
-		MaxAge:            cfg.ResultsMaxAge,
-		MaxMsgsPerSubject: 1,
-		Duplicates:        min(dupWindow, cfg.ResultsMaxAge),
-		AllowDirect:       true,
-	}); err != nil {
+	if r.Results, err = ensureStream(ctx, js, ResultsConfig(cfg)); err != nil {
 		return nil, err
 	}
 	if r.DeadLetters, err = ensureStream(ctx, js, jetstream.StreamConfig{
@@ -97,6 +87,9 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg config.Streams) (*R
 		Replicas:    cfg.Replicas,
 		MaxAge:      cfg.DeadLetterMaxAge,
 	}); err != nil {
+		return nil, err
+	}
+	if r.Attempts, err = ensureStream(ctx, js, AttemptsConfig(cfg)); err != nil {
 		return nil, err
 	}
 	if r.Limiter, err = ensureBucket(ctx, js, jetstream.KeyValueConfig{
@@ -146,6 +139,60 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg config.Streams) (*R
 		return nil, err
 	}
 	return &r, nil
+}
+
+// ResultsConfig is stream SLUICE_RESULTS: one terminal result per call,
+// kept for cfg.ResultsMaxAge.
+//
+// Services publish results on sluice.answer.<team>.<id>; the stream's
+// subject transform stores each as sluice.result.<team>.<id>, and it
+// republishes on that subject only what it stored. Publishers require the
+// result subject to be empty (Nats-Expected-Last-Subject-Sequence: 0), so
+// a second result for a call is refused for as long as the first is
+// stored, not only for the duplicate window. Ensure updates a stream made
+// before answers had their own subject (subjects sluice.result.*.*, no
+// transform) in place: its stored results keep their subjects, and stay
+// fetchable and counted by that check.
+func ResultsConfig(cfg config.Streams) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        messages.StreamResults,
+		Description: "sluice: terminal results, one per call",
+		Subjects:    []string{messages.AnswerSubjects},
+		SubjectTransform: &jetstream.SubjectTransformConfig{
+			Source:      messages.AnswerSubjects,
+			Destination: "sluice.result.{{wildcard(1)}}.{{wildcard(2)}}",
+		},
+		RePublish: &jetstream.RePublish{
+			Source:      "sluice.result.>",
+			Destination: "sluice.result.>",
+		},
+		Retention:         jetstream.LimitsPolicy,
+		Storage:           jetstream.FileStorage,
+		Replicas:          cfg.Replicas,
+		MaxAge:            cfg.ResultsMaxAge,
+		MaxMsgsPerSubject: 1,
+		Duplicates:        min(cfg.DuplicateWindow, cfg.ResultsMaxAge),
+		AllowDirect:       true,
+	}
+}
+
+// AttemptsConfig is stream SLUICE_ATTEMPTS: one claim per attempt an
+// executor is about to send (see package attempts). A claim is a
+// de-duplication record, so it is kept for the duplicate window, as long as
+// SLUICE_CALLS and SLUICE_EXEC de-duplicate what they are sent.
+func AttemptsConfig(cfg config.Streams) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:              messages.StreamAttempts,
+		Description:       "sluice: attempts claimed by executors, one per attempt, for the duplicate window",
+		Subjects:          []string{messages.AttemptSubjects},
+		Retention:         jetstream.LimitsPolicy,
+		Storage:           jetstream.FileStorage,
+		Replicas:          cfg.Replicas,
+		MaxAge:            cfg.DuplicateWindow,
+		MaxMsgsPerSubject: 1,
+		Duplicates:        cfg.DuplicateWindow,
+		AllowDirect:       true,
+	}
 }
 
 // DispatcherConsumerConfig is the durable consumer every dispatcher shares.

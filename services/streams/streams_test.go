@@ -2,16 +2,23 @@ package streams_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"reflect"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluicehq/sluice/messages"
 	"github.com/sluicehq/sluice/services/config"
+	"github.com/sluicehq/sluice/services/results"
 	"github.com/sluicehq/sluice/services/streams"
+	"github.com/sluicehq/sluice/services/telemetry"
 	"github.com/sluicehq/sluice/test/natstest"
 )
 
@@ -57,8 +64,8 @@ func TestEnsureIsIdempotentUnderConcurrency(t *testing.T) {
 	for n := range names.Name() {
 		got = append(got, n)
 	}
-	if len(got) != 9 { // 4 streams + 5 KV buckets
-		t.Fatalf("streams: %v", got)
+	if want := reflect.TypeFor[streams.Resources]().NumField(); len(got) != want { // one per stream and bucket
+		t.Fatalf("streams: %v, want %d", got, want)
 	}
 	s, err := js.Stream(ctx, messages.StreamResults)
 	if err != nil {
@@ -166,7 +173,135 @@ func TestOpenCreatesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Exec == nil || res.Results == nil || res.Config == nil || res.Usage == nil || res.Health == nil {
+	if res.Exec == nil || res.Results == nil || res.Attempts == nil || res.Config == nil || res.Usage == nil || res.Health == nil {
 		t.Fatalf("Open returned %+v", res)
+	}
+}
+
+// The streams Ensure makes: results stored under their result subject
+// from answers, republished once stored; attempt claims kept for the
+// duplicate window, one per subject.
+func TestEnsureResultsAndAttemptsStreams(t *testing.T) {
+	srv := natstest.Start(t)
+	js, err := jetstream.New(natstest.Connect(t, srv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := streams.Ensure(t.Context(), js, streamsConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := res.Results.CachedInfo().Config
+	if !slices.Equal(rc.Subjects, []string{"sluice.answer.*.*"}) || rc.SubjectTransform == nil ||
+		rc.SubjectTransform.Source != "sluice.answer.*.*" || rc.SubjectTransform.Destination != "sluice.result.{{wildcard(1)}}.{{wildcard(2)}}" ||
+		rc.RePublish == nil || rc.RePublish.Source != "sluice.result.>" || rc.RePublish.Destination != "sluice.result.>" || rc.RePublish.HeadersOnly ||
+		rc.MaxMsgsPerSubject != 1 || rc.MaxAge != time.Hour || !rc.AllowDirect {
+		t.Errorf("SLUICE_RESULTS: %+v (transform %+v, republish %+v)", rc, rc.SubjectTransform, rc.RePublish)
+	}
+	ac := res.Attempts.CachedInfo().Config
+	if ac.Name != messages.StreamAttempts || !slices.Equal(ac.Subjects, []string{"sluice.attempt.*.*.*.*"}) ||
+		ac.Retention != jetstream.LimitsPolicy || ac.Storage != jetstream.FileStorage || ac.Replicas != 1 ||
+		ac.MaxMsgsPerSubject != 1 || ac.MaxAge != time.Minute || !ac.AllowDirect {
+		t.Errorf("SLUICE_ATTEMPTS: %+v", ac)
+	}
+}
+
+// A deployment made before answers had their own subject has
+// SLUICE_RESULTS on sluice.result.*.*, without a transform. Ensure updates
+// it in place: the results it stored stay fetchable, still answer their
+// calls (a second result for one is refused), and new results are stored
+// and republished.
+func TestEnsureUpgradesTheResultsStream(t *testing.T) {
+	srv := natstest.Start(t)
+	nc := natstest.Connect(t, srv)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	cfg := streamsConfig()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name:              messages.StreamResults,
+		Description:       "sluice: terminal results, one per call",
+		Subjects:          []string{"sluice.result.*.*"},
+		Retention:         jetstream.LimitsPolicy,
+		Storage:           jetstream.FileStorage,
+		Replicas:          cfg.Replicas,
+		MaxAge:            cfg.ResultsMaxAge,
+		MaxMsgsPerSubject: 1,
+		Duplicates:        min(cfg.DuplicateWindow, cfg.ResultsMaxAge),
+		AllowDirect:       true,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	old, _ := json.Marshal(messages.Result{ID: "old", Team: "demo", Status: messages.StatusOK, Body: json.RawMessage(`"old"`)})
+	if _, err := js.Publish(ctx, "sluice.result.demo.old", old, jetstream.WithMsgID("old")); err != nil {
+		t.Fatal(err)
+	}
+
+	res, err := streams.Ensure(ctx, js, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := res.Results.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(info.Config.Subjects, []string{messages.AnswerSubjects}) || info.Config.SubjectTransform == nil || info.Config.RePublish == nil {
+		t.Fatalf("SLUICE_RESULTS after Ensure: %+v", info.Config)
+	}
+	if info.State.Msgs != 1 {
+		t.Fatalf("SLUICE_RESULTS holds %d results after Ensure, want 1", info.State.Msgs)
+	}
+	for name, fetch := range map[string]func() (*messages.Result, error){
+		"FetchFrom":   func() (*messages.Result, error) { return results.FetchFrom(ctx, res.Results, "demo", "old") },
+		"FetchDirect": func() (*messages.Result, error) { return results.FetchDirect(ctx, nc, "", "demo", "old") },
+	} {
+		if got, err := fetch(); err != nil || string(got.Body) != `"old"` {
+			t.Errorf("%s of the result stored before the upgrade: %+v, %v", name, got, err)
+		}
+	}
+
+	sub, err := nc.SubscribeSync("sluice.result.demo.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	pub := results.NewPublisher(js, telemetry.New(prometheus.NewRegistry()), nil)
+	// The old result still answers its call: another is refused, by its
+	// Nats-Msg-Id and without it.
+	if stored, err := pub.Answer(ctx, &messages.Result{ID: "old", Team: "demo", Body: json.RawMessage(`"again"`)}); err != nil || stored {
+		t.Fatalf("a second result for the old call: stored %v, %v", stored, err)
+	}
+	again := &nats.Msg{Subject: messages.AnswerSubject("demo", "old"), Data: []byte(`{}`), Header: nats.Header{}}
+	again.Header.Set(messages.HeaderMsgID, "another-id")
+	again.Header.Set(messages.HeaderExpectedLastSubjectSeq, "0")
+	var apiErr *jetstream.APIError
+	if _, err := js.PublishMsg(ctx, again); !errors.As(err, &apiErr) || apiErr.ErrorCode != jetstream.JSErrCodeStreamWrongLastSequence {
+		t.Fatalf("a second result for the old call with another Nats-Msg-Id: %v, want error 10071", err)
+	}
+	// A new result is stored under its result subject and republished
+	// there: the first thing the subscriber gets.
+	if stored, err := pub.Answer(ctx, &messages.Result{ID: "new", Team: "demo", Body: json.RawMessage(`"new"`)}); err != nil || !stored {
+		t.Fatalf("a new result: stored %v, %v", stored, err)
+	}
+	m, err := sub.NextMsg(10 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Subject != "sluice.result.demo.new" || !json.Valid(m.Data) {
+		t.Fatalf("the subscriber got %s: %s, want the new result", m.Subject, m.Data)
+	}
+	if got, err := results.FetchFrom(ctx, res.Results, "demo", "new"); err != nil || string(got.Body) != `"new"` {
+		t.Fatalf("the new result: %+v, %v", got, err)
+	}
+	// Ensure again changes nothing.
+	if _, err := streams.Ensure(ctx, js, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if info, err := res.Results.Info(ctx); err != nil || info.State.Msgs != 2 {
+		t.Fatalf("after Ensure again: %+v, %v", info, err)
 	}
 }
