@@ -98,7 +98,11 @@ func (c *call) admit(tokens int64) bool {
 		writeJSON(c.w, http.StatusTooManyRequests, geminiRateLimitBody(c.adm, c.adm.retryAfter, form == RateLimitBodyGeminiArray))
 		return false
 	}
-	c.d.setRetryHeaders(c.w.Header(), c.adm.retryAfter)
+	// A call too large for a window is told so without a retry hint:
+	// waiting would not help it.
+	if !c.adm.tooLarge {
+		c.d.setRetryHeaders(c.w.Header(), c.adm.retryAfter)
+	}
 	c.fail(c.d.rateLimited(c.model, c.adm, tokens), o)
 	return false
 }

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"time"
 )
 
@@ -46,16 +48,79 @@ type KeyConfig struct {
 	// InsufficientQuota makes every call on the key answer 429 with code
 	// insufficient_quota: the billing quota is spent and no retry helps.
 	InsufficientQuota bool `json:"insufficient_quota"`
+
+	// Enforce overrides Config.Enforce for this key: EnforceBucket,
+	// EnforceWindows, or "" for the Config's.
+	Enforce string `json:"enforce,omitempty"`
+	// Windows, when set, are this key's windows in place of
+	// Config.Windows; only for a key that enforces windows.
+	Windows []Window `json:"windows,omitempty"`
+	// RetryAfter overrides Config.RetryAfter for this key; only for a key
+	// that enforces windows.
+	RetryAfter string `json:"retry_after,omitempty"`
+	// OtherUse is the share, in [0, 1), of every limit of the key used by
+	// a consumer sluice cannot see (another tool, a colleague's script):
+	// the key admits only the rest, 1-OtherUse of each rate and capacity
+	// in either model (rounded down, at a millionth's resolution), while
+	// its rate-limit headers still report the configured limits and
+	// remaining counts what is left of the reduced capacity, as a
+	// provider counting the other consumer's calls would.
+	OtherUse float64 `json:"other_use,omitempty"`
 }
 
+// validate checks the key's fields on their own; Config.validateKey checks
+// them against the Config's defaults.
 func (k KeyConfig) validate() error {
+	var errs []error
 	if k.RPM < 0 || k.RPM > maxLimit {
-		return fmt.Errorf("rpm %d outside 0..%d", k.RPM, int64(maxLimit))
+		errs = append(errs, fmt.Errorf("rpm %d outside 0..%d", k.RPM, int64(maxLimit)))
 	}
 	if k.TPM < 0 || k.TPM > maxLimit {
-		return fmt.Errorf("tpm %d outside 0..%d", k.TPM, int64(maxLimit))
+		errs = append(errs, fmt.Errorf("tpm %d outside 0..%d", k.TPM, int64(maxLimit)))
 	}
-	return nil
+	if !(k.OtherUse >= 0 && k.OtherUse < 1) { // also refuses NaN
+		errs = append(errs, fmt.Errorf("other_use %v outside [0, 1)", k.OtherUse))
+	}
+	if err := validateEnforce("enforce", k.Enforce); err != nil {
+		errs = append(errs, err)
+	}
+	if err := validateRetryAfter("retry_after", k.RetryAfter); err != nil {
+		errs = append(errs, err)
+	}
+	if err := validateWindows("windows", k.Windows); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// validateKey checks kc on its own and, if that holds, resolved against
+// c's defaults, which must be valid.
+func (c Config) validateKey(kc KeyConfig) error {
+	if err := kc.validate(); err != nil {
+		return err
+	}
+	_, err := c.keyModel(kc)
+	return err
+}
+
+// validateEnforcement checks the Config's own enforcement fields.
+func (c Config) validateEnforcement() error {
+	var errs []error
+	if err := validateEnforce("config.Enforce", c.Enforce); err != nil {
+		errs = append(errs, err)
+	}
+	if err := validateRetryAfter("config.RetryAfter", c.RetryAfter); err != nil {
+		errs = append(errs, err)
+	}
+	if err := validateWindows("config.Windows", c.Windows); err != nil {
+		errs = append(errs, err)
+	}
+	for i, d := range c.CountSpans {
+		if d < minSpan || d > maxSpan {
+			errs = append(errs, fmt.Errorf("config.CountSpans[%d] %v outside %v..%v", i, d, minSpan, maxSpan))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Config configures a Server. The zero value of every field but Keys and
@@ -71,6 +136,21 @@ type Config struct {
 	AcceptAnyKey bool
 	// DefaultKey holds the limits of keys admitted by AcceptAnyKey.
 	DefaultKey KeyConfig
+
+	// Enforce is how keys' limits are enforced, unless a key says
+	// otherwise: EnforceBucket (the default, "") or EnforceWindows. See the
+	// package documentation.
+	Enforce string
+	// Windows are the sliding windows of keys that enforce windows and
+	// give none of their own. Default: one window of DefaultWindowSpan
+	// (1m) with the limits derived from the key's RPM and TPM.
+	Windows []Window
+	// RetryAfter is the retry hint of a window's refusal: RetryAfterFit
+	// (the default, "") or RetryAfterReset. Buckets always hint a fit.
+	RetryAfter string
+	// CountSpans are the spans, besides 1s, 60s and those of the
+	// configured windows, that MaxRequestsIn answers for.
+	CountSpans []time.Duration
 
 	// Quantum is the period over which limits are enforced: a bucket holds
 	// limit*Quantum/1m and refills at limit/1m. Default 1s, which refuses a
@@ -157,11 +237,22 @@ func (c Config) withDefaults() Config {
 	}
 	keys := make(map[string]KeyConfig, len(c.Keys))
 	for k, v := range c.Keys {
-		keys[k] = v
+		keys[k] = v.clone()
 	}
 	c.Keys = keys
+	c.DefaultKey = c.DefaultKey.clone()
 	c.Models = append([]string(nil), c.Models...)
+	c.Windows = append([]Window(nil), c.Windows...)
+	c.CountSpans = append([]time.Duration(nil), c.CountSpans...)
 	return c
+}
+
+// clone copies kc's slices, so that the caller may reuse them.
+func (kc KeyConfig) clone() KeyConfig {
+	if kc.Windows != nil {
+		kc.Windows = append([]Window(nil), kc.Windows...)
+	}
+	return kc
 }
 
 // validate reports every problem of a defaulted Config at once.
@@ -170,16 +261,29 @@ func (c Config) validate() error {
 	if len(c.Keys) == 0 && !c.AcceptAnyKey {
 		errs = append(errs, errors.New("no Keys and AcceptAnyKey is false: every call would be refused"))
 	}
-	for k, kc := range c.Keys {
+	// Keys are checked against the Config's enforcement only when that is
+	// valid: a key's windows derived from a bad span would say nothing
+	// more.
+	enforcement := c.validateEnforcement()
+	if enforcement != nil {
+		errs = append(errs, enforcement)
+	}
+	validateKey := func(kc KeyConfig) error {
+		if enforcement != nil {
+			return kc.validate()
+		}
+		return c.validateKey(kc)
+	}
+	for _, k := range slices.Sorted(maps.Keys(c.Keys)) {
 		if k == "" {
 			errs = append(errs, errors.New("config.Keys: empty key"))
 			continue
 		}
-		if err := kc.validate(); err != nil {
+		if err := validateKey(c.Keys[k]); err != nil {
 			errs = append(errs, fmt.Errorf("config.Keys[%s]: %w", redact(k), err))
 		}
 	}
-	if err := c.DefaultKey.validate(); err != nil {
+	if err := validateKey(c.DefaultKey); err != nil {
 		errs = append(errs, fmt.Errorf("config.DefaultKey: %w", err))
 	}
 	if c.Quantum < time.Microsecond || c.Quantum > time.Minute {

@@ -73,7 +73,13 @@ func (anthropicDialect) modelNotFound(m string) *apiError {
 	return &apiError{status: http.StatusNotFound, message: "model: " + m}
 }
 
-func (anthropicDialect) rateLimited(_ string, a admission, _ int64) *apiError {
+func (anthropicDialect) rateLimited(_ string, a admission, requested int64) *apiError {
+	if a.tooLarge {
+		return &apiError{status: http.StatusTooManyRequests, message: fmt.Sprintf(
+			"This request would exceed the rate limit for your organization (org-fake) of %d tokens per minute "+
+				"on its own: it asks for %d. Please reduce the prompt length or the maximum tokens requested; "+
+				"retrying will not help.", a.wholeLimit, requested)}
+	}
 	var limit int64
 	if a.refused != nil {
 		limit = a.refused.limit

@@ -109,7 +109,15 @@ func (azureDialect) modelNotFound(string) *apiError {
 
 // rateLimited is Azure's 429, which names the operation, the api-version,
 // and whether calls or tokens ran out.
-func (d azureDialect) rateLimited(_ string, a admission, _ int64) *apiError {
+func (d azureDialect) rateLimited(_ string, a admission, requested int64) *apiError {
+	if a.tooLarge {
+		return azureError(http.StatusTooManyRequests, "429", fmt.Sprintf(
+			"Requests to the %s Operation under Azure OpenAI API version %s have exceeded token rate limit of your "+
+				"current OpenAI S0 pricing tier: this request asks for %d tokens, more than the limit of %d, and "+
+				"retrying will not help. Reduce the prompt or max_tokens, or go to https://aka.ms/oai/quotaincrease "+
+				"if you would like to further increase the default rate limit.",
+			d.operation, d.apiVersion, requested, a.wholeLimit))
+	}
 	what := "call"
 	if a.limitedBy == "tokens" {
 		what = "token"

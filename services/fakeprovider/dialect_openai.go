@@ -98,8 +98,21 @@ func serverError(status int) *apiError {
 	}
 }
 
-// rateLimitError is OpenAI's 429 for a bucket that cannot cover the call.
+// rateLimitError is OpenAI's 429 for a bucket or window that cannot cover
+// the call, or for a call too large for a window's whole token limit,
+// which OpenAI tells apart by its message.
 func rateLimitError(model string, a admission, requested int64) *apiError {
+	if a.tooLarge {
+		return &apiError{
+			status: http.StatusTooManyRequests,
+			message: fmt.Sprintf("Request too large for %s in organization org-fake on tokens per min (TPM): "+
+				"Limit %d, Requested %d. The input or output tokens must be reduced in order to run successfully. "+
+				"Visit https://platform.openai.com/account/rate-limits to learn more.",
+				model, a.wholeLimit, requested),
+			typ:  "tokens",
+			code: codeRateLimit,
+		}
+	}
 	unit, abbr := "requests", "RPM"
 	if a.limitedBy == "tokens" {
 		unit, abbr = "tokens", "TPM"

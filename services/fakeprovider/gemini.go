@@ -25,7 +25,8 @@ type googleErrorDetail struct {
 // geminiRateLimitBody is the 429 body asking to wait d (rounded up to a
 // whole second, at least 1), as an object or wrapped in a one-element
 // array. A QuotaFailure detail comes first, as Gemini sends it, so that a
-// client must look for the RetryInfo rather than take the first detail.
+// client must look for the RetryInfo rather than take the first detail. A
+// call too large for a window gets no RetryInfo: no wait would help it.
 func geminiRateLimitBody(a admission, d time.Duration, array bool) any {
 	metric := "generate_content_requests"
 	if a.limitedBy == "tokens" {
@@ -44,12 +45,14 @@ func geminiRateLimitBody(a admission, d time.Duration, array bool) any {
 					"quotaId":     "PerMinutePerProjectPerModel",
 				}},
 			},
-			{
-				"@type":      "type.googleapis.com/google.rpc.RetryInfo",
-				"retryDelay": fmt.Sprintf("%ds", max(1, ceilDiv(int64(d), int64(time.Second)))),
-			},
 		},
 	}}
+	if !a.tooLarge {
+		b.Error.Details = append(b.Error.Details, map[string]any{
+			"@type":      "type.googleapis.com/google.rpc.RetryInfo",
+			"retryDelay": fmt.Sprintf("%ds", max(1, ceilDiv(int64(d), int64(time.Second)))),
+		})
+	}
 	if array {
 		return []googleErrorBody{b}
 	}

@@ -106,20 +106,34 @@ type rateView struct {
 	requests, tokens *bucketView
 }
 
-// keyState is one key's limits and buckets.
+// keyState is one key's limits and their state: buckets, or windows.
 type keyState struct {
 	cfg      KeyConfig
-	requests *bucket // nil: no request limit
-	tokens   *bucket // nil: no token limit
+	model    keyModel
+	requests *bucket         // bucket model; nil: no request limit
+	tokens   *bucket         // bucket model; nil: no token limit
+	win      *slidingWindows // windows model; nil: no window limits anything
 }
 
+// view is what the headers report: the configured per-minute limits, and
+// what the buckets or the longest windows have left of the capacity the
+// key really has.
 func (ks *keyState) view(now time.Time) rateView {
 	var v rateView
+	if ks.win != nil {
+		v.requests, v.tokens = ks.win.views(now)
+	}
 	if ks.requests != nil {
 		v.requests = ks.requests.view(now)
 	}
 	if ks.tokens != nil {
 		v.tokens = ks.tokens.view(now)
+	}
+	if v.requests != nil {
+		v.requests.limit = ks.model.shownRPM
+	}
+	if v.tokens != nil {
+		v.tokens.limit = ks.model.shownTPM
 	}
 	return v
 }
@@ -139,6 +153,7 @@ func (ks *keyState) refill(now time.Time) {
 // far from the bottleneck of an HTTP server.
 type limiter struct {
 	mu        sync.Mutex
+	cfg       Config // validated; its enforcement fields are the keys' defaults
 	now       func() time.Time
 	quantum   time.Duration
 	acceptAny bool
@@ -147,10 +162,14 @@ type limiter struct {
 	// gen counts resets. A ticket from before a reset must not refund into
 	// the fresh, full buckets that the reset made.
 	gen uint64
+	// logs numbers window logs, so that a ticket settles only into the log
+	// that admitted it.
+	logs uint64
 }
 
 func newLimiter(cfg Config) *limiter {
 	l := &limiter{
+		cfg:       cfg,
 		now:       cfg.Clock,
 		quantum:   cfg.Quantum,
 		acceptAny: cfg.AcceptAnyKey,
@@ -164,13 +183,21 @@ func newLimiter(cfg Config) *limiter {
 	return l
 }
 
+// newKeyState returns fresh state for kc: full buckets, or empty windows.
+// kc has been validated against l.cfg.
 func (l *limiter) newKeyState(kc KeyConfig, now time.Time) *keyState {
-	ks := &keyState{cfg: kc}
-	if kc.RPM > 0 {
-		ks.requests = newBucket(kc.RPM, l.quantum, now)
+	m, _ := l.cfg.keyModel(kc)
+	ks := &keyState{cfg: kc, model: m}
+	if m.windows {
+		l.logs++
+		ks.win = newSlidingWindows(l.logs, m.limits)
+		return ks
 	}
-	if kc.TPM > 0 {
-		ks.tokens = newBucket(kc.TPM, l.quantum, now)
+	if m.rpm > 0 {
+		ks.requests = newBucket(m.rpm, l.quantum, now)
+	}
+	if m.tpm > 0 {
+		ks.tokens = newBucket(m.tpm, l.quantum, now)
 	}
 	return ks
 }
@@ -194,9 +221,11 @@ func (l *limiter) lookup(key string) (kc KeyConfig, ok bool) {
 	return ks.cfg, true
 }
 
-// set installs or changes a key's limits. Levels carry over, clamped to
-// the new capacity, so that changing a limit mid-run neither forgives a
-// debt nor hands out a fresh burst.
+// set installs or changes a key's limits. Bucket levels carry over,
+// clamped to the new capacity, so that changing a limit mid-run neither
+// forgives a debt nor hands out a fresh burst; windows keep counting the
+// calls already admitted, which settle into them. A key that changes model
+// starts the new one afresh: empty windows, or full buckets.
 func (l *limiter) set(key string, kc KeyConfig) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -206,6 +235,9 @@ func (l *limiter) set(key string, kc KeyConfig) {
 		old.refill(now)
 		carry(fresh.requests, old.requests)
 		carry(fresh.tokens, old.tokens)
+		if fresh.win != nil && old.win != nil {
+			fresh.win.carry(old.win)
+		}
 	}
 	l.keys[key] = fresh
 }
@@ -254,8 +286,13 @@ type admission struct {
 	// limitedBy is "requests" or "tokens" for a refused call: the first
 	// bucket that could not cover it, requests checked first.
 	limitedBy string
-	// retryAfter is when both buckets would cover the call.
+	// retryAfter is when both buckets would cover the call, or the wait
+	// the windows hint.
 	retryAfter time.Duration
+	// tooLarge says the call's charge is more than a window's whole token
+	// limit (wholeLimit, as the key may use it): no wait helps.
+	tooLarge   bool
+	wholeLimit int64
 	// refused describes the limiting bucket, for the error message.
 	refused *bucketView
 	view    rateView
@@ -267,6 +304,9 @@ type ticket struct {
 	key     string
 	gen     uint64
 	charged int64 // tokens
+	// log and seq name the call in the windows that admitted it; log is 0
+	// for a call admitted by buckets.
+	log, seq uint64
 }
 
 // admit charges one request and tokens to key's buckets if both can cover
@@ -278,6 +318,9 @@ func (l *limiter) admit(key string, tokens int64) admission {
 	ks, ok := l.keys[key]
 	if !ok { // removed since lookup; treat as unlimited rather than crash
 		return admission{ok: true, at: now, ticket: ticket{key: key, gen: l.gen, charged: tokens}}
+	}
+	if ks.win != nil {
+		return l.admitWindows(ks, key, tokens, now)
 	}
 	ks.refill(now)
 	reqUnits, tokUnits := unitsPerToken, tokens*unitsPerToken
@@ -307,9 +350,31 @@ func (l *limiter) admit(key string, tokens int64) admission {
 	return admission{ok: true, at: now, view: ks.view(now), ticket: ticket{key: key, gen: l.gen, charged: tokens}}
 }
 
+// admitWindows admits a call on a key enforcing windows.
+func (l *limiter) admitWindows(ks *keyState, key string, tokens int64, now time.Time) admission {
+	v, seq := ks.win.admit(now, tokens, ks.model.resetHint)
+	a := admission{ok: v.ok, at: now, view: ks.view(now)}
+	if v.ok {
+		a.ticket = ticket{key: key, gen: l.gen, charged: tokens, log: ks.win.id, seq: seq}
+		return a
+	}
+	a.limitedBy, a.retryAfter = v.limitedBy, v.wait
+	a.tooLarge, a.wholeLimit = v.tooLarge, v.limit
+	if v.limitedBy == "requests" {
+		a.refused = a.view.requests
+	} else {
+		a.refused = a.view.tokens
+	}
+	return a
+}
+
 // settle squares an admitted call's token charge with what it actually
-// used: the difference is refunded (capped at capacity) or, should the
-// call have used more than it reserved, charged.
+// used. In buckets the difference is refunded (capped at capacity) or,
+// should the call have used more than it reserved, charged; in windows the
+// usage replaces the charge, at the call's admission time. A call settles
+// only into the state that admitted it: not after a Reset, nor into
+// windows (buckets) that a SetKey changing model put in place of the
+// buckets (windows) that charged it.
 func (l *limiter) settle(t ticket, used int64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -317,7 +382,16 @@ func (l *limiter) settle(t ticket, used int64) {
 		return
 	}
 	ks, ok := l.keys[t.key]
-	if !ok || ks.tokens == nil {
+	if !ok {
+		return
+	}
+	if t.log != 0 {
+		if ks.win != nil && ks.win.id == t.log {
+			ks.win.settle(t.seq, used)
+		}
+		return
+	}
+	if ks.tokens == nil {
 		return
 	}
 	ks.tokens.refill(l.now())

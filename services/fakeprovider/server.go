@@ -131,25 +131,31 @@ func (s *Server) handleReset(w http.ResponseWriter, _ *http.Request) {
 // Stats returns a snapshot of the counters.
 func (s *Server) Stats() Stats { return s.stats.snapshot() }
 
-// Reset zeroes the counters and refills every bucket, as if the server
-// had just started. Calls in flight are still counted when they end, and
-// their settlement no longer touches the new buckets.
+// Reset zeroes the counters and refills every bucket and empties every
+// window, as if the server had just started. Calls in flight are still
+// counted when they end, and their settlement no longer touches the new
+// buckets or windows.
 func (s *Server) Reset() {
 	s.limits.reset()
 	s.stats.reset()
 }
 
-// SetKey adds a key or changes its limits. Current bucket levels carry
-// over, clamped to the new capacities: lowering a limit takes effect at
-// once, raising one does not hand out a fresh burst.
+// SetKey adds a key or changes its limits, enforcement or OtherUse, at
+// once and while calls are in flight. Current bucket levels carry over,
+// clamped to the new capacities: lowering a limit takes effect at once,
+// raising one does not hand out a fresh burst. Windows keep counting the
+// calls already admitted (those of the longest window the key had), and
+// calls in flight settle into them. A key that changes model starts the
+// new one afresh: empty windows, or full buckets; calls in flight then
+// settle into nothing.
 func (s *Server) SetKey(key string, kc KeyConfig) error {
 	if key == "" {
 		return errors.New("fakeprovider: empty key")
 	}
-	if err := kc.validate(); err != nil {
+	if err := s.cfg.validateKey(kc); err != nil {
 		return fmt.Errorf("fakeprovider: key %s: %w", redact(key), err)
 	}
-	s.limits.set(key, kc)
+	s.limits.set(key, kc.clone())
 	return nil
 }
 
