@@ -36,6 +36,7 @@ type call struct {
 // already been answered.
 func (s *Server) begin(w http.ResponseWriter, r *http.Request, d dialect) (*call, []byte, bool) {
 	c := &call{s: s, w: w, r: r, start: time.Now(), id: w.Header().Get("x-request-id"), d: d}
+	s.calls.count(r.Header.Get(ClientRequestIDHeader))
 	key := d.key(r)
 	kc, ok := s.limits.lookup(key)
 	if !ok {

@@ -20,6 +20,7 @@ type Server struct {
 	log    *slog.Logger
 	limits *limiter
 	stats  *recorder
+	calls  *callCounter
 	dice   *dice
 
 	behaviorMu sync.Mutex // serializes setters; readers use the pointer
@@ -46,7 +47,8 @@ func New(cfg Config) (*Server, error) {
 		cfg:     cfg,
 		log:     cfg.Logger,
 		limits:  newLimiter(cfg),
-		stats:   newRecorder(),
+		stats:   newRecorder(countedSpans(cfg)),
+		calls:   newCallCounter(MaxCallIDs, MaxCallIDLen),
 		dice:    newDice(cfg.Seed),
 		closing: make(chan struct{}),
 	}
@@ -76,6 +78,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rt = route{http.MethodGet, s.handleStats}
 	case "/fake/reset":
 		rt = route{http.MethodPost, s.handleReset}
+	case "/fake/calls":
+		rt = route{http.MethodGet, s.handleCalls}
 	case "/v1/messages":
 		rt = route{http.MethodPost, s.handleMessages}
 	default:
@@ -123,6 +127,10 @@ func (s *Server) handleStats(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, s.Stats())
 }
 
+func (s *Server) handleCalls(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, s.CallCounts())
+}
+
 func (s *Server) handleReset(w http.ResponseWriter, _ *http.Request) {
 	s.Reset()
 	w.WriteHeader(http.StatusNoContent)
@@ -131,13 +139,33 @@ func (s *Server) handleReset(w http.ResponseWriter, _ *http.Request) {
 // Stats returns a snapshot of the counters.
 func (s *Server) Stats() Stats { return s.stats.snapshot() }
 
-// Reset zeroes the counters and refills every bucket and empties every
-// window, as if the server had just started. Calls in flight are still
-// counted when they end, and their settlement no longer touches the new
-// buckets or windows.
+// RequestsByCallID returns a copy of how many requests carried each
+// X-Client-Request-Id value (see CallCounts).
+func (s *Server) RequestsByCallID() map[string]int64 { return s.calls.snapshot().Requests }
+
+// CallCounts returns a copy of the requests counted by X-Client-Request-Id,
+// with those beyond the bounds. GET /fake/calls serves it as JSON.
+func (s *Server) CallCounts() CallCounts { return s.calls.snapshot() }
+
+// MaxRequestsIn is the most requests admitted to key ("" for all keys
+// together) in any sliding window (t-span, t] ending at an admission, since
+// New or the last Reset, whatever the enforcement model. It answers for
+// the spans counted from New on: 1s, 60s, Config.CountSpans and the spans
+// of the windows in the Config (not those a later SetKey brings), and
+// returns an error for any other. Memory: each key, and the total, keep
+// the admissions within each counted span.
+func (s *Server) MaxRequestsIn(key string, span time.Duration) (int64, error) {
+	return s.stats.maxRequestsIn(key, span)
+}
+
+// Reset zeroes the counters (the per-call-id ones too) and refills every
+// bucket and empties every window, as if the server had just started.
+// Calls in flight are still counted when they end, and their settlement no
+// longer touches the new buckets or windows.
 func (s *Server) Reset() {
 	s.limits.reset()
 	s.stats.reset()
+	s.calls.reset()
 }
 
 // SetKey adds a key or changes its limits, enforcement or OtherUse, at

@@ -1,6 +1,8 @@
 package fakeprovider
 
 import (
+	"fmt"
+	"slices"
 	"sync"
 	"time"
 )
@@ -53,8 +55,9 @@ type Counters struct {
 
 	// The most calls admitted, and tokens charged at admission, in any
 	// sliding window of 1s and of 60s (a window (t-w, t] ending at an
-	// admission). Tests use them to prove that what reached the provider
-	// stayed within a limit.
+	// admission), whatever the enforcement model. Tests use them to prove
+	// that what reached the provider stayed within a limit; MaxRequestsIn
+	// answers for other spans.
 	MaxRequests1s  int64 `json:"max_requests_1s"`
 	MaxRequests60s int64 `json:"max_requests_60s"`
 	MaxTokens1s    int64 `json:"max_tokens_1s"`
@@ -96,21 +99,42 @@ const (
 	outOverloaded
 )
 
-// tally is Counters plus the sliding windows behind its Max fields.
+// tally is Counters plus the sliding windows behind its Max fields and
+// MaxRequestsIn: one per counted span.
 type tally struct {
-	c        Counters
-	sec, min window
+	c       Counters
+	windows []window // by span, shortest first
 }
 
-func newTally() *tally {
-	return &tally{sec: window{span: time.Second}, min: window{span: time.Minute}}
+func newTally(spans []time.Duration) *tally {
+	t := &tally{windows: make([]window, len(spans))}
+	for i, s := range spans {
+		t.windows[i].span = s
+	}
+	return t
 }
 
 func (t *tally) admitted(at time.Time, tokens int64) {
-	t.sec.add(at, tokens)
-	t.min.add(at, tokens)
-	t.c.MaxRequests1s, t.c.MaxTokens1s = t.sec.maxCount, t.sec.maxSum
-	t.c.MaxRequests60s, t.c.MaxTokens60s = t.min.maxCount, t.min.maxSum
+	for i := range t.windows {
+		w := &t.windows[i]
+		w.add(at, tokens)
+		switch w.span {
+		case time.Second:
+			t.c.MaxRequests1s, t.c.MaxTokens1s = w.maxCount, w.maxSum
+		case time.Minute:
+			t.c.MaxRequests60s, t.c.MaxTokens60s = w.maxCount, w.maxSum
+		}
+	}
+}
+
+// maxRequestsIn is the most calls admitted in any window of span; ok is
+// false for a span that is not counted.
+func (t *tally) maxRequestsIn(span time.Duration) (n int64, ok bool) {
+	i, ok := slices.BinarySearchFunc(t.windows, span, func(w window, s time.Duration) int { return int(w.span - s) })
+	if !ok {
+		return 0, false
+	}
+	return t.windows[i].maxCount, true
 }
 
 func (t *tally) end(o outcome, admittedAt time.Time, u usage) {
@@ -154,12 +178,32 @@ func (t *tally) end(o outcome, admittedAt time.Time, u usage) {
 // snapshot consistent across keys and the total.
 type recorder struct {
 	mu    sync.Mutex
+	spans []time.Duration // counted, sorted, each once; fixed at New
 	total *tally
 	keys  map[string]*tally
 }
 
-func newRecorder() *recorder {
-	return &recorder{total: newTally(), keys: make(map[string]*tally)}
+func newRecorder(spans []time.Duration) *recorder {
+	return &recorder{spans: spans, total: newTally(spans), keys: make(map[string]*tally)}
+}
+
+// countedSpans are the spans whose most requests are counted: 1s and 60s
+// (the Counters' Max fields), Config.CountSpans, and the spans of every
+// window the Config names, sorted and each once.
+func countedSpans(c Config) []time.Duration {
+	spans := append([]time.Duration{time.Second, time.Minute}, c.CountSpans...)
+	add := func(ws []Window) {
+		for _, w := range ws {
+			spans = append(spans, w.Span)
+		}
+	}
+	add(c.Windows)
+	add(c.DefaultKey.Windows)
+	for _, kc := range c.Keys {
+		add(kc.Windows)
+	}
+	slices.Sort(spans)
+	return slices.Compact(spans)
 }
 
 // tallies calls f on the total and, when key is not empty, on the key's
@@ -173,7 +217,7 @@ func (r *recorder) tallies(key string, f func(*tally)) {
 	}
 	t, ok := r.keys[key]
 	if !ok {
-		t = newTally()
+		t = newTally(r.spans)
 		r.keys[key] = t
 	}
 	f(t)
@@ -204,8 +248,26 @@ func (r *recorder) snapshot() Stats {
 func (r *recorder) reset() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.total = newTally()
+	r.total = newTally(r.spans)
 	r.keys = make(map[string]*tally)
+}
+
+// maxRequestsIn is the most calls admitted to key ("" for all keys
+// together) in any window (t-span, t] ending at an admission.
+func (r *recorder) maxRequestsIn(key string, span time.Duration) (int64, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n, ok := r.total.maxRequestsIn(span) // every tally counts the same spans
+	if !ok {
+		return 0, fmt.Errorf("fakeprovider: the most requests in %v are not counted (counted: %v); add it to Config.CountSpans", span, r.spans)
+	}
+	if key != "" {
+		n = 0 // a key that had no call yet
+		if t := r.keys[key]; t != nil {
+			n, _ = t.maxRequestsIn(span)
+		}
+	}
+	return n, nil
 }
 
 // window tracks the largest count and sum of events in any interval
