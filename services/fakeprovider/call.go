@@ -26,7 +26,7 @@ type call struct {
 	id    string
 	key   string   // "" until authenticated
 	model string   // for the 429 message, once parsed
-	view  rateView // the key's buckets as the headers report them
+	view  rateView // the key's buckets or windows as the headers report them
 	adm   admission
 	d     dialect
 }

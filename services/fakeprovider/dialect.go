@@ -7,11 +7,11 @@ import (
 )
 
 // dialect is how one provider API speaks around the shared machinery of a
-// metered call (buckets, faults, counters): where the key is, what a request
+// metered call (limits, faults, counters): where the key is, what a request
 // must carry besides it, what errors look like, and which rate-limit
 // headers an answer carries. Every dialect meters the same keys in the same
-// buckets, so a key used through two dialects shares its limits, as one
-// account would.
+// buckets or windows, so a key used through two dialects shares its limits,
+// as one account would.
 //
 // An apiError is built OpenAI-shaped by the shared steps (validation,
 // server errors) and by the dialect's own constructors; errorBody renders
@@ -31,7 +31,7 @@ type dialect interface {
 	// errorBody is the JSON body answering e.
 	errorBody(e *apiError) any
 	// setRateHeaders writes the rate-limit headers of an answer on a key
-	// whose buckets look like v at now.
+	// whose buckets or windows look like v at now.
 	setRateHeaders(h http.Header, v rateView, now time.Time)
 	// setRetryHeaders writes the headers of a 429 asking to wait d.
 	setRetryHeaders(h http.Header, d time.Duration)

@@ -16,9 +16,10 @@ import (
 // headers whose resets are RFC 3339 instants.
 //
 // Anthropic's limits are continuously replenished token buckets, which is
-// what the fake's buckets are, so the key's requests and tokens buckets
-// serve it unchanged. Anthropic meters input and output tokens apart; the
-// fake keeps one tokens bucket (input plus max_tokens at admission, settled
+// what the fake's bucket model is, so the key's requests and tokens buckets
+// serve it unchanged (a key enforcing windows answers from its windows, as
+// in any dialect). Anthropic meters input and output tokens apart; the
+// fake keeps one tokens limit (input plus max_tokens at admission, settled
 // on usage) and reports it in the anthropic-ratelimit-tokens-* headers,
 // sending no input-tokens or output-tokens headers it could not back.
 //

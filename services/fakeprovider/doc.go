@@ -11,26 +11,84 @@
 //
 // # What it models
 //
-// Quantized windows. Providers state limits per minute but enforce them
-// over shorter periods: 60,000 RPM may be enforced as about 1,000 per
-// second, so a burst is refused long before the minute's total is reached.
-// Each key has two continuously refilled token buckets, for requests and
-// for tokens, refilling at limit/60 per second and holding
-// limit*Quantum/1m (at least one request or token). Quantum defaults to
-// 1s; a Quantum of 1m gives plain per-minute buckets. A new bucket is full.
-//
 // Admission-time charging. Like OpenAI, the fake charges tokens when it
 // admits a call, before anything is generated: the estimated prompt plus
 // max_tokens (or max_completion_tokens) times n, or plus DefaultMaxTokens
 // when the request sets no limit; embeddings charge their input only. A
-// call is refused unless both buckets cover it, and a refused call is
-// charged nothing. A call whose charge exceeds the whole token capacity is
-// admitted only when the bucket is full, and leaves it in debt.
+// call is admitted only if its key's limits cover one more request and
+// that charge; a refused call is charged nothing. When the call
+// completes, the charge is squared with the usage it reports; a call that
+// fails, is canceled or times out is squared with nothing used, and a
+// stream cut short with what was sent. A client that reserves a generous
+// max_tokens thus pays for it while the call runs, which is what makes
+// reservations matter.
 //
-// Settlement. When a call completes, the difference between the charge
-// and the usage it reports is refunded to the token bucket, up to its
-// capacity. A client that reserves a generous max_tokens thus pays for it
-// while the call runs, which is what makes reservations matter.
+// Providers do not publish their algorithm, and users observe several (see
+// PROVIDERS.md). Each key enforces its limits in one of two models,
+// Config.Enforce for every key or KeyConfig.Enforce for one; the fake's
+// models follow the providers' documented behaviour, not sluice's own
+// limiter, so that sluice's tests can see it break against either.
+//
+// Buckets (EnforceBucket, the default). Two continuously refilled token
+// buckets per key, for requests and for tokens, refilling at limit/60 per
+// second and holding limit*Quantum/1m (at least one request or token).
+// This is Anthropic's documented model, continuously replenished; Quantum
+// sets the burst it allows: 1m a bucket of the whole minute's limit, the
+// default 1s about a sixtieth of it, as providers that enforce a minute's
+// limit over shorter periods allow. A new bucket is full. A call whose charge exceeds the whole token capacity
+// is admitted only when the bucket is full, and leaves it in debt.
+// Settlement refunds the difference between the charge and the usage, up
+// to the capacity (or charges what was used beyond it). A refusal's
+// retry-after is the time until both buckets cover the call. The headers
+// report the configured limit, the whole requests or tokens left in the
+// bucket, and the time until it is full again.
+//
+// Windows (EnforceWindows). Sliding windows, Config.Windows or
+// KeyConfig.Windows, each a span with a request and a token limit derived
+// from the key's RPM and TPM unless given: ceil(RPM*span/1m) requests,
+// floor(TPM*span/1m) tokens (NoLimit leaves a dimension out of a window).
+// Default: one window of a minute. A call is admitted at t iff, in every
+// window, the requests admitted in (t-span, t] plus one are within its
+// request limit and the tokens counted there plus the call's charge within
+// its token limit: a call admitted at t0 leaves a window exactly at
+// t0+span. A window counts a running call's charge, and a finished call's
+// usage in its place, at the call's admission time. This is the provider
+// that counts the last minute, where a burst at the start of a minute
+// counts against the whole of it (one 1m window), and OpenAI's "60,000 RPM
+// may be enforced as 1,000 per second" (a 1s window, or 100ms, on top of
+// the minute; Tokens: NoLimit keeps the short window to requests, as
+// OpenAI does not refuse a call for being over a second's share of the
+// TPM). A charge larger than some window's whole token limit can never fit:
+// it is refused at once with 429, OpenAI's "Request too large for <model>
+// ... on tokens per min (TPM): Limit L, Requested R" (type tokens; each
+// dialect in its own shape), with no retry-after and, in Google's form, no
+// RetryInfo, since no wait helps; it counts as rate_limited_tokens.
+//
+// A window's refusal hints, through each dialect's retry-after,
+// retry-after-ms or RetryInfo, one of two waits (Config.RetryAfter or
+// KeyConfig.RetryAfter). RetryAfterFit, the default: until the call would
+// fit in every window, enough of the oldest calls having left; a short
+// window's refusal then says about a second, not a minute. RetryAfterReset:
+// until the refusing window holds nothing it holds now, about its span: a
+// strict provider that says retry-after 60 until its minute frees. The
+// headers keep each dialect's names and shape: the limit is the configured
+// per-minute one (for a key without RPM or TPM, its longest window's limit
+// per minute), remaining is what the longest window has left (never
+// negative), and reset the time until that window is empty.
+//
+// A key shared with an unseen consumer. KeyConfig.OtherUse, in [0, 1), is
+// the share of every limit someone else uses on the key (another tool, a
+// colleague's script): in either model the key admits only 1-OtherUse of
+// each rate, capacity and window limit (rounded down), without saying why.
+// Its headers still report the configured limits, and remaining what is
+// left of the reduced capacity, as a provider counting the other
+// consumer's calls would. A call too large for what is left to the key is
+// refused as too large, naming that reduced limit.
+//
+// SetKey changes a key's limits, model, windows and OtherUse at once, while
+// calls are in flight: bucket levels carry over clamped to the new
+// capacities, windows keep counting the calls they hold, and a key that
+// changes model starts the new one afresh.
 //
 // The token estimate is a documented rule, the one sluice's estimator
 // uses too, so that fake and limiter agree exactly on what a call costs
@@ -48,8 +106,8 @@
 //
 // # The wire
 //
-// Every dialect meters the same keys in the same buckets and counters: a
-// key is one account, whichever API it is used through.
+// Every dialect meters the same keys in the same buckets or windows and
+// counters: a key is one account, whichever API it is used through.
 //
 // OpenAI: POST /v1/chat/completions (with "stream": true answered as
 // server-sent events), POST /v1/embeddings, GET /v1/models. Keys are bearer
@@ -96,19 +154,20 @@
 // whole seconds ("17s"), and with no rate-limit or retry-after headers.
 //
 // Every answer carries x-request-id. For tests and operators, GET
-// /fake/stats serves the counters as JSON and POST /fake/reset zeroes them
-// and refills the buckets. The admin endpoints need no key: do not expose
-// the fake where that matters.
+// /fake/stats serves the counters as JSON, GET /fake/calls the requests per
+// X-Client-Request-Id, and POST /fake/reset zeroes both, refills the
+// buckets and empties the windows. The admin endpoints need no key: do not
+// expose the fake where that matters.
 //
 // # Faults
 //
 // Latency and LatencyJitter delay admitted calls; ErrorRate answers a
 // fraction of them with an injected 500 or 503; OverloadRate answers a
 // fraction as overloaded (Anthropic's 529 overloaded_error, OpenAI's 503);
-// TimeoutRate makes a fraction hang until the client gives up. The Set* methods change these,
-// and a key's limits, while calls are in flight. Faults are drawn from a
-// generator seeded by Config.Seed, and the buckets run on Config.Clock, so
-// unit tests are deterministic.
+// TimeoutRate makes a fraction hang until the client gives up. The Set*
+// methods change these, and a key's limits, while calls are in flight.
+// Faults are drawn from a generator seeded by Config.Seed, and the buckets
+// and windows run on Config.Clock, so unit tests are deterministic.
 //
 // # Counters
 //
@@ -117,7 +176,19 @@
 // by injection, overloaded, timed out, canceled and aborted mid-stream; the tokens
 // served; the first and last served admissions; and the most calls and
 // tokens admitted in any sliding 1s and 60s window, which is what a test
-// compares with a limit to prove that sluice never exceeded it.
+// compares with a limit to prove that sluice never exceeded it, whatever
+// the model. MaxRequestsIn answers the same for the spans of the
+// configured windows and of Config.CountSpans, per key or in total; its
+// memory is the admissions within each counted span.
+//
+// Requests per call. A request to a metered endpoint that carries an
+// X-Client-Request-Id header (OpenAI documents it for a client's own
+// request id; sluice's executors send the call's id in it) is counted
+// under that value whatever its outcome, where Received is counted:
+// RequestsByCallID and GET /fake/calls. At most MaxCallIDs (1,000,000)
+// distinct ids of at most MaxCallIDLen (512) bytes are kept; a request
+// with an id beyond those bounds is counted in CallCounts.Overflow
+// instead.
 //
 // # Use
 //

@@ -147,10 +147,10 @@ func (ks *keyState) refill(now time.Time) {
 	}
 }
 
-// limiter holds every key's buckets behind one mutex: both buckets of a
-// key must be checked and charged together, so that a call refused on
-// tokens is not charged a request, and one lock keeps that simple. It is
-// far from the bottleneck of an HTTP server.
+// limiter holds every key's buckets or windows behind one mutex: requests
+// and tokens of a key must be checked and charged together, so that a call
+// refused on tokens is not charged a request, and one lock keeps that
+// simple. It is far from the bottleneck of an HTTP server.
 type limiter struct {
 	mu        sync.Mutex
 	cfg       Config // validated; its enforcement fields are the keys' defaults
