@@ -29,6 +29,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicehq/sluice/messages"
+	"github.com/sluicehq/sluice/services/streams"
 )
 
 // Claim is what a claim records: who is sending the attempt, and when it
@@ -90,19 +91,14 @@ func (s *Store) Claim(ctx context.Context, team, callID string, attempt, admissi
 	// The subject names the attempt, so it is the claim's Nats-Msg-Id too
 	// (call ids are unique within a team only).
 	msg.Header.Set(messages.HeaderMsgID, subject)
-	msg.Header.Set(messages.HeaderExpectedLastSubjectSeq, "0")
-	ack, err := s.js.PublishMsg(ctx, msg)
-	if wrongLastSequence(err) {
-		return fmt.Errorf("%w: %s", ErrClaimed, subject)
-	}
+	stored, err := streams.PublishFirst(ctx, s.js, msg)
 	if err != nil {
 		return fmt.Errorf("attempts: claim %s: %w", subject, err)
 	}
-	if ack.Duplicate {
-		// The same claim, within the duplicate window: whoever sent the
-		// first one owns the attempt. (A caller whose own claim was stored
-		// but whose acknowledgement was lost gets this too; it told its
-		// caller the claim failed, so the attempt was not sent by it.)
+	if !stored {
+		// Claimed before, by anyone. (A caller whose own claim was stored
+		// but not acknowledged gets this too; it was told that claim
+		// failed, so it did not send the attempt.)
 		return fmt.Errorf("%w: %s", ErrClaimed, subject)
 	}
 	return nil
@@ -149,17 +145,4 @@ func (s *Store) subject(team, callID string, attempt, admission int) (string, er
 		return "", fmt.Errorf("%w: admission %d; admissions count from 0", ErrInvalid, admission)
 	}
 	return messages.AttemptSubject(team, callID, attempt, admission), nil
-}
-
-// wrongLastSequence reports whether err is JetStream's refusal of a
-// publish whose Nats-Expected-Last-Subject-Sequence did not hold: error
-// code 10071, or 10164, which replicated streams answer instead when
-// another message for the subject is in flight.
-func wrongLastSequence(err error) bool {
-	var apiErr *jetstream.APIError
-	if !errors.As(err, &apiErr) {
-		return false
-	}
-	return apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicehq/sluice/messages"
+	"github.com/sluicehq/sluice/services/streams"
 	"github.com/sluicehq/sluice/services/telemetry"
 )
 
@@ -87,15 +88,11 @@ func (p *Publisher) Answer(ctx context.Context, r *messages.Result) (stored bool
 	}
 	msg := &nats.Msg{Subject: messages.AnswerSubject(r.Team, r.ID), Data: data, Header: nats.Header{}}
 	msg.Header.Set(messages.HeaderMsgID, r.ID)
-	msg.Header.Set(messages.HeaderExpectedLastSubjectSeq, "0")
-	ack, err := p.js.PublishMsg(ctx, msg)
-	if answeredAlready(err) {
-		return false, nil
-	}
+	stored, err = streams.PublishFirst(ctx, p.js, msg)
 	if err != nil {
 		return false, fmt.Errorf("results: publish %s: %w", r.ID, err)
 	}
-	if ack.Duplicate {
+	if !stored {
 		return false, nil
 	}
 	p.metrics.Calls.WithLabelValues(r.Team, string(r.Tier), r.Outcome()).Inc()
@@ -105,18 +102,6 @@ func (p *Publisher) Answer(ctx context.Context, r *messages.Result) (stored bool
 	return true, nil
 }
 
-// answeredAlready reports whether err is the server's refusal of a result
-// for a call whose result subject is not empty: JetStream's wrong last
-// sequence, error code 10071, or 10164, which a replicated stream answers
-// instead while another result for the call is in flight.
-func answeredAlready(err error) bool {
-	var apiErr *jetstream.APIError
-	if !errors.As(err, &apiErr) {
-		return false
-	}
-	return apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
-}
 
 // DeadLetter stores a message that could not be answered, with the reason,
 // on sluice.dlq.<reason>.
