@@ -102,7 +102,6 @@ func (p *Publisher) Answer(ctx context.Context, r *messages.Result) (stored bool
 	return true, nil
 }
 
-
 // DeadLetter stores a message that could not be answered, with the reason,
 // on sluice.dlq.<reason>.
 func (p *Publisher) DeadLetter(ctx context.Context, reason string, subject string, data []byte, why string) error {
