@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"syscall"
 	"testing"
@@ -19,8 +20,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicehq/sluice/messages"
+	"github.com/sluicehq/sluice/services/attempts"
 	"github.com/sluicehq/sluice/services/client"
 	"github.com/sluicehq/sluice/services/results"
+	"github.com/sluicehq/sluice/services/streams"
 )
 
 // runSluice runs a sluice command to its end as user on servers, and
@@ -163,8 +166,8 @@ func TestClusterDeployment(t *testing.T) {
 		if err := names.Err(); err != nil {
 			t.Fatal(err)
 		}
-		if n != 9 {
-			t.Errorf("%d sluice streams and buckets, want 9", n)
+		if want := reflect.TypeFor[streams.Resources]().NumField(); n != want {
+			t.Errorf("%d sluice streams and buckets, want %d", n, want)
 		}
 	})
 
@@ -220,10 +223,19 @@ func TestClusterDeployment(t *testing.T) {
 					"sluice.cancel." + other + ".some-call",
 					"$JS.API.DIRECT.GET.SLUICE_RESULTS.sluice.result." + other + ".some-call",
 					"$JS.hub.API.DIRECT.GET.SLUICE_RESULTS.sluice.result." + other + ".some-call",
-					// Around admission: retries, work, forged results.
+					// Around admission: retries, work, forged results
+					// (on the subject results reach subscribers on, and
+					// as the answers services publish), attempt claims.
 					"sluice.retry." + team + ".standard",
 					"sluice.exec.us-east",
 					"sluice.result." + team + ".forged",
+					"sluice.answer." + team + ".forged",
+					"sluice.answer." + other + ".forged",
+					"sluice.attempt." + team + ".some-call.1.0",
+					"sluice.attempt." + other + ".some-call.1.0",
+					"$JS.API.DIRECT.GET.SLUICE_ATTEMPTS.sluice.attempt." + team + ".some-call.1.0",
+					"$JS.hub.API.DIRECT.GET.SLUICE_ATTEMPTS.sluice.attempt." + team + ".some-call.1.0",
+					"$JS.API.STREAM.INFO.SLUICE_ATTEMPTS",
 					// Any other JetStream or KV request.
 					"$JS.API.DIRECT.GET.SLUICE_RESULTS",
 					"$JS.API.STREAM.INFO.SLUICE_RESULTS",
@@ -239,6 +251,8 @@ func TestClusterDeployment(t *testing.T) {
 				for _, subj := range []string{
 					"sluice.result." + other + ".>",
 					"sluice.result.*.*",
+					"sluice.answer." + team + ".>",
+					"sluice.attempt.>",
 					"sluice.stream." + other + ".>",
 					"sluice.call.>",
 					"sluice.exec.>",
@@ -288,26 +302,78 @@ func TestClusterDeployment(t *testing.T) {
 				"$JS.hub.API.STREAM.UPDATE.SLUICE_RESULTS",
 				"$JS.hub.API.STREAM.UPDATE.KV_SLUICE_CONFIG",
 				"$JS.hub.API.STREAM.CREATE.SLUICE_RESULTS",
-				// Nor may it call as a team.
+				"$JS.hub.API.STREAM.UPDATE.SLUICE_ATTEMPTS",
+				"$JS.hub.API.STREAM.PURGE.SLUICE_ATTEMPTS",
+				"$JS.hub.API.STREAM.MSG.DELETE.SLUICE_ATTEMPTS",
+				// Nor may it call as a team, or publish results other
+				// than as answers the stream stores.
 				"sluice.call.search.critical",
+				"sluice.result.search.forged",
 			} {
 				cc.expectRefused(t, "pub", subj)
 			}
-			for _, subj := range []string{"sluice.exec.>", "sluice.exec." + other, "sluice.call.>", "sluice.result.>", "_INBOX_exec-" + other + ".>"} {
+			for _, subj := range []string{"sluice.exec.>", "sluice.exec." + other, "sluice.call.>", "sluice.result.>", "sluice.answer.>", "sluice.attempt.>", "_INBOX_exec-" + other + ".>"} {
 				cc.expectRefused(t, "sub", subj)
+			}
+			// What it needs to claim attempts, through its leaf node:
+			// publish a claim, have a second refused, look it up.
+			js := cc.jetStream(t, "hub")
+			res, err := streams.Open(ctx, js)
+			if err != nil {
+				t.Fatal(err)
+			}
+			claims := attempts.New(js, res.Attempts)
+			call := "permission-check-" + region
+			// A refused publish is never acknowledged: do not wait long.
+			claimCtx, cancelClaim := context.WithTimeout(ctx, 10*time.Second)
+			defer cancelClaim()
+			if err := claims.Claim(claimCtx, "search", call, 1, 0, attempts.Claim{Deployment: region + "-1", Region: region, At: time.Now()}); err != nil {
+				t.Fatalf("exec-%s: claim: %v", region, err)
+			}
+			if err := claims.Claim(claimCtx, "search", call, 1, 0, attempts.Claim{Deployment: region + "-1", Region: region, At: time.Now()}); !errors.Is(err, attempts.ErrClaimed) {
+				t.Fatalf("exec-%s: a second claim: %v, want ErrClaimed", region, err)
+			}
+			var got attempts.Claim
+			waitUntil(t, "exec-"+region+"'s claim looked up", 10*time.Second, func() bool {
+				got, err = claims.Lookup(ctx, "search", call, 1, 0)
+				return err == nil
+			})
+			if got.Region != region {
+				t.Fatalf("exec-%s: Lookup: %+v", region, got)
 			}
 		}
 
 		d := c.connect("dispatcher", c.hubURLs())
-		for _, subj := range []string{"sluice.call.search.critical", "$JS.API.STREAM.DELETE.SLUICE_CALLS", "$JS.API.CONSUMER.CREATE.SLUICE_EXEC.spy"} {
+		for _, subj := range []string{
+			"sluice.call.search.critical", "$JS.API.STREAM.DELETE.SLUICE_CALLS", "$JS.API.CONSUMER.CREATE.SLUICE_EXEC.spy",
+			"sluice.result.search.forged", "sluice.attempt.search.some-call.1.0", "$JS.API.STREAM.PURGE.SLUICE_ATTEMPTS",
+		} {
 			d.expectRefused(t, "pub", subj)
 		}
-		for _, subj := range []string{"sluice.result.>", "sluice.call.>", "sluice.exec.>", "_INBOX_search.>"} {
+		for _, subj := range []string{"sluice.result.>", "sluice.call.>", "sluice.exec.>", "sluice.attempt.>", "_INBOX_search.>"} {
 			d.expectRefused(t, "sub", subj)
+		}
+		// It looks executors' claims up (a direct get on SLUICE_ATTEMPTS).
+		djs := d.jetStream(t, "")
+		dres, err := streams.Open(ctx, djs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var lookupErr error
+		waitUntil(t, "the dispatcher looks exec-us-east's claim up", 10*time.Second, func() bool {
+			_, lookupErr = attempts.New(djs, dres.Attempts).Lookup(ctx, "search", "permission-check-us-east", 1, 0)
+			return lookupErr == nil
+		})
+		if _, err := attempts.New(djs, dres.Attempts).Lookup(ctx, "search", "never-claimed", 1, 0); !errors.Is(err, attempts.ErrNotClaimed) {
+			t.Errorf("dispatcher: Lookup of an attempt never claimed: %v, want ErrNotClaimed", err)
 		}
 
 		g := c.connect("gateway", c.hubURLs())
-		for _, subj := range []string{"sluice.exec.us-east", "sluice.result.search.forged", "$KV.SLUICE_CONFIG.config", "$JS.API.STREAM.DELETE.SLUICE_RESULTS", "$JS.API.DIRECT.GET.KV_SLUICE_LIMITER.$KV.SLUICE_LIMITER.x"} {
+		for _, subj := range []string{
+			"sluice.exec.us-east", "sluice.result.search.forged", "sluice.answer.search.forged", "sluice.attempt.search.some-call.1.0",
+			"$KV.SLUICE_CONFIG.config", "$JS.API.STREAM.DELETE.SLUICE_RESULTS", "$JS.API.DIRECT.GET.KV_SLUICE_LIMITER.$KV.SLUICE_LIMITER.x",
+			"$JS.API.DIRECT.GET.SLUICE_ATTEMPTS.sluice.attempt.search.some-call.1.0",
+		} {
 			g.expectRefused(t, "pub", subj)
 		}
 		for _, subj := range []string{"sluice.exec.>", "sluice.call.>", "_INBOX_search.>"} {
