@@ -42,7 +42,7 @@ type Recorder interface {
 	Result(*messages.Result)
 }
 
-// RecordTo makes p record every result it publishes to rec.
+// RecordTo makes p record every result it stores to rec.
 func (p *Publisher) RecordTo(rec Recorder) { p.usage = rec }
 
 // NewPublisher returns a Publisher. now may be nil for time.Now.
