@@ -86,8 +86,30 @@ type Deployment struct {
 	// Weight scales this deployment's share when deployments have equal
 	// headroom. Default 1.
 	Weight float64 `yaml:"weight"`
+	// Windows are the sliding windows over which the provider counts this
+	// deployment's requests and tokens: in a window of span w it allows
+	// ceil(rpm*w/1m) requests and floor(tpm*w/1m) tokens, and sluice paces
+	// what it sends to stay inside every one (see admission.jitter).
+	// Default [1s, 1m]: per-minute limits that the provider also enforces
+	// over each second, as OpenAI does. [1m] is a provider that counts
+	// only the minute, which lets sluice send bursts; [100ms, 1m] one
+	// with a shorter window; [] one that enforces only a token bucket of
+	// the rate, which sluice then fills to admission.burst.
+	Windows *[]time.Duration `yaml:"windows,omitempty"`
 
 	pool string
+}
+
+// DefaultWindows are the windows a deployment that names none is paced
+// for: one second and one minute.
+var DefaultWindows = []time.Duration{time.Second, time.Minute}
+
+// EnforcedWindows returns the windows the deployment is paced for.
+func (d *Deployment) EnforcedWindows() []time.Duration {
+	if d.Windows == nil {
+		return DefaultWindows
+	}
+	return *d.Windows
 }
 
 // Calls bounds calls.
@@ -102,14 +124,24 @@ type Calls struct {
 
 // Admission tunes the shared limiter.
 type Admission struct {
-	// Burst is each bucket's capacity, as time at the sustained rate: with
-	// 600 RPM and 500ms, at most 5 requests go out at once. Providers
-	// enforce limits over short windows (OpenAI about one second), so keep
-	// it below theirs. Default 500ms.
+	// Burst is the capacity of a bucket as time at its sustained rate:
+	// of the team and tier shares (caps, guarantees, minimum shares, the
+	// critical reserve, the batch gate), and of deployments whose windows
+	// are [] (a token bucket provider). Deployments with windows get the
+	// burst their windows leave room for. Default 500ms.
 	Burst time.Duration `yaml:"burst"`
-	// LeaseTTL is how long a dispatcher may hold capacity it took from the
-	// shared state before spending it. Default 100ms.
+	// LeaseTTL is how far ahead of its send time a call may be admitted,
+	// so how long admitted work may wait at an executor before it is sent,
+	// and how long a dispatcher may hold capacity it took from a shared
+	// bucket before spending it. Default 100ms.
 	LeaseTTL time.Duration `yaml:"lease_ttl"`
+	// Jitter is how late after its scheduled send time a request may
+	// reach the provider. Executors do not send work more than half of it
+	// late (it goes back through admission instead), which leaves the
+	// other half for the path to the provider, and every deployment's
+	// pace leaves this much room in each of its windows: a 1s window
+	// loses about Jitter/1s of its rate. Default 10ms.
+	Jitter time.Duration `yaml:"jitter"`
 	// InFlightLease is how long a call holds its deployment's in-flight
 	// slot (max_in_flight) when its attempt never reports back, as when its
 	// executor is killed mid-call. It should cover the wait in the

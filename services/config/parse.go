@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/sluicehq/sluice/messages"
+	"github.com/sluicehq/sluice/services/limiter"
 )
 
 // Providers lists the provider dialects deployments may use.
@@ -110,6 +112,10 @@ func (c *Config) Validate() error {
 	}
 	v.positiveDuration("admission.burst", c.Admission.Burst)
 	v.positiveDuration("admission.lease_ttl", c.Admission.LeaseTTL)
+	v.positiveDuration("admission.jitter", c.Admission.Jitter)
+	if c.Admission.Jitter > c.Admission.LeaseTTL {
+		v.add("admission.jitter", "must not exceed admission.lease_ttl")
+	}
 	v.positiveDuration("admission.in_flight_lease", c.Admission.InFlightLease)
 	v.positive("retry.max_attempts", int64(c.Retry.MaxAttempts))
 	v.positiveDuration("retry.base_delay", c.Retry.BaseDelay)
@@ -214,6 +220,43 @@ func (c *Config) validatePool(v *validator, name string) {
 		if d.APIVersion == "" {
 			d.APIVersion = defaultAPIVersion[d.Provider]
 		}
+		c.validateWindows(v, df, d)
+	}
+}
+
+// maxWindows bounds a deployment's windows; maxWindow bounds each.
+const (
+	maxWindows = 4
+	maxWindow  = time.Hour
+)
+
+// validateWindows checks a deployment's windows, and that its limits can
+// be paced inside them.
+func (c *Config) validateWindows(v *validator, df string, d *Deployment) {
+	if d.Windows == nil {
+		w := slices.Clone(DefaultWindows)
+		d.Windows = &w
+	}
+	ws := *d.Windows
+	if len(ws) > maxWindows {
+		v.add(df+".windows", "at most %d windows", maxWindows)
+		return
+	}
+	for k, w := range ws {
+		if w < time.Millisecond || w > maxWindow {
+			v.add(fmt.Sprintf("%s.windows[%d]", df, k), "must be between 1ms and %v", maxWindow)
+			return
+		}
+		if slices.Contains(ws[:k], w) {
+			v.add(fmt.Sprintf("%s.windows[%d]", df, k), "%v is listed twice", w)
+			return
+		}
+	}
+	if d.RPM <= 0 || d.TPM <= 0 {
+		return // reported already
+	}
+	if _, err := limiter.Fit(limiter.Enforcement{RPM: float64(d.RPM), TPM: float64(d.TPM), Windows: ws, Jitter: c.Admission.Jitter, Burst: c.Admission.Burst}); err != nil {
+		v.add(df+".windows", "rpm %d and tpm %d cannot be paced inside %v with admission.jitter %v: %v", d.RPM, d.TPM, ws, c.Admission.Jitter, err)
 	}
 }
 
@@ -224,6 +267,7 @@ func (c *Config) applyDefaults() {
 	setDefault(&c.Calls.MaxTimeout, 24*time.Hour)
 	setDefault(&c.Admission.Burst, 500*time.Millisecond)
 	setDefault(&c.Admission.LeaseTTL, 100*time.Millisecond)
+	setDefault(&c.Admission.Jitter, 10*time.Millisecond)
 	setDefault(&c.Retry.MaxAttempts, 5)
 	setDefault(&c.Retry.BaseDelay, 250*time.Millisecond)
 	setDefault(&c.Retry.MaxDelay, 30*time.Second)
