@@ -22,6 +22,16 @@ type DeploymentHealth struct {
 	LearnedRPM int64     `json:"learned_rpm,omitempty"`
 	LearnedTPM int64     `json:"learned_tpm,omitempty"`
 	LearnedAt  time.Time `json:"learned_at,omitzero"`
+	// StrictRPM and StrictTPM are the limits in force when the provider
+	// last refused (429) or said nothing remained while sluice kept within
+	// them, at StrictRPMAt and StrictTPMAt (0: never): it allows less (it
+	// enforces a shorter window, or someone else uses the key). From then
+	// the limits in force are lower (see health.Effective) and climb back
+	// slowly.
+	StrictRPM   float64   `json:"strict_rpm,omitempty"`
+	StrictRPMAt time.Time `json:"strict_rpm_at,omitzero"`
+	StrictTPM   float64   `json:"strict_tpm,omitempty"`
+	StrictTPMAt time.Time `json:"strict_tpm_at,omitzero"`
 	// Disabled takes the deployment out of rotation (insufficient_quota)
 	// until DisabledUntil, or until an operator re-enables it when
 	// DisabledUntil is zero.

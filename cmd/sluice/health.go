@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -118,10 +119,31 @@ func printHealth(w io.Writer, rows []deploymentHealth) {
 		case "cooling":
 			detail = fmt.Sprintf("%s; for %s more", r.Learned.CooldownReason, r.Learned.CooldownUntil.Sub(now).Round(time.Millisecond))
 		case "limited":
-			detail = "the provider reported less than configured " + now.Sub(r.Learned.LearnedAt).Round(time.Second).String() + " ago"
+			detail = limitedDetail(r.Learned, now)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.0f (%d)\t%.0f (%d)\t%s\n", r.Deployment, r.Pool, r.Region, r.State,
 			r.EffectiveRPM, r.ConfiguredRPM, r.EffectiveTPM, r.ConfiguredTPM, detail)
 	}
 	_ = tw.Flush()
+}
+
+// limitedDetail says why a deployment's limits in force are below the
+// configured ones: the provider reported lower limits, or refused calls
+// sent within the limits in force (it allows less than they say).
+func limitedDetail(h messages.DeploymentHealth, now time.Time) string {
+	var parts []string
+	if !h.LearnedAt.IsZero() && (h.LearnedRPM > 0 || h.LearnedTPM > 0) {
+		parts = append(parts, "the provider reported less than configured "+now.Sub(h.LearnedAt).Round(time.Second).String()+" ago")
+	}
+	for _, d := range []struct {
+		what    string
+		ceiling float64
+		at      time.Time
+	}{{"rpm", h.StrictRPM, h.StrictRPMAt}, {"tpm", h.StrictTPM, h.StrictTPMAt}} {
+		if !d.at.IsZero() && d.ceiling > 0 {
+			parts = append(parts, fmt.Sprintf("the provider refused at %.0f %s, within the limits in force, %s ago: lowered, climbing back",
+				d.ceiling, d.what, now.Sub(d.at).Round(time.Second)))
+		}
+	}
+	return strings.Join(parts, "; ")
 }

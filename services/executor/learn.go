@@ -2,6 +2,7 @@ package executor
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"github.com/sluicehq/sluice/messages"
@@ -43,8 +44,13 @@ func observe(now time.Time, resp *providers.Response) health.Observation {
 	l := resp.Limits
 	o := health.Observation{Now: now}
 	o.LimitRequests, o.LimitTokens = l.PerMinute()
+	// sluice sends inside the limits in force, so a refusal means the
+	// provider allows less than they say: the limits drop (see
+	// health.Effective), and the cooldown is short whatever the provider
+	// says to wait (health.StrictCooldown).
 	switch {
 	case resp.Class == providers.RateLimited:
+		o.Refused, o.RefusedKind = true, kindOf(resp.ErrorType)
 		o.CooldownFor, o.CooldownReason = l.Wait(resp.ErrorType), "429"
 		if resp.ErrorType != "" {
 			o.CooldownReason += " (" + resp.ErrorType + ")"
@@ -54,12 +60,27 @@ func observe(now time.Time, resp *providers.Response) health.Observation {
 		}
 	case l.RemainingRequests == 0:
 		// Azure says what remains but not when it resets.
+		o.Refused, o.RefusedKind = true, "requests"
 		o.CooldownFor, o.CooldownReason = orDefault(l.ResetRequests), "remaining requests 0"
 	case l.RemainingTokens == 0:
+		o.Refused, o.RefusedKind = true, "tokens"
 		o.CooldownFor, o.CooldownReason = orDefault(l.ResetTokens), "remaining tokens 0"
 	}
 	o.QuotaExhausted = resp.Class == providers.QuotaExhausted
 	return o
+}
+
+// kindOf is the dimension a 429's error type names: "requests" or
+// "tokens" (OpenAI's types, also in Anthropic's and Azure's messages), or
+// "" when it names neither.
+func kindOf(errorType string) string {
+	switch t := strings.ToLower(errorType); {
+	case strings.Contains(t, "token"):
+		return "tokens"
+	case strings.Contains(t, "request"):
+		return "requests"
+	}
+	return ""
 }
 
 func deploymentsWithKey(shared *config.Config, key string) []*config.Deployment {

@@ -17,6 +17,22 @@ const (
 	// learnedSlack: a reported limit within this fraction of what is
 	// already in force is not worth a write.
 	learnedSlack = 0.02
+
+	// A provider stricter than the limits in force: they drop at once to
+	// strictDrop of what they were, climb back over strictClimb to
+	// strictHold of it, just below where the provider refused, and only
+	// then, over Settings.Recovery, back to the configured limits, probing
+	// for more. A refusal within strictReaction of the last lesson teaches
+	// nothing new: it was sent before that lesson took effect.
+	strictDrop     = 0.90
+	strictHold     = 0.97
+	strictClimb    = 10 * time.Second
+	strictReaction = time.Second
+	// StrictCooldown bounds the cooldown of a refusal while sluice kept
+	// within the limits in force: the limits drop instead, and the
+	// provider's window has room again as soon as what sluice sent before
+	// leaves it, whatever its retry-after says.
+	StrictCooldown = time.Second
 )
 
 // Observation is what one provider answer taught about a deployment.
@@ -31,6 +47,12 @@ type Observation struct {
 	LimitRequests, LimitTokens int64
 	// QuotaExhausted is set for insufficient_quota.
 	QuotaExhausted bool
+	// Refused is set for a rate-limit 429, or a remaining of 0: the
+	// provider allows no more now, though sluice kept within the limits
+	// in force, so it allows less than they say. RefusedKind is
+	// "requests" or "tokens" when the provider said which, else "".
+	Refused     bool
+	RefusedKind string
 }
 
 // Settings are the configured values learning is measured against.
@@ -49,14 +71,31 @@ type Settings struct {
 func (o Observation) Change(s Settings) func(*messages.DeploymentHealth) bool {
 	return func(h *messages.DeploymentHealth) bool {
 		changed := false
-		if o.CooldownFor > 0 {
-			until := o.Now.Add(min(o.CooldownFor, MaxCooldown))
+		cooldown := min(o.CooldownFor, MaxCooldown)
+		if o.Refused {
+			cooldown = min(cooldown, StrictCooldown)
+		}
+		if cooldown > 0 {
+			until := o.Now.Add(cooldown)
 			if until.After(h.CooldownUntil.Add(cooldownSlack)) {
 				h.CooldownUntil, h.CooldownReason = until, o.CooldownReason
 				changed = true
 			}
 		}
 		rpm, tpm := Effective(s.ConfiguredRPM, s.ConfiguredTPM, *h, o.Now, s.Recovery)
+		if o.Refused {
+			// What was in force when the provider refused is the new
+			// ceiling, in the dimension it refused (both when it did not
+			// say), unless that dimension learned it a moment ago.
+			fresh := func(at time.Time) bool { return at.IsZero() || o.Now.Sub(at) >= strictReaction }
+			if o.RefusedKind != "tokens" && fresh(h.StrictRPMAt) {
+				h.StrictRPM, h.StrictRPMAt, changed = rpm, o.Now, true
+			}
+			if o.RefusedKind != "requests" && fresh(h.StrictTPMAt) {
+				h.StrictTPM, h.StrictTPMAt, changed = tpm, o.Now, true
+			}
+			rpm, tpm = Effective(s.ConfiguredRPM, s.ConfiguredTPM, *h, o.Now, s.Recovery)
+		}
 		learnRPM := lower(o.LimitRequests, s.ConfiguredRPM, rpm)
 		learnTPM := lower(o.LimitTokens, s.ConfiguredTPM, tpm)
 		if learnRPM > 0 || learnTPM > 0 {
@@ -99,14 +138,45 @@ func lower(reported, configured int64, inForce float64) int64 {
 }
 
 // Effective is the limit pair to admit against at now: the configured
-// limits, or lower ones a provider reported, climbing back linearly to the
-// configured ones over recovery after they were last reported.
+// limits, or lower ones the provider taught. A limit it reported climbs
+// back linearly to the configured one over recovery after it was last
+// reported. A refusal while sluice kept within the limits in force (see
+// messages.DeploymentHealth.StrictRPM) drops them to 90% at once; they
+// climb back over 10 s to 97% of where the provider refused, and only
+// then, over recovery, to the configured ones: refusals stop, most of the
+// real capacity stays in use, and sluice finds out slowly whether the
+// provider allows more again.
 func Effective(configuredRPM, configuredTPM int64, h messages.DeploymentHealth, now time.Time, recovery time.Duration) (rpm, tpm float64) {
 	f := 1.0
 	if recovery > 0 && !h.LearnedAt.IsZero() {
 		f = min(1, max(0, float64(now.Sub(h.LearnedAt))/float64(recovery)))
 	}
-	return recovered(configuredRPM, h.LearnedRPM, f), recovered(configuredTPM, h.LearnedTPM, f)
+	rpm, tpm = recovered(configuredRPM, h.LearnedRPM, f), recovered(configuredTPM, h.LearnedTPM, f)
+	if !h.StrictRPMAt.IsZero() {
+		rpm = min(rpm, strictLimit(float64(configuredRPM), h.StrictRPM, now.Sub(h.StrictRPMAt), recovery))
+	}
+	if !h.StrictTPMAt.IsZero() {
+		tpm = min(tpm, strictLimit(float64(configuredTPM), h.StrictTPM, now.Sub(h.StrictTPMAt), recovery))
+	}
+	return rpm, tpm
+}
+
+// strictLimit is the limit in force since after a refusal at ceiling
+// (none when ceiling is 0).
+func strictLimit(configured, ceiling float64, since, recovery time.Duration) float64 {
+	if ceiling <= 0 {
+		return configured
+	}
+	ceiling = min(ceiling, configured)
+	low, hold := strictDrop*ceiling, strictHold*ceiling
+	if since < strictClimb {
+		return low + (hold-low)*max(0, float64(since))/float64(strictClimb)
+	}
+	f := 1.0
+	if recovery > 0 {
+		f = min(1, float64(since-strictClimb)/float64(recovery))
+	}
+	return hold + (configured-hold)*f
 }
 
 func recovered(configured, learned int64, f float64) float64 {

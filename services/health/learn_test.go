@@ -1,6 +1,7 @@
 package health
 
 import (
+	"math"
 	"testing"
 	"time"
 
@@ -77,5 +78,61 @@ func TestObservationChanges(t *testing.T) {
 	(Observation{Now: now, QuotaExhausted: true}).Change(s)(&q2)
 	if !q2.DisabledNow(now.Add(59*time.Minute)) || q2.DisabledNow(now.Add(61*time.Minute)) {
 		t.Fatalf("quota_disable bounds the time out of rotation: %+v", q2)
+	}
+}
+
+// A refusal while sluice kept within the limits in force lowers them at
+// once, lets them climb back quickly to just below where the provider
+// refused, and only slowly beyond; its cooldown is short whatever the
+// provider says to wait.
+func TestRefusalLowersTheLimitsInForce(t *testing.T) {
+	now := time.Unix(1000, 0)
+	s := Settings{ConfiguredRPM: 600, ConfiguredTPM: 100000, Recovery: 5 * time.Minute}
+	var h messages.DeploymentHealth
+	refusal := Observation{Now: now, Refused: true, RefusedKind: "requests", CooldownFor: time.Minute, CooldownReason: "429"}
+	if !refusal.Change(s)(&h) {
+		t.Fatal("a refusal teaches")
+	}
+	if !h.CooldownUntil.Equal(now.Add(StrictCooldown)) {
+		t.Fatalf("cooldown until %v, want %v: a retry-after of a minute must not cool for a minute", h.CooldownUntil, now.Add(StrictCooldown))
+	}
+	for _, c := range []struct {
+		after time.Duration
+		rpm   float64
+	}{
+		{0, 540},                                // 90% at once
+		{5 * time.Second, 561},                  // halfway to 97%
+		{10 * time.Second, 582},                 // 97% of where it refused
+		{10*time.Second + 150*time.Second, 591}, // then slowly to the configured
+		{time.Hour, 600},
+	} {
+		rpm, tpm := Effective(600, 100000, h, now.Add(c.after), s.Recovery)
+		if math.Abs(rpm-c.rpm) > 1e-6 || tpm != 100000 {
+			t.Errorf("%v after: %v rpm and %v tpm, want %v and the configured tokens (the provider refused requests)", c.after, rpm, tpm, c.rpm)
+		}
+	}
+	// Refusals right after a lesson were sent before it took effect.
+	again := refusal
+	again.Now = now.Add(500 * time.Millisecond)
+	before := h
+	again.Change(s)(&h)
+	if h.StrictRPM != before.StrictRPM || !h.StrictRPMAt.Equal(before.StrictRPMAt) {
+		t.Fatalf("a refusal 500ms after the lesson lowered again: %+v", h)
+	}
+	// One later is a new lesson, from what is in force then.
+	again.Now = now.Add(2 * time.Second)
+	inForce, _ := Effective(600, 100000, h, again.Now, s.Recovery)
+	again.Change(s)(&h)
+	if math.Abs(h.StrictRPM-inForce) > 1e-9 {
+		t.Fatalf("ceiling %v, want what was in force (%v)", h.StrictRPM, inForce)
+	}
+	if rpm, _ := Effective(600, 100000, h, again.Now, s.Recovery); math.Abs(rpm-0.9*inForce) > 1e-9 {
+		t.Fatalf("after a second lesson %v rpm, want %v", rpm, 0.9*inForce)
+	}
+	// A refusal that names no dimension lowers both.
+	var both messages.DeploymentHealth
+	(Observation{Now: now, Refused: true}).Change(s)(&both)
+	if rpm, tpm := Effective(600, 100000, both, now, s.Recovery); rpm != 540 || tpm != 90000 {
+		t.Fatalf("an unnamed refusal: %v rpm, %v tpm; want both at 90%%", rpm, tpm)
 	}
 }
