@@ -74,10 +74,10 @@ func (k *KVScheduler) Conflicts() uint64 { return k.st.Conflicts() }
 //
 // Errors: [ErrInsufficient], [ErrInvalidLimit], [ErrInvalidAmount],
 // [ErrContention], [ErrBadState], ctx.Err(), and the KV's errors.
-func (k *KVScheduler) Lease(ctx context.Context, key string, limit Limit, first, total Amount, horizon time.Duration) (Stretch, error) {
+func (k *KVScheduler) Lease(ctx context.Context, key string, limit Limit, first, total Amount, lead, horizon time.Duration) (Stretch, error) {
 	var st Stretch
 	err := k.modify(ctx, key, func(s Schedule, now time.Time) (Schedule, bool, error) {
-		ns, got, err := s.Lease(limit, now, first, total, horizon)
+		ns, got, err := s.Lease(limit, now, first, total, lead, horizon)
 		st = got
 		return ns, true, err
 	})

@@ -45,13 +45,13 @@ func TestKVSchedulerOps(t *testing.T) {
 	defer s.Stop()
 	lim := limiter.Limit{RPM: 60, BurstRequests: 1}
 	one := limiter.Amount{Requests: 1}
-	if _, err := s.Lease(context.Background(), "dep", lim, one, one, 0); err != nil {
+	if _, err := s.Lease(context.Background(), "dep", lim, one, one, 0, 0); err != nil {
 		t.Fatal(err)
 	}
 	if got := s.Ops(); got != 1 {
 		t.Fatalf("a lease cost %d KV operations, want 1", got)
 	}
-	if _, err := s.Lease(context.Background(), "dep", lim, one, one, 0); !errors.Is(err, limiter.ErrInsufficient) {
+	if _, err := s.Lease(context.Background(), "dep", lim, one, one, 0, 0); !errors.Is(err, limiter.ErrInsufficient) {
 		t.Fatalf("second lease within a second: %v", err)
 	}
 	if got := s.Ops(); got != 1 {
@@ -70,7 +70,7 @@ func TestKVSchedulerBadState(t *testing.T) {
 	s := limiter.NewKVScheduler(openBucket(t, srv, "schedules"), limiter.KVOptions{})
 	lim := limiter.Limit{RPM: 60, BurstRequests: 1}
 	one := limiter.Amount{Requests: 1}
-	if _, err := s.Lease(context.Background(), "dep", lim, one, one, 0); !errors.Is(err, limiter.ErrBadState) {
+	if _, err := s.Lease(context.Background(), "dep", lim, one, one, 0, 0); !errors.Is(err, limiter.ErrBadState) {
 		t.Fatalf("Lease on a bad state: %v, want ErrBadState", err)
 	}
 }

@@ -83,13 +83,13 @@ func (m *Memory) Available(ctx context.Context, key string, limit Limit) (Amount
 //
 // Errors: [ErrInsufficient], [ErrInvalidLimit], [ErrInvalidAmount], and
 // ctx.Err().
-func (m *Memory) Lease(ctx context.Context, key string, limit Limit, first, total Amount, horizon time.Duration) (Stretch, error) {
+func (m *Memory) Lease(ctx context.Context, key string, limit Limit, first, total Amount, lead, horizon time.Duration) (Stretch, error) {
 	if err := ctx.Err(); err != nil {
 		return Stretch{}, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	s, st, err := m.schedules[key].Lease(limit, m.clock.now(), first, total, horizon)
+	s, st, err := m.schedules[key].Lease(limit, m.clock.now(), first, total, lead, horizon)
 	if err != nil {
 		return Stretch{}, err
 	}

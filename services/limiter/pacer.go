@@ -93,9 +93,10 @@ func NewPacer(shared Scheduler, opts PacerOptions) *Pacer {
 func (p *Pacer) Horizon() time.Duration { return p.horizon }
 
 // Admit places a call needing need on key's schedule and returns the time
-// it may be sent: no earlier than now, no later than now + the horizon.
-// ahead is how many more calls like this one the caller expects to place
-// on key soon; a lease covers them too, up to MaxShare of a horizon.
+// it may be sent: no earlier than now + lead (its work's way to the
+// executor, at most the horizon), no later than now + the horizon. ahead
+// is how many more calls like this one the caller expects to place on key
+// soon; a lease covers them too, up to MaxShare of a horizon.
 //
 // When the schedule cannot take the call within the horizon, nothing is
 // placed and the error is an *[InsufficientError] (matching
@@ -103,7 +104,7 @@ func (p *Pacer) Horizon() time.Duration { return p.horizon }
 //
 // Errors: [ErrInsufficient], [ErrInvalidLimit], [ErrInvalidAmount],
 // ctx.Err(), and the shared Scheduler's errors.
-func (p *Pacer) Admit(ctx context.Context, key string, limit Limit, need Amount, ahead int) (time.Time, error) {
+func (p *Pacer) Admit(ctx context.Context, key string, limit Limit, need Amount, ahead int, lead time.Duration) (time.Time, error) {
 	if err := limit.Validate(); err != nil {
 		return time.Time{}, err
 	}
@@ -113,8 +114,9 @@ func (p *Pacer) Admit(ctx context.Context, key string, limit Limit, need Amount,
 	if err := ctx.Err(); err != nil {
 		return time.Time{}, err
 	}
+	lead = min(max(lead, 0), p.horizon)
 	ps := p.paced(key)
-	if at, ok := p.placeLocal(ps, limit, need); ok {
+	if at, ok := p.placeLocal(ps, limit, need, lead); ok {
 		return at, nil
 	}
 
@@ -123,22 +125,23 @@ func (p *Pacer) Admit(ctx context.Context, key string, limit Limit, need Amount,
 	}
 	defer ps.turn.Unlock()
 	// Another caller may have leased meanwhile.
-	if at, ok := p.placeLocal(ps, limit, need); ok {
+	if at, ok := p.placeLocal(ps, limit, need, lead); ok {
 		return at, nil
 	}
-	st, err := p.shared.Lease(ctx, key, limit, need, p.leaseFor(limit, need, ahead), p.horizon)
+	st, err := p.shared.Lease(ctx, key, limit, need, p.leaseFor(limit, need, ahead), lead, p.horizon)
 	if err != nil {
 		return time.Time{}, err
 	}
-	now := p.clock.now().UnixNano()
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	h := ps.adopt(limit, st)
-	at, ok := h.place(limit, now, need, now+int64(p.horizon))
+	// Placed as of the lease, which checked the call fits then: since, the
+	// lease's round trip has passed, and at a fast rate the stretch may
+	// already have begun. The send time is then that much in the past,
+	// and the call that much late, which admission's jitter allows for.
+	at, ok := h.place(limit, st.At, need, math.MaxInt64)
 	if !ok {
-		// The lease checked the call fits; only a clock that jumped can
-		// get here. The stretch stays held for the next call.
-		return time.Time{}, &InsufficientError{RetryAfter: time.Millisecond}
+		return time.Time{}, fmt.Errorf("limiter: a lease of %q does not hold the call it was taken for", key)
 	}
 	return time.Unix(0, at), nil
 }
@@ -263,8 +266,9 @@ func (p *Pacer) paced(key string) *paced {
 	return ps
 }
 
-// placeLocal tries to place the call in what ps holds.
-func (p *Pacer) placeLocal(ps *paced, limit Limit, need Amount) (time.Time, bool) {
+// placeLocal tries to place the call, no sooner than lead from now, in
+// what ps holds.
+func (p *Pacer) placeLocal(ps *paced, limit Limit, need Amount, lead time.Duration) (time.Time, bool) {
 	now := p.clock.now().UnixNano()
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
@@ -275,7 +279,7 @@ func (p *Pacer) placeLocal(ps *paced, limit Limit, need Amount) (time.Time, bool
 	}
 	ps.dropPast(now)
 	for _, h := range ps.held {
-		if at, ok := h.place(limit, now, need, now+int64(p.horizon)); ok {
+		if at, ok := h.place(limit, now+int64(lead), need, now+int64(p.horizon)); ok {
 			return time.Unix(0, at), true
 		}
 	}
@@ -334,10 +338,11 @@ func (ps *paced) dropPast(now int64) {
 }
 
 // place puts a call needing need into h at the earliest send time the
-// schedule's rule allows, if that is no later than latest and the call's
-// intervals fit in the stretch, and returns the send time.
-func (h *holding) place(limit Limit, now int64, need Amount, latest int64) (int64, bool) {
-	send := earliestSend(limit, now, h.next, need)
+// schedule's rule allows no sooner than floor, if that is no later than
+// latest and the call's intervals fit in the stretch, and returns the send
+// time.
+func (h *holding) place(limit Limit, floor int64, need Amount, latest int64) (int64, bool) {
+	send := earliestSend(limit, floor, h.next, need)
 	if send > latest {
 		return 0, false
 	}

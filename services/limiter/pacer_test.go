@@ -20,9 +20,9 @@ type countingScheduler struct {
 	leases atomic.Int64
 }
 
-func (c *countingScheduler) Lease(ctx context.Context, key string, limit limiter.Limit, first, total limiter.Amount, horizon time.Duration) (limiter.Stretch, error) {
+func (c *countingScheduler) Lease(ctx context.Context, key string, limit limiter.Limit, first, total limiter.Amount, lead, horizon time.Duration) (limiter.Stretch, error) {
 	c.leases.Add(1)
-	return c.Scheduler.Lease(ctx, key, limit, first, total, horizon)
+	return c.Scheduler.Lease(ctx, key, limit, first, total, lead, horizon)
 }
 
 func fit(t *testing.T, e limiter.Enforcement) limiter.Limit {
@@ -43,7 +43,7 @@ func TestPacerLeasesForTheQueue(t *testing.T) {
 	lim := fit(t, limiter.Enforcement{RPM: 6000, Windows: defaultWindows, Jitter: 10 * time.Millisecond})
 	var sends []time.Time
 	for i := range 5 {
-		at, err := p.Admit(context.Background(), "dep", lim, limiter.Amount{Requests: 1}, 100-i)
+		at, err := p.Admit(context.Background(), "dep", lim, limiter.Amount{Requests: 1}, 100-i, 0)
 		if err != nil {
 			t.Fatalf("call %d: %v", i, err)
 		}
@@ -66,7 +66,7 @@ func TestPacerLeasesForTheQueue(t *testing.T) {
 	}
 	// An idle caller (nothing ahead) leases only what it needs.
 	clock.Advance(time.Second)
-	if _, err := p.Admit(context.Background(), "dep", lim, limiter.Amount{Requests: 1}, 0); err != nil {
+	if _, err := p.Admit(context.Background(), "dep", lim, limiter.Amount{Requests: 1}, 0, 0); err != nil {
 		t.Fatal(err)
 	}
 	if h := p.Held("dep"); h.Requests > 1e-6 {
@@ -82,7 +82,7 @@ func TestPacerRelease(t *testing.T) {
 	a := limiter.NewPacer(shared, limiter.PacerOptions{Clock: clock.Now})
 	b := limiter.NewPacer(shared, limiter.PacerOptions{Clock: clock.Now})
 	one := limiter.Amount{Requests: 1}
-	first, err := a.Admit(context.Background(), "dep", lim, one, 10)
+	first, err := a.Admit(context.Background(), "dep", lim, one, 10, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +92,7 @@ func TestPacerRelease(t *testing.T) {
 	if err := a.Release(context.Background(), "dep"); err != nil {
 		t.Fatal(err)
 	}
-	next, err := b.Admit(context.Background(), "dep", lim, one, 0)
+	next, err := b.Admit(context.Background(), "dep", lim, one, 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,16 +109,16 @@ func TestPacerRefusesBeyondTheHorizon(t *testing.T) {
 	p := limiter.NewPacer(limiter.NewMemory(clock.Now), limiter.PacerOptions{Clock: clock.Now, Horizon: 100 * time.Millisecond})
 	lim := limiter.Limit{RPM: 60, BurstRequests: 1}
 	one := limiter.Amount{Requests: 1}
-	if _, err := p.Admit(context.Background(), "dep", lim, one, 0); err != nil {
+	if _, err := p.Admit(context.Background(), "dep", lim, one, 0, 0); err != nil {
 		t.Fatal(err)
 	}
-	_, err := p.Admit(context.Background(), "dep", lim, one, 0)
+	_, err := p.Admit(context.Background(), "dep", lim, one, 0, 0)
 	var ie *limiter.InsufficientError
 	if !errors.As(err, &ie) || (ie.RetryAfter-900*time.Millisecond).Abs() > time.Microsecond {
 		t.Fatalf("second call: %v, want to retry after 900ms", err)
 	}
 	clock.Advance(ie.RetryAfter)
-	at, err := p.Admit(context.Background(), "dep", lim, one, 0)
+	at, err := p.Admit(context.Background(), "dep", lim, one, 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +195,7 @@ func TestPacersStayInsideEveryWindow(t *testing.T) {
 				for _, pr := range procs {
 					for !clock.Now().Before(pr.wake) {
 						need := limiter.Amount{Requests: 1, Tokens: pr.next}
-						at, err := pr.p.Admit(context.Background(), "dep", lim, need, 1000)
+						at, err := pr.p.Admit(context.Background(), "dep", lim, need, 1000, 0)
 						var ie *limiter.InsufficientError
 						if errors.As(err, &ie) {
 							// Dispatchers come back with up to 20ms of jitter.
@@ -254,5 +254,37 @@ func TestPacersStayInsideEveryWindow(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// slowScheduler takes a millisecond of its clock for each lease, as a
+// round trip to KV does.
+type slowScheduler struct {
+	limiter.Scheduler
+	clock *limitertest.ManualClock
+}
+
+func (s slowScheduler) Lease(ctx context.Context, key string, limit limiter.Limit, first, total limiter.Amount, lead, horizon time.Duration) (limiter.Stretch, error) {
+	st, err := s.Scheduler.Lease(ctx, key, limit, first, total, lead, horizon)
+	s.clock.Advance(time.Millisecond)
+	return st, err
+}
+
+// A call is sent no sooner than its lead; and at a rate so fast that the
+// stretch leased for it has begun by the time the lease comes back, it
+// is still placed, as of the lease.
+func TestPacerLead(t *testing.T) {
+	clock := limitertest.NewManualClock()
+	p := limiter.NewPacer(slowScheduler{limiter.NewMemory(clock.Now), clock}, limiter.PacerOptions{Clock: clock.Now})
+	fast := fit(t, limiter.Enforcement{RPM: 1e8, TPM: 1e11, Windows: defaultWindows, Jitter: 10 * time.Millisecond})
+	for i := range 3 {
+		before := clock.Now()
+		at, err := p.Admit(context.Background(), "dep", fast, limiter.Amount{Requests: 1, Tokens: 20}, 0, 2*time.Millisecond)
+		if err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+		if at.Before(before.Add(2 * time.Millisecond)) {
+			t.Fatalf("call %d sent at %v, sooner than its lead after %v", i, at, before)
+		}
 	}
 }

@@ -57,6 +57,9 @@ type Span struct {
 // Stretch is a leased part of a deployment's schedule, per dimension.
 type Stretch struct {
 	Requests, Tokens Span
+	// At is the earliest send time the lease allowed its calls, in Unix
+	// nanoseconds: its time plus its lead.
+	At int64
 }
 
 // dim returns dimension i of s.
@@ -100,30 +103,33 @@ func (st *Stretch) setDim(i int, v Span) {
 // which cannot hold calls any more but lets a call larger than the
 // capacity go sooner (see Schedule). first is
 // the first call the stretch is for: the lease is refused unless that
-// call could be sent within horizon from now. In an unlimited dimension
-// the stretch's span is the zero Span.
+// call could be sent within horizon from now. No call of the stretch is
+// sent sooner than lead from now: the time its work takes to reach the
+// executor, so that it is sent when the schedule says rather than late.
+// In an unlimited dimension the stretch's span is the zero Span.
 //
 // When the first call could not go within horizon, nothing is reserved
 // and the error is an *[InsufficientError] whose RetryAfter is how much
 // later it could be leased.
 //
 // Errors: [ErrInsufficient], [ErrInvalidLimit], [ErrInvalidAmount].
-func (s Schedule) Lease(limit Limit, now time.Time, first, total Amount, horizon time.Duration) (Schedule, Stretch, error) {
+func (s Schedule) Lease(limit Limit, now time.Time, first, total Amount, lead, horizon time.Duration) (Schedule, Stretch, error) {
 	if err := limit.Validate(); err != nil {
 		return s, Stretch{}, err
 	}
 	if err := validateRange(first, total); err != nil || math.IsInf(total.Requests, 0) || math.IsInf(total.Tokens, 0) {
 		return s, Stretch{}, fmt.Errorf("%w: first %v, total %v", ErrInvalidAmount, first, total)
 	}
-	if horizon < 0 {
-		return s, Stretch{}, fmt.Errorf("%w: horizon %v", ErrInvalidAmount, horizon)
+	if horizon < 0 || lead < 0 || lead > horizon {
+		return s, Stretch{}, fmt.Errorf("%w: lead %v, horizon %v", ErrInvalidAmount, lead, horizon)
 	}
 	t := now.UnixNano()
 	var free [dims]int64
 	for i := range dims {
 		free[i] = s.dim(i)
 	}
-	send := earliestSend(limit, t, free, first)
+	floor := t + int64(lead)
+	send := earliestSend(limit, floor, free, first)
 	if late := send - (t + int64(horizon)); late > 0 {
 		return s, Stretch{}, &InsufficientError{RetryAfter: time.Duration(late)}
 	}
@@ -136,7 +142,7 @@ func (s Schedule) Lease(limit Limit, now time.Time, first, total Amount, horizon
 			end = max(end, addNanos(max(free[i], send), limit.nanosFor(i, total.dim(i))))
 		}
 	}
-	var st Stretch
+	st := Stretch{At: floor}
 	for i := range dims {
 		if limit.limited(i) {
 			st.setDim(i, Span{From: free[i], To: end})

@@ -12,13 +12,14 @@ type Scheduler interface {
 	// Lease reserves a stretch of key's schedule for total, starting
 	// where the schedule is free and never before now, and returns it;
 	// first is the first call the stretch is for, which must be able to
-	// go within horizon (see [Schedule.Lease]).
+	// go within horizon, and none of its calls sooner than lead (see
+	// [Schedule.Lease]).
 	//
 	// Errors: [ErrInsufficient] (an *[InsufficientError] saying how much
 	// later the lease could be had), [ErrInvalidLimit], [ErrInvalidAmount],
 	// and for shared implementations the errors of their store and
 	// [ErrContention].
-	Lease(ctx context.Context, key string, limit Limit, first, total Amount, horizon time.Duration) (Stretch, error)
+	Lease(ctx context.Context, key string, limit Limit, first, total Amount, lead, horizon time.Duration) (Stretch, error)
 
 	// Return gives back the unused end of a stretch leased from key, in
 	// the dimensions where nothing was leased after it, and reports

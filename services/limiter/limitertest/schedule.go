@@ -53,7 +53,7 @@ func RunScheduler(t *testing.T, backend SchedulerBackend) {
 
 func lease(t *testing.T, s limiter.Scheduler, limit limiter.Limit, first, total limiter.Amount, horizon time.Duration) limiter.Stretch {
 	t.Helper()
-	st, err := s.Lease(context.Background(), key, limit, first, total, horizon)
+	st, err := s.Lease(context.Background(), key, limit, first, total, 0, horizon)
 	if err != nil {
 		t.Fatalf("Lease(%v, %v): %v", first, total, err)
 	}
@@ -62,7 +62,7 @@ func lease(t *testing.T, s limiter.Scheduler, limit limiter.Limit, first, total 
 
 func refusedLease(t *testing.T, s limiter.Scheduler, limit limiter.Limit, first limiter.Amount, horizon time.Duration) time.Duration {
 	t.Helper()
-	_, err := s.Lease(context.Background(), key, limit, first, first, horizon)
+	_, err := s.Lease(context.Background(), key, limit, first, first, 0, horizon)
 	var ie *limiter.InsufficientError
 	if !errors.As(err, &ie) || !errors.Is(err, limiter.ErrInsufficient) {
 		t.Fatalf("Lease(%v) = %v, want an InsufficientError", first, err)
@@ -106,7 +106,7 @@ func testLeasesFollow(t *testing.T, c *ManualClock, open func() limiter.Schedule
 func testCapacity(t *testing.T, _ *ManualClock, open func() limiter.Scheduler) {
 	s := open()
 	for i := range 3 {
-		if _, err := s.Lease(context.Background(), key, pace(), amt(1, 100), amt(1, 100), 0); err != nil {
+		if _, err := s.Lease(context.Background(), key, pace(), amt(1, 100), amt(1, 100), 0, 0); err != nil {
 			t.Fatalf("call %d within capacity: %v", i+1, err)
 		}
 	}
@@ -231,13 +231,13 @@ func testScheduleInvalid(t *testing.T, _ *ManualClock, open func() limiter.Sched
 	s := open()
 	ctx := context.Background()
 	bad := limiter.Limit{RPM: 60}
-	if _, err := s.Lease(ctx, key, bad, amt(1, 0), amt(1, 0), 0); !errors.Is(err, limiter.ErrInvalidLimit) {
+	if _, err := s.Lease(ctx, key, bad, amt(1, 0), amt(1, 0), 0, 0); !errors.Is(err, limiter.ErrInvalidLimit) {
 		t.Errorf("Lease with no capacity: %v", err)
 	}
-	if _, err := s.Lease(ctx, key, pace(), amt(2, 0), amt(1, 0), 0); !errors.Is(err, limiter.ErrInvalidAmount) {
+	if _, err := s.Lease(ctx, key, pace(), amt(2, 0), amt(1, 0), 0, 0); !errors.Is(err, limiter.ErrInvalidAmount) {
 		t.Errorf("Lease with first above total: %v", err)
 	}
-	if _, err := s.Lease(ctx, key, pace(), amt(-1, 0), amt(1, 0), 0); !errors.Is(err, limiter.ErrInvalidAmount) {
+	if _, err := s.Lease(ctx, key, pace(), amt(-1, 0), amt(1, 0), 0, 0); !errors.Is(err, limiter.ErrInvalidAmount) {
 		t.Errorf("Lease of a negative amount: %v", err)
 	}
 	if err := s.Settle(ctx, key, pace(), amt(0, nan())); !errors.Is(err, limiter.ErrInvalidAmount) {
@@ -255,7 +255,7 @@ func testScheduleCancelled(t *testing.T, _ *ManualClock, open func() limiter.Sch
 	s := open()
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := s.Lease(ctx, key, pace(), amt(1, 0), amt(1, 0), 0); !errors.Is(err, context.Canceled) {
+	if _, err := s.Lease(ctx, key, pace(), amt(1, 0), amt(1, 0), 0, 0); !errors.Is(err, context.Canceled) {
 		t.Errorf("Lease: %v", err)
 	}
 	if err := s.Settle(ctx, key, pace(), amt(0, 1)); !errors.Is(err, context.Canceled) {
@@ -280,7 +280,7 @@ func testConcurrentLeases(t *testing.T, _ *ManualClock, open func() limiter.Sche
 		go func() {
 			defer wg.Done()
 			for range each {
-				st, err := s.Lease(context.Background(), key, pace(), amt(1, 10), amt(1, 10), time.Hour)
+				st, err := s.Lease(context.Background(), key, pace(), amt(1, 10), amt(1, 10), 0, time.Hour)
 				if err != nil {
 					t.Errorf("Lease: %v", err)
 					return
