@@ -64,8 +64,7 @@ func anthropicRequest(req Request) (string, http.Header, []byte, error) {
 	if version == "" {
 		version = DefaultAnthropicVersion
 	}
-	h := http.Header{}
-	h.Set("Content-Type", "application/json")
+	h := jsonHeaders(req)
 	h.Set("x-api-key", req.Secret)
 	h.Set("anthropic-version", version)
 	return strings.TrimSuffix(req.BaseURL, "/") + "/messages", h, body, nil

@@ -36,8 +36,7 @@ func (Azure) Do(ctx context.Context, client *http.Client, req Request) (*Respons
 	if err != nil {
 		return nil, err
 	}
-	h := http.Header{}
-	h.Set("Content-Type", "application/json")
+	h := jsonHeaders(req)
 	h.Set("api-key", req.Secret)
 	a, err := post(ctx, client, u, h, req.Body)
 	if err != nil {

@@ -34,8 +34,7 @@ func (OpenAI) Do(ctx context.Context, client *http.Client, req Request) (*Respon
 // openAIRequest is the URL and headers of an OpenAI request.
 func openAIRequest(req Request) (string, http.Header) {
 	url := strings.TrimSuffix(req.BaseURL, "/") + strings.TrimPrefix(string(req.Endpoint), "/v1")
-	h := http.Header{}
-	h.Set("Content-Type", "application/json")
+	h := jsonHeaders(req)
 	h.Set("Authorization", "Bearer "+req.Secret)
 	return url, h
 }

@@ -91,6 +91,22 @@ type Request struct {
 	// Secret authenticates the request. It comes from the executor's own
 	// configuration and never leaves this request.
 	Secret string
+	// RequestID, when set, is sent as X-Client-Request-Id, the header
+	// OpenAI documents for a client's own id of a request (other APIs
+	// ignore it): the executor sends the call id, so that each provider
+	// request can be traced back to its call.
+	RequestID string
+}
+
+// jsonHeaders are the headers every request carries: its content type, and
+// its client request id.
+func jsonHeaders(req Request) http.Header {
+	h := http.Header{}
+	h.Set("Content-Type", "application/json")
+	if req.RequestID != "" {
+		h.Set("X-Client-Request-Id", req.RequestID)
+	}
+	return h
 }
 
 // Class is what a response means for the call.

@@ -283,8 +283,7 @@ func (Azure) Stream(ctx context.Context, client *http.Client, req Request, onEve
 	if err != nil {
 		return nil, err
 	}
-	h := http.Header{}
-	h.Set("Content-Type", "application/json")
+	h := jsonHeaders(req)
 	h.Set("api-key", req.Secret)
 	return stream(ctx, client, u, h, body, openAIStream(func(h http.Header) RateLimits { return parseOpenAIHeaders(h, answerTime(h, nil)) }, asked), onEvent)
 }
