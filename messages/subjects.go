@@ -64,6 +64,9 @@ const (
 
 	// BucketLimiter holds the shared limiter state (one key per deployment).
 	BucketLimiter = "SLUICE_LIMITER"
+	// BucketSchedule holds each deployment's send schedule (one key per
+	// deployment): where its virtual time is free from.
+	BucketSchedule = "SLUICE_SCHEDULE"
 	// BucketHealth holds what was learned about each deployment.
 	BucketHealth = "SLUICE_HEALTH"
 	// BucketConcurrency holds the in-flight slots each dispatcher leased,

@@ -26,16 +26,29 @@ type Ticket struct {
 	LastError *Error `json:"last_error,omitempty"`
 	// LastDeployment served the previous attempt, for retries.
 	LastDeployment string `json:"last_deployment,omitempty"`
+	// Admission counts how many times this attempt went back through
+	// admission without reaching the provider, because its work was not
+	// sent when admission promised (an executor took it late); 0 the
+	// first time. It is part of the work's and the retry's Nats-Msg-Id,
+	// so that a late attempt admitted again is new work, not a duplicate.
+	Admission int `json:"admission,omitempty"`
 }
 
 // Work is what a dispatcher publishes on sluice.exec.<region> once a call is
-// admitted: the ticket, the deployment chosen, and the reservation taken.
-// Nats-Msg-Id is "<call id>.<attempt>", so a dispatcher that re-admits a
-// call after a crash does not run the same attempt twice.
+// admitted: the ticket, the deployment chosen, the reservation taken, and
+// when to send it. Nats-Msg-Id is ExecMsgID, so a dispatcher that
+// re-admits a call after a crash does not publish the same attempt twice.
 type Work struct {
 	Ticket
 	Deployment string `json:"deployment"`
 	Region     string `json:"region"`
+	// SendAt is the time admission scheduled the provider request for:
+	// the executor sends it no earlier. SendBy is the latest it may still
+	// send it: admission promised the deployment's limits only for then,
+	// so work taken later (its region was down, its executor busy, NATS
+	// restarting) goes back through admission instead.
+	SendAt time.Time `json:"send_at"`
+	SendBy time.Time `json:"send_by"`
 	// ReservedTokens were taken from the deployment's TPM at admission;
 	// the executor settles them against the provider's usage.
 	ReservedTokens int64     `json:"reserved_tokens"`
@@ -46,12 +59,17 @@ type Work struct {
 }
 
 // Retry is what an executor publishes on sluice.retry.<team>.<tier> when an
-// attempt failed in a way worth retrying. A dispatcher redelivers it through
-// JetStream no earlier than NotBefore, and admits it again, possibly to
-// another deployment. Nats-Msg-Id is "<call id>.retry.<attempt>".
+// attempt failed in a way worth retrying, or when it could not send an
+// attempt when admission promised (Late; then Attempt is unchanged and
+// Admission counts one more). A dispatcher redelivers it through JetStream
+// no earlier than NotBefore, and admits it again, possibly to another
+// deployment. Nats-Msg-Id is RetryMsgID.
 type Retry struct {
 	Ticket
 	NotBefore time.Time `json:"not_before"`
+	// Late is set when the attempt never reached the provider: its work
+	// was taken after its SendBy.
+	Late bool `json:"late,omitempty"`
 }
 
 // Outcome classifies how an attempt ended, for the dispatcher that
@@ -84,8 +102,10 @@ func (o Outcome) Failed() bool {
 // best effort: a lost report leaves the reservation in place, which errs
 // on the safe side, and concurrency slots expire on their own.
 type AttemptDone struct {
-	CallID     string  `json:"call_id"`
-	Attempt    int     `json:"attempt"`
+	CallID  string `json:"call_id"`
+	Attempt int    `json:"attempt"`
+	// Admission is the work's Ticket.Admission.
+	Admission  int     `json:"admission,omitempty"`
 	Deployment string  `json:"deployment"`
 	Outcome    Outcome `json:"outcome"`
 	// Status is the provider's HTTP status, 0 when there was none.
@@ -94,14 +114,33 @@ type AttemptDone struct {
 	// UsedTokens is what the provider counted, or -1 when unknown (the
 	// reservation then stands).
 	UsedTokens int64 `json:"used_tokens"`
+	// ReceivedAt is when the executor received the work, which tells the
+	// dispatcher how long work takes to reach the region's executors.
+	ReceivedAt time.Time `json:"received_at,omitzero"`
+	// SentAt is when the request went to the provider; zero when it did
+	// not. A reservation is refunded only while the provider's windows
+	// that counted the request are still open.
+	SentAt time.Time `json:"sent_at,omitzero"`
 }
 
-// ExecMsgID is the Nats-Msg-Id of a call's work for one attempt.
-func ExecMsgID(callID string, attempt int) string {
-	return callID + "." + strconv.Itoa(attempt)
+// ExecMsgID is the Nats-Msg-Id of a call's work for one admission of one
+// attempt: "<call id>.<attempt>", and ".<admission>" after it once the
+// attempt was admitted again.
+func ExecMsgID(callID string, attempt, admission int) string {
+	id := callID + "." + strconv.Itoa(attempt)
+	if admission > 0 {
+		id += "." + strconv.Itoa(admission)
+	}
+	return id
 }
 
-// RetryMsgID is the Nats-Msg-Id of a call's retry before an attempt.
-func RetryMsgID(callID string, attempt int) string {
-	return callID + ".retry." + strconv.Itoa(attempt)
+// RetryMsgID is the Nats-Msg-Id of a call's retry before an attempt's
+// admission: "<call id>.retry.<attempt>", and ".<admission>" for a late
+// attempt handed back.
+func RetryMsgID(callID string, attempt, admission int) string {
+	id := callID + ".retry." + strconv.Itoa(attempt)
+	if admission > 0 {
+		id += "." + strconv.Itoa(admission)
+	}
+	return id
 }

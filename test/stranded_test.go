@@ -15,10 +15,13 @@ import (
 	"github.com/sluicehq/sluice/services/dispatcher"
 )
 
-// Work admitted to a region none of whose executors runs ends, once its
-// deadline has passed, with exactly one deadline_exceeded result, and
-// leaves SLUICE_EXEC: a region that never comes back strands no call, and
-// one that comes back late does not run calls whose answer was given.
+// Calls that only a region none of whose executors runs may serve end,
+// once their deadline has passed, with exactly one deadline_exceeded
+// result naming the region, and leave nothing in SLUICE_EXEC (work
+// admitted there before the region was seen stalled goes back to
+// admission once it is late): a region that never comes back strands no
+// call, and one that comes back late does not run calls whose answer was
+// given.
 func TestWorkNoExecutorTakesEndsAtItsDeadline(t *testing.T) {
 	s := startStack(t, stackOptions{yaml: twoRegionYAML(600, 1_000_000, layout{})})
 	sweepFast := func(c *dispatcher.Config) {
@@ -54,8 +57,8 @@ func TestWorkNoExecutorTakesEndsAtItsDeadline(t *testing.T) {
 	}
 	for _, id := range stranded {
 		r := log.one(t, id)
-		if r.Error == nil || r.Error.Code != messages.CodeDeadlineExceeded || r.Region != "eu-west" {
-			t.Fatalf("stranded call %s: status %s region %q error %+v; want deadline_exceeded in eu-west", id, r.Status, r.Region, r.Error)
+		if r.Error == nil || r.Error.Code != messages.CodeDeadlineExceeded || !strings.Contains(r.Error.Message, "eu-west") {
+			t.Fatalf("stranded call %s: status %s error %+v; want deadline_exceeded naming eu-west", id, r.Status, r.Error)
 		}
 	}
 	t.Logf("stranded call answered: %s", log.one(t, stranded[0]).Error.Message)

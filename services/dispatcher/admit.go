@@ -49,11 +49,11 @@ func (d *Dispatcher) schedule(ctx context.Context) {
 // dispatch publishes admitted work to the deployment's region. The call is
 // acknowledged once JetStream has stored the work; if it cannot be stored,
 // the reservation is refunded and the call redelivered.
-func (d *Dispatcher) dispatch(cfg *config.Config, w *waiting, dep *config.Deployment) {
+func (d *Dispatcher) dispatch(cfg *config.Config, w *waiting, dep *config.Deployment, sendAt time.Time) {
 	now := d.cfg.Clock()
 	queued := now.Sub(w.since)
 	t := w.ticket
-	attempt := attemptKey(t.Call.ID, t.Attempt)
+	attempt := attemptKey(t.Call.ID, t.Attempt, t.Admission)
 	t.QueuedMS += ms(queued)
 	work := messages.Work{
 		Ticket:         t,
@@ -62,6 +62,10 @@ func (d *Dispatcher) dispatch(cfg *config.Config, w *waiting, dep *config.Deploy
 		ReservedTokens: int64(w.need.Tokens),
 		DispatchedAt:   now,
 		Dispatcher:     d.cfg.ID,
+		SendAt:         sendAt,
+		// Executors send no later than half the jitter after the send
+		// time; the other half is the path to the provider.
+		SendBy: sendAt.Add(cfg.Admission.Jitter / 2),
 	}
 	d.metrics.QueueWait.WithLabelValues(dep.Pool(), string(t.Tier)).Observe(queued.Seconds())
 	d.metrics.Admissions.WithLabelValues(dep.Pool(), dep.ID).Inc()
@@ -74,7 +78,7 @@ func (d *Dispatcher) dispatch(cfg *config.Config, w *waiting, dep *config.Deploy
 		return
 	}
 	msg := &nats.Msg{Subject: messages.ExecSubject(dep.Region), Data: data, Header: nats.Header{}}
-	msg.Header.Set(messages.HeaderMsgID, messages.ExecMsgID(t.Call.ID, t.Attempt))
+	msg.Header.Set(messages.HeaderMsgID, attempt)
 	future, err := d.js.PublishMsgAsync(msg)
 	if err != nil {
 		d.log.Warn("publish work; the call will be redelivered", "call", t.Call.ID, "err", err)

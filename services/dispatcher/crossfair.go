@@ -273,10 +273,11 @@ func (p *poolPass) yields(t messages.Ticket, open []string, yieldToHigher bool) 
 // peer waits for it.
 func (p *poolPass) releaseDeferred() {
 	for id := range p.deferredOn {
-		for _, key := range []string{id, nonCriticalKey(id)} {
-			if err := p.d.leases.Release(p.ctx, key); err != nil {
-				p.d.log.Warn("return leased capacity", "key", key, "err", err)
-			}
+		if err := p.d.pacer.Release(p.ctx, id); err != nil {
+			p.d.log.Warn("return the schedule held", "deployment", id, "err", err)
+		}
+		if err := p.d.leases.Release(p.ctx, nonCriticalKey(id)); err != nil {
+			p.d.log.Warn("return leased capacity", "key", nonCriticalKey(id), "err", err)
 		}
 	}
 }

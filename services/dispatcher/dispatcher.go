@@ -29,6 +29,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluicehq/sluice/messages"
+	"github.com/sluicehq/sluice/services/attempts"
 	"github.com/sluicehq/sluice/services/concurrency"
 	"github.com/sluicehq/sluice/services/config"
 	"github.com/sluicehq/sluice/services/health"
@@ -47,10 +48,14 @@ type Config struct {
 	ID string
 	// Shared is the shared configuration. Required.
 	Shared *config.Live
-	// Limiter holds the shared limiter state. Default: the KV-backed
-	// limiter on SLUICE_LIMITER, which is what lets several dispatchers
-	// share limits; tests may pass an in-memory one.
+	// Limiter holds the shared buckets of teams' and tiers' shares.
+	// Default: the KV-backed limiter on SLUICE_LIMITER, which is what lets
+	// several dispatchers share them; tests may pass an in-memory one.
 	Limiter limiter.Limiter
+	// Scheduler holds the deployments' send schedules. Default: the
+	// KV-backed scheduler on SLUICE_SCHEDULE; tests may pass an
+	// in-memory one.
+	Scheduler limiter.Scheduler
 	// JSDomain is the JetStream domain of the hub, when the dispatcher is
 	// connected to a leaf node with a JetStream of its own; empty
 	// otherwise.
@@ -119,9 +124,14 @@ type Dispatcher struct {
 	shared limiter.Limiter
 	leases *limiter.Leases
 	settle *settlements
-	health *health.Store
-	slots  *concurrency.Slots
-	usage  *usage.Recorder
+	// schedules are the deployments' send schedules, placed on through
+	// pacer; scheduled accumulates their settlements.
+	schedules limiter.Scheduler
+	pacer     *limiter.Pacer
+	scheduled *settlements
+	health    *health.Store
+	slots     *concurrency.Slots
+	usage     *usage.Recorder
 	// countedOps and countedConflicts are the KV limiter's counts already
 	// added to metrics; only settleLoop touches them.
 	countedOps, countedConflicts uint64
@@ -147,6 +157,9 @@ type Dispatcher struct {
 	// reservations of admitted attempts, by attempt key, until they report.
 	reservations map[string]*reservation
 	wake         chan struct{}
+	sweepNow     chan struct{}
+	leads        *leads
+	claims       *attempts.Store
 	// inflight counts publishes to SLUICE_EXEC not yet acknowledged.
 	inflight sync.WaitGroup
 }
@@ -187,6 +200,8 @@ func New(nc *nats.Conn, cfg Config) (*Dispatcher, error) {
 		demand:       newDemand(),
 		canceled:     canceledCalls{gone: map[string]time.Time{}},
 		wake:         make(chan struct{}, 1),
+		sweepNow:     make(chan struct{}, 1),
+		leads:        newLeads(),
 	}, nil
 }
 
@@ -200,6 +215,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		return err
 	}
 	d.stream = res.Results
+	d.claims = attempts.New(d.js, res.Attempts)
 	d.usage = usage.NewRecorder(res.Usage, d.log, d.cfg.Clock)
 	d.results.RecordTo(d.usage)
 	d.health = health.NewStore(res.Health)
@@ -225,6 +241,17 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	}
 	d.leases = limiter.NewLeases(d.shared, limiter.LeaseOptions{Clock: d.cfg.Clock, TTL: shared.Admission.LeaseTTL})
 	d.settle = newSettlements()
+	d.schedules = d.cfg.Scheduler
+	if d.schedules == nil {
+		kv := limiter.NewKVScheduler(res.Schedule, limiter.KVOptions{Clock: d.cfg.Clock})
+		if err := kv.Start(ctx); err != nil {
+			return fmt.Errorf("dispatcher: schedules: %w", err)
+		}
+		defer kv.Stop()
+		d.schedules = kv
+	}
+	d.pacer = limiter.NewPacer(d.schedules, limiter.PacerOptions{Clock: d.cfg.Clock, Horizon: shared.Admission.LeaseTTL})
+	d.scheduled = newSettlements()
 
 	cons, err := streams.EnsureConsumer(ctx, res.Calls, streams.DispatcherConsumerConfig(shared.Streams, d.cfg.AckWait))
 	if err != nil {
@@ -287,6 +314,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = d.leases.Flush(stopCtx)
+	_ = d.pacer.Flush(stopCtx)
 	_ = d.slots.Stop(stopCtx)
 	d.flushSettlements(stopCtx)
 	d.countLimiterOps()

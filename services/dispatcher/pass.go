@@ -2,6 +2,8 @@ package dispatcher
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/sluicehq/sluice/messages"
@@ -24,7 +26,11 @@ func (d *Dispatcher) pass(ctx context.Context) time.Duration {
 	cfg := d.cfg.Shared.Load()
 	for w := d.queue.earliestDeadline(); w != nil && !now.Before(w.ticket.Deadline); w = d.queue.earliestDeadline() {
 		d.dequeue(w)
-		d.finishAsync(w, messages.Errorf(messages.CodeDeadlineExceeded, "the deadline passed after waiting %s for capacity", now.Sub(w.since).Round(time.Millisecond)))
+		why := "the deadline passed after waiting " + now.Sub(w.since).Round(time.Millisecond).String() + " for capacity"
+		if regions := d.stalledFor(cfg, w); len(regions) > 0 {
+			why += "; no executor of region " + strings.Join(regions, ", ") + " takes work"
+		}
+		d.finishAsync(w, messages.Errorf(messages.CodeDeadlineExceeded, "%s", why))
 	}
 
 	wait := maxPassWait
@@ -116,6 +122,13 @@ func (d *Dispatcher) newPoolPass(ctx context.Context, cfg *config.Config, pool *
 	}
 	p.claims, p.peerServed = d.claimsOn(pool.Name())
 	for _, dep := range pool.Deployments {
+		if d.regions.isStalled(dep.Region) {
+			// Work admitted there would wait in SLUICE_EXEC and be sent
+			// late, or not at all: calls wait here instead, or go
+			// elsewhere, until an executor of the region takes work.
+			p.blocked[dep.ID] = true
+			continue
+		}
 		if usable, until := d.usable(cfg, dep, now); !usable {
 			p.blocked[dep.ID] = true
 			if !until.IsZero() {
@@ -128,6 +141,26 @@ func (d *Dispatcher) newPoolPass(ctx context.Context, cfg *config.Config, pool *
 		p.shares.gateClosed = !d.credit(ctx, batchGateKey(pool.Name()), gate, oneCall)
 	}
 	return p
+}
+
+// stalledFor returns the regions w may be served in when every one of
+// them is stalled (nothing is admitted there), sorted; else nil.
+func (d *Dispatcher) stalledFor(cfg *config.Config, w *waiting) []string {
+	pool, ok := cfg.Pool(w.pool())
+	if !ok {
+		return nil
+	}
+	var regions []string
+	for _, dep := range candidates(pool, w.ticket.Call) {
+		if !d.regions.isStalled(dep.Region) {
+			return nil
+		}
+		if !slices.Contains(regions, dep.Region) {
+			regions = append(regions, dep.Region)
+		}
+	}
+	slices.Sort(regions)
+	return regions
 }
 
 // oneCall is the least a call needs: one request.
@@ -252,7 +285,9 @@ func (p *poolPass) admitOne(w *waiting) bool {
 			Message: "every deployment that could serve this call is out of rotation: " + reason})
 		return false
 	}
-	retry := t.Attempt > 1
+	// A late attempt admitted again is not a retry: the provider never
+	// saw it, and the retry budget is for what providers refused.
+	retry := t.Attempt > 1 && t.Admission == 0
 	if retry && !p.budget.allows(p.now, p.cfg.Retry.Budget, p.cfg.Retry.BudgetMinPerSecond) {
 		if !w.overBudget {
 			w.overBudget = true
@@ -277,7 +312,7 @@ func (p *poolPass) admitOne(w *waiting) bool {
 	}
 
 	r := &reservation{at: p.now}
-	attempt := attemptKey(t.Call.ID, t.Attempt)
+	attempt := attemptKey(t.Call.ID, t.Attempt, t.Admission)
 	quota := p.quota(t.Team)
 	// The team's cap, and the batch gate, bind whatever the deployment.
 	if l, ok := p.shares.capLimit(quota); ok {
@@ -300,7 +335,10 @@ func (p *poolPass) admitOne(w *waiting) bool {
 		r.taken = append(r.taken, taken{batchGateKey(p.pool.Name()), gate, w.need})
 	}
 
-	dep, retryAfter := d.admit(p.ctx, p.cfg, p.shares, w, open, p.now, r)
+	// What else waits for the pool, spread over the deployments it may
+	// use, sizes the lease the call takes its send time from.
+	ahead := (d.queue.waitingIn(p.pool.Name()) - 1) / len(open)
+	dep, retryAfter := d.admit(p.ctx, p.cfg, p.shares, w, open, p.now, r, ahead)
 	if dep == nil {
 		d.giveBack(r, attempt)
 		for _, c := range open {
@@ -329,7 +367,7 @@ func (p *poolPass) admitOne(w *waiting) bool {
 	d.breakerOf(dep.ID).dispatched(p.now, attempt)
 	d.breakerOf(regionKey(dep.Region)).dispatched(p.now, attempt)
 	d.reserved(attempt, r)
-	d.dispatch(p.cfg, w, dep)
+	d.dispatch(p.cfg, w, dep, r.sendAt)
 	return true
 }
 

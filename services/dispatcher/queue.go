@@ -48,8 +48,10 @@ func (w *waiting) pool() string { return w.ticket.Call.Model }
 type queue struct {
 	pools     map[string]*[4]tierQueue
 	deadlines deadlineHeap
-	// byTeam counts the calls waiting per team, over every pool.
+	// byTeam counts the calls waiting per team, over every pool; byPool
+	// per pool.
 	byTeam map[string]int
+	byPool map[string]int
 	// ids finds a waiting call by its id.
 	ids map[string]*waiting
 }
@@ -73,7 +75,7 @@ type teamQueue struct {
 }
 
 func newQueue() *queue {
-	return &queue{pools: map[string]*[4]tierQueue{}, byTeam: map[string]int{}, ids: map[string]*waiting{}}
+	return &queue{pools: map[string]*[4]tierQueue{}, byTeam: map[string]int{}, byPool: map[string]int{}, ids: map[string]*waiting{}}
 }
 
 func (q *queue) len() int { return len(q.deadlines) }
@@ -99,6 +101,7 @@ func (q *queue) push(w *waiting) {
 	w.elem = team.calls.PushBack(w)
 	heap.Push(&q.deadlines, w)
 	q.byTeam[w.ticket.Team]++
+	q.byPool[w.pool()]++
 	q.ids[w.ticket.Call.ID] = w
 }
 
@@ -124,6 +127,9 @@ func (q *queue) remove(w *waiting) {
 	}
 	if q.byTeam[w.ticket.Team]--; q.byTeam[w.ticket.Team] == 0 {
 		delete(q.byTeam, w.ticket.Team)
+	}
+	if q.byPool[w.pool()]--; q.byPool[w.pool()] == 0 {
+		delete(q.byPool, w.pool())
 	}
 	if q.poolEmpty(w.pool()) {
 		delete(q.pools, w.pool())
@@ -235,6 +241,9 @@ func (q *queue) deadlineUsed(pool string, tier messages.Tier, now time.Time) flo
 
 // waitingFor is the number of calls team has waiting here.
 func (q *queue) waitingFor(team string) int { return q.byTeam[team] }
+
+// waitingIn is how many calls wait for pool.
+func (q *queue) waitingIn(pool string) int { return q.byPool[pool] }
 
 // oldestOf is when the longest-waiting call of team started waiting here
 // (zero when none waits).

@@ -14,17 +14,24 @@ import (
 
 // A region is stalled when none of its executors takes work: none ever
 // started there (the region has no consumer on SLUICE_EXEC), or work is
-// waiting and no executor asks for more (they died, lost NATS, or are all
-// busy). Work admitted to a stalled region only waits in SLUICE_EXEC, so
-// routing puts its deployments after every other region's: calls that may
-// go elsewhere do, calls restricted to it still go (and wait, or are
-// swept at their deadline; see stranded.go).
+// waiting, no executor asks for more and none has finished any lately
+// (they died, lost NATS, or are all stuck). Work admitted to a stalled
+// region would only wait in SLUICE_EXEC and go out late, or not at all:
+// so nothing is admitted there while it is stalled. Calls that may go
+// elsewhere do; calls restricted to it wait for admission, until an
+// executor takes work again or their deadline passes. Work that waits in
+// SLUICE_EXEC past its send time goes back to admission (see
+// stranded.go).
 //
 // Each dispatcher reads every configured region's executor consumer every
 // regionPoll. Between two pull requests a busy region can show waiting
 // work and no request for a moment, so a region is stalled only after two
 // readings in a row say so, and clear again at the first that does not.
 const regionPoll = time.Second
+
+// executorActive: executors that acknowledged work this recently are
+// alive, though all of them may be busy and none asking for more.
+const executorActive = 5 * time.Second
 
 // regionState is what the last readings said of each region.
 type regionState struct {
@@ -105,6 +112,9 @@ func (d *Dispatcher) watchRegions(ctx context.Context, exec jetstream.Stream) {
 			if changed {
 				d.log.Warn("region", "region", r, "no_executor_taking_work", stalled)
 				d.poke()
+				if stalled {
+					d.sweepSoon()
+				}
 			}
 			v := 0.0
 			if stalled {
@@ -133,9 +143,9 @@ func every(ctx context.Context, interval time.Duration, f func()) {
 }
 
 // executorsOf reads region's executor consumer: whether an executor is
-// asking for work now, and whether work is waiting for one. A region with
-// no consumer has never had an executor: no one pulls, and work would
-// wait.
+// asking for work now or finished some lately (executorActive), and
+// whether work is waiting for one. A region with no consumer has never had
+// an executor: no one pulls, and work would wait.
 func (d *Dispatcher) executorsOf(ctx context.Context, exec jetstream.Stream, region string) (pulling, waiting bool, err error) {
 	cons, err := exec.Consumer(ctx, streams.ExecConsumer(region))
 	if errors.Is(err, jetstream.ErrConsumerNotFound) {
@@ -146,5 +156,6 @@ func (d *Dispatcher) executorsOf(ctx context.Context, exec jetstream.Stream, reg
 	}
 	// Looking the consumer up read its info already: one request.
 	ci := cons.CachedInfo()
-	return ci.NumWaiting > 0, ci.NumPending > 0, nil
+	active := ci.AckFloor.Last != nil && d.cfg.Clock().Sub(*ci.AckFloor.Last) < executorActive
+	return ci.NumWaiting > 0 || active, ci.NumPending > 0, nil
 }

@@ -5,8 +5,8 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -80,12 +80,15 @@ func (d *Dispatcher) outOfRotation(cands []*config.Deployment, now time.Time) (s
 // spreads calls evenly, so dispatchers do not herd onto one key, and more
 // headroom draws more calls. The deployment whose attempt just failed goes
 // last, and after a provider failure its region goes after the others.
-// Deployments of stalled regions (see regions.go) go after all the rest.
 //
 // On a deployment, admission takes an in-flight slot (max_in_flight), then
 // for a non-critical call the deployment's non-critical bucket (the
-// critical reserve), then the deployment's own bucket.
-func (d *Dispatcher) admit(ctx context.Context, cfg *config.Config, sh *shares, w *waiting, open []*config.Deployment, now time.Time, r *reservation) (*config.Deployment, time.Duration) {
+// critical reserve), then a send time on the deployment's schedule, no
+// later than admission.lease_ttl from now (see limiter.Pacer) and no
+// sooner than its work can reach the region's executors (see leadOf);
+// ahead is how many more calls this pass may place on it, for the lease's
+// size.
+func (d *Dispatcher) admit(ctx context.Context, cfg *config.Config, sh *shares, w *waiting, open []*config.Deployment, now time.Time, r *reservation, ahead int) (*config.Deployment, time.Duration) {
 	type option struct {
 		dep   *config.Deployment
 		limit limiter.Limit
@@ -100,21 +103,11 @@ func (d *Dispatcher) admit(ctx context.Context, cfg *config.Config, sh *shares, 
 	}
 	options := make([]option, 0, len(open))
 	for _, dep := range open {
-		lim := d.limitOf(cfg, dep, now)
-		avail, err := d.shared.Available(ctx, dep.ID, lim)
-		if err != nil {
-			avail = limiter.Amount{}
-		}
-		held := d.leases.Held(dep.ID)
-		headroom := min((avail.Requests+held.Requests)/lim.BurstRequests, (avail.Tokens+held.Tokens)/lim.BurstTokens)
-		o := option{dep: dep, limit: lim, rank: preference(w.ticket.Call.PreferRegions, dep.Region)}
-		if d.regions.isStalled(dep.Region) {
-			// After every region whose executors take work, preferred or not.
-			o.rank = len(w.ticket.Call.PreferRegions) + 1
-		}
+		pace := d.paceOf(cfg, dep, now)
+		o := option{dep: dep, limit: pace, rank: preference(w.ticket.Call.PreferRegions, dep.Region)}
 		// Weighted random order (Efraimidis-Spirakis): sorting by u^(1/w)
 		// draws without replacement with probability proportional to w.
-		if weight := dep.Weight * headroom; weight > 0 {
+		if weight := dep.Weight * d.headroom(ctx, dep.ID, pace); weight > 0 {
 			o.key = math.Pow(rand.Float64(), 1/weight)
 		} else {
 			o.key = -1 + rand.Float64()*1e-3
@@ -135,7 +128,7 @@ func (d *Dispatcher) admit(ctx context.Context, cfg *config.Config, sh *shares, 
 	})
 
 	wait := maxPassWait
-	attempt := attemptKey(w.ticket.Call.ID, w.ticket.Attempt)
+	attempt := attemptKey(w.ticket.Call.ID, w.ticket.Attempt, w.ticket.Admission)
 	critical := w.ticket.Tier == messages.TierCritical
 	for _, o := range options {
 		var got []taken
@@ -167,7 +160,8 @@ func (d *Dispatcher) admit(ctx context.Context, cfg *config.Config, sh *shares, 
 			}
 			got = append(got, taken{key, nl, w.need})
 		}
-		if err := d.leases.Take(ctx, o.dep.ID, o.limit, w.need); err != nil {
+		sendAt, err := d.pacer.Admit(ctx, o.dep.ID, o.limit, w.need, ahead, d.leadOf(o.dep.Region))
+		if err != nil {
 			release()
 			wait = min(wait, jittered(err))
 			if !errors.Is(err, limiter.ErrInsufficient) {
@@ -175,11 +169,37 @@ func (d *Dispatcher) admit(ctx context.Context, cfg *config.Config, sh *shares, 
 			}
 			continue
 		}
-		r.taken = append(r.taken, append(got, taken{o.dep.ID, o.limit, w.need})...)
+		r.taken = append(r.taken, got...)
 		r.deployment, r.slot = o.dep.ID, o.dep.MaxInFlight > 0
+		r.pace, r.sendAt, r.tokens = o.limit, sendAt, w.need.Tokens
 		return o.dep, 0
 	}
 	return nil, wait
+}
+
+// headroom is how much of a deployment's schedule is free over the next
+// horizon, from 0 (booked to the horizon, counting what this dispatcher
+// holds) to 1 (idle): the least over its limited dimensions. It costs no
+// KV operation: the schedule comes from the watched cache.
+func (d *Dispatcher) headroom(ctx context.Context, deployment string, pace limiter.Limit) float64 {
+	free, err := d.schedules.Free(ctx, deployment, pace)
+	if err != nil {
+		return 0
+	}
+	held := d.pacer.Held(deployment)
+	h := d.pacer.Horizon().Seconds()
+	out := 1.0
+	for _, dim := range []struct{ rate, capacity, free, held float64 }{
+		{pace.RPM / 60, pace.BurstRequests, free.Requests, held.Requests},
+		{pace.TPM / 60, pace.BurstTokens, free.Tokens, held.Tokens},
+	} {
+		if dim.rate <= 0 {
+			continue
+		}
+		ahead := dim.rate * h
+		out = min(out, max(0, min(1, (dim.free+dim.held-(dim.capacity-ahead))/ahead)))
+	}
+	return out
 }
 
 // jittered is how long to wait after a limiter refusal. The jitter keeps
@@ -203,20 +223,38 @@ func preference(prefer []string, region string) int {
 	return len(prefer)
 }
 
-// limitOf is a deployment's limit in the shared limiter now: the
-// configured limits, or lower ones its provider reported, recovering. The
-// bucket holds admission.burst worth of the rate, never less than one
-// request.
-func (d *Dispatcher) limitOf(cfg *config.Config, dep *config.Deployment, now time.Time) limiter.Limit {
-	return DeploymentLimit(cfg, dep, d.health.Get(dep.ID), now)
+// paceOf is the pace a deployment's calls are sent at now (see
+// DeploymentPace).
+func (d *Dispatcher) paceOf(cfg *config.Config, dep *config.Deployment, now time.Time) limiter.Limit {
+	return DeploymentPace(cfg, dep, d.health.Get(dep.ID), now)
 }
 
-// DeploymentLimit is the bucket a deployment is admitted against at now,
-// given what its provider taught (h): its key in the shared limiter is the
-// deployment id.
-func DeploymentLimit(cfg *config.Config, dep *config.Deployment, h messages.DeploymentHealth, now time.Time) limiter.Limit {
+// DeploymentPace is the schedule a deployment's calls are sent on at now
+// (its key in the shared scheduler is the deployment id): the rate and
+// capacity that keep what reaches the provider inside every window it
+// enforces (the deployment's windows), at the limits configured or lower
+// ones the provider taught (h), with admission.jitter of room.
+func DeploymentPace(cfg *config.Config, dep *config.Deployment, h messages.DeploymentHealth, now time.Time) limiter.Limit {
 	rpm, tpm := health.Effective(dep.RPM, dep.TPM, h, now, cfg.Health.LearnedRecovery)
-	return rateLimit(rpm, tpm, cfg.Admission.Burst)
+	return paceFor(cfg, dep, rpm, tpm)
+}
+
+// paceFor fits the deployment's windows to rpm and tpm. Configured limits
+// always fit (the configuration is refused otherwise); limits learned far
+// below them may leave a short window no room, and are then paced for
+// the longest window alone, or failing that at half their rate.
+func paceFor(cfg *config.Config, dep *config.Deployment, rpm, tpm float64) limiter.Limit {
+	e := limiter.Enforcement{RPM: rpm, TPM: tpm, Windows: dep.EnforcedWindows(), Jitter: cfg.Admission.Jitter, Burst: cfg.Admission.Burst}
+	if l, err := limiter.Fit(e); err == nil {
+		return l
+	}
+	if n := len(e.Windows); n > 1 {
+		e.Windows = []time.Duration{slices.Max(e.Windows)}
+		if l, err := limiter.Fit(e); err == nil {
+			return l
+		}
+	}
+	return rateLimit(rpm/2, tpm/2, cfg.Admission.Jitter)
 }
 
 // breakerOf returns the breaker for a deployment id or a regionKey. The
@@ -246,8 +284,11 @@ func regionKey(region string) string { return "region:" + region }
 // cutRegion returns the region a regionKey names.
 func cutRegion(key string) (string, bool) { return strings.CutPrefix(key, "region:") }
 
-// attemptKey names one attempt of one call.
-func attemptKey(callID string, attempt int) string { return callID + "." + strconv.Itoa(attempt) }
+// attemptKey names one admission of one attempt of one call: the id of its
+// work.
+func attemptKey(callID string, attempt, admission int) string {
+	return messages.ExecMsgID(callID, attempt, admission)
+}
 
 func contains(list []string, s string) bool {
 	for _, x := range list {

@@ -3,6 +3,7 @@ package dispatcher
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"sync"
 	"time"
 
@@ -59,6 +60,11 @@ type reservation struct {
 	deployment string
 	slot       bool
 	at         time.Time
+	// pace is the deployment schedule's limit at admission, sendAt the
+	// send time it gave, tokens the tokens reserved on it.
+	pace   limiter.Limit
+	sendAt time.Time
+	tokens float64
 }
 
 type taken struct {
@@ -92,7 +98,8 @@ func (d *Dispatcher) unreserve(attempt string) {
 	}
 }
 
-// giveBack returns what r took: its buckets' amounts, and its slot.
+// giveBack returns what r took: its buckets' amounts, its slot, and its
+// place on the deployment's schedule while that is still safe.
 func (d *Dispatcher) giveBack(r *reservation, attempt string) {
 	for _, t := range r.taken {
 		d.settle.add(t.key, t.limit, t.amount)
@@ -100,6 +107,31 @@ func (d *Dispatcher) giveBack(r *reservation, attempt string) {
 	if r.slot {
 		d.slots.Release(r.deployment, attempt)
 	}
+	d.refundSchedule(r, limiter.Amount{Requests: 1, Tokens: r.tokens}, r.sendAt)
+}
+
+// refundSchedule gives amount back to r's deployment schedule, spent (or
+// not) at spentAt, if every window of the provider that could have counted
+// it stays open until what the refund lets out has reached the provider:
+// the refund then only replaces, in those windows, what was never used.
+// Later, the windows that counted it have closed, and a refund would let
+// out more than the windows that follow allow; it is dropped.
+func (d *Dispatcher) refundSchedule(r *reservation, amount limiter.Amount, spentAt time.Time) {
+	if r.deployment == "" || spentAt.IsZero() || amount.IsZero() {
+		return
+	}
+	cfg := d.cfg.Shared.Load()
+	dep, ok := cfg.Deployment(r.deployment)
+	if !ok {
+		return
+	}
+	if ws := dep.EnforcedWindows(); len(ws) > 0 {
+		open := slices.Min(ws) - d.pacer.Horizon() - cfg.Admission.Jitter
+		if d.cfg.Clock().After(spentAt.Add(open)) {
+			return
+		}
+	}
+	d.scheduled.add(r.deployment, r.pace, amount)
 }
 
 // forgetOld drops reservations whose attempts never reported within the
@@ -124,14 +156,29 @@ func (d *Dispatcher) onDone(m *nats.Msg) {
 		d.log.Warn("undecodable attempt report", "subject", m.Subject)
 		return
 	}
-	key := attemptKey(done.CallID, done.Attempt)
+	key := attemptKey(done.CallID, done.Attempt, done.Admission)
 	if r := d.claim(key); r != nil {
-		if done.UsedTokens >= 0 {
+		if dep, ok := d.cfg.Shared.Load().Deployment(done.Deployment); ok && !done.ReceivedAt.IsZero() {
+			d.leads.note(dep.Region, done.ReceivedAt.Sub(r.at))
+		}
+		switch {
+		case done.Outcome == messages.OutcomeNotSent:
+			// The provider never saw it: its place on the schedule was
+			// not used.
+			d.refundSchedule(r, limiter.Amount{Requests: 1, Tokens: r.tokens}, r.sendAt)
+		case done.UsedTokens >= 0:
 			delta := float64(done.ReservedTokens - done.UsedTokens)
 			for _, t := range r.taken {
 				if t.amount.Tokens > 0 {
 					d.settle.add(t.key, t.limit, limiter.Amount{Tokens: delta})
 				}
+			}
+			if delta < 0 {
+				// Used beyond its reservation: charged, whenever it is
+				// known, so that the rate over time holds.
+				d.scheduled.add(r.deployment, r.pace, limiter.Amount{Tokens: delta})
+			} else {
+				d.refundSchedule(r, limiter.Amount{Tokens: delta}, done.SentAt)
 			}
 		}
 		if r.slot && d.slots.Release(r.deployment, key) {
@@ -156,7 +203,7 @@ func (d *Dispatcher) judge(done messages.AttemptDone) {
 	case done.Outcome == messages.OutcomeOK, done.Outcome == messages.OutcomeRejected:
 		failed = new(false)
 	}
-	key := attemptKey(done.CallID, done.Attempt)
+	key := attemptKey(done.CallID, done.Attempt, done.Admission)
 	now := d.cfg.Clock()
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -212,18 +259,32 @@ func (d *Dispatcher) flushSettlements(ctx context.Context) {
 			refunded = true
 		}
 	}
+	for key, c := range d.scheduled.drain() {
+		if c.delta.IsZero() {
+			continue
+		}
+		if err := d.schedules.Settle(ctx, key, c.limit, c.delta); err != nil {
+			// Not kept for later: a refund is only safe soon.
+			d.log.Warn("settle schedule", "deployment", key, "err", err)
+			continue
+		}
+		refunded = refunded || c.delta.Requests > 0 || c.delta.Tokens > 0
+	}
 	if refunded {
 		d.poke()
 	}
 }
 
-// countLimiterOps moves the KV limiter's operation counts into metrics.
+// countLimiterOps moves the KV operation counts of the shared buckets and
+// schedules into metrics.
 func (d *Dispatcher) countLimiterOps() {
-	kv, ok := d.shared.(*limiter.KV)
-	if !ok {
-		return
+	var ops, conflicts uint64
+	if kv, ok := d.shared.(*limiter.KV); ok {
+		ops, conflicts = kv.Ops(), kv.Conflicts()
 	}
-	ops, conflicts := kv.Ops(), kv.Conflicts()
+	if kv, ok := d.schedules.(*limiter.KVScheduler); ok {
+		ops, conflicts = ops+kv.Ops(), conflicts+kv.Conflicts()
+	}
 	d.metrics.LimiterOps.WithLabelValues("op").Add(float64(ops - d.countedOps))
 	d.metrics.LimiterOps.WithLabelValues("conflict").Add(float64(conflicts - d.countedConflicts))
 	d.countedOps, d.countedConflicts = ops, conflicts
@@ -281,7 +342,7 @@ func (d *Dispatcher) reportDeployments() {
 				}
 				d.metrics.DeploymentState.WithLabelValues(dep.ID, s).Set(v)
 			}
-			lim := d.limitOf(cfg, dep, now)
+			lim := d.paceOf(cfg, dep, now)
 			d.metrics.DeploymentLimit.WithLabelValues(dep.ID, "requests").Set(lim.RPM)
 			d.metrics.DeploymentLimit.WithLabelValues(dep.ID, "tokens").Set(lim.TPM)
 		}

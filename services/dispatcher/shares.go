@@ -52,7 +52,7 @@ func rateLimit(rpm, tpm float64, burst time.Duration) limiter.Limit {
 // minute.
 func (d *Dispatcher) poolCapacity(cfg *config.Config, pool *config.Pool, now time.Time) (rpm, tpm float64) {
 	for _, dep := range pool.Deployments {
-		l := d.limitOf(cfg, dep, now)
+		l := d.paceOf(cfg, dep, now)
 		rpm += l.RPM
 		tpm += l.TPM
 	}

@@ -6,42 +6,77 @@ import (
 	"errors"
 	"sort"
 	"strings"
+	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicehq/sluice/messages"
+	"github.com/sluicehq/sluice/services/attempts"
 	"github.com/sluicehq/sluice/services/results"
 )
 
 // Work admitted to a region waits in SLUICE_EXEC for one of the region's
-// executors. If the region has none (they all died, or it left the
-// configuration), the work would wait there for ever and its call would
-// never end. So one dispatcher at a time (the live one with the smallest
-// id) sweeps SLUICE_EXEC every Config.SweepInterval: in each region whose
-// executors are not pulling, work whose call's deadline passed more than
-// Config.StrandedGrace ago gets its terminal result, deadline_exceeded
-// (unless one is stored already), and is deleted.
+// executors. If the region has none taking work (they all died, or it
+// left the configuration), the work would wait there for ever, and an
+// executor that came back would find it late. So one dispatcher at a time
+// (the live one with the smallest id) sweeps SLUICE_EXEC every
+// Config.SweepInterval, and as soon as a region turns stalled: in each
+// region whose executors are not taking work,
 //
-// A live executor answers such work itself as soon as it reads it, and an
-// attempt in progress ends at the call's deadline, so past the grace the
-// sweep only meets work that no executor will answer. Should one answer
-// anyway, SLUICE_RESULTS keeps one result per call.
+//   - work past its send-by time (plus sweepSlack) that no executor
+//     claimed goes back to admission, as the same attempt admitted once
+//     more, and is deleted: its call may go to another region, or waits
+//     at a dispatcher for this one (see regions.go). An executor that
+//     finds it meanwhile hands it back the same way, under the same
+//     Nats-Msg-Id, so it is admitted once.
+//   - work an executor claimed (it died while sending it) waits for an
+//     executor to take it again, which continues the call with its next
+//     attempt; if none does by the call's deadline plus
+//     Config.StrandedGrace, the call gets its terminal result,
+//     deadline_exceeded (unless one is stored already), and the work is
+//     deleted. An attempt in progress ends at the call's deadline, so
+//     past the grace no executor is still sending it.
+//
+// Should two answers race anyway, SLUICE_RESULTS keeps the first and
+// refuses the second.
+
+// sweepSlack is how long past its send-by time work must be before the
+// sweep hands it back: more than clocks disagree by.
+const sweepSlack = time.Second
 
 // maxSweptPerRegion bounds one sweep's reads in one region.
 const maxSweptPerRegion = 10_000
 
 // sweepLoop sweeps stranded work until ctx ends.
 func (d *Dispatcher) sweepLoop(ctx context.Context, exec jetstream.Stream) {
-	every(ctx, d.cfg.SweepInterval, func() {
-		if !d.sweeper() {
+	t := time.NewTicker(d.cfg.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
 			return
+		case <-t.C:
+		case <-d.sweepNow:
 		}
-		if n, err := d.sweepStranded(ctx, exec); err != nil && ctx.Err() == nil {
-			d.log.Warn("sweep stranded work", "err", err, "answered", n)
+		if !d.sweeper() {
+			continue
+		}
+		n, err := d.sweepStranded(ctx, exec)
+		if err != nil && ctx.Err() == nil {
+			d.log.Warn("sweep stranded work", "err", err, "swept", n)
 		} else if n > 0 {
-			d.log.Warn("answered stranded work: no executor took it before its deadline", "calls", n)
+			d.log.Warn("swept work no executor took in time: handed back to admission, or answered past its deadline", "work", n)
 		}
-	})
+	}
+}
+
+// sweepSoon asks the sweep loop for a sweep now.
+func (d *Dispatcher) sweepSoon() {
+	select {
+	case d.sweepNow <- struct{}{}:
+	default:
+	}
 }
 
 // sweeper reports whether this dispatcher is the one that sweeps: the
@@ -58,8 +93,8 @@ func (d *Dispatcher) sweeper() bool {
 	return true
 }
 
-// sweepStranded answers and deletes the stranded work in exec, and
-// returns how many calls it answered.
+// sweepStranded hands back or answers, and deletes, the stranded work in
+// exec, and returns how much it swept.
 func (d *Dispatcher) sweepStranded(ctx context.Context, exec jetstream.Stream) (int, error) {
 	info, err := exec.Info(ctx, jetstream.WithSubjectFilter(messages.ExecSubjects))
 	if err != nil {
@@ -93,15 +128,15 @@ func (d *Dispatcher) sweepStranded(ctx context.Context, exec jetstream.Stream) (
 
 // sweepRegion walks the work on subject from sequence first.
 func (d *Dispatcher) sweepRegion(ctx context.Context, exec jetstream.Stream, subject string, first uint64) (int, error) {
-	answered := 0
+	swept := 0
 	seq := max(first, 1)
 	for range maxSweptPerRegion {
 		m, err := exec.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return answered, nil
+			return swept, nil
 		}
 		if err != nil {
-			return answered, err
+			return swept, err
 		}
 		seq = m.Sequence + 1
 		var w messages.Work
@@ -110,23 +145,52 @@ func (d *Dispatcher) sweepRegion(ctx context.Context, exec jetstream.Stream, sub
 			// the executors, which dead-letter it.
 			continue
 		}
-		if d.cfg.Clock().Sub(w.Deadline) < d.cfg.StrandedGrace {
+		now := d.cfg.Clock()
+		if !w.SendBy.IsZero() && now.Sub(w.SendBy) < sweepSlack {
 			continue
 		}
-		if _, err := results.FetchFrom(ctx, d.stream, w.Team, w.Call.ID); errors.Is(err, results.ErrNotFound) {
-			if err := d.results.Publish(ctx, strandedResult(&w)); err != nil {
-				return answered, err
+		_, err = d.claims.Lookup(ctx, w.Team, w.Call.ID, w.Attempt, w.Admission)
+		switch {
+		case errors.Is(err, attempts.ErrNotClaimed):
+			if err := d.handBackStranded(ctx, &w); err != nil {
+				return swept, err
 			}
-			answered++
-			d.metrics.Stranded.WithLabelValues(w.Region).Inc()
-		} else if err != nil {
-			return answered, err
+			d.metrics.LateWork.WithLabelValues(w.Region, "swept").Inc()
+		case err != nil:
+			return swept, err
+		case now.Sub(w.Deadline) < d.cfg.StrandedGrace:
+			continue
+		default:
+			if _, err := results.FetchFrom(ctx, d.stream, w.Team, w.Call.ID); errors.Is(err, results.ErrNotFound) {
+				if err := d.results.Publish(ctx, strandedResult(&w)); err != nil {
+					return swept, err
+				}
+				d.metrics.Stranded.WithLabelValues(w.Region).Inc()
+			} else if err != nil {
+				return swept, err
+			}
 		}
+		swept++
 		if err := exec.DeleteMsg(ctx, m.Sequence); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-			return answered, err
+			return swept, err
 		}
 	}
-	return answered, nil
+	return swept, nil
+}
+
+// handBackStranded puts unsent work back through admission, as its
+// executor would have had it taken the work late.
+func (d *Dispatcher) handBackStranded(ctx context.Context, w *messages.Work) error {
+	r := messages.Retry{Ticket: w.Ticket, NotBefore: d.cfg.Clock(), Late: true}
+	r.Admission = w.Admission + 1
+	data, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	msg := &nats.Msg{Subject: messages.RetrySubject(w.Team, w.Tier), Data: data, Header: nats.Header{}}
+	msg.Header.Set(messages.HeaderMsgID, messages.RetryMsgID(w.Call.ID, r.Attempt, r.Admission))
+	_, err = d.js.PublishMsg(ctx, msg)
+	return err
 }
 
 // strandedResult is the terminal result of work no executor took.

@@ -30,13 +30,22 @@ type outcome struct {
 	usedTokens int64
 	// aborted is set when shutdown cut the request off.
 	aborted bool
+	// duplicate is set when another delivery of the attempt claimed it,
+	// unclaimed when the claim could not be made: neither was sent, and
+	// neither publishes anything.
+	duplicate, unclaimed bool
+	// sentAt is when the request went to the provider; receivedAt when
+	// the executor received the work, on its first delivery.
+	sentAt, receivedAt time.Time
 }
 
 // nonJSONExcerpt bounds how much of a non-JSON answer a result carries.
 const nonJSONExcerpt = 2048
 
 // attempt makes one provider request for w and judges the answer.
-func (e *Executor) attempt(ctx context.Context, msg jetstream.Msg, w *messages.Work, log *slog.Logger) outcome {
+func (e *Executor) attempt(ctx context.Context, msg jetstream.Msg, w *messages.Work, log *slog.Logger) (o outcome) {
+	var sentAt time.Time
+	defer func() { o.sentAt = sentAt }()
 	now := e.cfg.Clock()
 	shared := e.cfg.Shared.Load()
 	res := e.newResult(w)
@@ -71,6 +80,19 @@ func (e *Executor) attempt(ctx context.Context, msg jetstream.Msg, w *messages.W
 		return fail(messages.OutcomeNotSent, 0, messages.Errorf(messages.CodeInvalidRequest, "%s deployments cannot stream", dep.Provider))
 	}
 
+	switch e.awaitSend(ctx, w) {
+	case sendLate:
+		why := "late"
+		if ctx.Err() != nil {
+			why = "shutdown"
+		}
+		return e.handBack(w, why)
+	case duplicate:
+		return outcome{duplicate: true, class: messages.OutcomeNotSent}
+	case unclaimed:
+		return outcome{unclaimed: true}
+	}
+	now = e.cfg.Clock()
 	reqCtx, cancel := context.WithDeadline(ctx, earliest(now.Add(shared.Retry.AttemptTimeout), w.Deadline))
 	defer cancel()
 	wasCanceled, unregister := e.cancels.run(w.Call.ID, cancel)
@@ -78,6 +100,7 @@ func (e *Executor) attempt(ctx context.Context, msg jetstream.Msg, w *messages.W
 	stopKeepAlive := e.keepAlive(msg)
 	e.metrics.InFlight.WithLabelValues(e.cfg.Region).Inc()
 	start := e.cfg.Clock()
+	sentAt = start
 	req := providers.Request{
 		Endpoint:   w.Call.Endpoint,
 		Body:       w.Call.Body,
@@ -85,6 +108,7 @@ func (e *Executor) attempt(ctx context.Context, msg jetstream.Msg, w *messages.W
 		BaseURL:    dep.BaseURL,
 		APIVersion: dep.APIVersion,
 		Secret:     secret,
+		RequestID:  w.Call.ID,
 	}
 	var resp *providers.Response
 	chunks := 0
@@ -216,34 +240,70 @@ func (e *Executor) retryOrGiveUp(w *messages.Work, res *messages.Result, class m
 	return outcome{retry: r, class: class, status: res.HTTPStatus, usedTokens: -1}
 }
 
+// finishFor bounds how long an executor keeps trying to publish an
+// attempt's outcome (NATS restarting, a stream leader moving): given up,
+// the work is delivered again, and a sent attempt then counts as one that
+// may have reached the provider, so the call makes one request more.
+const finishFor = time.Minute
+
 // finish publishes the attempt's outcome, and reports it to the dispatcher
-// that admitted it.
-func (e *Executor) finish(ctx context.Context, w *messages.Work, o outcome) error {
-	pubCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
+// that admitted it. A publish that fails is tried again, with growing
+// pauses, for finishFor: the outcome is known, and its work, redelivered,
+// would cost another provider request.
+func (e *Executor) finish(ctx context.Context, msg jetstream.Msg, w *messages.Work, o outcome) error {
+	publish := func(ctx context.Context) error { return e.results.Publish(ctx, o.result) }
 	if o.retry != nil {
 		data, err := json.Marshal(o.retry)
 		if err != nil {
 			return err
 		}
-		m := &nats.Msg{Subject: messages.RetrySubject(w.Team, w.Tier), Data: data, Header: nats.Header{}}
-		m.Header.Set(messages.HeaderMsgID, messages.RetryMsgID(w.Call.ID, o.retry.Attempt))
-		if _, err := e.js.PublishMsg(pubCtx, m); err != nil {
-			return fmt.Errorf("publish retry: %w", err)
+		publish = func(ctx context.Context) error {
+			m := &nats.Msg{Subject: messages.RetrySubject(w.Team, w.Tier), Data: data, Header: nats.Header{}}
+			m.Header.Set(messages.HeaderMsgID, messages.RetryMsgID(w.Call.ID, o.retry.Attempt, o.retry.Admission))
+			if _, err := e.js.PublishMsg(ctx, m); err != nil {
+				return fmt.Errorf("publish retry: %w", err)
+			}
+			return nil
 		}
-	} else if err := e.results.Publish(pubCtx, o.result); err != nil {
-		return err
 	}
-	if messages.ValidToken(w.Dispatcher) {
-		data, _ := json.Marshal(messages.AttemptDone{
-			CallID: w.Call.ID, Attempt: w.Attempt, Deployment: w.Deployment,
-			Outcome: o.class, Status: o.status,
-			ReservedTokens: w.ReservedTokens, UsedTokens: o.usedTokens,
-		})
-		// Best effort: a lost report leaves the reservation in place.
-		_ = e.nc.Publish(messages.DoneSubject(w.Dispatcher), data)
+	giveUp := e.cfg.Clock().Add(finishFor)
+	pause := 100 * time.Millisecond
+	for {
+		pubCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := publish(pubCtx)
+		cancel()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil || e.cfg.Clock().Add(pause).After(giveUp) {
+			return err
+		}
+		e.log.Warn("publish the attempt's outcome; trying again", "call", w.Call.ID, "err", err)
+		// Keep the work ours meanwhile: redelivered, it would be sent
+		// again.
+		_ = msg.InProgress()
+		if !e.sleepUntil(ctx, e.cfg.Clock().Add(pause)) {
+			return err
+		}
+		pause = min(2*pause, 2*time.Second)
 	}
+	e.report(w, o)
 	return nil
+}
+
+// report tells the dispatcher that admitted w how its attempt ended.
+func (e *Executor) report(w *messages.Work, o outcome) {
+	if !messages.ValidToken(w.Dispatcher) {
+		return
+	}
+	data, _ := json.Marshal(messages.AttemptDone{
+		CallID: w.Call.ID, Attempt: w.Attempt, Admission: w.Admission, Deployment: w.Deployment,
+		Outcome: o.class, Status: o.status,
+		ReservedTokens: w.ReservedTokens, UsedTokens: o.usedTokens,
+		SentAt: o.sentAt, ReceivedAt: o.receivedAt,
+	})
+	// Best effort: a lost report leaves the reservation in place.
+	_ = e.nc.Publish(messages.DoneSubject(w.Dispatcher), data)
 }
 
 // keepAlive tells JetStream the work is in progress while a long provider

@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluicehq/sluice/messages"
+	"github.com/sluicehq/sluice/services/attempts"
 	"github.com/sluicehq/sluice/services/config"
 	"github.com/sluicehq/sluice/services/health"
 	"github.com/sluicehq/sluice/services/providers"
@@ -113,6 +114,7 @@ type Executor struct {
 	health  *health.Store
 	usage   *usage.Recorder
 	cancels *cancels
+	claims  *attempts.Store
 }
 
 // New returns an executor that uses nc. Run starts it.
@@ -152,6 +154,7 @@ func (e *Executor) Run(ctx context.Context) error {
 		return err
 	}
 	e.stream = res.Results
+	e.claims = attempts.New(e.js, res.Attempts)
 	e.usage = usage.NewRecorder(res.Usage, e.log, e.cfg.Clock)
 	e.results.RecordTo(e.usage)
 	usageCtx, stopUsage := context.WithCancel(context.Background())
@@ -234,6 +237,7 @@ func (e *Executor) Run(ctx context.Context) error {
 
 // handle runs one attempt of one call.
 func (e *Executor) handle(ctx context.Context, msg jetstream.Msg) {
+	received := e.cfg.Clock()
 	var w messages.Work
 	if err := decodeWork(msg.Data(), &w); err != nil {
 		e.log.Error("undecodable work; dead-lettering", "subject", msg.Subject(), "err", err)
@@ -247,22 +251,43 @@ func (e *Executor) handle(ctx context.Context, msg jetstream.Msg) {
 	}
 	log := e.log.With("call", w.Call.ID, "attempt", w.Attempt, "deployment", w.Deployment)
 
-	// A redelivered attempt may already have been answered by an executor
-	// that died before acknowledging it.
-	if meta, err := msg.Metadata(); err == nil && meta.NumDelivered > 1 {
-		if _, err := results.FetchFrom(ctx, e.stream, w.Team, w.Call.ID); err == nil {
-			_ = msg.Ack()
-			return
-		}
+	// A redelivered attempt may already have been answered, or sent, by
+	// an executor that died before acknowledging it.
+	lost, answered, ok := e.redelivered(ctx, msg, &w)
+	switch {
+	case !ok:
+		_ = msg.NakWithDelay(time.Second)
+		return
+	case answered:
+		_ = msg.Ack()
+		return
 	}
-
-	a := e.attempt(ctx, msg, &w, log)
-	if ctx.Err() != nil && a.aborted {
+	var a outcome
+	if lost != nil {
+		a = *lost
+	} else {
+		a = e.attempt(ctx, msg, &w, log)
+	}
+	if meta, err := msg.Metadata(); err == nil && meta.NumDelivered == 1 {
+		a.receivedAt = received
+	}
+	switch {
+	case a.unclaimed:
+		// Not sent, and not known to be: delivered again, it is late and
+		// goes back to admission.
+		_ = msg.NakWithDelay(time.Second)
+		return
+	case a.duplicate:
+		// Another delivery of this attempt claimed it: the call is its.
+		e.report(&w, a)
+		_ = msg.Ack()
+		return
+	case ctx.Err() != nil && a.aborted:
 		// Shutdown cut the request off: hand the work to another executor.
 		_ = msg.Nak()
 		return
 	}
-	if err := e.finish(ctx, &w, a); err != nil {
+	if err := e.finish(ctx, msg, &w, a); err != nil {
 		log.Error("publish outcome; work will be redelivered", "err", err)
 		_ = msg.Nak()
 		return

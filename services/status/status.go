@@ -62,14 +62,20 @@ type Deployment struct {
 	// as some dispatcher sees it).
 	State  string `json:"state"`
 	Detail string `json:"detail,omitempty"`
-	// HeadroomRequests and HeadroomTokens are what its bucket holds now, as
-	// a fraction of the bucket (below 0 after an oversized call).
+	// HeadroomRequests and HeadroomTokens are what its schedule could send
+	// at once now, as a fraction of its capacity (below 0 while it is
+	// booked ahead).
 	HeadroomRequests float64 `json:"headroom_requests"`
 	HeadroomTokens   float64 `json:"headroom_tokens"`
-	RPM              float64 `json:"rpm"`
-	TPM              float64 `json:"tpm"`
-	ConfiguredRPM    int64   `json:"configured_rpm"`
-	ConfiguredTPM    int64   `json:"configured_tpm"`
+	// RPM and TPM are the limits in force: configured, or lower as the
+	// provider taught; PacedRPM and PacedTPM the rates sluice sends at to
+	// stay inside the windows the provider enforces.
+	RPM           float64 `json:"rpm"`
+	TPM           float64 `json:"tpm"`
+	PacedRPM      float64 `json:"paced_rpm"`
+	PacedTPM      float64 `json:"paced_tpm"`
+	ConfiguredRPM int64   `json:"configured_rpm"`
+	ConfiguredTPM int64   `json:"configured_tpm"`
 }
 
 // Watcher keeps the parts of a Snapshot that are pushed: dispatchers'
@@ -77,7 +83,7 @@ type Deployment struct {
 type Watcher struct {
 	js      jetstream.JetStream
 	sub     *nats.Subscription
-	limits  *limiter.KV
+	limits  *limiter.KVScheduler
 	health  *health.Store
 	cfgKV   jetstream.KeyValue
 	mu      sync.Mutex
@@ -104,7 +110,7 @@ func Watch(ctx context.Context, nc *nats.Conn) (*Watcher, error) {
 	if w.cfgKV, err = js.KeyValue(ctx, messages.BucketConfig); err != nil {
 		return nil, fmt.Errorf("%w (%v)", ErrNoSluice, err)
 	}
-	limKV, err := js.KeyValue(ctx, messages.BucketLimiter)
+	limKV, err := js.KeyValue(ctx, messages.BucketSchedule)
 	if err != nil {
 		return nil, fmt.Errorf("status: %w", err)
 	}
@@ -112,7 +118,7 @@ func Watch(ctx context.Context, nc *nats.Conn) (*Watcher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("status: %w", err)
 	}
-	w.limits = limiter.NewKV(limKV, limiter.KVOptions{})
+	w.limits = limiter.NewKVScheduler(limKV, limiter.KVOptions{})
 	if err := w.limits.Start(ctx); err != nil {
 		return nil, err
 	}
@@ -208,15 +214,16 @@ func (w *Watcher) Snapshot(ctx context.Context) (*Snapshot, error) {
 	for _, pool := range cfg.Pools {
 		for _, dep := range pool.Deployments {
 			h := w.health.Get(dep.ID)
-			lim := dispatcher.DeploymentLimit(cfg, dep, h, now)
-			avail, err := w.limits.Available(ctx, dep.ID, lim)
+			lim := dispatcher.DeploymentPace(cfg, dep, h, now)
+			rpm, tpm := health.Effective(dep.RPM, dep.TPM, h, now, cfg.Health.LearnedRecovery)
+			avail, err := w.limits.Free(ctx, dep.ID, lim)
 			if err != nil {
 				return nil, err
 			}
 			row := Deployment{
 				ID: dep.ID, Pool: dep.Pool(), Region: dep.Region, State: "ok",
 				HeadroomRequests: avail.Requests / lim.BurstRequests, HeadroomTokens: avail.Tokens / lim.BurstTokens,
-				RPM: lim.RPM, TPM: lim.TPM, ConfiguredRPM: dep.RPM, ConfiguredTPM: dep.TPM,
+				RPM: rpm, TPM: tpm, PacedRPM: lim.RPM, PacedTPM: lim.TPM, ConfiguredRPM: dep.RPM, ConfiguredTPM: dep.TPM,
 			}
 			switch {
 			case h.DisabledNow(now):
@@ -231,7 +238,7 @@ func (w *Watcher) Snapshot(ctx context.Context) (*Snapshot, error) {
 			case len(stalled[dep.Region]) > 0:
 				sort.Strings(stalled[dep.Region])
 				row.State, row.Detail = "no_executor", "no executor of region "+dep.Region+" takes work (seen by "+strings.Join(stalled[dep.Region], ", ")+")"
-			case lim.RPM < float64(dep.RPM) || lim.TPM < float64(dep.TPM):
+			case rpm < float64(dep.RPM) || tpm < float64(dep.TPM):
 				row.State, row.Detail = "limited", "the provider reported less than configured"
 			}
 			s.Deployments = append(s.Deployments, row)

@@ -40,6 +40,7 @@ type Resources struct {
 	DeadLetters jetstream.Stream
 	Attempts    jetstream.Stream
 	Limiter     jetstream.KeyValue
+	Schedule    jetstream.KeyValue
 	Config      jetstream.KeyValue
 	Health      jetstream.KeyValue
 	Concurrency jetstream.KeyValue
@@ -95,6 +96,15 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg config.Streams) (*R
 	if r.Limiter, err = ensureBucket(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      messages.BucketLimiter,
 		Description: "sluice: shared limiter state, one key per deployment",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+	}); err != nil {
+		return nil, err
+	}
+	if r.Schedule, err = ensureBucket(ctx, js, jetstream.KeyValueConfig{
+		Bucket:      messages.BucketSchedule,
+		Description: "sluice: each deployment's send schedule",
 		History:     1,
 		Storage:     jetstream.FileStorage,
 		Replicas:    cfg.Replicas,

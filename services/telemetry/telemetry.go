@@ -48,6 +48,10 @@ type Metrics struct {
 	ProviderLatency *prometheus.HistogramVec
 	// Provider429s counts 429 answers per deployment.
 	Provider429s *prometheus.CounterVec
+	// LateWork counts work an executor handed back to admission unsent,
+	// per region and reason: "late" (taken after its send-by time) or
+	// "shutdown" (the executor stopped before its send time).
+	LateWork *prometheus.CounterVec
 	// Retries counts attempts handed back for a retry, per deployment and
 	// reason (429, 5xx, timeout, transport).
 	Retries *prometheus.CounterVec
@@ -125,6 +129,9 @@ func New(reg prometheus.Registerer) *Metrics {
 		ProviderLatency: register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "sluice_provider_latency_seconds", Help: "Provider request duration.", Buckets: latencyBuckets,
 		}, []string{"deployment", "region"})),
+		LateWork: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_late_work_total", Help: "Work handed back to admission unsent, by region and reason (late, shutdown).",
+		}, []string{"region", "reason"})),
 		Provider429s: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_provider_429_total", Help: "429 answers from providers, by deployment.",
 		}, []string{"deployment"})),
