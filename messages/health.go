@@ -32,6 +32,11 @@ type DeploymentHealth struct {
 	StrictRPMAt time.Time `json:"strict_rpm_at,omitzero"`
 	StrictTPM   float64   `json:"strict_tpm,omitempty"`
 	StrictTPMAt time.Time `json:"strict_tpm_at,omitzero"`
+	// ShortWindowAt: the provider refused a burst that the deployment's
+	// windows (all longer than a second) allow, so it counts over a second
+	// too; from then the deployment is paced for a one-second window as
+	// well, for twice health.learned_recovery.
+	ShortWindowAt time.Time `json:"short_window_at,omitzero"`
 	// Disabled takes the deployment out of rotation (insufficient_quota)
 	// until DisabledUntil, or until an operator re-enables it when
 	// DisabledUntil is zero.

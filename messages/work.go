@@ -68,7 +68,8 @@ type Retry struct {
 	Ticket
 	NotBefore time.Time `json:"not_before"`
 	// Late is set when the attempt never reached the provider: its work
-	// was taken after its SendBy.
+	// was taken after its SendBy. LastDeployment is then the deployment
+	// it was admitted to.
 	Late bool `json:"late,omitempty"`
 }
 

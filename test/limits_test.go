@@ -37,54 +37,6 @@ func publishPaced(t *testing.T, js jetstream.JetStream, n int, rate float64, bod
 	return ids
 }
 
-// Three dispatchers share the limiter state; the fake provider's limits
-// equal the configured ones; demand is twice the capacity for 20 s. The
-// provider refuses nothing, and at least 90% of the capacity is used.
-func TestAccuracyThreeDispatchersTwiceTheDemand(t *testing.T) {
-	const (
-		rpm      = 1200 // per deployment: 20/s, 80/s over four
-		tpm      = 36000
-		duration = 20 * time.Second
-	)
-	s := startStack(t, stackOptions{
-		yaml: twoRegionYAML(rpm, tpm, layout{}),
-		fake: fakeprovider.Config{Latency: 5 * time.Millisecond},
-	})
-	for i := 1; i <= 3; i++ {
-		startDispatcher(t, s, fmt.Sprintf("d%d", i), nil)
-	}
-	startExecutors(t, s)
-	nc := connect(t, s)
-	js, _ := jetstream.New(nc)
-
-	capacity := 4 * float64(rpm) / 60 // requests per second
-	start := time.Now()
-	publishPaced(t, js, int(2*capacity*duration.Seconds()), 2*capacity, func(id string) string {
-		return chatCall(id, "m", 20, `,"timeout_ms":120000`)
-	})
-	elapsed := time.Since(start)
-	st := s.Fake.Stats()
-	used := float64(st.Total.Served) / (capacity * elapsed.Seconds())
-	t.Logf("in %s: served %d, refused %d, %.1f%% of the configured %0.f requests/s used; tokens %d",
-		elapsed.Round(time.Millisecond), st.Total.Served, st.Total.Refused(), 100*used, capacity, st.Total.TotalTokens)
-	keys := make([]string, 0, len(st.Keys))
-	for k := range st.Keys {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		c := st.Keys[k]
-		t.Logf("  %s: served %d, max %d requests in 1s (limit %.0f/s), max %d tokens in 1s (limit %.0f/s)",
-			k, c.Served, c.MaxRequests1s, float64(rpm)/60, c.MaxTokens1s, float64(tpm)/60)
-	}
-	if st.Total.Refused() != 0 {
-		t.Errorf("the provider refused %d calls; sluice must keep under its limits", st.Total.Refused())
-	}
-	if used < 0.90 {
-		t.Errorf("used %.1f%% of capacity, want at least 90%%", 100*used)
-	}
-}
-
 // The provider allows less than configured and does not say so (no
 // rate-limit headers, as with Bedrock): calls are refused, retried with
 // growing delays, and each ends with exactly one result, success or

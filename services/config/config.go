@@ -14,6 +14,7 @@ package config
 import (
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"sync/atomic"
 	"time"
@@ -110,6 +111,13 @@ func (d *Deployment) EnforcedWindows() []time.Duration {
 		return DefaultWindows
 	}
 	return *d.Windows
+}
+
+// Bursty reports whether the deployment's windows are all longer than a
+// second (or none), so that its pace sends bursts.
+func (d *Deployment) Bursty() bool {
+	ws := d.EnforcedWindows()
+	return len(ws) == 0 || slices.Min(ws) > time.Second
 }
 
 // Calls bounds calls.

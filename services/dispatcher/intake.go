@@ -181,7 +181,11 @@ func (d *Dispatcher) intakeRetry(msg jetstream.Msg, team string, tier messages.T
 		return
 	}
 	if !now.Before(r.Deadline) {
-		d.reject(msg, &r.Ticket, messages.Errorf(messages.CodeDeadlineExceeded, "the deadline passed while waiting to retry"))
+		why := "the deadline passed while waiting to retry"
+		if dep, ok := cfg.Deployment(r.LastDeployment); ok && r.Late {
+			why = "the deadline passed while the call waited to be sent: no executor of region " + dep.Region + " took its work in time"
+		}
+		d.reject(msg, &r.Ticket, messages.Errorf(messages.CodeDeadlineExceeded, "%s", why))
 		return
 	}
 	est, bad := tokens.Of(r.Call.Endpoint, r.Call.Body, pool.DefaultMaxTokens)

@@ -234,17 +234,26 @@ func (d *Dispatcher) paceOf(cfg *config.Config, dep *config.Deployment, now time
 // capacity that keep what reaches the provider inside every window it
 // enforces (the deployment's windows), at the limits configured or lower
 // ones the provider taught (h), with admission.jitter of room.
+//
+// A provider that refused calls sent within the deployment's windows
+// enforces something stricter: while that lesson holds, the deployment is
+// also paced for a one-second window, which takes away the burst a
+// longer window alone would allow (see health.ShortWindow).
 func DeploymentPace(cfg *config.Config, dep *config.Deployment, h messages.DeploymentHealth, now time.Time) limiter.Limit {
 	rpm, tpm := health.Effective(dep.RPM, dep.TPM, h, now, cfg.Health.LearnedRecovery)
-	return paceFor(cfg, dep, rpm, tpm)
+	windows := dep.EnforcedWindows()
+	if dep.Bursty() && health.ShortWindow(h, now, cfg.Health.LearnedRecovery) {
+		windows = append([]time.Duration{time.Second}, windows...)
+	}
+	return paceFor(cfg, windows, rpm, tpm)
 }
 
-// paceFor fits the deployment's windows to rpm and tpm. Configured limits
-// always fit (the configuration is refused otherwise); limits learned far
-// below them may leave a short window no room, and are then paced for
-// the longest window alone, or failing that at half their rate.
-func paceFor(cfg *config.Config, dep *config.Deployment, rpm, tpm float64) limiter.Limit {
-	e := limiter.Enforcement{RPM: rpm, TPM: tpm, Windows: dep.EnforcedWindows(), Jitter: cfg.Admission.Jitter, Burst: cfg.Admission.Burst}
+// paceFor fits windows to rpm and tpm. Configured limits always fit (the
+// configuration is refused otherwise); limits learned far below them may
+// leave a short window no room, and are then paced for the longest window
+// alone, or failing that at half their rate.
+func paceFor(cfg *config.Config, windows []time.Duration, rpm, tpm float64) limiter.Limit {
+	e := limiter.Enforcement{RPM: rpm, TPM: tpm, Windows: windows, Jitter: cfg.Admission.Jitter, Burst: cfg.Admission.Burst}
 	if l, err := limiter.Fit(e); err == nil {
 		return l
 	}

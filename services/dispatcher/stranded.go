@@ -183,6 +183,7 @@ func (d *Dispatcher) sweepRegion(ctx context.Context, exec jetstream.Stream, sub
 func (d *Dispatcher) handBackStranded(ctx context.Context, w *messages.Work) error {
 	r := messages.Retry{Ticket: w.Ticket, NotBefore: d.cfg.Clock(), Late: true}
 	r.Admission = w.Admission + 1
+	r.LastDeployment = w.Deployment
 	data, err := json.Marshal(r)
 	if err != nil {
 		return err

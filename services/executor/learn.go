@@ -22,6 +22,7 @@ const defaultCooldown = time.Second
 // lesson is new; a failure to write is logged, never fatal to the call.
 func (e *Executor) learn(ctx context.Context, shared *config.Config, dep *config.Deployment, resp *providers.Response) {
 	o := observe(e.cfg.Clock(), resp)
+	o.Bursty = dep.Bursty()
 	settings := health.Settings{
 		ConfiguredRPM: dep.RPM, ConfiguredTPM: dep.TPM,
 		Recovery: shared.Health.LearnedRecovery, QuotaDisable: shared.Health.QuotaDisable,

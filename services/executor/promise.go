@@ -98,6 +98,7 @@ func (e *Executor) handBack(w *messages.Work, why string) outcome {
 	e.metrics.LateWork.WithLabelValues(e.cfg.Region, why).Inc()
 	r := &messages.Retry{Ticket: w.Ticket, NotBefore: e.cfg.Clock(), Late: true}
 	r.Admission = w.Admission + 1
+	r.LastDeployment = w.Deployment
 	return outcome{retry: r, class: messages.OutcomeNotSent, usedTokens: 0}
 }
 

@@ -53,6 +53,11 @@ type Observation struct {
 	// "requests" or "tokens" when the provider said which, else "".
 	Refused     bool
 	RefusedKind string
+	// Bursty is set when the deployment's windows are all longer than a
+	// second, so that sluice sends it bursts: a refusal then first teaches
+	// that the provider counts over a second too (ShortWindowAt), and
+	// lowers the limits only if refusals go on.
+	Bursty bool
 }
 
 // Settings are the configured values learning is measured against.
@@ -83,7 +88,9 @@ func (o Observation) Change(s Settings) func(*messages.DeploymentHealth) bool {
 			}
 		}
 		rpm, tpm := Effective(s.ConfiguredRPM, s.ConfiguredTPM, *h, o.Now, s.Recovery)
-		if o.Refused {
+		if o.Refused && o.Bursty && !ShortWindow(*h, o.Now, s.Recovery) {
+			h.ShortWindowAt, changed = o.Now, true
+		} else if o.Refused && (h.ShortWindowAt.IsZero() || o.Now.Sub(h.ShortWindowAt) >= strictReaction) {
 			// What was in force when the provider refused is the new
 			// ceiling, in the dimension it refused (both when it did not
 			// say), unless that dimension learned it a moment ago.
@@ -142,10 +149,10 @@ func lower(reported, configured int64, inForce float64) int64 {
 // back linearly to the configured one over recovery after it was last
 // reported. A refusal while sluice kept within the limits in force (see
 // messages.DeploymentHealth.StrictRPM) drops them to 90% at once; they
-// climb back over 10 s to 97% of where the provider refused, and only
-// then, over recovery, to the configured ones: refusals stop, most of the
-// real capacity stays in use, and sluice finds out slowly whether the
-// provider allows more again.
+// climb back over 10 s to 97% of where the provider refused, stay there
+// for recovery, and only then, over recovery again, climb to the
+// configured ones: refusals stop, most of the real capacity stays in use,
+// and sluice finds out slowly whether the provider allows more again.
 func Effective(configuredRPM, configuredTPM int64, h messages.DeploymentHealth, now time.Time, recovery time.Duration) (rpm, tpm float64) {
 	f := 1.0
 	if recovery > 0 && !h.LearnedAt.IsZero() {
@@ -169,14 +176,36 @@ func strictLimit(configured, ceiling float64, since, recovery time.Duration) flo
 	}
 	ceiling = min(ceiling, configured)
 	low, hold := strictDrop*ceiling, strictHold*ceiling
-	if since < strictClimb {
+	switch {
+	case since < strictClimb:
 		return low + (hold-low)*max(0, float64(since))/float64(strictClimb)
+	case since < strictClimb+recovery:
+		return hold
+	case recovery <= 0:
+		return configured
 	}
-	f := 1.0
-	if recovery > 0 {
-		f = min(1, float64(since-strictClimb)/float64(recovery))
-	}
+	f := min(1, float64(since-strictClimb-recovery)/float64(recovery))
 	return hold + (configured-hold)*f
+}
+
+// ShortWindow reports whether the provider taught that it counts over a
+// second too, and the lesson still holds at now: for twice recovery after
+// it refused a burst (messages.DeploymentHealth.ShortWindowAt), and while
+// a refusal still holds the limits in force below the configured ones
+// (see Effective).
+func ShortWindow(h messages.DeploymentHealth, now time.Time, recovery time.Duration) bool {
+	if !h.ShortWindowAt.IsZero() && now.Sub(h.ShortWindowAt) < 2*recovery {
+		return true
+	}
+	for _, d := range []struct {
+		ceiling float64
+		at      time.Time
+	}{{h.StrictRPM, h.StrictRPMAt}, {h.StrictTPM, h.StrictTPMAt}} {
+		if !d.at.IsZero() && d.ceiling > 0 && now.Sub(d.at) < strictClimb+2*recovery {
+			return true
+		}
+	}
+	return false
 }
 
 func recovered(configured, learned int64, f float64) float64 {

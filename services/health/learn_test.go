@@ -103,7 +103,8 @@ func TestRefusalLowersTheLimitsInForce(t *testing.T) {
 		{0, 540},                                // 90% at once
 		{5 * time.Second, 561},                  // halfway to 97%
 		{10 * time.Second, 582},                 // 97% of where it refused
-		{10*time.Second + 150*time.Second, 591}, // then slowly to the configured
+		{10*time.Second + 150*time.Second, 582}, // held there for recovery
+		{10*time.Second + 450*time.Second, 591}, // then slowly to the configured
 		{time.Hour, 600},
 	} {
 		rpm, tpm := Effective(600, 100000, h, now.Add(c.after), s.Recovery)
@@ -134,5 +135,33 @@ func TestRefusalLowersTheLimitsInForce(t *testing.T) {
 	(Observation{Now: now, Refused: true}).Change(s)(&both)
 	if rpm, tpm := Effective(600, 100000, both, now, s.Recovery); rpm != 540 || tpm != 90000 {
 		t.Fatalf("an unnamed refusal: %v rpm, %v tpm; want both at 90%%", rpm, tpm)
+	}
+}
+
+// A deployment paced with bursts (its windows all longer than a second)
+// that the provider refuses learns first that the provider counts over a
+// second too, its limits untouched; refusals after that lower them.
+func TestBurstRefusalTeachesAShortWindowFirst(t *testing.T) {
+	now := time.Unix(1000, 0)
+	s := Settings{ConfiguredRPM: 600, ConfiguredTPM: 100000, Recovery: 5 * time.Minute}
+	var h messages.DeploymentHealth
+	if ShortWindow(h, now, s.Recovery) {
+		t.Fatal("nothing learned yet")
+	}
+	refusal := Observation{Now: now, Refused: true, Bursty: true, CooldownFor: time.Second}
+	refusal.Change(s)(&h)
+	if !ShortWindow(h, now, s.Recovery) || !h.StrictRPMAt.IsZero() {
+		t.Fatalf("a refused burst: %+v; want a short window learned and no limit lowered", h)
+	}
+	if rpm, _ := Effective(600, 100000, h, now, s.Recovery); rpm != 600 {
+		t.Fatalf("limits in force %v, want the configured 600", rpm)
+	}
+	refusal.Now = now.Add(2 * time.Second)
+	refusal.Change(s)(&h)
+	if rpm, _ := Effective(600, 100000, h, refusal.Now, s.Recovery); rpm != 540 {
+		t.Fatalf("a refusal with the short window in force: %v rpm, want 540", rpm)
+	}
+	if !ShortWindow(h, now.Add(9*time.Minute), s.Recovery) || ShortWindow(h, now.Add(11*time.Minute), s.Recovery) {
+		t.Fatal("the short window holds twice the recovery after the last lesson")
 	}
 }

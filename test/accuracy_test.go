@@ -1,0 +1,262 @@
+package test
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluicehq/sluice/services/devstack"
+	"github.com/sluicehq/sluice/services/fakeprovider"
+)
+
+// The accuracy tests hold sluice to every way a provider may enforce its
+// limits, with a fake provider that enforces them its own way (see
+// package fakeprovider), not sluice's: three dispatchers share two
+// regions x two keys under twice the demand they allow, and the provider
+// counts what reached each key in every 1 s and 60 s window.
+
+const (
+	accuracyRPM = 300 // per key: 5 a second, 20 over four keys
+	// accuracyRun outlasts one 60 s window, where a schedule that starts
+	// full, or a burst at the start of a minute, would show.
+	accuracyRun = 65 * time.Second
+)
+
+// accuracyStack starts sluice on a provider whose every key enforces kc
+// (with accuracyRPM), the sluice configuration naming accuracyRPM too.
+func accuracyStack(t *testing.T, kc fakeprovider.KeyConfig, yamlRPM int64) *devstack.Stack {
+	t.Helper()
+	s := startStack(t, stackOptions{
+		yaml: twoRegionYAML(yamlRPM, 10_000_000, layout{}),
+		fake: fakeprovider.Config{Latency: 20 * time.Millisecond},
+	})
+	kc.RPM, kc.TPM = accuracyRPM, 10_000_000
+	for _, dep := range s.Shared.Load().Pools["m"].Deployments {
+		if err := s.Fake.SetKey(devstack.DevSecrets(s.Shared.Load())[dep.Key], kc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 1; i <= 3; i++ {
+		startDispatcher(t, s, fmt.Sprintf("d%d", i), nil)
+	}
+	startExecutors(t, s)
+	return s
+}
+
+// offerTwice publishes twice the capacity for d, and returns when it
+// started.
+func offerTwice(t *testing.T, s *devstack.Stack, d time.Duration) time.Time {
+	t.Helper()
+	nc := connect(t, s)
+	js, _ := jetstream.New(nc)
+	capacity := 4 * float64(accuracyRPM) / 60
+	start := time.Now()
+	publishPaced(t, js, int(2*capacity*d.Seconds()), 2*capacity, func(id string) string {
+		return chatCall(id, "m", 20, `,"timeout_ms":600000`)
+	})
+	return start
+}
+
+// keyReport is what the provider saw of one key.
+type keyReport struct {
+	key                  string
+	served, refused      int64
+	max1s, max60s        int64
+	used                 float64 // of the rate the key allows, while served
+	refusedAfter30s      int64
+	servedFrom, servedTo time.Time
+}
+
+// reportKeys reads the provider's counts per key; allowed is the requests
+// a minute each key really admits. Refusals from 30 s after start on are
+// counted apart, with the log the test keeps of them.
+func reportKeys(t *testing.T, s *devstack.Stack, allowed float64) []keyReport {
+	t.Helper()
+	st := s.Fake.Stats()
+	var out []keyReport
+	for k, c := range st.Keys {
+		r := keyReport{key: redactKey(k), served: c.Served, refused: c.Refused(), max1s: c.MaxRequests1s, max60s: c.MaxRequests60s,
+			servedFrom: c.FirstServed, servedTo: c.LastServed}
+		if span := c.LastServed.Sub(c.FirstServed); span > 0 {
+			r.used = float64(c.Served-1) / (allowed / 60 * span.Seconds())
+		}
+		out = append(out, r)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].key < out[j].key })
+	for _, r := range out {
+		t.Logf("  %s: served %d, refused %d, at most %d in 1 s and %d in 60 s, %.1f%% of what the key allows",
+			r.key, r.served, r.refused, r.max1s, r.max60s, 100*r.used)
+	}
+	return out
+}
+
+// Against every model of enforcement, at the configured limits: the
+// provider refuses nothing, and sluice uses at least 98% of what each key
+// allows.
+func TestAccuracyAgainstEveryEnforcement(t *testing.T) {
+	t.Parallel()
+	models := []struct {
+		name string
+		key  fakeprovider.KeyConfig
+	}{
+		{"token bucket holding a second", fakeprovider.KeyConfig{Enforce: fakeprovider.EnforceBucket}},
+		{"sliding minute", fakeprovider.KeyConfig{Enforce: fakeprovider.EnforceWindows, Windows: []fakeprovider.Window{{Span: time.Minute}}}},
+		{"sliding second and minute", fakeprovider.KeyConfig{Enforce: fakeprovider.EnforceWindows,
+			Windows: []fakeprovider.Window{{Span: time.Second}, {Span: time.Minute}}, RetryAfter: fakeprovider.RetryAfterReset}},
+	}
+	for _, m := range models {
+		t.Run(strings.ReplaceAll(m.name, " ", "_"), func(t *testing.T) {
+			t.Parallel()
+			s := accuracyStack(t, m.key, accuracyRPM)
+			offerTwice(t, s, accuracyRun)
+			perSecond := int64((accuracyRPM + 59) / 60)
+			for _, r := range reportKeys(t, s, accuracyRPM) {
+				if r.refused != 0 {
+					t.Errorf("%s: the provider refused %d calls", r.key, r.refused)
+				}
+				if r.max1s > perSecond || r.max60s > accuracyRPM {
+					t.Errorf("%s: %d requests in one second (allowed %d), %d in a minute (allowed %d)", r.key, r.max1s, perSecond, r.max60s, accuracyRPM)
+				}
+				if r.used < 0.98 {
+					t.Errorf("%s: used %.1f%% of what the key allows, want at least 98%%", r.key, 100*r.used)
+				}
+			}
+		})
+	}
+}
+
+// A provider stricter than sluice was told: it allows 20% less (someone
+// else uses the keys), or it enforces a one-second window that sluice,
+// told the provider counts only the minute, bursts into. Its 429s teach
+// sluice to slow down: they stop within 30 s, and sluice then uses at
+// least 95% of what the provider really allows.
+func TestAccuracyLearnsAStricterProvider(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name    string
+		key     fakeprovider.KeyConfig
+		windows string // what sluice is told
+		allowed float64
+	}{
+		{"a fifth of each key used by someone else",
+			fakeprovider.KeyConfig{Enforce: fakeprovider.EnforceWindows, Windows: []fakeprovider.Window{{Span: time.Second}, {Span: time.Minute}}, OtherUse: 0.2},
+			"", 0.8 * accuracyRPM},
+		{"a one-second window sluice was not told of",
+			fakeprovider.KeyConfig{Enforce: fakeprovider.EnforceWindows, Windows: []fakeprovider.Window{{Span: time.Second}, {Span: time.Minute}}, RetryAfter: fakeprovider.RetryAfterReset},
+			"[1m]", accuracyRPM},
+	}
+	for _, c := range cases {
+		t.Run(strings.ReplaceAll(c.name, " ", "_"), func(t *testing.T) {
+			t.Parallel()
+			s := startStack(t, stackOptions{
+				yaml: func(url string) string {
+					y := twoRegionYAML(accuracyRPM, 10_000_000, layout{})(url)
+					if c.windows != "" {
+						y = strings.ReplaceAll(y, "tpm: 10000000}", "tpm: 10000000, windows: "+c.windows+"}")
+					}
+					return y
+				},
+				fake: fakeprovider.Config{Latency: 20 * time.Millisecond},
+			})
+			kc := c.key
+			kc.RPM, kc.TPM = accuracyRPM, 10_000_000
+			for _, dep := range s.Shared.Load().Pools["m"].Deployments {
+				if err := s.Fake.SetKey(devstack.DevSecrets(s.Shared.Load())[dep.Key], kc); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i := 1; i <= 3; i++ {
+				startDispatcher(t, s, fmt.Sprintf("d%d", i), nil)
+			}
+			startExecutors(t, s)
+
+			refusals := watchRefusals(t, s)
+			start := offerTwice(t, s, accuracyRun)
+			late := refusals.since(start.Add(30 * time.Second))
+			t.Logf("%d refusals in all, %d after the first 30 s", refusals.total(), late)
+			if late != 0 {
+				t.Errorf("the provider still refused %d calls after the first 30 s", late)
+			}
+			// What was served over the last 30 s, against what the provider
+			// allows in that time.
+			served := refusals.servedBetween(start.Add(30*time.Second), start.Add(accuracyRun))
+			want := 4 * c.allowed / 60 * (accuracyRun - 30*time.Second).Seconds()
+			used := float64(served) / want
+			t.Logf("served %d of the %.0f the provider allowed from 30 s on: %.1f%%", served, want, 100*used)
+			if used < 0.95 {
+				t.Errorf("used %.1f%% of what the provider allows, want at least 95%%", 100*used)
+			}
+		})
+	}
+}
+
+// redactKey keeps a key's region, not its secret part, for messages.
+func redactKey(key string) string {
+	if i := strings.LastIndexByte(key, '-'); i > 0 {
+		return key[:i] + "-…"
+	}
+	return "…"
+}
+
+// fakeTimeline samples the provider's totals as a run goes, to tell when
+// it refused and how much it served in a stretch of the run.
+type fakeTimeline struct {
+	mu      sync.Mutex
+	samples []fakeSample
+}
+
+type fakeSample struct {
+	at              time.Time
+	served, refused int64
+}
+
+// watchRefusals samples s's provider every 100ms until the test ends.
+func watchRefusals(t *testing.T, s *devstack.Stack) *fakeTimeline {
+	f := &fakeTimeline{}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			st := s.Fake.Stats().Total
+			f.mu.Lock()
+			f.samples = append(f.samples, fakeSample{time.Now(), st.Served, st.Refused()})
+			f.mu.Unlock()
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-done })
+	return f
+}
+
+// at is the last sample taken no later than t (the first, if none was).
+func (f *fakeTimeline) at(t time.Time) fakeSample {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	i := sort.Search(len(f.samples), func(i int) bool { return f.samples[i].at.After(t) })
+	return f.samples[max(i-1, 0)]
+}
+
+func (f *fakeTimeline) latest() fakeSample {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.samples[len(f.samples)-1]
+}
+
+// total is every refusal so far; since those after t.
+func (f *fakeTimeline) total() int64            { return f.latest().refused }
+func (f *fakeTimeline) since(t time.Time) int64 { return f.latest().refused - f.at(t).refused }
+
+// servedBetween is what the provider served from a to b.
+func (f *fakeTimeline) servedBetween(a, b time.Time) int64 { return f.at(b).served - f.at(a).served }
