@@ -68,13 +68,11 @@ type keyReport struct {
 	served, refused      int64
 	max1s, max60s        int64
 	used                 float64 // of the rate the key allows, while served
-	refusedAfter30s      int64
 	servedFrom, servedTo time.Time
 }
 
 // reportKeys reads the provider's counts per key; allowed is the requests
-// a minute each key really admits. Refusals from 30 s after start on are
-// counted apart, with the log the test keeps of them.
+// a minute each key really admits.
 func reportKeys(t *testing.T, s *devstack.Stack, allowed float64) []keyReport {
 	t.Helper()
 	st := s.Fake.Stats()

@@ -19,10 +19,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var acc bench.AccuracyOptions
 	var gw bench.GatewayOptions
 	mode := fs.String("mode", "throughput", "throughput: calls/s and added latency against a JetStream baseline; accuracy: 429s and capacity used under twice the demand; fairness: teams' shares and critical waits under three times the demand; gateway: latency the HTTP gateway and sluice add over calling the provider directly")
-	fs.DurationVar(&acc.Duration, "duration", 60*time.Second, "accuracy, fairness: how long to offer the demand; gateway: each measurement (default there 5s)")
+	fs.DurationVar(&acc.Duration, "duration", 60*time.Second, "accuracy, fairness: how long to offer the demand (default for accuracy 65s); gateway: each measurement (default there 5s)")
 	rates := fs.String("rates", "100,1000", "gateway: arrival rates, calls per second, comma-separated")
 	fs.DurationVar(&gw.ProviderLatency, "provider-latency", time.Millisecond, "gateway: the fake provider's fixed latency, the same on both paths")
 	fs.Float64Var(&acc.Demand, "demand", 2, "accuracy: demand as a multiple of the capacity")
+	enforcement := fs.String("enforcement", "all", "accuracy: how the fake provider enforces its limits, comma-separated: "+strings.Join(bench.ModelNames(), ", ")+"; or all")
+	rpms := fs.String("rpm", "600,6000", "accuracy: each key's requests per minute, one run per value, comma-separated")
 	fs.IntVar(&o.Calls, "calls", 20000, "calls (and baseline messages) for the throughput measurement")
 	fs.Float64Var(&o.Rate, "rate", 200, "calls per second for the latency measurement")
 	fs.IntVar(&o.LatencyCalls, "latency-calls", 2000, "calls for the latency measurement, through sluice and directly each")
@@ -78,6 +80,15 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		printFairness(stdout, rep)
 	case "accuracy":
 		acc.Dispatchers = o.Dispatchers
+		if !durationSet {
+			acc.Duration = 0 // the mode's own default
+		}
+		if *enforcement != "all" {
+			acc.Models = strings.Split(*enforcement, ",")
+		}
+		if acc.RPMs, err = parseRPMs(*rpms); err != nil {
+			return err
+		}
 		rep, err := bench.RunAccuracy(ctx, acc)
 		if err != nil {
 			return err
@@ -99,15 +110,35 @@ func writeJSON(w io.Writer, v any) error {
 }
 
 func printAccuracy(w io.Writer, r *bench.AccuracyReport) {
-	fmt.Fprintf(w, "sluice bench accuracy on %s, %d CPUs, %s\n\n", r.Machine.OS, r.Machine.NumCPU, r.Machine.GoVersion)
-	fmt.Fprintf(w, "%d dispatchers, 2 regions x 2 keys, %.0f calls/s of capacity, %.0f/s offered for %.0fs\n", r.Dispatchers, r.Capacity, r.Offered, r.Seconds)
-	fmt.Fprintf(w, "  provider 429s:           %d\n", r.Refused)
-	fmt.Fprintf(w, "  capacity used:           %.1f%% (%d served)\n", 100*r.Used, r.Served)
-	fmt.Fprintf(w, "  KV operations per call:  %.3f\n\n", r.KVOpsPerCal)
-	fmt.Fprintf(w, "  deployment      served   share   most in 1s (rate/s)\n")
-	for _, d := range r.Deployments {
-		fmt.Fprintf(w, "  %-14s %7d  %5.1f%%   %5d (%.0f)\n", d.ID, d.Served, 100*d.Share, d.Max1s, d.Limit1s)
+	fmt.Fprintf(w, "sluice bench accuracy on %s, %d CPUs, %s\n", r.Machine.OS, r.Machine.NumCPU, r.Machine.GoVersion)
+	fmt.Fprintf(w, "%d dispatchers, 2 regions x 2 keys, twice the configured capacity offered\n\n", r.Dispatchers)
+	fmt.Fprintf(w, "model        rpm/key  429s (after 30s)  used (after 30s)  most in 1s (allowed, bound)  most in 60s (allowed, bound)  KV ops/call\n")
+	for _, run := range r.Runs {
+		fmt.Fprintf(w, "%-11s %8d  %5d (%5d)      %5.1f%% (%5.1f%%)    %5d (%d, %.1f)         %6d (%d, %.1f)          %.2f\n",
+			run.Model.Name, run.RPM, run.Refused, run.RefusedAfter30s, 100*run.Used, 100*run.UsedAfter30s,
+			run.Max1s, run.Limit1s, run.Bound1s, run.Max60s, run.Limit60s, run.Bound60s, run.KVOpsPerCall)
 	}
+	fmt.Fprintf(w, "\nmodels:\n")
+	seen := map[string]bool{}
+	for _, run := range r.Runs {
+		if !seen[run.Model.Name] {
+			seen[run.Model.Name] = true
+			fmt.Fprintf(w, "  %-11s %s\n", run.Model.Name, run.Model.Description)
+		}
+	}
+}
+
+// parseRPMs reads a comma-separated list of positive whole numbers.
+func parseRPMs(s string) ([]int64, error) {
+	var out []int64
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.ParseInt(strings.TrimSpace(f), 10, 64)
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("--rpm: %q is not a positive whole number", f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }
 
 func printReport(w io.Writer, r *bench.Report) {

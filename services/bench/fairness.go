@@ -73,7 +73,7 @@ var fairnessTeams = []fairTeam{
 
 func fairnessYAML(fakeURL string) string {
 	var b strings.Builder
-	b.WriteString(accuracyYAML(3000, 100_000_000)(fakeURL))
+	b.WriteString(benchPools(fakeURL, 3000, 100_000_000, ""))
 	b.WriteString("teams:\n")
 	for _, t := range fairnessTeams {
 		fmt.Fprintf(&b, "  %s: {max_queued: 1000000, pools: {bench: {weight: %g}}}\n", t.team, t.weight)
