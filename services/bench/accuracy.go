@@ -338,4 +338,6 @@ func (p *providerTimeline) latest() providerSample {
 	return p.samples[len(p.samples)-1]
 }
 
-func (p *providerTimeline) servedBetween(a, b time.Time) int64 { return p.at(b).served - p.at(a).served }
+func (p *providerTimeline) servedBetween(a, b time.Time) int64 {
+	return p.at(b).served - p.at(a).served
+}
