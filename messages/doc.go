@@ -39,7 +39,10 @@
 //
 // [Work] (sluice.exec.<region>), [Retry] (sluice.retry.<team>.<tier>) and
 // [AttemptDone] (sluice.done.<dispatcher>) travel between dispatchers and
-// executors. Clients never publish them. Right before sending a provider
+// executors. Clients never publish them. Work carries the time its
+// deployment's schedule gave it (SendAt) and the latest it may be sent
+// (SendBy): an executor sends it then, or hands it back as a Retry with
+// Late set, to be admitted again. Right before sending a provider
 // request, an executor claims the attempt on
 // sluice.attempt.<team>.<call id>.<attempt>.<admission> ([AttemptSubject],
 // stream SLUICE_ATTEMPTS, kept for the duplicate window), which the server
