@@ -18,7 +18,9 @@ import (
 // limits, with a fake provider that enforces them its own way (see
 // package fakeprovider), not sluice's: three dispatchers share two
 // regions x two keys under twice the demand they allow, and the provider
-// counts what reached each key in every 1 s and 60 s window.
+// counts what reached each key in every 1 s and 60 s window. They run one
+// after the other, not in parallel: what they measure is within 10 ms
+// (admission.jitter), which a machine busy with other tests blurs.
 
 const (
 	accuracyRPM = 300 // per key: 5 a second, 20 over four keys
@@ -97,7 +99,6 @@ func reportKeys(t *testing.T, s *devstack.Stack, allowed float64) []keyReport {
 // provider refuses nothing, and sluice uses at least 98% of what each key
 // allows.
 func TestAccuracyAgainstEveryEnforcement(t *testing.T) {
-	t.Parallel()
 	models := []struct {
 		name string
 		key  fakeprovider.KeyConfig
@@ -109,7 +110,6 @@ func TestAccuracyAgainstEveryEnforcement(t *testing.T) {
 	}
 	for _, m := range models {
 		t.Run(strings.ReplaceAll(m.name, " ", "_"), func(t *testing.T) {
-			t.Parallel()
 			s := accuracyStack(t, m.key, accuracyRPM)
 			offerTwice(t, s, accuracyRun)
 			perSecond := int64((accuracyRPM + 59) / 60)
@@ -117,7 +117,10 @@ func TestAccuracyAgainstEveryEnforcement(t *testing.T) {
 				if r.refused != 0 {
 					t.Errorf("%s: the provider refused %d calls", r.key, r.refused)
 				}
-				if r.max1s > perSecond || r.max60s > accuracyRPM {
+				// A bucket allows a second's worth and its refill in any
+				// second, a sliding minute all of it; a one-second window
+				// what it holds.
+				if countsASecond(m.key) && r.max1s > perSecond || r.max60s > accuracyRPM {
 					t.Errorf("%s: %d requests in one second (allowed %d), %d in a minute (allowed %d)", r.key, r.max1s, perSecond, r.max60s, accuracyRPM)
 				}
 				if r.used < 0.98 {
@@ -134,7 +137,6 @@ func TestAccuracyAgainstEveryEnforcement(t *testing.T) {
 // sluice to slow down: they stop within 30 s, and sluice then uses at
 // least 95% of what the provider really allows.
 func TestAccuracyLearnsAStricterProvider(t *testing.T) {
-	t.Parallel()
 	cases := []struct {
 		name    string
 		key     fakeprovider.KeyConfig
@@ -150,7 +152,6 @@ func TestAccuracyLearnsAStricterProvider(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(strings.ReplaceAll(c.name, " ", "_"), func(t *testing.T) {
-			t.Parallel()
 			s := startStack(t, stackOptions{
 				yaml: func(url string) string {
 					y := twoRegionYAML(accuracyRPM, 10_000_000, layout{})(url)
@@ -258,3 +259,13 @@ func (f *fakeTimeline) since(t time.Time) int64 { return f.latest().refused - f.
 
 // servedBetween is what the provider served from a to b.
 func (f *fakeTimeline) servedBetween(a, b time.Time) int64 { return f.at(b).served - f.at(a).served }
+
+// countsASecond reports whether kc enforces a one-second window.
+func countsASecond(kc fakeprovider.KeyConfig) bool {
+	for _, w := range kc.Windows {
+		if w.Span == time.Second {
+			return kc.Enforce == fakeprovider.EnforceWindows
+		}
+	}
+	return false
+}
