@@ -346,10 +346,14 @@ func TestClusterDeployment(t *testing.T) {
 		d := c.connect("dispatcher", c.hubURLs())
 		for _, subj := range []string{
 			"sluice.call.search.critical", "$JS.API.STREAM.DELETE.SLUICE_CALLS", "$JS.API.CONSUMER.CREATE.SLUICE_EXEC.spy",
-			"sluice.result.search.forged", "sluice.attempt.search.some-call.1.0", "$JS.API.STREAM.PURGE.SLUICE_ATTEMPTS",
+			"sluice.result.search.forged", "$JS.API.STREAM.PURGE.SLUICE_ATTEMPTS",
 		} {
 			d.expectRefused(t, "pub", subj)
 		}
+		// It hands stranded work back: claims it as handed back, and
+		// publishes its next admission.
+		d.expectAllowed(t, "pub", "sluice.attempt.search.some-call.1.0")
+		d.expectAllowed(t, "pub", "sluice.retry.search.standard")
 		for _, subj := range []string{"sluice.result.>", "sluice.call.>", "sluice.exec.>", "sluice.attempt.>", "_INBOX_search.>"} {
 			d.expectRefused(t, "sub", subj)
 		}

@@ -61,12 +61,12 @@ func runUsage(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 func printUsage(w io.Writer, totals []usage.Total, since time.Duration) {
 	fmt.Fprintf(w, "usage over the last %s (hourly roll-ups, UTC)\n\n", since)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "TEAM\tPOOL\tTIER\tCALLS\tOK\tERRORS\tPROVIDER 429s\tPROMPT TOKENS\tCOMPLETION TOKENS\tWAIT p50\tWAIT p99\t")
+	fmt.Fprintln(tw, "TEAM\tPOOL\tTIER\tCALLS\tOK\tERRORS\tPROVIDER REQUESTS\tPROVIDER 429s\tPROMPT TOKENS\tCOMPLETION TOKENS\tWAIT p50\tWAIT p99\t")
 	if len(totals) == 0 {
-		fmt.Fprintln(tw, "(no calls)\t\t\t\t\t\t\t\t\t\t\t")
+		fmt.Fprintln(tw, "(no calls)\t\t\t\t\t\t\t\t\t\t\t\t")
 	}
 	for _, t := range totals {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%d\t%d\t%d\t%s\t%s\t\n", t.Team, t.Pool, t.Tier, t.Calls, t.OK, errorSummary(t.Errors), t.RateLimited,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%d\t%d\t%d\t%d\t%s\t%s\t\n", t.Team, t.Pool, t.Tier, t.Calls, t.OK, errorSummary(t.Errors), t.Attempts, t.RateLimited,
 			t.PromptTokens, t.CompletionTokens, msDuration(t.WaitP50MS), msDuration(t.WaitP99MS))
 	}
 	_ = tw.Flush()

@@ -33,7 +33,9 @@ import (
 )
 
 // Claim is what a claim records: who is sending the attempt, and when it
-// claimed it. It is small, and never holds a secret.
+// claimed it; or that it was handed back to admission unsent. It is small,
+// and never holds a secret. A claim settles an admission of an attempt
+// once: it was sent, or handed back, never both.
 type Claim struct {
 	// Deployment is the deployment the request goes to.
 	Deployment string `json:"deployment"`
@@ -41,6 +43,10 @@ type Claim struct {
 	Region string `json:"region"`
 	// At is when the attempt was claimed.
 	At time.Time `json:"at"`
+	// HandedBack is set when the admission was not sent but handed back
+	// to admission (its work was late): its next admission carries the
+	// call on.
+	HandedBack bool `json:"handed_back,omitempty"`
 }
 
 var (

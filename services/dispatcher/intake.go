@@ -63,9 +63,14 @@ func (d *Dispatcher) intakeCall(msg jetstream.Msg, meta *jetstream.MsgMetadata, 
 	t.Call = call
 
 	// A redelivered call may have ended already, on a dispatcher that died
-	// before acknowledging it.
-	if meta.NumDelivered > 1 {
+	// before acknowledging it, or have its first attempt under way: an
+	// executor claimed it, and continues the call.
+	if meta.NumDelivered > 1 && messages.ValidToken(call.ID) {
 		if _, err := results.FetchFrom(context.Background(), d.stream, team, call.ID); err == nil {
+			_ = msg.Ack()
+			return
+		}
+		if d.claimed(team, call.ID, 1, 0) {
 			_ = msg.Ack()
 			return
 		}
@@ -193,7 +198,25 @@ func (d *Dispatcher) intakeRetry(msg jetstream.Msg, team string, tier messages.T
 		d.reject(msg, &r.Ticket, bad)
 		return
 	}
+	// Handed back twice (an executor and the sweep, after a NATS restart
+	// forgot the first), the same admission may be here again after its
+	// work was claimed: that attempt is under way already.
+	if d.claimed(team, r.Call.ID, r.Attempt, r.Admission) {
+		_ = msg.Ack()
+		return
+	}
 	d.enqueue(msg, r.Ticket, est.Total())
+}
+
+// claimed reports whether an executor claimed the given admission of the
+// given attempt of a call (see package attempts): it was sent, or is
+// being sent, and needs no admission. A failed lookup says no: admitted
+// again, its work is dropped at the claim.
+func (d *Dispatcher) claimed(team, callID string, attempt, admission int) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := d.claims.Lookup(ctx, team, callID, attempt, admission)
+	return err == nil
 }
 
 // enqueue holds a valid call until the scheduler admits it.

@@ -1,6 +1,7 @@
 package dispatcher
 
 import (
+	"math"
 	"sync"
 	"time"
 )
@@ -8,54 +9,67 @@ import (
 // Admitted work takes a moment to reach its region's executors: the
 // publish, JetStream, the executor's pull. A call placed at once on an
 // idle schedule would find its executor past its send time by that much,
-// eating into the jitter the pace leaves for the way to the provider. So
-// each call's send time is no sooner than its region's lead after its
-// admission: what executors report the way takes (AttemptDone.ReceivedAt
-// against the admission time), averaged, and at most half the jitter. On
-// a busy schedule send times are ahead anyway, and the lead costs
-// nothing; on an idle one it costs the call about the spread of the way.
+// and, past half the jitter, be handed back unsent. So each call's send
+// time is no sooner than its region's lead after its admission: how long
+// the way takes, learned from what executors report
+// (AttemptDone.ReceivedAt against the admission time) as TCP learns its
+// retransmission timeout, the smoothed time plus four times its smoothed
+// deviation, so that few calls arrive later; at most half of
+// admission.lease_ttl. On a busy schedule send times are ahead anyway and
+// the lead costs nothing; on an idle one it costs the call about the
+// spread of the way.
 
 const (
 	// initialLead is the lead of a region no executor has reported from.
-	initialLead = time.Millisecond
-	// leadWeight is the weight of each new report in the average.
-	leadWeight = 0.05
+	initialLead = 2 * time.Millisecond
+	// leadGain and leadSpreadGain weigh each new report in the smoothed
+	// time and deviation (RFC 6298's 1/8 and 1/4).
+	leadGain       = 0.125
+	leadSpreadGain = 0.25
 )
 
 // leads is the lead of each region; safe for concurrent use.
 type leads struct {
 	mu       sync.Mutex
-	byRegion map[string]time.Duration
+	byRegion map[string]*way
 }
 
-func newLeads() *leads { return &leads{byRegion: map[string]time.Duration{}} }
+// way is what the reports say of one region's way: its smoothed time and
+// smoothed deviation.
+type way struct {
+	took, spread float64 // seconds
+}
+
+func newLeads() *leads { return &leads{byRegion: map[string]*way{}} }
 
 // of is region's lead, at most limit.
 func (l *leads) of(region string, limit time.Duration) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	lead, ok := l.byRegion[region]
+	w, ok := l.byRegion[region]
 	if !ok {
-		lead = initialLead
+		return min(initialLead, limit)
 	}
+	lead := time.Duration((w.took + 4*w.spread) * float64(time.Second))
 	return min(max(lead, 0), limit)
 }
 
 // note adds one report of how long work took to reach an executor of
-// region. Absurd values (clocks far apart, a report of a redelivery)
-// are bounded by what of returns.
+// region. Absurd values (clocks far apart) are bounded.
 func (l *leads) note(region string, took time.Duration) {
+	t := min(max(took, 0), time.Second).Seconds()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	lead, ok := l.byRegion[region]
+	w, ok := l.byRegion[region]
 	if !ok {
-		lead = initialLead
+		l.byRegion[region] = &way{took: t, spread: t / 2}
+		return
 	}
-	took = min(max(took, 0), time.Second)
-	l.byRegion[region] = lead + time.Duration(leadWeight*float64(took-lead))
+	w.spread += leadSpreadGain * (math.Abs(t-w.took) - w.spread)
+	w.took += leadGain * (t - w.took)
 }
 
 // leadOf is how soon after admission a call to region may be sent.
 func (d *Dispatcher) leadOf(region string) time.Duration {
-	return d.leads.of(region, d.cfg.Shared.Load().Admission.Jitter/2)
+	return d.leads.of(region, d.cfg.Shared.Load().Admission.LeaseTTL/2)
 }

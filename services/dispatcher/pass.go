@@ -351,13 +351,13 @@ func (p *poolPass) admitOne(w *waiting) bool {
 
 	// Charge the soft shares, which steer the order of later passes.
 	if l, ok := p.shares.guaranteeLimit(quota); ok {
-		d.charge(guaranteeKey(t.Team, p.pool.Name()), l, w.need)
+		r.charged = append(r.charged, d.charge(guaranteeKey(t.Team, p.pool.Name()), l, w.need))
 	}
 	if l, ok := p.shares.minShareLimit(t.Tier); ok {
-		d.charge(minShareKey(p.pool.Name(), t.Tier), l, w.need)
+		r.charged = append(r.charged, d.charge(minShareKey(p.pool.Name(), t.Tier), l, w.need))
 	}
 	if gated && t.Tier != messages.TierBatch {
-		d.charge(batchGateKey(p.pool.Name()), gate, w.need)
+		r.charged = append(r.charged, d.charge(batchGateKey(p.pool.Name()), gate, w.need))
 	}
 	d.queue.served(w, p.weight(t.Team))
 	d.demand.admitted(key, p.now)

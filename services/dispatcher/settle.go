@@ -56,7 +56,9 @@ func (s *settlements) drain() map[string]*correction {
 // the buckets it took from, and the in-flight slot it holds, so that they
 // can be settled when the attempt reports, or given back when it never ran.
 type reservation struct {
-	taken      []taken
+	taken []taken
+	// charged are the soft shares charged for it (see shares.go).
+	charged    []taken
 	deployment string
 	slot       bool
 	at         time.Time
@@ -98,10 +100,11 @@ func (d *Dispatcher) unreserve(attempt string) {
 	}
 }
 
-// giveBack returns what r took: its buckets' amounts, its slot, and its
-// place on the deployment's schedule while that is still safe.
+// giveBack returns what r took: its buckets' amounts, what it charged to
+// the soft shares, its slot, and its place on the deployment's schedule
+// while that is still safe.
 func (d *Dispatcher) giveBack(r *reservation, attempt string) {
-	for _, t := range r.taken {
+	for _, t := range append(r.taken, r.charged...) {
 		d.settle.add(t.key, t.limit, t.amount)
 	}
 	if r.slot {
@@ -163,9 +166,9 @@ func (d *Dispatcher) onDone(m *nats.Msg) {
 		}
 		switch {
 		case done.Outcome == messages.OutcomeNotSent:
-			// The provider never saw it: its place on the schedule was
-			// not used.
-			d.refundSchedule(r, limiter.Amount{Requests: 1, Tokens: r.tokens}, r.sendAt)
+			// The provider never saw it: what it took was not used (its
+			// place on the schedule only while that is still safe).
+			d.giveBack(r, key)
 		case done.UsedTokens >= 0:
 			delta := float64(done.ReservedTokens - done.UsedTokens)
 			for _, t := range r.taken {

@@ -127,9 +127,11 @@ func (d *Dispatcher) credit(ctx context.Context, key string, l limiter.Limit, ne
 
 // charge debits need from a soft-share bucket, in the next batch of
 // settlements: the bucket only steers the order of admission, so a moment
-// of delay does no harm, and batching keeps it off the KV's hot path.
-func (d *Dispatcher) charge(key string, l limiter.Limit, need limiter.Amount) {
+// of delay does no harm, and batching keeps it off the KV's hot path. It
+// returns what gives the charge back, should the call never be sent.
+func (d *Dispatcher) charge(key string, l limiter.Limit, need limiter.Amount) taken {
 	d.settle.add(key, l, limiter.Amount{Requests: -need.Requests, Tokens: -need.Tokens})
+	return taken{key, l, need}
 }
 
 // shortOf turns a limiter refusal into how long to wait; other errors wait

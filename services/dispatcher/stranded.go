@@ -149,15 +149,24 @@ func (d *Dispatcher) sweepRegion(ctx context.Context, exec jetstream.Stream, sub
 		if !w.SendBy.IsZero() && now.Sub(w.SendBy) < sweepSlack {
 			continue
 		}
-		_, err = d.claims.Lookup(ctx, w.Team, w.Call.ID, w.Attempt, w.Admission)
+		c, err := d.claims.Lookup(ctx, w.Team, w.Call.ID, w.Attempt, w.Admission)
 		switch {
 		case errors.Is(err, attempts.ErrNotClaimed):
-			if err := d.handBackStranded(ctx, &w); err != nil {
+			handed, err := d.handBackStranded(ctx, &w)
+			if err != nil {
 				return swept, err
 			}
-			d.metrics.LateWork.WithLabelValues(w.Region, "swept").Inc()
+			if handed {
+				d.metrics.LateWork.WithLabelValues(w.Region, "swept").Inc()
+			}
 		case err != nil:
 			return swept, err
+		case c.HandedBack:
+			// Handed back already, perhaps without its next admission
+			// published (the one who did died): publish it, again.
+			if err := d.publishNextAdmission(ctx, &w); err != nil {
+				return swept, err
+			}
 		case now.Sub(w.Deadline) < d.cfg.StrandedGrace:
 			continue
 		default:
@@ -179,8 +188,24 @@ func (d *Dispatcher) sweepRegion(ctx context.Context, exec jetstream.Stream, sub
 }
 
 // handBackStranded puts unsent work back through admission, as its
-// executor would have had it taken the work late.
-func (d *Dispatcher) handBackStranded(ctx context.Context, w *messages.Work) error {
+// executor would have had it taken the work late: it claims the work as
+// handed back, so that no executor sends it, then publishes its next
+// admission. It reports false when an executor claimed it first.
+func (d *Dispatcher) handBackStranded(ctx context.Context, w *messages.Work) (bool, error) {
+	err := d.claims.Claim(ctx, w.Team, w.Call.ID, w.Attempt, w.Admission,
+		attempts.Claim{Deployment: w.Deployment, Region: w.Region, At: d.cfg.Clock(), HandedBack: true})
+	if errors.Is(err, attempts.ErrClaimed) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return true, d.publishNextAdmission(ctx, w)
+}
+
+// publishNextAdmission publishes work's attempt for admission once more,
+// under the Nats-Msg-Id its executor would give it.
+func (d *Dispatcher) publishNextAdmission(ctx context.Context, w *messages.Work) error {
 	r := messages.Retry{Ticket: w.Ticket, NotBefore: d.cfg.Clock(), Late: true}
 	r.Admission = w.Admission + 1
 	r.LastDeployment = w.Deployment

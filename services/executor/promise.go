@@ -45,22 +45,32 @@ const (
 
 // awaitSend waits for w's send time, claims the attempt, and says whether
 // to send it now. ctx ends the wait (shutdown): the work is then handed
-// back.
+// back. Work handed back before it was claimed is claimed as handed back,
+// so that no other delivery of it (a duplicate after a NATS restart) is
+// sent besides its next admission.
 func (e *Executor) awaitSend(ctx context.Context, w *messages.Work) sending {
-	if e.tooLate(w) {
-		return sendLate
+	claim := func(ctx context.Context, handedBack bool) sending {
+		err := e.claims.Claim(ctx, w.Team, w.Call.ID, w.Attempt, w.Admission,
+			attempts.Claim{Deployment: w.Deployment, Region: e.cfg.Region, At: e.cfg.Clock(), HandedBack: handedBack})
+		switch {
+		case errors.Is(err, attempts.ErrClaimed):
+			return duplicate
+		case err != nil:
+			e.log.Warn("claim the attempt; the work will be delivered again", "call", w.Call.ID, "attempt", w.Attempt, "err", err)
+			return unclaimed
+		case handedBack:
+			return sendLate
+		}
+		return sendNow
 	}
-	if !e.sleepUntil(ctx, w.SendAt.Add(-claimLead)) {
-		return sendLate
+	if e.tooLate(w) || !e.sleepUntil(ctx, w.SendAt.Add(-claimLead)) {
+		// Shutting down, the claim must still be made: a moment more.
+		claimCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		return claim(claimCtx, true)
 	}
-	err := e.claims.Claim(ctx, w.Team, w.Call.ID, w.Attempt, w.Admission,
-		attempts.Claim{Deployment: w.Deployment, Region: e.cfg.Region, At: e.cfg.Clock()})
-	switch {
-	case errors.Is(err, attempts.ErrClaimed):
-		return duplicate
-	case err != nil:
-		e.log.Warn("claim the attempt; the work will be delivered again", "call", w.Call.ID, "attempt", w.Attempt, "err", err)
-		return unclaimed
+	if got := claim(ctx, false); got != sendNow {
+		return got
 	}
 	if !e.sleepUntil(ctx, w.SendAt) || e.tooLate(w) {
 		// Claimed, not sent: handed back alive, so nobody takes the claim
@@ -114,9 +124,10 @@ func (e *Executor) lostAttempt(w *messages.Work) outcome {
 }
 
 // redelivered decides what to do with work delivered again: nothing more
-// when its call has a result, the next attempt when this one was claimed
-// (it may have been sent), or proceed as usual. ok is false when it could
-// not tell, and the work should be delivered again later.
+// when its call has a result (answered), its next admission when it was
+// handed back already, the next attempt when it was claimed to be sent
+// (it may have been), or proceed as usual. ok is false when it could not tell, and the work
+// should be delivered again later.
 func (e *Executor) redelivered(ctx context.Context, msg jetstream.Msg, w *messages.Work) (o *outcome, answered, ok bool) {
 	meta, err := msg.Metadata()
 	if err != nil || meta.NumDelivered <= 1 {
@@ -125,8 +136,14 @@ func (e *Executor) redelivered(ctx context.Context, msg jetstream.Msg, w *messag
 	if _, err := results.FetchFrom(ctx, e.stream, w.Team, w.Call.ID); err == nil {
 		return nil, true, true
 	}
-	_, err = e.claims.Lookup(ctx, w.Team, w.Call.ID, w.Attempt, w.Admission)
+	c, err := e.claims.Lookup(ctx, w.Team, w.Call.ID, w.Attempt, w.Admission)
 	switch {
+	case err == nil && c.HandedBack:
+		// Handed back already, perhaps by this work's last delivery, which
+		// may have died before its next admission was published: publish
+		// it (again: JetStream keeps one).
+		back := e.handBack(w, "late")
+		return &back, false, true
 	case err == nil:
 		lost := e.lostAttempt(w)
 		return &lost, false, true

@@ -50,6 +50,7 @@ const (
 //	C + r*(w + Jitter) <= L_w     (tokens)
 //	C + r*(w + Jitter) <  L_w + 1 (requests, which come whole)
 //
+// (a window too short to hold one token of the rate counts no tokens),
 // with r at most the sustained rate itself (also a token bucket of the
 // configured rate is satisfied) and at most 99% of the tightest window's
 // own rate, what is left of the window becoming burst C. A request
@@ -102,19 +103,27 @@ func fitDim(requests bool, perMinute float64, windows []time.Duration, jitter, b
 	}
 	minCap := 1.0
 	type win struct{ span, limit float64 }
-	ws := make([]win, len(windows))
+	var ws []win
 	tightest := math.Inf(1) // the lowest window rate, per second
 	smallest := math.Inf(1) // the fewest a window holds
-	for k, w := range windows {
+	for _, w := range windows {
 		allowed := perMinute * w.Seconds() / 60
 		if requests {
 			allowed = math.Ceil(allowed - 1e-9)
 		} else {
 			allowed = math.Floor(allowed + 1e-9)
 		}
-		ws[k] = win{w.Seconds(), allowed}
+		if allowed < 1 {
+			// Too short to hold one token of the rate: the provider cannot
+			// count tokens over it.
+			continue
+		}
+		ws = append(ws, win{w.Seconds(), allowed})
 		tightest = math.Min(tightest, allowed/w.Seconds())
 		smallest = math.Min(smallest, allowed)
+	}
+	if len(ws) == 0 {
+		return sustained, math.Max(1, sustained*burst.Seconds()), nil
 	}
 	slack := 0.0 // requests come whole: C + r*T < L + 1 keeps the count at L
 	utilization := tokensUtilization

@@ -94,11 +94,21 @@ func TestFitRefusesWhatCannotBePaced(t *testing.T) {
 		{RPM: 600, Windows: []time.Duration{0}},
 		{RPM: -1, Windows: defaultWindows},
 		{RPM: 600, Windows: defaultWindows, Jitter: -time.Millisecond},
-		// One token a minute: a 1s window holds none.
-		{TPM: 1, Windows: defaultWindows},
 	} {
 		if got, err := limiter.Fit(e); err == nil {
 			t.Errorf("Fit(%+v) = %+v, want an error", e, got)
 		}
+	}
+}
+
+// A window too short to hold one token of the rate counts no tokens: one
+// token a minute is paced for the minute alone.
+func TestFitSkipsWindowsTooShortForAToken(t *testing.T) {
+	got, err := limiter.Fit(limiter.Enforcement{RPM: 1, TPM: 1, Windows: defaultWindows, Jitter: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.TPM <= 0 || got.TPM > 1 || got.BurstTokens+got.TPM/60*60.01 > 1 {
+		t.Fatalf("pace %+v: want the minute's one token at most", got)
 	}
 }

@@ -26,6 +26,10 @@ type Record struct {
 	Calls  int64                   `json:"calls"`
 	OK     int64                   `json:"ok"`
 	Errors map[messages.Code]int64 `json:"errors,omitempty"`
+	// Attempts counts the provider requests the calls made (their
+	// results' attempts), including ones that may have reached the
+	// provider before their executor died.
+	Attempts int64 `json:"attempts"`
 	// RateLimited counts the provider 429s the team's attempts met.
 	RateLimited int64 `json:"provider_429s"`
 	// Tokens the providers reported.
@@ -46,6 +50,7 @@ func (r *Record) Add(o *Record) {
 		}
 		r.Errors[code] += n
 	}
+	r.Attempts += o.Attempts
 	r.RateLimited += o.RateLimited
 	r.PromptTokens += o.PromptTokens
 	r.CompletionTokens += o.CompletionTokens

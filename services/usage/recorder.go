@@ -45,6 +45,7 @@ func NewRecorder(kv jetstream.KeyValue, log *slog.Logger, clock func() time.Time
 func (r *Recorder) Result(res *messages.Result) {
 	r.with(res.Team, res.Model, res.Tier, func(rec *Record) {
 		rec.Calls++
+		rec.Attempts += int64(res.Attempts)
 		if res.Error == nil {
 			rec.OK++
 		} else {
