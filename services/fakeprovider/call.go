@@ -23,19 +23,22 @@ type call struct {
 	w     http.ResponseWriter
 	r     *http.Request
 	start time.Time // wall clock, for openai-processing-ms
-	id    string
-	key   string   // "" until authenticated
-	model string   // for the 429 message, once parsed
-	view  rateView // the key's buckets or windows as the headers report them
-	adm   admission
-	d     dialect
+	// arrived is Config.Clock's reading when the request arrived: the
+	// time its admission counts at.
+	arrived time.Time
+	id      string
+	key     string   // "" until authenticated
+	model   string   // for the 429 message, once parsed
+	view    rateView // the key's buckets or windows as the headers report them
+	adm     admission
+	d       dialect
 }
 
 // begin authenticates the call in dialect d, checks what d requires
 // besides the key, and reads the body. It returns false when the call has
 // already been answered.
 func (s *Server) begin(w http.ResponseWriter, r *http.Request, d dialect) (*call, []byte, bool) {
-	c := &call{s: s, w: w, r: r, start: time.Now(), id: w.Header().Get("x-request-id"), d: d}
+	c := &call{s: s, w: w, r: r, start: time.Now(), arrived: s.cfg.Clock(), id: w.Header().Get("x-request-id"), d: d}
 	s.calls.count(r.Header.Get(ClientRequestIDHeader))
 	key := d.key(r)
 	kc, ok := s.limits.lookup(key)
@@ -83,7 +86,7 @@ func (c *call) checkModel(m string) bool {
 
 // admit charges one request and tokens, or answers 429.
 func (c *call) admit(tokens int64) bool {
-	c.adm = c.s.limits.admit(c.key, tokens)
+	c.adm = c.s.limits.admit(c.key, tokens, c.arrived)
 	c.view = c.adm.view
 	if c.adm.ok {
 		c.s.stats.admitted(c.key, c.adm.at, tokens)

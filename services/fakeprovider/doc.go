@@ -47,7 +47,9 @@
 // KeyConfig.Windows, each a span with a request and a token limit derived
 // from the key's RPM and TPM unless given: ceil(RPM*span/1m) requests,
 // floor(TPM*span/1m) tokens (NoLimit leaves a dimension out of a window).
-// Default: one window of a minute. A call is admitted at t iff, in every
+// Default: one window of a minute. A call counts at the moment its request
+// arrived (as a provider's front door counts it, not when this server got
+// round to reading its body; in every model), and is admitted at t iff, in every
 // window, the requests admitted in (t-span, t] plus one are within its
 // request limit and the tokens counted there plus the call's charge within
 // its token limit: a call admitted at t0 leaves a window exactly at

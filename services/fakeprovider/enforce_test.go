@@ -402,7 +402,7 @@ func TestWindowsSetKeyInFlight(t *testing.T) {
 	clock := newManualClock()
 	l := newLimiter(Config{Clock: clock.Now, Enforce: EnforceWindows, Keys: map[string]KeyConfig{"k": {TPM: 100}}}.withDefaults())
 	tokensLeft := func() int64 { return l.peek("k").tokens.remaining }
-	a := l.admit("k", 80)
+	a := l.admit("k", 80, time.Time{})
 	if !a.ok {
 		t.Fatal("refused")
 	}
@@ -418,9 +418,9 @@ func TestWindowsSetKeyInFlight(t *testing.T) {
 	}
 	// To buckets and back: each model starts afresh, and a call admitted
 	// by the other settles into nothing.
-	b := l.admit("k", 30)
+	b := l.admit("k", 30, time.Time{})
 	l.set("k", KeyConfig{TPM: 6000, Enforce: EnforceBucket}) // 100 a second
-	c := l.admit("k", 60)
+	c := l.admit("k", 60, time.Time{})
 	l.settle(b.ticket, 0)
 	if got := tokensLeft(); got != 40 {
 		t.Errorf("bucket after a windows ticket settled: %d left, want 40", got)
@@ -432,10 +432,10 @@ func TestWindowsSetKeyInFlight(t *testing.T) {
 	}
 	// A key removed and added again has a new log: an old ticket does not
 	// settle into it.
-	d := l.admit("k", 50)
+	d := l.admit("k", 50, time.Time{})
 	l.remove("k")
 	l.set("k", KeyConfig{TPM: 100})
-	e := l.admit("k", 50)
+	e := l.admit("k", 50, time.Time{})
 	l.settle(d.ticket, 0)
 	if got := tokensLeft(); got != 50 {
 		t.Errorf("after a stale ticket: %d left, want 50", got)
@@ -445,9 +445,9 @@ func TestWindowsSetKeyInFlight(t *testing.T) {
 		t.Errorf("after the live ticket: %d left, want 90", got)
 	}
 	// And after a reset, nothing settles into the fresh windows.
-	f := l.admit("k", 50)
+	f := l.admit("k", 50, time.Time{})
 	l.reset()
-	l.admit("k", 50)
+	l.admit("k", 50, time.Time{})
 	l.settle(f.ticket, 0)
 	if got := tokensLeft(); got != 50 {
 		t.Errorf("after a ticket from before a reset: %d left, want 50", got)

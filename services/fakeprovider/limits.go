@@ -311,10 +311,15 @@ type ticket struct {
 
 // admit charges one request and tokens to key's buckets if both can cover
 // them, and charges nothing otherwise.
-func (l *limiter) admit(key string, tokens int64) admission {
+func (l *limiter) admit(key string, tokens int64, arrived time.Time) admission {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	// A call counts when it arrived, as a provider's front door counts it,
+	// not when this server got round to it (reading and parsing its body).
 	now := l.now()
+	if !arrived.IsZero() && arrived.Before(now) {
+		now = arrived
+	}
 	ks, ok := l.keys[key]
 	if !ok { // removed since lookup; treat as unlimited rather than crash
 		return admission{ok: true, at: now, ticket: ticket{key: key, gen: l.gen, charged: tokens}}

@@ -116,10 +116,10 @@ func TestBucketDebt(t *testing.T) {
 func TestLimiterAdmitChargesBothOrNothing(t *testing.T) {
 	clock := newManualClock()
 	l := newTestLimiter(clock, time.Second, map[string]KeyConfig{"k": {RPM: 600, TPM: 6000}}) // 10 req, 100 tok
-	if a := l.admit("k", 60); !a.ok {
+	if a := l.admit("k", 60, time.Time{}); !a.ok {
 		t.Fatal("first call refused")
 	}
-	a := l.admit("k", 60) // 40 tokens left
+	a := l.admit("k", 60, time.Time{}) // 40 tokens left
 	if a.ok || a.limitedBy != "tokens" {
 		t.Fatalf("admission = ok %v by %q, want refused by tokens", a.ok, a.limitedBy)
 	}
@@ -152,14 +152,14 @@ func TestLimiterSettle(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			clock := newManualClock()
 			l := newTestLimiter(clock, time.Second, map[string]KeyConfig{"k": {TPM: 6000}})
-			a := l.admit("k", tt.charge)
+			a := l.admit("k", tt.charge, time.Time{})
 			if !a.ok {
 				t.Fatal("refused")
 			}
 			clock.Advance(tt.advance)
 			if tt.reset {
 				l.reset()
-				l.admit("k", 50)
+				l.admit("k", 50, time.Time{})
 			}
 			l.settle(a.ticket, tt.used)
 			if got := l.peek("k").tokens.remaining; got != tt.want {
@@ -173,7 +173,7 @@ func TestLimiterSetKeyCarriesLevels(t *testing.T) {
 	clock := newManualClock()
 	l := newTestLimiter(clock, time.Second, map[string]KeyConfig{"k": {RPM: 600}}) // capacity 10
 	for range 4 {
-		l.admit("k", 0)
+		l.admit("k", 0, time.Time{})
 	}
 	l.set("k", KeyConfig{RPM: 1200}) // capacity 20: no fresh burst
 	if got := l.peek("k").requests.remaining; got != 6 {
