@@ -27,6 +27,7 @@ import (
 
 	"github.com/sluicehq/sluice/messages"
 	"github.com/sluicehq/sluice/services/fakeprovider"
+	"github.com/sluicehq/sluice/services/results"
 )
 
 // faultRegions are the regions of a fault stack, each served by two keys.
@@ -282,12 +283,16 @@ func (l *faultLoad) halt() []string {
 // and it is ok; each says as many attempts as the provider received
 // requests for its call; and what reached each key stayed inside its
 // limits in every 1 s and 60 s window, with no 429.
+//
+// A subscriber that was reconnecting when a result went by misses it, as
+// any NATS subscriber would: like a client (services/client), the test
+// then fetches it from SLUICE_RESULTS, and counts it received once.
 func (s *faultStack) checkExact(t *testing.T, log *resultLog, ids []string, timeout time.Duration) map[string]messages.Result {
 	t.Helper()
 	if len(ids) == 0 {
 		t.Fatal("no call was accepted")
 	}
-	log.waitFor(t, ids, timeout)
+	s.awaitResults(t, log, ids, timeout)
 	defer func() {
 		if t.Failed() {
 			s.t.Logf("provider: %+v", s.fake.Stats().Total)
@@ -328,4 +333,44 @@ func (s *faultStack) checkExact(t *testing.T, log *resultLog, ids []string, time
 	t.Logf("%d calls, each answered once; %d provider requests, %d of them with a call id (%d calls with more requests than attempts, %d with fewer); %d refused",
 		len(got), st.Total.Received, counted, extra, lost, st.Total.Refused())
 	return got
+}
+
+// awaitResults waits until every id has a result, received or, for a
+// result missed while the subscriber reconnected, fetched; or fails.
+func (s *faultStack) awaitResults(t *testing.T, log *resultLog, ids []string, timeout time.Duration) {
+	t.Helper()
+	nc := s.connect()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(timeout)
+	fetched := 0
+	for {
+		missing := log.missing(ids)
+		if len(missing) == 0 {
+			if fetched > 0 {
+				t.Logf("%d results were fetched: they went by while the subscriber reconnected", fetched)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d calls have no result after %s (e.g. %v)", len(missing), len(ids), timeout, missing[:min(3, len(missing))])
+		}
+		for _, id := range missing {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			r, err := results.Fetch(ctx, js, "demo", id)
+			cancel()
+			// Fetched only once it has been stored a while: a result on its
+			// way to the subscriber is left to arrive.
+			if err == nil && time.Since(r.Timings.FinishedAt) > 5*time.Second && len(log.missing([]string{id})) == 1 {
+				log.record(*r)
+				fetched++
+			}
+		}
+		select {
+		case <-log.arrived:
+		case <-time.After(time.Second):
+		}
+	}
 }

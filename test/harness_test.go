@@ -107,13 +107,7 @@ func watchResults(t *testing.T, nc *nats.Conn, team string) *resultLog {
 			t.Errorf("undecodable result on %s: %v", m.Subject, err)
 			return
 		}
-		l.mu.Lock()
-		l.byID[r.ID] = append(l.byID[r.ID], r)
-		l.mu.Unlock()
-		select {
-		case l.arrived <- struct{}{}:
-		default:
-		}
+		l.record(r)
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -123,6 +117,17 @@ func watchResults(t *testing.T, nc *nats.Conn, team string) *resultLog {
 	}
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
 	return l
+}
+
+// record adds one delivery of a result.
+func (l *resultLog) record(r messages.Result) {
+	l.mu.Lock()
+	l.byID[r.ID] = append(l.byID[r.ID], r)
+	l.mu.Unlock()
+	select {
+	case l.arrived <- struct{}{}:
+	default:
+	}
 }
 
 // waitFor waits until every id has at least one result, or fails.
