@@ -111,7 +111,8 @@ func faultKeyName(region string, k int) string {
 	return fmt.Sprintf("KEY_%s_%d", strings.ToUpper(strings.ReplaceAll(region, "-", "_")), k)
 }
 
-// writeConfig writes pool m of two regions x two keys, with team demo.
+// writeConfig writes pool m of two regions x two keys, with team demo,
+// and the jitter this loaded machine needs.
 func (s *faultStack) writeConfig() {
 	var b strings.Builder
 	b.WriteString("pools:\n  m:\n    deployments:\n")
@@ -122,6 +123,13 @@ func (s *faultStack) writeConfig() {
 		}
 	}
 	b.WriteString("teams:\n  demo: {}\n")
+	// Four of these stacks, each a nats-server and five or six sluice
+	// processes built with -race, share two cores in CI: a request can
+	// reach the provider tens of milliseconds after its send time. That
+	// is what admission.jitter declares, and the schedules leave room for
+	// it (at 5% of the rate); the default 10ms is for a machine that is
+	// not this loaded.
+	b.WriteString("admission:\n  jitter: 50ms\n")
 	s.configPath = filepath.Join(s.dir, "sluice.yaml")
 	if err := os.WriteFile(s.configPath, []byte(b.String()), 0o600); err != nil {
 		s.t.Fatal(err)
