@@ -94,6 +94,12 @@ func TestInvalidConfigNamesTheField(t *testing.T) {
 		{"unknown tier", withTeam("  u: {tiers: [urgent]}\n"), "teams.u.tiers[0]"},
 		{"team with unknown pool", withTeam("  u: {pools: [nope]}\n"), "teams.u.pools.nope"},
 		{"bad team name", withTeam("  \"a.b\": {}\n"), "teams.a.b"},
+		{"team named unknown", withTeam("  unknown: {}\n"), "teams.unknown"},
+		{"pool named unknown", minimal + `
+  unknown:
+    deployments:
+      - {id: d9, provider: openai, base_url: "http://x/v1", region: r1, key: K9, rpm: 1, tpm: 1}
+`, "pools.unknown"},
 		{"replicas", minimal + "streams: {replicas: 2}\n", "streams.replicas"},
 		{"negative duration", minimal + "retry: {base_delay: -1s}\n", "retry.base_delay"},
 	}

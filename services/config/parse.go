@@ -169,6 +169,9 @@ func (c *Config) validatePool(v *validator, name string) {
 	if !validPoolName(name) {
 		v.add(field, "pool names must be 1 to %d letters, digits, '.', '-' or '_'", messages.MaxModelLen)
 	}
+	if name == Unknown {
+		v.add(field, "%q is reserved: metrics and usage count calls for models no pool serves under it", Unknown)
+	}
 	if len(p.Deployments) == 0 {
 		v.add(field+".deployments", "a pool needs at least one deployment")
 	}

@@ -161,6 +161,9 @@ func (c *Config) validateTeam(v *validator, name string) {
 	if !messages.ValidToken(name) {
 		v.add(field, "team names must be 1 to 64 letters, digits, '-' or '_'")
 	}
+	if name == Unknown {
+		v.add(field, "%q is reserved: metrics and usage count calls of teams the configuration does not know under it", Unknown)
+	}
 	if t == nil {
 		t = &Team{}
 		c.Teams[name] = t
