@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"math"
 	"strings"
 	"time"
 )
@@ -169,11 +170,15 @@ func (c *CallRequest) Normalize() *Error {
 }
 
 // DeadlineFrom is the call's absolute deadline given the time it was
-// accepted and the default timeout for calls that set none.
+// accepted and the default timeout for calls that set none. A timeout_ms
+// beyond what a time.Duration holds (about 292 years) counts as the
+// longest one, never as a wrapped-around, shorter or negative one.
 func (c *CallRequest) DeadlineFrom(accepted time.Time, defaultTimeout time.Duration) time.Time {
 	switch {
 	case c.Deadline != nil:
 		return *c.Deadline
+	case c.TimeoutMS > math.MaxInt64/int64(time.Millisecond):
+		return accepted.Add(math.MaxInt64)
 	case c.TimeoutMS > 0:
 		return accepted.Add(time.Duration(c.TimeoutMS) * time.Millisecond)
 	default:
