@@ -15,6 +15,7 @@ import (
 
 	"github.com/sluicehq/sluice/messages"
 	"github.com/sluicehq/sluice/services/limiter"
+	"github.com/sluicehq/sluice/services/tokens"
 )
 
 // Providers lists the provider dialects deployments may use.
@@ -176,6 +177,9 @@ func (c *Config) validatePool(v *validator, name string) {
 		v.add(field+".deployments", "a pool needs at least one deployment")
 	}
 	v.positive(field+".default_max_tokens", p.DefaultMaxTokens)
+	if p.DefaultMaxTokens > tokens.MaxMaxTokens {
+		v.add(field+".default_max_tokens", "must be at most %d, as a call's max_tokens", tokens.MaxMaxTokens)
+	}
 	for i, d := range p.Deployments {
 		df := fmt.Sprintf("%s.deployments[%d]", field, i)
 		if d == nil {

@@ -52,7 +52,9 @@ type Estimate struct {
 func (e Estimate) Total() int64 { return e.Prompt + e.Completion }
 
 // Of validates a provider request body for endpoint and estimates its
-// tokens. defaultMaxTokens stands in for max_tokens when the body sets none.
+// tokens. defaultMaxTokens stands in for max_tokens when the body sets
+// none, held to [0, MaxMaxTokens] as a body's max_tokens is, so that no
+// default times n can overflow into a negative reservation.
 // Errors are invalid_request naming the field, e.g. "body.messages".
 func Of(endpoint messages.Endpoint, body []byte, defaultMaxTokens int64) (Estimate, *messages.Error) {
 	switch endpoint {
@@ -112,7 +114,7 @@ func chat(body []byte, defaultMaxTokens int64) (Estimate, *messages.Error) {
 		}
 		prompt += n
 	}
-	maxTokens := defaultMaxTokens
+	maxTokens := min(max(defaultMaxTokens, 0), MaxMaxTokens)
 	for _, f := range []struct {
 		name string
 		v    *int64

@@ -1,6 +1,8 @@
 package tokens_test
 
 import (
+	"math"
+	"strings"
 	"testing"
 
 	"github.com/sluicehq/sluice/messages"
@@ -8,7 +10,12 @@ import (
 )
 
 // Of reads provider bodies that clients wrote: it never panics, refuses
-// with a code and a message, and never reserves a negative amount.
+// with invalid_request, a message and the field at fault, and what it
+// reserves is bounded: a prompt that is not negative and grows at most
+// with the body's size, a completion of at most max_tokens × n within
+// their limits, and a total that cannot overflow. defaultMax is any value
+// a pool's default_max_tokens may hold (any positive number), or 0 as
+// the executor passes it.
 func FuzzOf(f *testing.F) {
 	for _, seed := range []struct {
 		endpoint messages.Endpoint
@@ -16,24 +23,55 @@ func FuzzOf(f *testing.F) {
 	}{
 		{messages.EndpointChatCompletions, `{"messages":[{"role":"user","content":"hello"}],"max_tokens":5,"n":2}`},
 		{messages.EndpointChatCompletions, `{"messages":[{"role":"user","content":[{"type":"text","text":"x"}]}],"stream":true}`},
+		{messages.EndpointChatCompletions, `{"messages":[{"role":"user","name":"bo","content":"abcd"}],"max_completion_tokens":1}`},
+		{messages.EndpointChatCompletions, `{"messages":[{"role":"assistant","content":null}],"max_tokens":10000000,"n":128}`},
+		{messages.EndpointChatCompletions, `{"messages":[{"role":"user","content":"hi"}],"n":128}`},
+		{messages.EndpointChatCompletions, `{"messages":[{"content":"` + strings.Repeat("\xff", 64) + `"}]}`},
+		{messages.EndpointChatCompletions, `{"messages":[{}],"max_tokens":10000001}`},
+		{messages.EndpointChatCompletions, `{"messages":[{"content":5}]}`},
+		{messages.EndpointChatCompletions, `{"messages":[{"content":[1]}]}`},
+		{messages.EndpointChatCompletions, `{"messages":"hi"}`},
 		{messages.EndpointEmbeddings, `{"input":["a","b"]}`},
 		{messages.EndpointEmbeddings, `{"input":[1,2,3]}`},
+		{messages.EndpointEmbeddings, `{"input":[[1,2],[3]]}`},
+		{messages.EndpointEmbeddings, `{"input":[]}`},
+		{messages.EndpointEmbeddings, `{"input":"x","stream":true}`},
 		{messages.EndpointMessages, `{"messages":[{"role":"user","content":"hi"}],"max_tokens":10,"system":"s"}`},
+		{messages.EndpointMessages, `{"max_tokens":1,"system":[{"type":"text","text":"abcd"}],"messages":[{"role":"user","content":"hi"}]}`},
+		{messages.EndpointMessages, `{"messages":[{"role":"user","content":"hi"}]}`},
+		{messages.EndpointMessages, `{"messages":[{"role":"user","content":"hi"}],"max_tokens":1,"system":5}`},
 		{messages.EndpointChatCompletions, `{"messages":[],"max_tokens":-1}`},
 		{messages.EndpointChatCompletions, `{"messages":null,"n":1e300}`},
+		{messages.EndpointChatCompletions, `{"messages":[{"content":"x"}],"n":9223372036854775807}`},
+		{"/v1/images", `{}`},
 	} {
 		f.Add(string(seed.endpoint), []byte(seed.body), int64(256))
 	}
+	f.Add(string(messages.EndpointChatCompletions), []byte(`{"messages":[{"content":"x"}],"n":128}`), int64(math.MaxInt64))
+	f.Add(string(messages.EndpointChatCompletions), []byte(`{"messages":[{"content":"x"}],"n":2}`), int64(math.MaxInt64/2+1))
+	f.Add(string(messages.EndpointChatCompletions), []byte(`{"messages":[{"content":"x"}]}`), int64(0))
 	f.Fuzz(func(t *testing.T, endpoint string, body []byte, defaultMax int64) {
+		if defaultMax < 0 {
+			defaultMax = -(defaultMax + 1) // what configuration allows: not negative
+		}
 		est, bad := tokens.Of(messages.Endpoint(endpoint), body, defaultMax)
 		if bad != nil {
-			if bad.Code == "" || bad.Message == "" {
-				t.Fatalf("refusal without a code or a message: %+v", bad)
+			if bad.Code != messages.CodeInvalidRequest || bad.Message == "" || bad.Field == "" {
+				t.Fatalf("refusal without invalid_request, a message or a field: %+v", bad)
 			}
 			return
 		}
-		if est.Prompt < 0 || est.Completion < 0 || est.Total() < 0 {
-			t.Fatalf("negative estimate %+v for %s %q (default max %d)", est, endpoint, body, defaultMax)
+		if !messages.Endpoint(endpoint).Valid() {
+			t.Fatalf("estimated %+v for unknown endpoint %q", est, endpoint)
+		}
+		if est.Prompt < 0 || est.Prompt > 6+2*int64(len(body)) {
+			t.Fatalf("prompt %d for a body of %d bytes: %q", est.Prompt, len(body), body)
+		}
+		if est.Completion < 0 || est.Completion > tokens.MaxMaxTokens*tokens.MaxN {
+			t.Fatalf("completion %d for %s %q (default max %d)", est.Completion, endpoint, body, defaultMax)
+		}
+		if est.Total() < est.Prompt || est.Total() < est.Completion {
+			t.Fatalf("total %d overflows %+v", est.Total(), est)
 		}
 	})
 }
