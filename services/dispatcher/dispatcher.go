@@ -216,7 +216,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	}
 	d.stream = res.Results
 	d.claims = attempts.New(d.js, res.Attempts)
-	d.usage = usage.NewRecorder(res.Usage, d.log, d.cfg.Clock)
+	d.usage = usage.NewRecorder(res.Usage, usage.RecorderConfig{Shared: d.cfg.Shared, Metrics: d.metrics, Log: d.log, Clock: d.cfg.Clock})
 	d.results.RecordTo(d.usage)
 	d.health = health.NewStore(res.Health)
 	if err := d.health.Start(ctx); err != nil {

@@ -155,7 +155,7 @@ func (e *Executor) Run(ctx context.Context) error {
 	}
 	e.stream = res.Results
 	e.claims = attempts.New(e.js, res.Attempts)
-	e.usage = usage.NewRecorder(res.Usage, e.log, e.cfg.Clock)
+	e.usage = usage.NewRecorder(res.Usage, usage.RecorderConfig{Shared: e.cfg.Shared, Metrics: e.metrics, Log: e.log, Clock: e.cfg.Clock})
 	e.results.RecordTo(e.usage)
 	usageCtx, stopUsage := context.WithCancel(context.Background())
 	usageDone := make(chan struct{})

@@ -87,6 +87,11 @@ type Metrics struct {
 	// per minute, by dimension (requests, tokens): the configured one, or a
 	// lower one its provider reported.
 	DeploymentLimit *prometheus.GaugeVec
+	// UsageMergeFailures counts usage roll-ups a flush could not merge
+	// into SLUICE_USAGE, by fate: "retried" (kept for the next flush: NATS
+	// unreachable, too much contention) or "dropped" (refused for a reason
+	// retrying cannot fix, logged and given up).
+	UsageMergeFailures *prometheus.CounterVec
 }
 
 // Buckets for latencies: 1ms to about 2 minutes.
@@ -171,6 +176,9 @@ func New(reg prometheus.Registerer) *Metrics {
 		DeploymentLimit: register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "sluice_deployment_limit", Help: "The per-minute limit a deployment is admitted against now, by dimension.",
 		}, []string{"deployment", "dimension"})),
+		UsageMergeFailures: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_usage_merge_failures_total", Help: "Usage roll-ups a flush could not merge into SLUICE_USAGE, by fate (retried: kept for the next flush; dropped: refused for good).",
+		}, []string{"fate"})),
 	}
 }
 

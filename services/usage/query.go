@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluicehq/sluice/messages"
 )
 
 // Total is one team's use of one pool at one tier over a span of hours,
@@ -70,12 +72,14 @@ func Query(ctx context.Context, kv jetstream.KeyValue, since, until time.Time) (
 		if a.Pool != b.Pool {
 			return a.Pool < b.Pool
 		}
-		return a.Tier.Rank() < b.Tier.Rank()
+		return tierOrder(a.Tier) < tierOrder(b.Tier)
 	})
 	return out, nil
 }
 
-// hourOf reads the hour a roll-up key names.
+// hourOf reads the hour a roll-up key names. Only the hour is read from
+// a key: the value holds every name, so keys written by older versions
+// (names as they were, a pool's '.' included) read the same.
 func hourOf(key string) (time.Time, bool) {
 	stamp, _, ok := strings.Cut(strings.TrimPrefix(key, "h"), ".")
 	if !ok || !strings.HasPrefix(key, "h") {
@@ -83,4 +87,12 @@ func hourOf(key string) (time.Time, bool) {
 	}
 	t, err := time.Parse("2006010215", stamp)
 	return t, err == nil
+}
+
+// tierOrder sorts the tiers highest first, and an unknown one last.
+func tierOrder(t messages.Tier) int {
+	if r := t.Rank(); r >= 0 {
+		return r
+	}
+	return len(messages.Tiers)
 }

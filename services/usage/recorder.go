@@ -2,6 +2,8 @@ package usage
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -9,10 +11,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicehq/sluice/messages"
+	"github.com/sluicehq/sluice/services/config"
 	"github.com/sluicehq/sluice/services/kvstate"
+	"github.com/sluicehq/sluice/services/telemetry"
 )
 
 // FlushEvery is how often a Recorder merges its figures into the bucket.
@@ -20,28 +25,55 @@ const FlushEvery = 2 * time.Second
 
 // Recorder collects one service's figures and merges them into the usage
 // bucket. It is safe for concurrent use.
+//
+// Roll-ups take only names the configuration knows: a team, tier or pool
+// (the model a call asked for) it does not know is recorded as
+// config.Unknown, so that names a client makes up add no keys beyond one.
 type Recorder struct {
-	store *kvstate.Store[Record]
-	log   *slog.Logger
-	clock func() time.Time
+	store   *kvstate.Store[Record]
+	shared  *config.Live
+	metrics *telemetry.Metrics
+	log     *slog.Logger
+	clock   func() time.Time
 
 	mu      sync.Mutex
 	pending map[string]*Record
+	// dropped are the keys of this hour whose roll-ups the bucket
+	// refused for good, logged once each.
+	dropped map[string]bool
 }
 
-// NewRecorder returns a Recorder writing to bucket kv. clock may be nil
-// for time.Now.
-func NewRecorder(kv jetstream.KeyValue, log *slog.Logger, clock func() time.Time) *Recorder {
-	if clock == nil {
-		clock = time.Now
-	}
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	return &Recorder{store: newStore(kv), log: log, clock: clock, pending: map[string]*Record{}}
+// RecorderConfig configures a Recorder.
+type RecorderConfig struct {
+	// Shared is the live configuration, whose teams and pools name the
+	// roll-ups. Nil: every team and pool is config.Unknown.
+	Shared *config.Live
+	// Metrics counts the roll-ups that could not be merged
+	// (UsageMergeFailures). Nil: a private set.
+	Metrics *telemetry.Metrics
+	// Log receives what could not be merged. Nil: discarded.
+	Log *slog.Logger
+	// Clock gives the hour of a roll-up. Nil: time.Now.
+	Clock func() time.Time
 }
 
-// Result records a call's terminal result.
+// NewRecorder returns a Recorder writing to bucket kv.
+func NewRecorder(kv jetstream.KeyValue, c RecorderConfig) *Recorder {
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+	if c.Metrics == nil {
+		c.Metrics = telemetry.New(nil)
+	}
+	return &Recorder{store: newStore(kv), shared: c.Shared, metrics: c.Metrics, log: c.Log, clock: c.Clock,
+		pending: map[string]*Record{}, dropped: map[string]bool{}}
+}
+
+// Result records a call's terminal result, under the pool of the model it
+// asked for.
 func (r *Recorder) Result(res *messages.Result) {
 	r.with(res.Team, res.Model, res.Tier, func(rec *Record) {
 		rec.Calls++
@@ -69,6 +101,11 @@ func (r *Recorder) Met429(team, pool string, tier messages.Tier) {
 }
 
 func (r *Recorder) with(team, pool string, tier messages.Tier, f func(*Record)) {
+	var cfg *config.Config
+	if r.shared != nil {
+		cfg = r.shared.Load()
+	}
+	team, pool, tier = cfg.TeamLabel(team), cfg.PoolLabel(pool), messages.Tier(config.TierLabel(tier))
 	hour := r.clock().UTC().Truncate(time.Hour)
 	key := recordKey(hour, team, pool, tier)
 	r.mu.Lock()
@@ -81,21 +118,44 @@ func (r *Recorder) with(team, pool string, tier messages.Tier, f func(*Record)) 
 	f(rec)
 }
 
-// recordKey names a roll-up. The value holds every field; the key only
+// recordKey names a roll-up: h<yyyymmddhh>.<team>.<tier>.<pool>, each name
+// one key token (see keyToken). The value holds every field; the key only
 // keeps roll-ups apart and lets a query pick hours by prefix.
 func recordKey(hour time.Time, team, pool string, tier messages.Tier) string {
-	return "h" + hour.Format("2006010215") + "." + team + "." + string(tier) + "." + kvSafe(pool)
+	return "h" + hour.Format("2006010215") + "." + keyToken(team) + "." + keyToken(string(tier)) + "." + keyToken(pool)
 }
 
-// kvSafe keeps pool names (already limited to letters, digits, '.', '-'
-// and '_') within KV key characters, whatever an older configuration held.
-func kvSafe(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' || r == '_' {
-			return r
+// maxToken bounds a key token: a longer encoding is replaced by a hash.
+const maxToken = 128
+
+// keyToken encodes name as one token of a KV key, so that every name makes
+// a valid key and distinct names distinct keys. ASCII letters, digits, '-'
+// and '_' stand for themselves (so team names, and pool names without a
+// '.', read as they are), every other byte is '=' and its two hex digits
+// in upper case ("gpt-4.1" is "gpt-4=2E1"), and the empty name is "=". An
+// encoding longer than maxToken is "==" and the hex SHA-256 of the name
+// instead: no other encoding begins "==".
+func keyToken(name string) string {
+	if name == "" {
+		return "="
+	}
+	const hexDigits = "0123456789ABCDEF"
+	var b strings.Builder
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' {
+			b.WriteByte(c)
+			continue
 		}
-		return '_'
-	}, s)
+		b.WriteByte('=')
+		b.WriteByte(hexDigits[c>>4])
+		b.WriteByte(hexDigits[c&0xF])
+	}
+	if b.Len() > maxToken {
+		sum := sha256.Sum256([]byte(name))
+		return "==" + hex.EncodeToString(sum[:])
+	}
+	return b.String()
 }
 
 // Run flushes every FlushEvery until ctx ends, then once more.
@@ -120,7 +180,10 @@ func (r *Recorder) Run(ctx context.Context) {
 }
 
 // Flush merges what was recorded into the bucket. What could not be
-// merged is kept for the next flush.
+// merged for a reason that may pass (NATS unreachable, contention) is
+// kept for the next flush, and returned as the error. What the bucket
+// refuses for a reason retrying cannot fix (an invalid key, a value over
+// its limit) is dropped: logged once per key and hour, and counted.
 func (r *Recorder) Flush(ctx context.Context) error {
 	r.mu.Lock()
 	pending := r.pending
@@ -128,7 +191,20 @@ func (r *Recorder) Flush(ctx context.Context) error {
 	r.mu.Unlock()
 	var errs []error
 	for key, rec := range pending {
-		if err := r.merge(ctx, key, rec); err != nil {
+		err := r.merge(ctx, key, rec)
+		switch {
+		case err == nil:
+		case refused(err):
+			r.metrics.UsageMergeFailures.WithLabelValues("dropped").Inc()
+			r.mu.Lock()
+			first := !r.dropped[key]
+			r.dropped[key] = true
+			r.mu.Unlock()
+			if first {
+				r.log.Error("usage: the bucket refuses this roll-up; dropping it", "key", key, "team", rec.Team, "pool", rec.Pool, "tier", rec.Tier, "calls", rec.Calls, "err", err)
+			}
+		default:
+			r.metrics.UsageMergeFailures.WithLabelValues("retried").Inc()
 			errs = append(errs, err)
 			r.mu.Lock()
 			if cur, ok := r.pending[key]; ok {
@@ -138,7 +214,37 @@ func (r *Recorder) Flush(ctx context.Context) error {
 			r.mu.Unlock()
 		}
 	}
+	r.forgetDropped()
 	return errors.Join(errs...)
+}
+
+// forgetDropped forgets the dropped keys of past hours: no roll-up is
+// recorded for them any more.
+func (r *Recorder) forgetDropped() {
+	current := "h" + r.clock().UTC().Format("2006010215") + "."
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for key := range r.dropped {
+		if !strings.HasPrefix(key, current) {
+			delete(r.dropped, key)
+		}
+	}
+}
+
+// refused reports whether the bucket refused a write for a reason that
+// retrying cannot fix.
+func refused(err error) bool {
+	if errors.Is(err, jetstream.ErrInvalidKey) || errors.Is(err, nats.ErrBadSubject) || errors.Is(err, nats.ErrMaxPayload) {
+		return true
+	}
+	var api *jetstream.APIError
+	if errors.As(err, &api) {
+		switch api.ErrorCode {
+		case jetstream.JSErrCodeStreamMessageExceedsMaximum, jetstream.JSErrCodeBadRequest:
+			return true
+		}
+	}
+	return false
 }
 
 // merge adds rec to the stored roll-up with compare-and-swap.

@@ -65,7 +65,7 @@ func TestRecordersMergeIntoKV(t *testing.T) {
 				return
 			}
 			bucket, _ := kvi.KeyValue(ctx, messages.BucketUsage)
-			r := usage.NewRecorder(bucket, nil, clock)
+			r := usage.NewRecorder(bucket, usage.RecorderConfig{Shared: knowing("a", "m"), Clock: clock})
 			for j := 0; j < 25; j++ {
 				r.Result(ok)
 				if err := r.Flush(ctx); err != nil {
