@@ -150,7 +150,7 @@ func newAnswerer(t *testing.T, nc *nats.Conn, callID, marker string) *answerer {
 	if a.js, err = jetstream.New(nc); err != nil {
 		t.Fatal(err)
 	}
-	a.pub = results.NewPublisher(a.js, telemetry.New(prometheus.NewRegistry()), nil)
+	a.pub = results.NewPublisher(a.js, telemetry.New(prometheus.NewRegistry()), nil, nil)
 	if a.sub, err = nc.SubscribeSync(messages.ResultSubject("demo", callID)); err != nil {
 		t.Fatal(err)
 	}

@@ -189,7 +189,7 @@ func New(nc *nats.Conn, cfg Config) (*Dispatcher, error) {
 		js:       js,
 		log:      cfg.Logger.With("service", "dispatcher", "dispatcher", cfg.ID),
 		metrics:  m,
-		results:  results.NewPublisher(js, m, cfg.Clock),
+		results:  results.NewPublisher(js, m, cfg.Shared, cfg.Clock),
 		queue:    newQueue(),
 		breakers: map[string]*breaker{},
 		budgets:  map[string]*retryBudget{},

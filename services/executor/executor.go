@@ -133,7 +133,7 @@ func New(nc *nats.Conn, cfg Config) (*Executor, error) {
 		js:      js,
 		log:     cfg.Logger.With("service", "executor", "region", cfg.Region),
 		metrics: m,
-		results: results.NewPublisher(js, m, cfg.Clock),
+		results: results.NewPublisher(js, m, cfg.Shared, cfg.Clock),
 		cancels: newCancels(),
 	}, nil
 }

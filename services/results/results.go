@@ -24,6 +24,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicehq/sluice/messages"
+	"github.com/sluicehq/sluice/services/config"
 	"github.com/sluicehq/sluice/services/streams"
 	"github.com/sluicehq/sluice/services/telemetry"
 )
@@ -32,6 +33,7 @@ import (
 type Publisher struct {
 	js      jetstream.JetStream
 	metrics *telemetry.Metrics
+	shared  *config.Live
 	now     func() time.Time
 	usage   Recorder
 }
@@ -45,12 +47,15 @@ type Recorder interface {
 // RecordTo makes p record every result it stores to rec.
 func (p *Publisher) RecordTo(rec Recorder) { p.usage = rec }
 
-// NewPublisher returns a Publisher. now may be nil for time.Now.
-func NewPublisher(js jetstream.JetStream, metrics *telemetry.Metrics, now func() time.Time) *Publisher {
+// NewPublisher returns a Publisher. shared is the live configuration,
+// whose teams label the results counted in metrics: a team or tier it does
+// not know is counted as config.Unknown (nil: every team is). now may be
+// nil for time.Now.
+func NewPublisher(js jetstream.JetStream, metrics *telemetry.Metrics, shared *config.Live, now func() time.Time) *Publisher {
 	if now == nil {
 		now = time.Now
 	}
-	return &Publisher{js: js, metrics: metrics, now: now}
+	return &Publisher{js: js, metrics: metrics, shared: shared, now: now}
 }
 
 // Publish is Answer for callers that need not know whether theirs was the
@@ -66,7 +71,9 @@ func (p *Publisher) Publish(ctx context.Context, r *messages.Result) error {
 // false, err nil): a duplicate of an earlier publish, or another result for
 // the call, whatever its Nats-Msg-Id. Only a stored result is counted in
 // the metrics and recorded for usage, and only it reaches the subscribers
-// of the call's result subject. stored is false too when the stored result
+// of the call's result subject. The metrics count it under the names the
+// configuration knows (see config.Unknown); the result itself, and where
+// it goes, keep the names the call had. stored is false too when the stored result
 // is this caller's own earlier publish whose acknowledgement was lost.
 //
 // Errors: encoding r, and the publish's (NATS unreachable, ctx ended,
@@ -95,7 +102,11 @@ func (p *Publisher) Answer(ctx context.Context, r *messages.Result) (stored bool
 	if !stored {
 		return false, nil
 	}
-	p.metrics.Calls.WithLabelValues(r.Team, string(r.Tier), r.Outcome()).Inc()
+	var cfg *config.Config
+	if p.shared != nil {
+		cfg = p.shared.Load()
+	}
+	p.metrics.Calls.WithLabelValues(cfg.TeamLabel(r.Team), config.TierLabel(r.Tier), r.Outcome()).Inc()
 	if p.usage != nil {
 		p.usage.Result(r)
 	}

@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"maps"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -52,6 +55,7 @@ type rig struct {
 	res     *streams.Resources
 	pub     *results.Publisher
 	metrics *telemetry.Metrics
+	reg     *prometheus.Registry
 	usage   *recorder
 	// sub receives what arrives on the call's result subject, marker what
 	// arrives on another call's.
@@ -68,8 +72,9 @@ func newRig(t *testing.T, srv *server.Server, team, callID string) *rig {
 	if r.res, err = streams.Ensure(t.Context(), r.js, streamsConfig()); err != nil {
 		t.Fatal(err)
 	}
-	r.metrics = telemetry.New(prometheus.NewRegistry())
-	r.pub = results.NewPublisher(r.js, r.metrics, nil)
+	r.reg = prometheus.NewRegistry()
+	r.metrics = telemetry.New(r.reg)
+	r.pub = results.NewPublisher(r.js, r.metrics, config.NewLive(&config.Config{Teams: map[string]*config.Team{"demo": {}}}), nil)
 	r.pub.RecordTo(r.usage)
 	if r.sub, err = r.nc.SubscribeSync(messages.ResultSubject(team, callID)); err != nil {
 		t.Fatal(err)
@@ -290,5 +295,53 @@ func TestAnswersAreFetchedByResultSubject(t *testing.T) {
 	}
 	if sm.Header.Get("Nats-Stream") != messages.StreamResults || sm.Header.Get("Nats-Sequence") != "1" || sm.Header.Get("Nats-Subject") != "sluice.result.demo.call-1" {
 		t.Errorf("republished headers: %v", sm.Header)
+	}
+}
+
+// Results for teams and tiers the configuration does not know are counted
+// under one label each, whatever the names: the metric grows by one
+// series, not one per name. Each result still reaches its own subject,
+// with the names it had.
+func TestUnknownNamesShareOneLabel(t *testing.T) {
+	srv := natstest.Start(t)
+	r := newRig(t, srv, "junk0", "call-0")
+	ctx := t.Context()
+	for i := range 50 {
+		res := result(fmt.Sprintf("junk%d", i), fmt.Sprintf("call-%d", i), "x")
+		res.Tier = messages.Tier(fmt.Sprintf("tier%d", i))
+		res.Error = &messages.Error{Code: messages.CodeForbidden}
+		if stored, err := r.pub.Answer(ctx, res); err != nil || !stored {
+			t.Fatalf("answer %d: stored %v, %v", i, stored, err)
+		}
+	}
+	if got := next(t, r.sub); got.Team != "junk0" || got.Tier != "tier0" || got.ID != "call-0" {
+		t.Errorf("the call's subscriber got %+v", got)
+	}
+	if _, err := r.pub.Answer(ctx, result("demo", "known", "ok")); err != nil {
+		t.Fatal(err)
+	}
+	series := map[string]float64{}
+	mfs, err := r.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "sluice_calls_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			var labels []string
+			for _, lp := range m.GetLabel() {
+				labels = append(labels, lp.GetName()+"="+lp.GetValue())
+			}
+			series[strings.Join(labels, ",")] = m.GetCounter().GetValue()
+		}
+	}
+	want := map[string]float64{
+		"outcome=forbidden,team=unknown,tier=unknown": 50,
+		"outcome=ok,team=demo,tier=standard":          1,
+	}
+	if !maps.Equal(series, want) {
+		t.Errorf("sluice_calls_total series %v, want %v", series, want)
 	}
 }

@@ -269,7 +269,7 @@ func TestEnsureUpgradesTheResultsStream(t *testing.T) {
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	pub := results.NewPublisher(js, telemetry.New(prometheus.NewRegistry()), nil)
+	pub := results.NewPublisher(js, telemetry.New(prometheus.NewRegistry()), nil, nil)
 	// The old result still answers its call: another is refused, by its
 	// Nats-Msg-Id and without it.
 	if stored, err := pub.Answer(ctx, &messages.Result{ID: "old", Team: "demo", Body: json.RawMessage(`"again"`)}); err != nil || stored {
