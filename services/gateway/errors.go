@@ -129,8 +129,13 @@ func streamErrorEvent(d dialect, e *apiError) []byte {
 //	internal           502
 func fromCallError(e *messages.Error) *apiError {
 	out := &apiError{Code: string(e.Code), Message: e.Message, Param: param(e.Field)}
+	if out.Code == "" {
+		// An error without a code (no sluice service sends one) still
+		// gets one a client can branch on.
+		out.Code = string(messages.CodeInternal)
+	}
 	if out.Message == "" {
-		out.Message = string(e.Code)
+		out.Message = out.Code
 	}
 	switch e.Code {
 	case messages.CodeInvalidRequest:

@@ -135,5 +135,8 @@ func parseTimeout(s string) (time.Duration, bool) {
 	if err != nil || math.IsNaN(secs) || secs <= 0 || secs > float64(math.MaxInt64/int64(time.Second)) {
 		return 0, false
 	}
-	return time.Duration(secs * float64(time.Second)), true
+	// Under a nanosecond is refused, as "0.0000000001s" is, rather
+	// than read as no timeout at all (the default).
+	d := time.Duration(secs * float64(time.Second))
+	return d, d > 0
 }
