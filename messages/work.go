@@ -75,7 +75,9 @@ type Retry struct {
 
 // Outcome classifies how an attempt ended, for the dispatcher that
 // admitted it: circuit breakers count failures, retry budgets count
-// retries, and concurrency slots are released.
+// retries, and concurrency slots are released. Only what the provider did
+// counts as a failure (Failed): an attempt the call's own deadline or its
+// client cut short says nothing about the provider, whoever waits for it.
 type Outcome string
 
 // Attempt outcomes.
@@ -85,6 +87,7 @@ const (
 	OutcomeQuota       Outcome = "quota"        // 429 insufficient_quota
 	OutcomeUnavailable Outcome = "unavailable"  // 5xx, 529
 	OutcomeTimeout     Outcome = "timeout"      // no answer within the attempt timeout
+	OutcomeDeadline    Outcome = "deadline"     // the call's deadline cut the request (the caller's choice, not a failure)
 	OutcomeTransport   Outcome = "transport"    // no HTTP answer at all
 	OutcomeRejected    Outcome = "rejected"     // another 4xx
 	OutcomeNotSent     Outcome = "not_sent"     // the executor did not call the provider
@@ -92,7 +95,9 @@ const (
 )
 
 // Failed reports whether the outcome counts against the deployment's
-// health: the provider failing, not refusing.
+// health: the provider failing (5xx, 529, no answer within the attempt
+// timeout, no HTTP answer), not refusing, and not cut short by the call's
+// deadline or its client.
 func (o Outcome) Failed() bool {
 	return o == OutcomeUnavailable || o == OutcomeTimeout || o == OutcomeTransport
 }

@@ -3,6 +3,7 @@ package dispatcher
 import (
 	"time"
 
+	"github.com/sluicehq/sluice/messages"
 	"github.com/sluicehq/sluice/services/config"
 )
 
@@ -76,7 +77,8 @@ func (b *breaker) dispatched(now time.Time, attempt string) {
 }
 
 // record takes an attempt's outcome. failed is nil for outcomes that say
-// nothing about the deployment's health (a 429, a call never sent). It
+// nothing about the deployment's health (a 429, a call never sent, one
+// its deadline or its client cut short: see healthVerdict). It
 // returns the new state when the state changed.
 func (b *breaker) record(now time.Time, c config.Circuit, attempt string, failed *bool) (circuitState, bool) {
 	if failed == nil {
@@ -118,6 +120,23 @@ func (b *breaker) record(now time.Time, c config.Circuit, attempt string, failed
 		return circuitOpen, true
 	}
 	return b.state, false
+}
+
+// healthVerdict is what an attempt's outcome says about its deployment's
+// health, for the breakers: failed (the provider failed: 5xx, 529, no
+// answer within the attempt timeout, no HTTP answer), succeeded (it
+// answered, even to refuse), or nil for nothing at all: a 429, a call
+// never sent, and an attempt the call's own deadline or its client cut
+// short, which the provider had no part in; one team's short deadlines
+// must not move every team's calls away from a healthy deployment.
+func healthVerdict(o messages.Outcome) *bool {
+	switch {
+	case o.Failed():
+		return new(true)
+	case o == messages.OutcomeOK, o == messages.OutcomeRejected:
+		return new(false)
+	}
+	return nil
 }
 
 func (b *breaker) open(now time.Time, c config.Circuit) {

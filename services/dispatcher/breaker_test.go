@@ -1,9 +1,11 @@
 package dispatcher
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
+	"github.com/sluicehq/sluice/messages"
 	"github.com/sluicehq/sluice/services/config"
 )
 
@@ -146,4 +148,62 @@ func TestRetryBudget(t *testing.T) {
 	if !b.allows(now.Add(budgetWindow+time.Second), 0.2, 1) {
 		t.Fatal("old retries must leave the window")
 	}
+}
+
+// Only what the provider did is judged: attempts cut by the call's own
+// deadline or by its client, however many, leave a breaker closed.
+func TestBreakerIgnoresDeadlinesAndCancels(t *testing.T) {
+	want := map[messages.Outcome]*bool{
+		messages.OutcomeOK:          new(false),
+		messages.OutcomeRejected:    new(false),
+		messages.OutcomeUnavailable: new(true),
+		messages.OutcomeTimeout:     new(true),
+		messages.OutcomeTransport:   new(true),
+		messages.OutcomeRateLimited: nil,
+		messages.OutcomeQuota:       nil,
+		messages.OutcomeNotSent:     nil,
+		messages.OutcomeCanceled:    nil,
+		messages.OutcomeDeadline:    nil,
+	}
+	for o, w := range want {
+		got := healthVerdict(o)
+		if (got == nil) != (w == nil) || (got != nil && *got != *w) {
+			t.Errorf("%s: verdict %v, want %v", o, verdictString(got), verdictString(w))
+		}
+	}
+
+	c := config.Circuit{FailureRate: 0.5, MinRequests: 10, WindowRequests: 20, Window: 30 * time.Second, OpenFor: 10 * time.Second, Probes: 1}
+	var b breaker
+	now := time.Unix(1000, 0)
+	for i := range 20 {
+		for _, o := range []messages.Outcome{messages.OutcomeDeadline, messages.OutcomeCanceled} {
+			if _, changed := b.record(now, c, fmt.Sprintf("%s-%d", o, i), healthVerdict(o)); changed {
+				t.Fatalf("attempt %d cut by %s changed the breaker", i, o)
+			}
+		}
+		if i%2 == 0 {
+			b.record(now, c, fmt.Sprintf("ok-%d", i), healthVerdict(messages.OutcomeOK))
+		}
+	}
+	if blocked, _ := b.blocked(now, c); blocked || b.state != circuitClosed {
+		t.Fatalf("state %v after deadlines and cancels only", b.state)
+	}
+	// They do not dilute real failures either: ten timeouts of ten judged
+	// attempts open it.
+	b = breaker{}
+	var st circuitState
+	for i := range 10 {
+		b.record(now, c, fmt.Sprintf("cut-%d", i), healthVerdict(messages.OutcomeDeadline))
+		st, _ = b.record(now, c, fmt.Sprintf("timeout-%d", i), healthVerdict(messages.OutcomeTimeout))
+	}
+	if st != circuitOpen {
+		t.Fatalf("ten attempt timeouts: state %v, want open", st)
+	}
+}
+
+func verdictString(v *bool) string {
+	if v == nil {
+		return "none"
+	}
+	return fmt.Sprint(*v)
 }

@@ -192,20 +192,14 @@ func (d *Dispatcher) onDone(m *nats.Msg) {
 }
 
 // judge feeds an attempt's outcome to the breakers of its deployment and
-// region.
+// region (see healthVerdict).
 func (d *Dispatcher) judge(done messages.AttemptDone) {
 	cfg := d.cfg.Shared.Load()
 	dep, ok := cfg.Deployment(done.Deployment)
 	if !ok {
 		return
 	}
-	var failed *bool
-	switch {
-	case done.Outcome.Failed():
-		failed = new(true)
-	case done.Outcome == messages.OutcomeOK, done.Outcome == messages.OutcomeRejected:
-		failed = new(false)
-	}
+	failed := healthVerdict(done.Outcome)
 	key := attemptKey(done.CallID, done.Attempt, done.Admission)
 	now := d.cfg.Clock()
 	d.mu.Lock()

@@ -93,7 +93,12 @@ func (e *Executor) attempt(ctx context.Context, msg jetstream.Msg, w *messages.W
 		return outcome{unclaimed: true}
 	}
 	now = e.cfg.Clock()
-	reqCtx, cancel := context.WithDeadline(ctx, earliest(now.Add(shared.Retry.AttemptTimeout), w.Deadline))
+	// The request ends at the attempt timeout (the provider's time to
+	// answer) or at the call's deadline (the caller's choice), whichever
+	// comes first: only the first says something about the provider.
+	attemptBy := now.Add(shared.Retry.AttemptTimeout)
+	callersDeadline := !attemptBy.Before(w.Deadline)
+	reqCtx, cancel := context.WithDeadline(ctx, earliest(attemptBy, w.Deadline))
 	defer cancel()
 	wasCanceled, unregister := e.cancels.run(w.Call.ID, cancel)
 	defer unregister()
@@ -139,21 +144,25 @@ func (e *Executor) attempt(ctx context.Context, msg jetstream.Msg, w *messages.W
 	if err != nil && wasCanceled() {
 		return fail(messages.OutcomeCanceled, e.streamedTokens(w, chunks), messages.Errorf(messages.CodeCanceled, "the client canceled the call after %d chunks", chunks))
 	}
+	var class messages.Outcome
+	if err != nil {
+		class = requestFailure(err, reqCtx.Err(), callersDeadline)
+	}
 	if err != nil && chunks > 0 {
 		// Part of the answer is out: another attempt would send it again.
+		if class == messages.OutcomeDeadline {
+			e.metrics.ProviderRequests.WithLabelValues(dep.ID, dep.Region, string(class)).Inc()
+			return fail(class, e.streamedTokens(w, chunks), messages.Errorf(messages.CodeDeadlineExceeded, "the deadline passed after %d chunks of the stream", chunks))
+		}
 		log.Warn("stream broke off", "chunks", chunks, "err", err)
-		return fail(messages.OutcomeTransport, e.streamedTokens(w, chunks), messages.Errorf(messages.CodeProviderError, "the stream broke off after %d chunks", chunks))
+		return fail(class, e.streamedTokens(w, chunks), messages.Errorf(messages.CodeProviderError, "the stream broke off after %d chunks", chunks))
 	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return outcome{aborted: true}
 		}
-		class := messages.OutcomeTransport
-		if errors.Is(err, context.DeadlineExceeded) {
-			class = messages.OutcomeTimeout
-		}
 		e.metrics.ProviderRequests.WithLabelValues(dep.ID, dep.Region, string(class)).Inc()
-		if !e.cfg.Clock().Before(w.Deadline) {
+		if class == messages.OutcomeDeadline || !e.cfg.Clock().Before(w.Deadline) {
 			return fail(class, -1, messages.Errorf(messages.CodeDeadlineExceeded, "the deadline passed during the provider request"))
 		}
 		log.Warn("provider request failed", "err", err)
@@ -174,7 +183,7 @@ func (e *Executor) attempt(ctx context.Context, msg jetstream.Msg, w *messages.W
 		used := int64(-1)
 		if resp.Usage != nil {
 			used = resp.Usage.TotalTokens
-			e.metrics.TokensUsed.WithLabelValues(w.Team, dep.Pool(), dep.ID).Add(float64(used))
+			e.metrics.TokensUsed.WithLabelValues(shared.TeamLabel(w.Team), dep.Pool(), dep.ID).Add(float64(used))
 		}
 		return outcome{result: res, class: messages.OutcomeOK, status: resp.Status, usedTokens: used}
 	}
@@ -188,7 +197,7 @@ func (e *Executor) attempt(ctx context.Context, msg jetstream.Msg, w *messages.W
 		used := int64(-1)
 		if resp.Usage != nil {
 			used = resp.Usage.TotalTokens
-			e.metrics.TokensUsed.WithLabelValues(w.Team, dep.Pool(), dep.ID).Add(float64(used))
+			e.metrics.TokensUsed.WithLabelValues(shared.TeamLabel(w.Team), dep.Pool(), dep.ID).Add(float64(used))
 		}
 		return outcome{result: res, class: messages.OutcomeOK, status: resp.Status, usedTokens: used}
 	case providers.QuotaExhausted:
@@ -357,6 +366,23 @@ func bodyJSON(b []byte) json.RawMessage {
 	}
 	out, _ := json.Marshal(s)
 	return out
+}
+
+// requestFailure classifies a provider request that ended with err, its
+// context having ended with ctxErr (nil while still open). When the
+// request's deadline was the call's own (callersDeadline) and it passed,
+// the caller's deadline cut it: OutcomeDeadline, which is no failure of
+// the provider. When the attempt timeout passed, or another timeout
+// struck, the provider did not answer in its time: OutcomeTimeout.
+// Anything else is a transport error.
+func requestFailure(err, ctxErr error, callersDeadline bool) messages.Outcome {
+	switch {
+	case errors.Is(ctxErr, context.DeadlineExceeded) && callersDeadline:
+		return messages.OutcomeDeadline
+	case errors.Is(ctxErr, context.DeadlineExceeded), errors.Is(err, context.DeadlineExceeded):
+		return messages.OutcomeTimeout
+	}
+	return messages.OutcomeTransport
 }
 
 func earliest(a, b time.Time) time.Time {

@@ -180,7 +180,12 @@ func (rl *relayer) finish(res *messages.Result) {
 	setResultHeaders(x.w.Header(), res)
 	if res.Error != nil {
 		x.log.Info("the call failed mid-stream", "code", res.Error.Code, "written", rl.next-1)
-		rl.truncate("error", fromCallError(res.Error))
+		reason := "error"
+		if res.Error.Code == messages.CodeDeadlineExceeded {
+			// The call's own deadline cut it, as the gateway's would.
+			reason = "deadline"
+		}
+		rl.truncate(reason, fromCallError(res.Error))
 		return
 	}
 	x.log.Debug("stream relayed", "chunks", rl.next-1)

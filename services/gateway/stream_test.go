@@ -177,6 +177,44 @@ func TestStreamErrors(t *testing.T) {
 	}
 }
 
+// A stream its own deadline cut mid-way ends with the call's error,
+// deadline_exceeded, in each dialect, and is counted as cut by its
+// deadline, not as a failure.
+func TestStreamCutByItsDeadline(t *testing.T) {
+	r := newRig(t, nil)
+	for i, route := range []struct {
+		path, body, errorPrefix string
+	}{
+		{"/v1/chat/completions", streamBody, "data: "},
+		{"/v1/messages", `{"model":"claude","stream":true,"max_tokens":5,"messages":[{"role":"user","content":"hi"}]}`, "event: error\ndata: "},
+	} {
+		t.Run(route.path, func(t *testing.T) {
+			pending := r.send(r.request(context.Background(), http.MethodPost, route.path, demoToken, route.body))
+			c := r.nextCall()
+			r.chunk(c, 1, "data: 1")
+			r.result(c, messages.Result{Chunks: 1, Error: &messages.Error{Code: messages.CodeDeadlineExceeded, Message: "the deadline passed after 1 chunks of the stream"}})
+			a := r.wait(pending)
+			events := strings.Split(strings.TrimSuffix(a.Body, "\n\n"), "\n\n")
+			if a.Status != 200 || len(events) != 2 || !strings.HasPrefix(events[1], route.errorPrefix) {
+				t.Fatalf("status %d, stream %q", a.Status, a.Body)
+			}
+			data := strings.TrimPrefix(events[1], route.errorPrefix)
+			if route.path == "/v1/messages" {
+				if _, typ := anthropicError(t, data); typ != "timeout_error" {
+					t.Errorf("error event %s", data)
+				}
+			} else if _, typ, code, _ := openAIError(t, data); typ != "timeout_error" || code != string(messages.CodeDeadlineExceeded) {
+				t.Errorf("error event %s", data)
+			}
+			want := fmt.Sprintf(`sluice_gateway_streams_truncated_total reason="deadline" %d`, i+1)
+			waitFor(t, "the truncation to be counted", func() bool { return strings.Contains(r.metrics(), want) })
+			if strings.Contains(r.metrics(), `sluice_gateway_streams_truncated_total reason="error"`) {
+				t.Errorf("a stream cut by its deadline counted as an error:\n%s", r.metrics())
+			}
+		})
+	}
+}
+
 // A gap in the numbering means events were lost: the stream ends with an
 // error event rather than go on with a hole, and the call is canceled.
 func TestStreamGap(t *testing.T) {

@@ -21,8 +21,9 @@ type Gateway struct {
 	FirstChunk *prometheus.HistogramVec
 	// Truncated counts streams the gateway ended before their end, by
 	// reason: lost_chunks (a gap in Sluice-Seq), slow_client (the client
-	// read too slowly), client_gone (the client went away), deadline,
-	// error (the call failed mid-stream).
+	// read too slowly), client_gone (the client went away), deadline (the
+	// call's deadline passed mid-stream), error (the call failed
+	// mid-stream otherwise).
 	Truncated *prometheus.CounterVec
 }
 

@@ -42,7 +42,8 @@ type Metrics struct {
 	// deployment.
 	TokensUsed *prometheus.CounterVec
 	// ProviderRequests counts provider requests by deployment, region and
-	// HTTP status ("timeout" or "transport" when there was none).
+	// HTTP status, or when there was none "timeout" (the attempt timeout),
+	// "transport", or "deadline" (the call's own deadline cut it).
 	ProviderRequests *prometheus.CounterVec
 	// ProviderLatency observes provider request durations.
 	ProviderLatency *prometheus.HistogramVec
