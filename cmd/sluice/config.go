@@ -28,21 +28,42 @@ var configCommands = map[string]command{
 	"check": {"validate a configuration file (no NATS needed)", runConfigCheck},
 }
 
+// configSummary says what `sluice config` does.
+const configSummary = "apply, get or check the live configuration"
+
 // natsTimeout bounds the NATS requests of the config commands.
 const natsTimeout = 30 * time.Second
 
 func runConfig(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 {
 		configUsage(stderr)
-		return flag.ErrHelp
+		return exitUsage
+	}
+	switch args[0] {
+	case "-h", "-help", "--help":
+		configUsage(stdout)
+		return nil
+	case "help":
+		// sluice config help [command] is sluice help config [command].
+		if len(args) == 1 {
+			configUsage(stdout)
+			return nil
+		}
+		if len(args) > 2 {
+			fmt.Fprintf(stderr, "sluice config help: unexpected arguments: %s\n\n", strings.Join(args[2:], " "))
+			configUsage(stderr)
+			return exitUsage
+		}
+		args = []string{args[1], "-h"}
 	}
 	cmd, ok := configCommands[args[0]]
 	if !ok {
 		fmt.Fprintf(stderr, "sluice config: unknown command %q\n\n", args[0])
 		configUsage(stderr)
-		return exitCode(2)
+		return exitUsage
 	}
 	if err := cmd.run(ctx, args[1:], stdout, stderr); err != nil {
+		withSummary(err, cmd.summary)
 		var code exitCode
 		if errors.As(err, &code) || errors.Is(err, flag.ErrHelp) {
 			return err
@@ -55,6 +76,8 @@ func runConfig(ctx context.Context, args []string, stdout, stderr io.Writer) err
 func configUsage(w io.Writer) {
 	fmt.Fprintln(w, "usage: sluice config <command> [flags]")
 	fmt.Fprintln(w)
+	fmt.Fprintln(w, upperFirst(configSummary)+".")
+	fmt.Fprintln(w)
 	names := make([]string, 0, len(configCommands))
 	for name := range configCommands {
 		names = append(names, name)
@@ -64,7 +87,7 @@ func configUsage(w io.Writer) {
 		fmt.Fprintf(w, "  %-6s %s\n", name, configCommands[name].summary)
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "Run 'sluice config <command> -h' for its flags.")
+	fmt.Fprintln(w, "Run 'sluice help config <command>' or 'sluice config <command> -h' for its flags.")
 }
 
 // problemsError prints a configuration's problems one per line under a

@@ -135,17 +135,17 @@ func TestFakeProviderBadFlags(t *testing.T) {
 	}
 }
 
-// TestFakeProviderHelp: -h and --help print the flags and exit 2, as every
-// sluice command does on a request for help.
+// TestFakeProviderHelp: -h and --help print the flags on stdout and exit
+// 0, as every sluice command does on a request for help.
 func TestFakeProviderHelp(t *testing.T) {
 	for _, h := range []string{"-h", "--help"} {
 		code, stdout, stderr := runExecute("fakeprovider", h)
-		if code != 2 || stdout != "" {
-			t.Errorf("%s: exit code %d, stdout %q; want 2 and nothing", h, code, stdout)
+		if code != 0 || stderr != "" {
+			t.Errorf("%s: exit code %d, stderr %q; want 0 and nothing", h, code, stderr)
 		}
 		for _, f := range []string{"-enforce", "-windows", "-retry-after", "-other-use", "-quantum", "-rpm", "-tpm"} {
-			if !strings.Contains(stderr, f) {
-				t.Errorf("%s: usage does not list %s:\n%s", h, f, stderr)
+			if !strings.Contains(stdout, f) {
+				t.Errorf("%s: usage does not list %s:\n%s", h, f, stdout)
 			}
 		}
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -126,16 +127,88 @@ func envOr(name, def string) string {
 func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("sluice "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: %s [flags]\n", fs.Name())
+		if hasFlags(fs) {
+			fmt.Fprintln(fs.Output())
+			fmt.Fprintln(fs.Output(), "flags:")
+			fs.PrintDefaults()
+		}
+	}
 	return fs
 }
 
-// parse parses args and refuses stray positional arguments.
-func parse(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		return err
+func hasFlags(fs *flag.FlagSet) bool {
+	n := 0
+	fs.VisitAll(func(*flag.Flag) { n++ })
+	return n > 0
+}
+
+// helpError is what a command returns when it was asked for its usage
+// (-h, -help, --help, or `sluice help ...`): execute prints it on stdout,
+// with the command's summary, and exits 0. It matches flag.ErrHelp.
+type helpError struct {
+	name    string // e.g. "sluice config apply"
+	summary string // filled in by whoever knows the command's summary
+	flags   string // the flags' defaults, as flag.PrintDefaults writes them
+}
+
+func (e *helpError) Error() string        { return "usage of " + e.name + " requested" }
+func (e *helpError) Is(target error) bool { return target == flag.ErrHelp }
+
+func (e *helpError) print(w io.Writer) {
+	fmt.Fprintf(w, "usage: %s [flags]\n", e.name)
+	if e.summary != "" {
+		fmt.Fprintf(w, "\n%s.\n", upperFirst(e.summary))
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	if e.flags != "" {
+		fmt.Fprintf(w, "\nflags:\n%s", e.flags)
+	}
+}
+
+// withSummary fills in the summary of a help request that has none yet.
+func withSummary(err error, summary string) {
+	var help *helpError
+	if errors.As(err, &help) && help.summary == "" {
+		help.summary = summary
+	}
+}
+
+func upperFirst(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
+}
+
+// exitUsage is the exit status of a command line that is not understood:
+// an unknown command or flag, a bad flag value, a stray argument.
+const exitUsage = exitCode(2)
+
+// parse parses args and refuses stray positional arguments. Asked for
+// help, it returns a *helpError; on a command line it cannot understand,
+// it prints the problem and the usage on the flag set's output and
+// returns exitUsage.
+func parse(fs *flag.FlagSet, args []string) error {
+	out := fs.Output()
+	var buf bytes.Buffer
+	fs.SetOutput(&buf)
+	err := fs.Parse(args)
+	fs.SetOutput(out)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		var flags bytes.Buffer
+		fs.SetOutput(&flags)
+		fs.PrintDefaults()
+		fs.SetOutput(out)
+		return &helpError{name: fs.Name(), flags: flags.String()}
+	case err != nil:
+		_, _ = out.Write(buf.Bytes())
+		return exitUsage
+	case fs.NArg() > 0:
+		fmt.Fprintf(out, "%s: unexpected arguments: %s\n", fs.Name(), strings.Join(fs.Args(), " "))
+		fs.Usage()
+		return exitUsage
 	}
 	return nil
 }

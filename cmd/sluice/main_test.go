@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -188,29 +189,39 @@ func TestUsageListsEveryCommand(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		args    []string
+		code    int
 		unknown string
 	}{
-		{name: "no args"},
+		// Asked for, help goes to stdout and succeeds; without a command,
+		// or with an unknown one, it goes to stderr and exits 2, as go does.
 		{name: "-h", args: []string{"-h"}},
+		{name: "-help", args: []string{"-help"}},
 		{name: "--help", args: []string{"--help"}},
 		{name: "help", args: []string{"help"}},
-		{name: "unknown command", args: []string{"frobnicate"}, unknown: "frobnicate"},
+		{name: "no args", code: 2},
+		{name: "unknown command", args: []string{"frobnicate"}, code: 2, unknown: "frobnicate"},
+		{name: "help unknown command", args: []string{"help", "frobnicate"}, code: 2, unknown: "frobnicate"},
+		{name: "unknown flag", args: []string{"--frobnicate"}, code: 2, unknown: "--frobnicate"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, stdout, stderr := runExecute(tc.args...)
-			if code != 2 {
-				t.Errorf("exit code %d, want 2", code)
+			if code != tc.code {
+				t.Errorf("exit code %d, want %d", code, tc.code)
 			}
-			if stdout != "" {
-				t.Errorf("stdout should be empty, got %q", stdout)
+			usage, other := stdout, stderr
+			if tc.code != 0 {
+				usage, other = stderr, stdout
 			}
-			if !strings.Contains(stderr, "usage: sluice <command>") {
-				t.Errorf("stderr has no usage line:\n%s", stderr)
+			if other != "" {
+				t.Errorf("usage should be alone on %s; the other stream has %q", map[bool]string{true: "stdout", false: "stderr"}[tc.code == 0], other)
+			}
+			if !strings.Contains(usage, "usage: sluice <command>") {
+				t.Errorf("no usage line:\n%s", usage)
 			}
 			for _, name := range names {
 				line := "  " + name + " "
-				if !strings.Contains(stderr, line) || !strings.Contains(stderr, commands[name].summary) {
-					t.Errorf("usage does not list %q with its summary:\n%s", name, stderr)
+				if !strings.Contains(usage, line) || !strings.Contains(usage, commands[name].summary) {
+					t.Errorf("usage does not list %q with its summary:\n%s", name, usage)
 				}
 			}
 			if tc.unknown != "" && !strings.Contains(stderr, `unknown command "`+tc.unknown+`"`) {
@@ -220,7 +231,59 @@ func TestUsageListsEveryCommand(t *testing.T) {
 	}
 }
 
-// A subcommand's -h prints its flags and exits 2, like the top level.
+// Every command and subcommand prints its usage on stdout and exits 0
+// when asked with -h, -help, --help, `sluice help ...` or (for
+// subcommands) `sluice config help ...`; the usage names the command and
+// says what it does.
+func TestHelpOfEveryCommand(t *testing.T) {
+	type target struct {
+		path    []string // e.g. [config apply]
+		summary string
+	}
+	var targets []target
+	for name, c := range commands {
+		targets = append(targets, target{[]string{name}, c.summary})
+		for sub, sc := range subcommands[name] {
+			targets = append(targets, target{[]string{name, sub}, sc.summary})
+		}
+	}
+	for name := range subcommands {
+		if _, ok := commands[name]; !ok {
+			t.Errorf("subcommands lists %q, which is not a command", name)
+		}
+	}
+	for _, tg := range targets {
+		cmd := strings.Join(tg.path, " ")
+		forms := [][]string{
+			append(slices.Clone(tg.path), "-h"),
+			append(slices.Clone(tg.path), "-help"),
+			append(slices.Clone(tg.path), "--help"),
+			append([]string{"help"}, tg.path...),
+		}
+		if len(tg.path) == 2 {
+			forms = append(forms, []string{tg.path[0], "help", tg.path[1]})
+		}
+		for _, args := range forms {
+			t.Run(strings.Join(args, " "), func(t *testing.T) {
+				code, stdout, stderr := runExecute(args...)
+				if code != 0 {
+					t.Errorf("exit code %d, want 0\nstderr:\n%s", code, stderr)
+				}
+				if stderr != "" {
+					t.Errorf("stderr should be empty, got:\n%s", stderr)
+				}
+				if !strings.Contains(stdout, "usage: sluice "+cmd+" ") {
+					t.Errorf("stdout has no usage of sluice %s:\n%s", cmd, stdout)
+				}
+				if !strings.Contains(stdout, upperFirst(tg.summary)) {
+					t.Errorf("usage does not say what sluice %s does (%q):\n%s", cmd, tg.summary, stdout)
+				}
+			})
+		}
+	}
+}
+
+// A subcommand's help lists its flags.
 func TestSubcommandHelp(t *testing.T) {
 	for _, tc := range []struct {
 		cmd   string
@@ -234,32 +297,94 @@ func TestSubcommandHelp(t *testing.T) {
 		{"executor", []string{"-config", "-region", "-secrets", "-server"}},
 		{"fakeprovider", []string{"-addr", "-rpm", "-tpm"}},
 		{"bench", []string{"-calls", "-rate", "-latency-calls", "-json"}},
+		{"health", []string{"-enable", "-json", "-server"}},
+		{"config apply", []string{"-f", "-force", "-if-revision", "-region-wait", "-server", "-creds"}},
+		{"config get", []string{"-json", "-server"}},
+		{"config check", []string{"-f"}},
 	} {
 		t.Run(tc.cmd, func(t *testing.T) {
-			code, _, stderr := runExecute(tc.cmd, "-h")
-			if code != 2 {
-				t.Errorf("exit code %d, want 2", code)
-			}
-			if !strings.Contains(stderr, "Usage of sluice "+tc.cmd) {
-				t.Errorf("stderr has no usage of sluice %s:\n%s", tc.cmd, stderr)
+			code, stdout, _ := runExecute(append(strings.Fields(tc.cmd), "-h")...)
+			if code != 0 {
+				t.Errorf("exit code %d, want 0", code)
 			}
 			for _, f := range tc.flags {
-				if !strings.Contains(stderr, f) {
-					t.Errorf("usage does not list %s:\n%s", f, stderr)
+				if !strings.Contains(stdout, f) {
+					t.Errorf("usage does not list %s:\n%s", f, stdout)
 				}
 			}
 		})
 	}
 }
 
-// Flag errors and stray arguments exit 1 and name the problem.
+// An unknown flag, a bad flag value or a stray argument is a usage error
+// on every command and subcommand: the problem and the usage on stderr,
+// exit 2, and nothing run.
+func TestUsageErrors(t *testing.T) {
+	var cmds [][]string
+	for name := range commands {
+		cmds = append(cmds, []string{name})
+		for sub := range subcommands[name] {
+			cmds = append(cmds, []string{name, sub})
+		}
+	}
+	for _, path := range cmds {
+		cmd := strings.Join(path, " ")
+		for _, tc := range []struct {
+			args []string
+			want string
+		}{
+			{[]string{"--no-such-flag"}, "flag provided but not defined: -no-such-flag"},
+			{[]string{"-no-such-flag=1"}, "flag provided but not defined: -no-such-flag"},
+		} {
+			args := append(slices.Clone(path), tc.args...)
+			t.Run(strings.Join(args, " "), func(t *testing.T) {
+				code, stdout, stderr := runExecute(args...)
+				if code != 2 {
+					t.Errorf("exit code %d, want 2", code)
+				}
+				if stdout != "" {
+					t.Errorf("stdout should be empty, got:\n%s", stdout)
+				}
+				if _, sub := subcommands[cmd]; sub {
+					if !strings.Contains(stderr, `unknown command "`+tc.args[0]+`"`) || !strings.Contains(stderr, "usage: sluice "+cmd+" <command>") {
+						t.Errorf("stderr does not name the unknown command and give the usage:\n%s", stderr)
+					}
+					return
+				}
+				if !strings.Contains(stderr, tc.want) || !strings.Contains(stderr, "usage: sluice "+cmd+" ") {
+					t.Errorf("stderr does not say %q and give the usage of sluice %s:\n%s", tc.want, cmd, stderr)
+				}
+			})
+		}
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"call", "--team", "demo", "--prompt", "hi", "extra"}, "unexpected arguments: extra"},
+		{[]string{"token", "--team"}, "flag needs an argument: -team"},
+		{[]string{"fakeprovider", "--rpm", "many"}, "invalid value \"many\" for flag -rpm"},
+		{[]string{"help", "call", "extra"}, "unexpected arguments: extra"},
+		{[]string{"help", "config", "frobnicate"}, `unknown command "frobnicate"`},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			code, _, stderr := runExecute(tc.args...)
+			if code != 2 {
+				t.Errorf("exit code %d, want 2", code)
+			}
+			if !strings.Contains(stderr, tc.want) || !strings.Contains(stderr, "usage: sluice ") {
+				t.Errorf("stderr does not say %q with the usage:\n%s", tc.want, stderr)
+			}
+		})
+	}
+}
+
+// A command that cannot do what it was asked exits 1 and names the problem.
 func TestBadArguments(t *testing.T) {
 	for _, tc := range []struct {
 		args []string
 		want string
 	}{
-		{[]string{"call", "-no-such-flag"}, "flag provided but not defined: -no-such-flag"},
-		{[]string{"call", "--team", "demo", "--prompt", "hi", "extra"}, "unexpected arguments: extra"},
 		{[]string{"dev", "--log-level", "loud"}, "-log-level"},
 		{[]string{"dev", "--addr", "no-port"}, "-addr"},
 	} {
