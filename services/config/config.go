@@ -51,7 +51,7 @@ type Pool struct {
 	Deployments []*Deployment `yaml:"deployments"`
 	// DefaultMaxTokens is reserved for a chat call whose body sets no
 	// max_tokens. Default 256.
-	DefaultMaxTokens int64 `yaml:"default_max_tokens"`
+	DefaultMaxTokens int64 `yaml:"default_max_tokens,omitempty"`
 
 	name string
 }
@@ -68,13 +68,13 @@ type Deployment struct {
 	BaseURL string `yaml:"base_url"`
 	// APIVersion is Azure OpenAI's api-version, or Anthropic's
 	// anthropic-version. Defaults 2024-10-21 and 2023-06-01.
-	APIVersion string `yaml:"api_version"`
+	APIVersion string `yaml:"api_version,omitempty"`
 	// Region is where the executors that call this deployment run.
 	Region string `yaml:"region"`
 	// Model is the provider's name for the model; it replaces the pool name
 	// in the body sent to the provider. For Azure it is the deployment name
 	// in the URL. Default: the pool name.
-	Model string `yaml:"model"`
+	Model string `yaml:"model,omitempty"`
 	// Key names the secret the region's executors use. It is a name, never
 	// the secret itself.
 	Key string `yaml:"key"`
@@ -86,7 +86,7 @@ type Deployment struct {
 	MaxInFlight int `yaml:"max_in_flight"`
 	// Weight scales this deployment's share when deployments have equal
 	// headroom. Default 1.
-	Weight float64 `yaml:"weight"`
+	Weight float64 `yaml:"weight,omitempty"`
 	// Windows are the sliding windows over which the provider counts this
 	// deployment's requests and tokens: in a window of span w it allows
 	// ceil(rpm*w/1m) requests and floor(tpm*w/1m) tokens, and sluice paces
@@ -123,11 +123,11 @@ func (d *Deployment) Bursty() bool {
 // Calls bounds calls.
 type Calls struct {
 	// MaxBodyBytes is the largest call message accepted. Default 1 MiB.
-	MaxBodyBytes int `yaml:"max_body_bytes"`
+	MaxBodyBytes int `yaml:"max_body_bytes,omitempty"`
 	// DefaultTimeout is the deadline of a call that sets none. Default 5m.
-	DefaultTimeout time.Duration `yaml:"default_timeout"`
+	DefaultTimeout time.Duration `yaml:"default_timeout,omitempty"`
 	// MaxTimeout caps any call's deadline. Default 24h.
-	MaxTimeout time.Duration `yaml:"max_timeout"`
+	MaxTimeout time.Duration `yaml:"max_timeout,omitempty"`
 }
 
 // Admission tunes the shared limiter.
@@ -137,46 +137,55 @@ type Admission struct {
 	// critical reserve, the batch gate), and of deployments whose windows
 	// are [] (a token bucket provider). Deployments with windows get the
 	// burst their windows leave room for. Default 500ms.
-	Burst time.Duration `yaml:"burst"`
+	Burst time.Duration `yaml:"burst,omitempty"`
 	// LeaseTTL is how far ahead of its send time a call may be admitted,
 	// so how long admitted work may wait at an executor before it is sent,
 	// and how long a dispatcher may hold capacity it took from a shared
 	// bucket before spending it. Default 100ms.
-	LeaseTTL time.Duration `yaml:"lease_ttl"`
+	LeaseTTL time.Duration `yaml:"lease_ttl,omitempty"`
 	// Jitter is how late after its scheduled send time a request may
 	// reach the provider. Executors do not send work more than half of it
 	// late (it goes back through admission instead), which leaves the
 	// other half for the path to the provider, and every deployment's
 	// pace leaves this much room in each of its windows: a 1s window
 	// loses about Jitter/1s of its rate. Default 10ms.
-	Jitter time.Duration `yaml:"jitter"`
+	Jitter time.Duration `yaml:"jitter,omitempty"`
 	// InFlightLease is how long a call holds its deployment's in-flight
 	// slot (max_in_flight) when its attempt never reports back, as when its
 	// executor is killed mid-call. It should cover the wait in the
 	// region's queue plus retry.attempt_timeout. Default: attempt_timeout
 	// plus 30s.
-	InFlightLease time.Duration `yaml:"in_flight_lease"`
+	InFlightLease time.Duration `yaml:"in_flight_lease,omitempty"`
 }
 
 // Retry tunes retries of attempts that failed with 429, 5xx or a timeout.
 type Retry struct {
 	// MaxAttempts bounds provider requests per call. Default 5.
-	MaxAttempts int `yaml:"max_attempts"`
+	MaxAttempts int `yaml:"max_attempts,omitempty"`
 	// BaseDelay and MaxDelay bound the exponential backoff with full
 	// jitter: attempt n waits a random time in [0, min(MaxDelay,
 	// BaseDelay*2^(n-1))], and at least what the provider asked for.
 	// Defaults 250ms and 30s.
-	BaseDelay time.Duration `yaml:"base_delay"`
-	MaxDelay  time.Duration `yaml:"max_delay"`
+	BaseDelay time.Duration `yaml:"base_delay,omitempty"`
+	MaxDelay  time.Duration `yaml:"max_delay,omitempty"`
 	// AttemptTimeout bounds one provider request. Default 60s.
-	AttemptTimeout time.Duration `yaml:"attempt_timeout"`
+	AttemptTimeout time.Duration `yaml:"attempt_timeout,omitempty"`
 	// Budget bounds retries, per pool, to this fraction of first attempts
 	// (plus BudgetMinPerSecond), so that an outage never becomes a retry
 	// storm: a retry over budget waits. Default 0.2.
-	Budget float64 `yaml:"budget"`
+	Budget float64 `yaml:"budget,omitempty"`
 	// BudgetMinPerSecond lets a trickle of retries through when there is
 	// little traffic. Default 1.
-	BudgetMinPerSecond float64 `yaml:"budget_min_per_second"`
+	//
+	// In YAML, 0 holds for both (no retries beyond the floor, or none
+	// beyond the fraction), though not for both at once; in Go, where
+	// a zero field is its default, they can only be made 0 through Parse.
+	BudgetMinPerSecond float64 `yaml:"budget_min_per_second,omitempty"`
+
+	// budgetWritten and budgetMinWritten say that the YAML wrote 0 for
+	// Budget and BudgetMinPerSecond, so that it holds rather than
+	// defaults.
+	budgetWritten, budgetMinWritten bool
 }
 
 // Health tunes the reactions to providers' signals.
@@ -184,7 +193,7 @@ type Health struct {
 	// LearnedRecovery is how long a limit learned below the configured one
 	// takes to climb back to it, once the provider stops saying less.
 	// Default 5m.
-	LearnedRecovery time.Duration `yaml:"learned_recovery"`
+	LearnedRecovery time.Duration `yaml:"learned_recovery,omitempty"`
 	// QuotaDisable is how long insufficient_quota keeps a key out of
 	// rotation; 0 means until an operator re-enables it.
 	QuotaDisable time.Duration `yaml:"quota_disable"`
@@ -201,32 +210,32 @@ type Health struct {
 // failing is judged on its recent answers, not diluted by a minute of
 // earlier successes.
 type Circuit struct {
-	FailureRate    float64       `yaml:"failure_rate"`    // default 0.5
-	MinRequests    int           `yaml:"min_requests"`    // default 10
-	WindowRequests int           `yaml:"window_requests"` // default 20
-	Window         time.Duration `yaml:"window"`          // default 30s
-	OpenFor        time.Duration `yaml:"open_for"`        // default 10s
-	Probes         int           `yaml:"probes"`          // default 1
+	FailureRate    float64       `yaml:"failure_rate,omitempty"`    // default 0.5
+	MinRequests    int           `yaml:"min_requests,omitempty"`    // default 10
+	WindowRequests int           `yaml:"window_requests,omitempty"` // default 20
+	Window         time.Duration `yaml:"window,omitempty"`          // default 30s
+	OpenFor        time.Duration `yaml:"open_for,omitempty"`        // default 10s
+	Probes         int           `yaml:"probes,omitempty"`          // default 1
 }
 
 // Streams tunes sluice's JetStream resources.
 type Streams struct {
 	// Replicas of every stream and bucket: 1 on one server, 3 in a cluster.
 	// Default 1.
-	Replicas int `yaml:"replicas"`
+	Replicas int `yaml:"replicas,omitempty"`
 	// ResultsMaxAge is how long results stay fetchable. Default 24h.
-	ResultsMaxAge time.Duration `yaml:"results_max_age"`
+	ResultsMaxAge time.Duration `yaml:"results_max_age,omitempty"`
 	// DuplicateWindow is how long a call id is remembered, so that a call
 	// published twice within it runs once. Default 10m.
-	DuplicateWindow time.Duration `yaml:"duplicate_window"`
+	DuplicateWindow time.Duration `yaml:"duplicate_window,omitempty"`
 	// DeadLetterMaxAge is how long dead letters are kept. Default 7 days.
-	DeadLetterMaxAge time.Duration `yaml:"dead_letter_max_age"`
+	DeadLetterMaxAge time.Duration `yaml:"dead_letter_max_age,omitempty"`
 	// UsageMaxAge is how long hourly usage roll-ups are kept. Default 90
 	// days.
-	UsageMaxAge time.Duration `yaml:"usage_max_age"`
+	UsageMaxAge time.Duration `yaml:"usage_max_age,omitempty"`
 	// MaxWaiting bounds the calls that may wait for admission, across all
 	// dispatchers. Default 100000.
-	MaxWaiting int `yaml:"max_waiting"`
+	MaxWaiting int `yaml:"max_waiting,omitempty"`
 }
 
 // Load reads, parses and validates the configuration file at path.

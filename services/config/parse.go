@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -56,6 +57,12 @@ func (e *ValidationError) Is(target error) bool { return target == ErrInvalid }
 // Parse parses YAML strictly, fills defaults and validates. Errors are a
 // *ValidationError, or a YAML error that gives the line; both match
 // ErrInvalid.
+//
+// A field left out (or null) gets its default. A field written as 0 (or
+// "" or []) keeps it where 0 means something (retry.budget,
+// retry.budget_min_per_second, a tier's min_share, and every field whose
+// default is 0), and is refused, by name, where the field has another
+// default: sluice never replaces a value a person wrote.
 func Parse(data []byte) (*Config, error) {
 	var c Config
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -63,7 +70,9 @@ func Parse(data []byte) (*Config, error) {
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
-	if err := c.Validate(); err != nil {
+	written := writtenFields(data)
+	c.noteWritten(written)
+	if err := c.validate(written); err != nil {
 		return nil, err
 	}
 	return &c, nil
@@ -86,9 +95,16 @@ func (c *Config) Marshal() ([]byte, error) {
 
 // Validate fills defaults, checks every field and builds the indexes that
 // the accessors use. It returns a *ValidationError naming each bad field.
-func (c *Config) Validate() error {
-	c.applyDefaults()
-	v := &validator{}
+// A field left at its zero value gets its default (as one left out of the
+// YAML does), except where Parse saw a 0 written that holds.
+func (c *Config) Validate() error { return c.validate(nil) }
+
+// validate is Validate for a configuration whose YAML wrote the fields
+// written names (nil: built in Go): those that are zero but have another
+// default are refused.
+func (c *Config) validate(written map[string]bool) error {
+	v := &validator{written: written}
+	c.applyDefaults(v)
 	if len(c.Pools) == 0 {
 		v.add("pools", "at least one pool is required")
 	}
@@ -130,6 +146,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Retry.BudgetMinPerSecond < 0 {
 		v.add("retry.budget_min_per_second", "must not be negative")
+	}
+	if c.Retry.Budget == 0 && c.Retry.BudgetMinPerSecond == 0 && c.Retry.MaxAttempts > 1 {
+		v.add("retry.budget", "is 0 and so is retry.budget_min_per_second: no retry could ever go, and a call that needs one would wait until its deadline; for no retries, set retry.max_attempts: 1")
 	}
 	v.positiveDuration("health.learned_recovery", c.Health.LearnedRecovery)
 	if c.Health.QuotaDisable < 0 {
@@ -187,9 +206,7 @@ func (c *Config) validatePool(v *validator, name string) {
 			continue
 		}
 		d.pool = name
-		if d.Model == "" {
-			d.Model = name
-		}
+		setDefault(v, df+".model", &d.Model, name)
 		if !messages.ValidToken(d.ID) {
 			v.add(df+".id", "must be 1 to 64 letters, digits, '-' or '_'")
 		} else if _, dup := c.deployments[d.ID]; dup {
@@ -218,15 +235,11 @@ func (c *Config) validatePool(v *validator, name string) {
 		if d.MaxInFlight < 0 {
 			v.add(df+".max_in_flight", "must not be negative (0 means no bound)")
 		}
-		if d.Weight == 0 {
-			d.Weight = 1
-		}
+		setDefault(v, df+".weight", &d.Weight, 1)
 		if d.Weight < 0 || d.Weight > 1000 {
 			v.add(df+".weight", "must be above 0 and at most 1000")
 		}
-		if d.APIVersion == "" {
-			d.APIVersion = defaultAPIVersion[d.Provider]
-		}
+		setDefault(v, df+".api_version", &d.APIVersion, defaultAPIVersion[d.Provider])
 		c.validateWindows(v, df, d)
 	}
 }
@@ -267,49 +280,71 @@ func (c *Config) validateWindows(v *validator, df string, d *Deployment) {
 	}
 }
 
-func (c *Config) applyDefaults() {
-	c.tierDefaults()
-	setDefault(&c.Calls.MaxBodyBytes, 1<<20)
-	setDefault(&c.Calls.DefaultTimeout, 5*time.Minute)
-	setDefault(&c.Calls.MaxTimeout, 24*time.Hour)
-	setDefault(&c.Admission.Burst, 500*time.Millisecond)
-	setDefault(&c.Admission.LeaseTTL, 100*time.Millisecond)
-	setDefault(&c.Admission.Jitter, 10*time.Millisecond)
-	setDefault(&c.Retry.MaxAttempts, 5)
-	setDefault(&c.Retry.BaseDelay, 250*time.Millisecond)
-	setDefault(&c.Retry.MaxDelay, 30*time.Second)
-	setDefault(&c.Retry.AttemptTimeout, 60*time.Second)
-	setDefault(&c.Admission.InFlightLease, c.Retry.AttemptTimeout+30*time.Second)
-	setDefault(&c.Retry.Budget, 0.2)
-	setDefault(&c.Retry.BudgetMinPerSecond, 1)
-	setDefault(&c.Health.LearnedRecovery, 5*time.Minute)
-	setDefault(&c.Health.Circuit.FailureRate, 0.5)
-	setDefault(&c.Health.Circuit.MinRequests, 10)
-	setDefault(&c.Health.Circuit.WindowRequests, max(20, c.Health.Circuit.MinRequests))
-	setDefault(&c.Health.Circuit.Window, 30*time.Second)
-	setDefault(&c.Health.Circuit.OpenFor, 10*time.Second)
-	setDefault(&c.Health.Circuit.Probes, 1)
-	setDefault(&c.Streams.Replicas, 1)
-	setDefault(&c.Streams.ResultsMaxAge, 24*time.Hour)
-	setDefault(&c.Streams.DuplicateWindow, 10*time.Minute)
-	setDefault(&c.Streams.DeadLetterMaxAge, 7*24*time.Hour)
-	setDefault(&c.Streams.UsageMaxAge, 90*24*time.Hour)
-	setDefault(&c.Streams.MaxWaiting, 100_000)
-	for _, p := range c.Pools {
-		if p != nil {
-			setDefault(&p.DefaultMaxTokens, 256)
+// applyDefaults gives every field left out its default.
+func (c *Config) applyDefaults(v *validator) {
+	c.tierDefaults(v)
+	setDefault(v, "calls.max_body_bytes", &c.Calls.MaxBodyBytes, 1<<20)
+	setDefault(v, "calls.default_timeout", &c.Calls.DefaultTimeout, 5*time.Minute)
+	setDefault(v, "calls.max_timeout", &c.Calls.MaxTimeout, 24*time.Hour)
+	setDefault(v, "admission.burst", &c.Admission.Burst, 500*time.Millisecond)
+	setDefault(v, "admission.lease_ttl", &c.Admission.LeaseTTL, 100*time.Millisecond)
+	setDefault(v, "admission.jitter", &c.Admission.Jitter, 10*time.Millisecond)
+	setDefault(v, "retry.max_attempts", &c.Retry.MaxAttempts, 5)
+	setDefault(v, "retry.base_delay", &c.Retry.BaseDelay, 250*time.Millisecond)
+	setDefault(v, "retry.max_delay", &c.Retry.MaxDelay, 30*time.Second)
+	setDefault(v, "retry.attempt_timeout", &c.Retry.AttemptTimeout, 60*time.Second)
+	setDefault(v, "admission.in_flight_lease", &c.Admission.InFlightLease, c.Retry.AttemptTimeout+30*time.Second)
+	// 0 is a budget: no retries beyond the floor; and a floor: none
+	// beyond the budget. Only a field left out gets the default.
+	if !c.Retry.budgetWritten {
+		setDefault(v, "retry.budget", &c.Retry.Budget, 0.2)
+	}
+	if !c.Retry.budgetMinWritten {
+		setDefault(v, "retry.budget_min_per_second", &c.Retry.BudgetMinPerSecond, 1)
+	}
+	setDefault(v, "health.learned_recovery", &c.Health.LearnedRecovery, 5*time.Minute)
+	setDefault(v, "health.circuit.failure_rate", &c.Health.Circuit.FailureRate, 0.5)
+	setDefault(v, "health.circuit.min_requests", &c.Health.Circuit.MinRequests, 10)
+	setDefault(v, "health.circuit.window_requests", &c.Health.Circuit.WindowRequests, max(20, c.Health.Circuit.MinRequests))
+	setDefault(v, "health.circuit.window", &c.Health.Circuit.Window, 30*time.Second)
+	setDefault(v, "health.circuit.open_for", &c.Health.Circuit.OpenFor, 10*time.Second)
+	setDefault(v, "health.circuit.probes", &c.Health.Circuit.Probes, 1)
+	setDefault(v, "streams.replicas", &c.Streams.Replicas, 1)
+	setDefault(v, "streams.results_max_age", &c.Streams.ResultsMaxAge, 24*time.Hour)
+	setDefault(v, "streams.duplicate_window", &c.Streams.DuplicateWindow, 10*time.Minute)
+	setDefault(v, "streams.dead_letter_max_age", &c.Streams.DeadLetterMaxAge, 7*24*time.Hour)
+	setDefault(v, "streams.usage_max_age", &c.Streams.UsageMaxAge, 90*24*time.Hour)
+	setDefault(v, "streams.max_waiting", &c.Streams.MaxWaiting, 100_000)
+	for _, name := range sortedKeys(c.Pools) {
+		if p := c.Pools[name]; p != nil {
+			setDefault(v, "pools."+name+".default_max_tokens", &p.DefaultMaxTokens, 256)
 		}
 	}
 }
 
-func setDefault[T comparable](p *T, def T) {
+// setDefault gives *p the default def when it is zero, as a field left
+// out is. A zero that was written (v.written names field) and that the
+// default would replace is refused instead, naming the field; *p still
+// gets def, so that the checks of other fields see a sound value.
+func setDefault[T comparable](v *validator, field string, p *T, def T) {
 	var zero T
-	if *p == zero {
-		*p = def
+	if *p != zero || def == zero {
+		return
 	}
+	if v.written[field] {
+		what := "0"
+		if reflect.ValueOf(zero).Kind() == reflect.String {
+			what = "empty"
+		}
+		v.add(field, "must not be %s: leave it out for the default, %v", what, def)
+	}
+	*p = def
 }
 
-type validator struct{ problems []FieldError }
+type validator struct {
+	problems []FieldError
+	written  map[string]bool // the fields the YAML wrote; nil for a configuration built in Go
+}
 
 func (v *validator) add(field, format string, args ...any) {
 	v.problems = append(v.problems, FieldError{Field: field, Message: fmt.Sprintf(format, args...)})

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"reflect"
 	"sort"
 	"strings"
 
@@ -14,14 +15,16 @@ import (
 
 // Team is what a team may do, and its share of each pool.
 type Team struct {
-	// Tiers the team may publish on. Default: every tier.
-	Tiers []messages.Tier `yaml:"tiers"`
+	// Tiers the team may publish on. Default: every tier. An empty list
+	// is every tier too: sluice stored teams without tiers that way in
+	// KV before it left empty fields out, so it cannot be refused.
+	Tiers []messages.Tier `yaml:"tiers,omitempty"`
 	// DefaultTier is the tier of the team's calls that name none (the
 	// gateway's). Default: standard if allowed, else the lowest allowed.
-	DefaultTier messages.Tier `yaml:"default_tier"`
+	DefaultTier messages.Tier `yaml:"default_tier,omitempty"`
 	// MaxQueued bounds the team's calls waiting for admission, across all
 	// dispatchers and pools; more get queue_full at once. Default 10000.
-	MaxQueued int `yaml:"max_queued"`
+	MaxQueued int `yaml:"max_queued,omitempty"`
 	// Pools the team may use, with its quota in each. A list of names gives
 	// each the default quota; leaving it out allows every pool, each with
 	// the default quota.
@@ -37,7 +40,7 @@ type Quota struct {
 	// Weight is the team's share, relative to the other teams', when the
 	// pool is contended within a tier: weights 3 and 1 split it 3:1. Capacity
 	// a team leaves idle goes to the others. Default 1.
-	Weight float64 `yaml:"weight"`
+	Weight float64 `yaml:"weight,omitempty"`
 	// GuaranteedRPM and GuaranteedTPM are an absolute share: up to these
 	// rates, the team's non-critical calls go before other teams' calls of
 	// any non-critical tier. 0: none.
@@ -66,6 +69,9 @@ func (p *TeamPools) UnmarshalYAML(n *yaml.Node) error {
 		}
 		return nil
 	}
+	if err := knownFieldsOnly(n, reflect.TypeOf(Quota{})); err != nil {
+		return err
+	}
 	var m map[string]*Quota
 	if err := n.Decode(&m); err != nil {
 		return err
@@ -93,17 +99,20 @@ type TierPolicy struct {
 	// MinShare (high, standard, batch) is the fraction of a pool's capacity
 	// the tier gets even when higher tiers would take it all. Defaults: high
 	// 0, standard 0.05, batch 0.
-	MinShare float64 `yaml:"min_share"`
+	MinShare float64 `yaml:"min_share,omitempty"`
 	// MaxUtilization (batch only): batch calls run while the pool's other
 	// traffic leaves them room below this fraction of its capacity, or
 	// during OffPeak; otherwise they wait, until their deadline. Default
 	// 0.7.
-	MaxUtilization float64 `yaml:"max_utilization"`
+	MaxUtilization float64 `yaml:"max_utilization,omitempty"`
 	// OffPeak (batch only) are daily windows, such as "18:00-08:00
 	// Europe/Berlin", in which batch calls ignore MaxUtilization.
 	OffPeak []string `yaml:"off_peak"`
 
 	windows []window
+	// minShareWritten says that the YAML wrote 0 for MinShare, so that
+	// it holds rather than defaults.
+	minShareWritten bool
 }
 
 // Policy returns tier's policy.
@@ -173,12 +182,11 @@ func (c *Config) validateTeam(v *validator, name string) {
 			v.add(fmt.Sprintf("%s.tiers[%d]", field, i), "unknown tier %q; tiers are critical, high, standard, batch", tier)
 		}
 	}
-	if t.DefaultTier == "" {
-		t.DefaultTier = messages.TierStandard
-		if !t.AllowsTier(messages.TierStandard) && len(t.Tiers) > 0 {
-			t.DefaultTier = lowest(t.Tiers)
-		}
+	def := messages.TierStandard
+	if !t.AllowsTier(messages.TierStandard) && len(t.Tiers) > 0 {
+		def = lowest(t.Tiers)
 	}
+	setDefault(v, field+".default_tier", &t.DefaultTier, def)
 	if !t.AllowsTier(t.DefaultTier) {
 		v.add(field+".default_tier", "tier %q is not one the team may use", t.DefaultTier)
 	}
@@ -192,7 +200,7 @@ func (c *Config) validateTeam(v *validator, name string) {
 		}
 		c.tokens[h] = name
 	}
-	setDefault(&t.MaxQueued, 10000)
+	setDefault(v, field+".max_queued", &t.MaxQueued, 10000)
 	v.positive(field+".max_queued", int64(t.MaxQueued))
 	if t.Pools != nil && len(t.Pools) == 0 {
 		v.add(field+".pools", "a team needs at least one pool (leave pools out to allow every pool)")
@@ -207,7 +215,7 @@ func (c *Config) validateTeam(v *validator, name string) {
 			q = &Quota{}
 			t.Pools[pool] = q
 		}
-		setDefault(&q.Weight, 1)
+		setDefault(v, pf+".weight", &q.Weight, 1)
 		if q.Weight <= 0 || q.Weight > 1e6 {
 			v.add(pf+".weight", "must be above 0 and at most 1000000")
 		}
@@ -302,11 +310,14 @@ func (c *Config) validateTiers(v *validator) {
 	}
 }
 
-func (c *Config) tierDefaults() {
-	if c.Tiers.Standard.MinShare == 0 && c.Tiers.Batch.MinShare == 0 && c.Tiers.High.MinShare == 0 {
-		c.Tiers.Standard.MinShare = 0.05
+// tierDefaults gives standard its minimum share of 5% when no tier has
+// one, unless a 0 was written for it, and batch its max_utilization.
+func (c *Config) tierDefaults(v *validator) {
+	t := &c.Tiers
+	if !t.Standard.minShareWritten && t.Standard.MinShare == 0 && t.Batch.MinShare == 0 && t.High.MinShare == 0 {
+		t.Standard.MinShare = 0.05
 	}
-	setDefault(&c.Tiers.Batch.MaxUtilization, 0.7)
+	setDefault(v, "tiers.batch.max_utilization", &t.Batch.MaxUtilization, 0.7)
 }
 
 // lowest is the lowest-priority tier of tiers.
