@@ -67,9 +67,11 @@ func (d *Dispatcher) dispatch(cfg *config.Config, w *waiting, dep *config.Deploy
 		// time; the other half is the path to the provider.
 		SendBy: sendAt.Add(cfg.Admission.Jitter / 2),
 	}
-	d.metrics.QueueWait.WithLabelValues(dep.Pool(), string(t.Tier)).Observe(queued.Seconds())
+	// Labels take only configured names (see config.Unknown): the team
+	// may have left the configuration while its call waited.
+	d.metrics.QueueWait.WithLabelValues(dep.Pool(), config.TierLabel(t.Tier)).Observe(queued.Seconds())
 	d.metrics.Admissions.WithLabelValues(dep.Pool(), dep.ID).Inc()
-	d.metrics.TokensReserved.WithLabelValues(t.Team, dep.Pool(), dep.ID).Add(w.need.Tokens)
+	d.metrics.TokensReserved.WithLabelValues(cfg.TeamLabel(t.Team), dep.Pool(), dep.ID).Add(w.need.Tokens)
 
 	data, err := json.Marshal(work)
 	if err != nil {

@@ -176,6 +176,17 @@ func (d *Dispatcher) intakeRetry(msg jetstream.Msg, team string, tier messages.T
 		return
 	}
 	cfg := d.cfg.Shared.Load()
+	// Only services publish retries, but where NATS does not enforce it
+	// anyone may: a retry of a team or tier the configuration does not
+	// know would be queued (and counted) under names nobody configured.
+	if _, ok := cfg.Teams[team]; !ok {
+		d.reject(msg, &r.Ticket, messages.Errorf(messages.CodeForbidden, "team %q is not configured", team))
+		return
+	}
+	if !tier.Valid() {
+		d.reject(msg, &r.Ticket, messages.FieldError("tier", "unknown tier %q in the subject; tiers are critical, high, standard, batch", tier))
+		return
+	}
 	if d.wasCanceled(r.Call.ID) {
 		d.reject(msg, &r.Ticket, messages.Errorf(messages.CodeCanceled, "the client canceled the call while it waited to retry"))
 		return
