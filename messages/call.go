@@ -96,6 +96,11 @@ func DecodeCall(data []byte) (CallRequest, *Error) {
 	if dec.More() {
 		return c, Errorf(CodeInvalidRequest, "trailing data after the JSON object")
 	}
+	if err := checkFieldNames(data); err != nil {
+		// Which id the call meant is the ambiguity: answer on the one in
+		// Nats-Msg-Id, or a derived one.
+		return CallRequest{}, err
+	}
 	return c, c.Normalize()
 }
 

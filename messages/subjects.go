@@ -196,6 +196,11 @@ func ParseCallSubject(subject string) (kind Kind, team string, tier Tier, err er
 	default:
 		return KindUnknown, "", "", fmt.Errorf("subject %q is not sluice.call.<team>.<tier>", subject)
 	}
+	if strings.ContainsAny(parts[2], "*>") || strings.ContainsAny(parts[3], "*>") {
+		// The server stores a published wildcard as a plain token, but no
+		// answer can go to a subject made of it.
+		return KindUnknown, "", "", fmt.Errorf("subject %q has a wildcard for its team or tier", subject)
+	}
 	return kind, parts[2], Tier(parts[3]), nil
 }
 
