@@ -39,14 +39,20 @@ func (e Endpoint) Valid() bool {
 	return false
 }
 
-// Limits on what a call may carry. The body size limit is configuration;
-// these bound the envelope around it.
+// Limits on what a call may carry. The body size limit is configuration
+// (calls.max_body_bytes, the size of the body field as sent); these bound
+// the envelope around it.
 const (
 	MaxModelLen      = 128
 	MaxMetadataPairs = 16
 	MaxMetadataKey   = 64
 	MaxMetadataValue = 256
 	MaxRegions       = 16
+	// MaxEnvelopeBytes is how much larger than its body a call message may
+	// be: room for every other field at its limits, JSON-escaped. A
+	// message larger than calls.max_body_bytes plus this is refused
+	// before it is decoded.
+	MaxEnvelopeBytes = 64 << 10
 )
 
 // CallRequest is what a client publishes on sluice.call.<team>.<tier>. The

@@ -18,16 +18,19 @@ const (
 	// RetrySubjects is the filter for retries that executors hand back to
 	// the dispatchers: sluice.retry.<team>.<tier>.
 	RetrySubjects = "sluice.retry.*.*"
-	// ResultSubjects is the filter for every result subject:
-	// sluice.result.<team>.<call id>. Nobody publishes there: stream
+	// ResultSubjects is the filter for the result subjects of calls with
+	// valid ids: sluice.result.<team>.<call id>. (The refusal of a call
+	// whose id is not a token but can end a subject, such as dot.id, is
+	// on sluice.result.<team>.dot.id: sluice.result.<team>.> holds every
+	// result of a team; see AnswerID.) Nobody publishes there: stream
 	// SLUICE_RESULTS stores each answer under its result subject and only
 	// then republishes it there, so a subscriber sees what was stored.
 	ResultSubjects = "sluice.result.*.*"
 	// AnswerSubjects is the filter for the subjects services publish
-	// terminal results on: sluice.answer.<team>.<call id>. Stream
-	// SLUICE_RESULTS captures them and stores them as
-	// sluice.result.<team>.<call id>.
-	AnswerSubjects = "sluice.answer.*.*"
+	// terminal results on: sluice.answer.<team>.<call id>, where the id
+	// may have several tokens (see AnswerID). Stream SLUICE_RESULTS
+	// captures them and stores them as sluice.result.<team>.<call id>.
+	AnswerSubjects = "sluice.answer.*.>"
 	// AttemptSubjects is the filter for attempt claims:
 	// sluice.attempt.<team>.<call id>.<attempt>.<admission>.
 	AttemptSubjects = "sluice.attempt.*.*.*.*"

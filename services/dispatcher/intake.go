@@ -1,6 +1,7 @@
 package dispatcher
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -46,31 +47,38 @@ func (d *Dispatcher) intakeCall(msg jetstream.Msg, meta *jetstream.MsgMetadata, 
 
 	var call messages.CallRequest
 	var bad *messages.Error
-	if len(msg.Data()) > cfg.Calls.MaxBodyBytes {
-		bad = messages.FieldError("body", "the call is %d bytes; the limit is %d", len(msg.Data()), cfg.Calls.MaxBodyBytes)
+	// calls.max_body_bytes bounds the body as the client sent it (as the
+	// gateway bounds an HTTP request's body), not the call around it.
+	limit := cfg.Calls.MaxBodyBytes
+	if n := len(msg.Data()); n > limit+messages.MaxEnvelopeBytes {
+		bad = messages.FieldError("body", "the call message is %d bytes: its body may be at most %d bytes (calls.max_body_bytes), and the rest of the call at most %d", n, limit, messages.MaxEnvelopeBytes)
 	} else {
 		call, bad = messages.DecodeCall(msg.Data())
+		if n := len(call.Body); bad == nil && n > limit {
+			bad = messages.FieldError("body", "is %d bytes; a call's body may be at most %d bytes (calls.max_body_bytes)", n, limit)
+		}
 	}
 	// The id decides where the answer goes, so settle it first, even for a
-	// call that is otherwise bad.
-	switch {
-	case call.ID != "" && messages.ValidToken(call.ID):
-	case messages.ValidToken(msg.Headers().Get(messages.HeaderMsgID)):
-		call.ID = msg.Headers().Get(messages.HeaderMsgID)
-	default:
-		call.ID = messages.DerivedCallID(meta.Sequence.Stream)
+	// call that is otherwise bad: the id in the body, else Nats-Msg-Id.
+	// One that is no token is refused, and answered where its client
+	// listens when a subject can carry it (see messages.AnswerID).
+	msgID := msg.Headers().Get(messages.HeaderMsgID)
+	if sent := cmp.Or(call.ID, msgID); bad == nil && !messages.ValidToken(sent) && sent != "" {
+		// Only Nats-Msg-Id gets here: DecodeCall refused a bad id in the body.
+		bad = messages.FieldError("id", "Nats-Msg-Id %q, the call's id, must be 1 to 64 letters, digits, '-' or '_'", sent)
 	}
+	call.ID = messages.AnswerID(call.ID, msgID, meta.Sequence.Stream)
 	t.Call = call
 
 	// A redelivered call may have ended already, on a dispatcher that died
 	// before acknowledging it, or have its first attempt under way: an
 	// executor claimed it, and continues the call.
-	if meta.NumDelivered > 1 && messages.ValidToken(call.ID) {
+	if meta.NumDelivered > 1 {
 		if _, err := results.FetchFrom(context.Background(), d.stream, team, call.ID); err == nil {
 			_ = msg.Ack()
 			return
 		}
-		if d.claimed(team, call.ID, 1, 0) {
+		if messages.ValidToken(call.ID) && d.claimed(team, call.ID, 1, 0) {
 			_ = msg.Ack()
 			return
 		}
@@ -119,6 +127,9 @@ func (d *Dispatcher) check(cfg *config.Config, t *messages.Ticket) (est tokens.E
 	var bad *messages.Error
 	est, bad = tokens.Of(t.Call.Endpoint, t.Call.Body, pool.DefaultMaxTokens)
 	if bad != nil {
+		return est, bad
+	}
+	if bad := neverFits(pool.Name(), candidates(pool, t.Call), t.Call.Regions, est); bad != nil {
 		return est, bad
 	}
 	if est.Stream && t.Call.Endpoint == messages.EndpointEmbeddings {

@@ -123,8 +123,8 @@ func (g *Gateway) serveCall(rt *route) http.Handler {
 			writeError(w, rt.dialect, &apiError{Status: http.StatusBadRequest, Code: string(messages.CodeInvalidRequest), Message: "malformed JSON: " + err.Error()})
 			return
 		}
-		if len(data) > cfg.Calls.MaxBodyBytes || int64(len(data)) > g.nc.MaxPayload() {
-			writeError(w, rt.dialect, tooLarge(min(int64(cfg.Calls.MaxBodyBytes), g.nc.MaxPayload())))
+		if e := overPayload(len(body), len(data), g.nc.MaxPayload(), cfg.Calls.MaxBodyBytes); e != nil {
+			writeError(w, rt.dialect, e)
 			return
 		}
 		x := &exchange{
@@ -145,13 +145,13 @@ func (g *Gateway) serveCall(rt *route) http.Handler {
 func readBody(w http.ResponseWriter, r *http.Request, limit int) ([]byte, *apiError) {
 	if r.ContentLength > int64(limit) {
 		w.Header().Set("Connection", "close")
-		return nil, tooLarge(int64(limit))
+		return nil, tooLarge(r.ContentLength, int64(limit))
 	}
 	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(limit)))
 	var tooBig *http.MaxBytesError
 	if errors.As(err, &tooBig) {
 		w.Header().Set("Connection", "close")
-		return nil, tooLarge(int64(limit))
+		return nil, tooLarge(-1, int64(limit))
 	}
 	if err != nil {
 		return nil, &apiError{Status: http.StatusBadRequest, Code: string(messages.CodeInvalidRequest), Message: "could not read the request body: " + err.Error()}
@@ -159,9 +159,30 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int) ([]byte, *apiEr
 	return data, nil
 }
 
-func tooLarge(limit int64) *apiError {
+// tooLarge is the answer to a request body of size bytes (-1: unknown,
+// more than limit) over calls.max_body_bytes.
+func tooLarge(size, limit int64) *apiError {
+	is := "is over that"
+	if size >= 0 {
+		is = fmt.Sprintf("is %d bytes", size)
+	}
 	return &apiError{Status: http.StatusRequestEntityTooLarge, Code: string(messages.CodeInvalidRequest),
-		Message: fmt.Sprintf("the request is over sluice's limit of %d bytes (calls.max_body_bytes)", limit)}
+		Message: fmt.Sprintf("the request body may be at most %d bytes (sluice's calls.max_body_bytes); this one %s", limit, is)}
+}
+
+// overPayload is the answer to a request body of body bytes that became
+// a call of call bytes, when the call is over the NATS server's
+// max_payload: then max_payload, less the call's other fields, is the
+// binding limit on the body, below calls.max_body_bytes (a server set up
+// with less room than the README asks for). nil when the call fits.
+func overPayload(body, call int, maxPayload int64, maxBody int) *apiError {
+	if int64(call) <= maxPayload {
+		return nil
+	}
+	may := max(0, maxPayload-int64(call-body))
+	return &apiError{Status: http.StatusRequestEntityTooLarge, Code: string(messages.CodeInvalidRequest),
+		Message: fmt.Sprintf("the request body may be at most %d bytes here: NATS carries calls of at most %d bytes (its max_payload), less %d for the rest of the call, "+
+			"which is less than sluice's calls.max_body_bytes of %d; this one is %d bytes", may, maxPayload, call-body, maxBody, body)}
 }
 
 // check validates the body before anything reaches NATS: JSON, model,

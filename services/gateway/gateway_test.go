@@ -105,8 +105,6 @@ func TestBadInput(t *testing.T) {
 		{"max_completion_tokens zero", "/v1/chat/completions", `{"model":"chat","max_completion_tokens":0,` + msgs + `}`, 400, "invalid_request", "max_completion_tokens"},
 		{"no input", "/v1/embeddings", `{"model":"emb"}`, 400, "invalid_request", "input"},
 		{"over the body limit", "/v1/chat/completions", `{"model":"chat",` + msgs + `,"user":"` + strings.Repeat("x", 5000) + `"}`, 413, "invalid_request", ""},
-		// Under the limit itself, but not once wrapped in a call.
-		{"call over the limit", "/v1/chat/completions", `{"model":"chat",` + msgs + `,"user":"` + strings.Repeat("x", 4000) + `"}`, 413, "invalid_request", ""},
 		{"messages: malformed", "/v1/messages", `{"model":"claude"`, 400, "invalid_request_error", ""},
 		{"messages: no max_tokens", "/v1/messages", `{"model":"claude",` + msgs + `}`, 400, "invalid_request_error", ""},
 		{"messages: max_tokens zero", "/v1/messages", `{"model":"claude","max_tokens":0,` + msgs + `}`, 400, "invalid_request_error", ""},
@@ -455,5 +453,23 @@ func TestNotReadyWithoutConfiguration(t *testing.T) {
 	}
 	if a := r.do(http.MethodGet, "/v1/models", demoToken, ""); a.Status != 503 {
 		t.Errorf("models without configuration: %d %s", a.Status, a.Body)
+	}
+}
+
+// calls.max_body_bytes is the size of the request body: one of exactly
+// the limit is published, though the call around it is larger.
+func TestBodyOfTheLimitIsPublished(t *testing.T) {
+	r := newRig(t, nil)
+	frame := `{"model":"chat","messages":[{"role":"user","content":"hi"}],"user":""}`
+	body := strings.Replace(frame, `"user":""`, `"user":"`+strings.Repeat("x", 4096-len(frame))+`"`, 1)
+	ch := r.send(r.request(context.Background(), http.MethodPost, "/v1/chat/completions", demoToken, body))
+	c := r.nextCall()
+	if len(c.Call.Body) != 4096 {
+		t.Fatalf("the call carries a body of %d bytes, want 4096", len(c.Call.Body))
+	}
+	r.submitted(c)
+	r.result(c, messages.Result{HTTPStatus: 200, Body: json.RawMessage(`{"ok":true}`)})
+	if a := r.wait(ch); a.Status != http.StatusOK {
+		t.Fatalf("status %d: %s", a.Status, a.Body)
 	}
 }

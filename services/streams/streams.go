@@ -159,10 +159,14 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg config.Streams) (*R
 // republishes on that subject only what it stored. Publishers require the
 // result subject to be empty (Nats-Expected-Last-Subject-Sequence: 0), so
 // a second result for a call is refused for as long as the first is
-// stored, not only for the duplicate window. Ensure updates a stream made
-// before answers had their own subject (subjects sluice.result.*.*, no
-// transform) in place: its stored results keep their subjects, and stay
-// fetchable and counted by that check.
+// stored, not only for the duplicate window. A call id may have several
+// tokens (sluice.answer.<team>.dot.id, the refusal of a call whose id is
+// not a token, answered where its client listens: see
+// messages.AnswerID), so the filter is sluice.answer.*.>. Ensure updates
+// a stream made before answers had their own subject (subjects
+// sluice.result.*.*, no transform), or before ids could have several
+// tokens (sluice.answer.*.*), in place: its stored results keep their
+// subjects, and stay fetchable and counted by that check.
 func ResultsConfig(cfg config.Streams) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:        messages.StreamResults,
@@ -170,7 +174,7 @@ func ResultsConfig(cfg config.Streams) jetstream.StreamConfig {
 		Subjects:    []string{messages.AnswerSubjects},
 		SubjectTransform: &jetstream.SubjectTransformConfig{
 			Source:      messages.AnswerSubjects,
-			Destination: "sluice.result.{{wildcard(1)}}.{{wildcard(2)}}",
+			Destination: "sluice.result.{{wildcard(1)}}.>",
 		},
 		RePublish: &jetstream.RePublish{
 			Source:      "sluice.result.>",

@@ -192,8 +192,8 @@ func TestEnsureResultsAndAttemptsStreams(t *testing.T) {
 		t.Fatal(err)
 	}
 	rc := res.Results.CachedInfo().Config
-	if !slices.Equal(rc.Subjects, []string{"sluice.answer.*.*"}) || rc.SubjectTransform == nil ||
-		rc.SubjectTransform.Source != "sluice.answer.*.*" || rc.SubjectTransform.Destination != "sluice.result.{{wildcard(1)}}.{{wildcard(2)}}" ||
+	if !slices.Equal(rc.Subjects, []string{"sluice.answer.*.>"}) || rc.SubjectTransform == nil ||
+		rc.SubjectTransform.Source != "sluice.answer.*.>" || rc.SubjectTransform.Destination != "sluice.result.{{wildcard(1)}}.>" ||
 		rc.RePublish == nil || rc.RePublish.Source != "sluice.result.>" || rc.RePublish.Destination != "sluice.result.>" || rc.RePublish.HeadersOnly ||
 		rc.MaxMsgsPerSubject != 1 || rc.MaxAge != time.Hour || !rc.AllowDirect {
 		t.Errorf("SLUICE_RESULTS: %+v (transform %+v, republish %+v)", rc, rc.SubjectTransform, rc.RePublish)
@@ -303,5 +303,68 @@ func TestEnsureUpgradesTheResultsStream(t *testing.T) {
 	}
 	if info, err := res.Results.Info(ctx); err != nil || info.State.Msgs != 2 {
 		t.Fatalf("after Ensure again: %+v, %v", info, err)
+	}
+}
+
+// A deployment made before call ids could have several tokens has
+// SLUICE_RESULTS on sluice.answer.*.*. Ensure widens it in place: its
+// results stay, and the refusal of a call with id dot.id is stored as
+// sluice.result.<team>.dot.id, republished there, and only once.
+func TestEnsureWidensTheResultsStreamToIDsOfSeveralTokens(t *testing.T) {
+	srv := natstest.Start(t)
+	nc := natstest.Connect(t, srv)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	cfg := streamsConfig()
+	old := streams.ResultsConfig(cfg)
+	old.Subjects = []string{"sluice.answer.*.*"}
+	old.SubjectTransform = &jetstream.SubjectTransformConfig{Source: "sluice.answer.*.*", Destination: "sluice.result.{{wildcard(1)}}.{{wildcard(2)}}"}
+	if _, err := js.CreateStream(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	pub := results.NewPublisher(js, telemetry.New(prometheus.NewRegistry()), nil, nil)
+	if stored, err := pub.Answer(ctx, &messages.Result{ID: "before", Team: "demo", Body: json.RawMessage(`"before"`)}); err != nil || !stored {
+		t.Fatalf("a result before the upgrade: stored %v, %v", stored, err)
+	}
+
+	res, err := streams.Ensure(ctx, js, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := res.Results.Info(ctx); err != nil || !slices.Equal(info.Config.Subjects, []string{messages.AnswerSubjects}) || info.State.Msgs != 1 {
+		t.Fatalf("SLUICE_RESULTS after Ensure: %+v, %v", info, err)
+	}
+	if got, err := results.FetchFrom(ctx, res.Results, "demo", "before"); err != nil || string(got.Body) != `"before"` {
+		t.Fatalf("the result stored before the upgrade: %+v, %v", got, err)
+	}
+	sub, err := nc.SubscribeSync(messages.ResultSubject("demo", "dot.id"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	refusal := &messages.Result{ID: "dot.id", Team: "demo", Error: messages.FieldError("id", "not a token")}
+	if stored, err := pub.Answer(ctx, refusal); err != nil || !stored {
+		t.Fatalf("the refusal of dot.id: stored %v, %v", stored, err)
+	}
+	if stored, err := pub.Answer(ctx, refusal); err != nil || stored {
+		t.Fatalf("a second refusal of dot.id: stored %v, %v", stored, err)
+	}
+	m, err := sub.NextMsg(10 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Subject != "sluice.result.demo.dot.id" {
+		t.Fatalf("the subscriber got %s: %s", m.Subject, m.Data)
+	}
+	if got, err := results.FetchFrom(ctx, res.Results, "demo", "dot.id"); err != nil || got.ID != "dot.id" || got.Error == nil {
+		t.Fatalf("the stored refusal of dot.id: %+v, %v", got, err)
+	}
+	if info, err := res.Results.Info(ctx); err != nil || info.State.Msgs != 2 {
+		t.Fatalf("SLUICE_RESULTS holds %+v, %v; want 2 results", info, err)
 	}
 }
