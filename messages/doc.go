@@ -35,6 +35,20 @@
 // Nats-Stream, Nats-Subject, Nats-Sequence, Nats-Time-Stamp and
 // Nats-Last-Sequence as well.
 //
+// # Refusals
+//
+// A call that cannot go is answered at once with an error result, under
+// the id AnswerID gives: a call id (in the body, else Nats-Msg-Id) that
+// is not a valid token but can end a subject, such as dot.id, is refused
+// (invalid_request, field id) on sluice.result.<team>.dot.id, where its
+// client listens; one no subject can carry (wildcards, spaces, empty
+// tokens, over MaxAnswerIDLen bytes) is refused under Nats-Msg-Id when
+// that is a valid id, else under DerivedCallID of the call's sequence in
+// SLUICE_CALLS (the sequence the publish acknowledgement gives). A body
+// over calls.max_body_bytes, or a reservation of more tokens than any
+// deployment the call may use has as its configured tpm, is refused as
+// invalid_request (field body) saying how large it is and what is allowed.
+//
 // # Between services
 //
 // [Work] (sluice.exec.<region>), [Retry] (sluice.retry.<team>.<tier>) and
