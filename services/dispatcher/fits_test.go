@@ -32,7 +32,7 @@ func TestNeverFits(t *testing.T) {
 		{"no deployments is another refusal", nil, nil, est(9, 1e9), nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := neverFits("m", tc.cands, tc.regions, tc.est)
+			e := neverFits("m", tc.cands, tc.regions, tc.est.Total(), estimated(tc.est))
 			if tc.want == nil {
 				if e != nil {
 					t.Fatalf("refused: %v", e)
@@ -48,5 +48,36 @@ func TestNeverFits(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Admission tries only the deployments whose tpm holds the call.
+func TestAdmitting(t *testing.T) {
+	us := &config.Deployment{ID: "us-1", TPM: 2000}
+	eu := &config.Deployment{ID: "eu-1", TPM: 6000}
+	unbounded := &config.Deployment{ID: "any-1"}
+	ids := func(deps []*config.Deployment) (out []string) {
+		for _, d := range deps {
+			out = append(out, d.ID)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		tokens float64
+		want   string
+	}{
+		{2000, "us-1 eu-1 any-1"},
+		{2001, "eu-1 any-1"},
+		{6001, "any-1"},
+	} {
+		if got := strings.Join(ids(admitting([]*config.Deployment{us, eu, unbounded}, tc.tokens)), " "); got != tc.want {
+			t.Errorf("%v tokens: %q, want %q", tc.tokens, got, tc.want)
+		}
+	}
+	if got := admitting([]*config.Deployment{us, eu}, 7000); len(got) != 0 {
+		t.Errorf("7000 tokens: %v", ids(got))
+	}
+	if e := neverFits("m", []*config.Deployment{us}, nil, 3000, ""); e == nil || strings.Contains(e.Message, "()") || !strings.Contains(e.Message, "reserves 3000 tokens, more") {
+		t.Errorf("without a breakdown: %+v", e)
 	}
 }

@@ -129,7 +129,7 @@ func (d *Dispatcher) check(cfg *config.Config, t *messages.Ticket) (est tokens.E
 	if bad != nil {
 		return est, bad
 	}
-	if bad := neverFits(pool.Name(), candidates(pool, t.Call), t.Call.Regions, est); bad != nil {
+	if bad := neverFits(pool.Name(), candidates(pool, t.Call), t.Call.Regions, est.Total(), estimated(est)); bad != nil {
 		return est, bad
 	}
 	if est.Stream && t.Call.Endpoint == messages.EndpointEmbeddings {

@@ -277,7 +277,18 @@ func (p *poolPass) admitOne(w *waiting) bool {
 		p.wait = min(p.wait, wait)
 		return false
 	}
+	// Only deployments whose tpm holds the call: a provider refuses a
+	// request over it. None (the configuration changed since the call was
+	// read): waiting helps no one.
 	cands := candidates(p.pool, t.Call)
+	if fit := admitting(cands, w.need.Tokens); len(fit) < len(cands) {
+		if len(fit) == 0 {
+			d.dequeue(w)
+			d.finishAsync(w, neverFits(p.pool.Name(), cands, t.Call.Regions, int64(w.need.Tokens), ""))
+			return false
+		}
+		cands = fit
+	}
 	if reason, out := d.outOfRotation(cands, p.now); out {
 		// Only an operator can bring these back: waiting helps no one.
 		d.dequeue(w)
