@@ -47,6 +47,9 @@ type faultStack struct {
 	secrets    map[string]string
 	configPath string
 	rpm        int64
+	// knownRefusals is how many 429s per key a test tolerates for a
+	// defect that is known and open; 0 everywhere but where it says why.
+	knownRefusals int64
 
 	mu          sync.Mutex
 	dispatchers map[string]*clusterProc
@@ -329,7 +332,10 @@ func (s *faultStack) checkExact(t *testing.T, log *resultLog, ids []string, time
 	st := s.fake.Stats()
 	perSecond := (s.rpm + 59) / 60
 	for key, c := range st.Keys {
-		if c.MaxRequests1s > perSecond || c.MaxRequests60s > s.rpm || c.Refused() > 0 {
+		if c.Refused() > 0 && c.Refused() <= s.knownRefusals {
+			t.Logf("KNOWN DEFECT: key %s: %d refused (this test tolerates %d; see knownRefusals)", redactKey(key), c.Refused(), s.knownRefusals)
+		}
+		if c.MaxRequests1s > perSecond || c.MaxRequests60s > s.rpm || c.Refused() > s.knownRefusals {
 			t.Errorf("key %s: %d requests in one second (limit %d), %d in a minute (limit %d), %d refused",
 				redactKey(key), c.MaxRequests1s, perSecond, c.MaxRequests60s, s.rpm, c.Refused())
 		}
