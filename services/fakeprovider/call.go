@@ -39,7 +39,11 @@ type call struct {
 // already been answered.
 func (s *Server) begin(w http.ResponseWriter, r *http.Request, d dialect) (*call, []byte, bool) {
 	c := &call{s: s, w: w, r: r, start: time.Now(), arrived: s.cfg.Clock(), id: w.Header().Get("x-request-id"), d: d}
-	s.calls.count(r.Header.Get(ClientRequestIDHeader))
+	clientID := r.Header.Get(ClientRequestIDHeader)
+	s.calls.count(clientID)
+	if s.cfg.Arrived != nil {
+		s.cfg.Arrived(clientID, c.arrived)
+	}
 	key := d.key(r)
 	kc, ok := s.limits.lookup(key)
 	if !ok {

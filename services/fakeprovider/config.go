@@ -212,6 +212,12 @@ type Config struct {
 	Seed uint64
 	// Logger receives one debug record per call. Default: discard.
 	Logger *slog.Logger
+	// Arrived, when set, is called as each request to a metered endpoint
+	// arrives, with its X-Client-Request-Id ("" when it has none) and the
+	// Clock's reading its admission counts at, so that a benchmark can
+	// tell how late after its send time a request reached the provider.
+	// It runs on the request's goroutine: it must be quick.
+	Arrived func(clientRequestID string, at time.Time)
 }
 
 // withDefaults returns a copy of c with its zero fields defaulted and its
