@@ -118,6 +118,17 @@ func printAccuracy(w io.Writer, r *bench.AccuracyReport) {
 			run.Model.Name, run.RPM, run.Refused, run.RefusedAfter30s, 100*run.Used, 100*run.UsedAfter30s,
 			run.Max1s, run.Limit1s, run.Bound1s, run.Max60s, run.Limit60s, run.Bound60s, run.KVOpsPerCall)
 	}
+	fmt.Fprintf(w, "\nsend timing, ms after each request's send time (the bound holds for arrivals within J = %.0f ms)\n", accuracyJitterMS(r))
+	fmt.Fprintf(w, "model        rpm/key  sent p50/p99/max      to provider p50/p99/max (p99 prepare/write/deliver)  arrived p99/max  later than J  early  most scheduled in 1s+J  work late (too late)  handed back\n")
+	for _, run := range r.Runs {
+		t := run.Timing
+		fmt.Fprintf(w, "%-11s %8d  %5.2f/%5.2f/%6.1f    %5.2f/%5.2f/%6.1f (%5.2f/%5.2f/%5.2f)         %5.2f/%6.1f     %5d (%.2f%%)  %5d  %22d  %9d (%8d)  %11d\n",
+			run.Model.Name, run.RPM, t.SendP50MS, t.SendP99MS, t.SendMaxMS, t.WireP50MS, t.WireP99MS, t.WireMaxMS,
+			t.PrepareP99MS, t.WriteP99MS, t.DeliverP99MS,
+			t.ArrivalP99MS, t.ArrivalMaxMS, t.ArrivedLate, 100*float64(t.ArrivedLate)/float64(max(t.Followed, 1)), t.ArrivedEarly,
+			t.MaxScheduled,
+			t.ReceivedLate, t.ReceivedTooLate, t.HandedBack)
+	}
 	fmt.Fprintf(w, "\nmodels:\n")
 	seen := map[string]bool{}
 	for _, run := range r.Runs {
@@ -126,6 +137,14 @@ func printAccuracy(w io.Writer, r *bench.AccuracyReport) {
 			fmt.Fprintf(w, "  %-11s %s\n", run.Model.Name, run.Model.Description)
 		}
 	}
+}
+
+// accuracyJitterMS is the jitter the runs of r were made with.
+func accuracyJitterMS(r *bench.AccuracyReport) float64 {
+	if len(r.Runs) == 0 {
+		return 0
+	}
+	return r.Runs[0].Timing.JitterMS
 }
 
 // parseRPMs reads a comma-separated list of positive whole numbers.

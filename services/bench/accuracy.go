@@ -139,6 +139,9 @@ type AccuracyRun struct {
 	Bound1s      float64 `json:"bound_per_second"`
 	Bound60s     float64 `json:"bound_per_minute"`
 	KVOpsPerCall float64 `json:"kv_ops_per_call"`
+	// Timing is how late after their send times requests went out and
+	// reached the provider.
+	Timing SendTiming `json:"send_timing"`
 }
 
 // accuracyYAML is pool bench of two regions x two keys with the given
@@ -203,9 +206,10 @@ const accuracyTPM = 100_000_000
 
 func runAccuracy(ctx context.Context, o AccuracyOptions, m Model, rpm int64) (*AccuracyRun, error) {
 	reg := prometheus.NewRegistry()
+	times := newSendTimes()
 	stack, err := devstack.Start(devstack.Options{
 		NATSPort: -1, ConfigYAML: accuracyYAML(rpm, accuracyTPM, m.Windows), Registerer: reg,
-		Fake: fakeprovider.Config{Latency: o.Latency / 2, LatencyJitter: o.Latency},
+		Fake: fakeprovider.Config{Latency: o.Latency / 2, LatencyJitter: o.Latency, Arrived: times.arrived},
 	})
 	if err != nil {
 		return nil, err
@@ -221,7 +225,7 @@ func runAccuracy(ctx context.Context, o AccuracyOptions, m Model, rpm int64) (*A
 			return nil, err
 		}
 	}
-	services, err := startSluice(stack, "accuracy", o.Dispatchers)
+	services, err := startSluiceTuned(stack, "accuracy", o.Dispatchers, times.tune)
 	if err != nil {
 		return nil, err
 	}
@@ -231,6 +235,10 @@ func runAccuracy(ctx context.Context, o AccuracyOptions, m Model, rpm int64) (*A
 		return nil, err
 	}
 	defer nc.Close()
+	if err := times.watch(nc); err != nil {
+		return nil, err
+	}
+	defer times.stop()
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
 	if err != nil {
 		return nil, err
@@ -281,6 +289,7 @@ func runAccuracy(ctx context.Context, o AccuracyOptions, m Model, rpm int64) (*A
 	rate, j := pace.RPM/60, cfg.Admission.Jitter.Seconds()
 	run.Bound1s = pace.BurstRequests + rate*(1+j)
 	run.Bound60s = pace.BurstRequests + rate*(60+j)
+	run.Timing = times.timing(cfg.Admission.Jitter, int64(counter(reg, "sluice_late_work_total", "", "")))
 	if run.Served > 0 {
 		run.KVOpsPerCall = (kvOps(reg) - opsBefore) / float64(run.Served)
 	}

@@ -34,6 +34,7 @@ import (
 
 	"github.com/sluicehq/sluice/messages"
 	"github.com/sluicehq/sluice/services/devstack"
+	"github.com/sluicehq/sluice/services/executor"
 	"github.com/sluicehq/sluice/services/fakeprovider"
 )
 
@@ -469,6 +470,12 @@ func (r *running) stop() {
 // executor for each region of the configuration; on an error it stops
 // what it started.
 func startSluice(stack *devstack.Stack, prefix string, n int) (running, error) {
+	return startSluiceTuned(stack, prefix, n, nil)
+}
+
+// startSluiceTuned is startSluice, its executors tuned by tune (if not
+// nil).
+func startSluiceTuned(stack *devstack.Stack, prefix string, n int, tune func(*executor.Config)) (running, error) {
 	var r running
 	for i := 1; i <= n; i++ {
 		svc, err := stack.StartDispatcher(fmt.Sprintf("%s-%d", prefix, i), nil)
@@ -479,7 +486,7 @@ func startSluice(stack *devstack.Stack, prefix string, n int) (running, error) {
 		r = append(r, svc)
 	}
 	for _, region := range stack.Shared.Load().Regions() {
-		svc, err := stack.StartExecutor(region, nil)
+		svc, err := stack.StartExecutor(region, tune)
 		if err != nil {
 			r.stop()
 			return nil, err
