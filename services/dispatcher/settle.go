@@ -101,8 +101,11 @@ func (d *Dispatcher) unreserve(attempt string) {
 }
 
 // giveBack returns what r took: its buckets' amounts, what it charged to
-// the soft shares, its slot, and its place on the deployment's schedule
-// while that is still safe.
+// the soft shares, and its slot. Its place on the deployment's schedule
+// stays spent: a refund would not free that place but let one more call
+// out at the schedule's end, so that a sliding window after the unused
+// place, holding all the schedule allows, would hold one call more
+// (measured: 107 in a second at 6,000 RPM, and the provider's 429s).
 func (d *Dispatcher) giveBack(r *reservation, attempt string) {
 	for _, t := range append(r.taken, r.charged...) {
 		d.settle.add(t.key, t.limit, t.amount)
@@ -110,7 +113,6 @@ func (d *Dispatcher) giveBack(r *reservation, attempt string) {
 	if r.slot {
 		d.slots.Release(r.deployment, attempt)
 	}
-	d.refundSchedule(r, limiter.Amount{Requests: 1, Tokens: r.tokens}, r.sendAt)
 }
 
 // refundSchedule gives amount back to r's deployment schedule, spent (or
@@ -167,7 +169,7 @@ func (d *Dispatcher) onDone(m *nats.Msg) {
 		switch {
 		case done.Outcome == messages.OutcomeNotSent:
 			// The provider never saw it: what it took was not used (its
-			// place on the schedule only while that is still safe).
+			// place on the schedule is past, and stays spent).
 			d.giveBack(r, key)
 		case done.UsedTokens >= 0:
 			delta := float64(done.ReservedTokens - done.UsedTokens)
