@@ -272,11 +272,7 @@ func (p *Pacer) placeLocal(ps *paced, limit Limit, need Amount, lead time.Durati
 	now := p.clock.now().UnixNano()
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
-	if ps.limit != limit {
-		// A changed limit changes every interval's length: what was
-		// leased at the old one cannot be measured at the new one.
-		ps.held, ps.limit = nil, limit
-	}
+	ps.setLimit(limit)
 	ps.dropPast(now)
 	for _, h := range ps.held {
 		if at, ok := h.place(limit, now+int64(lead), need, now+int64(p.horizon)); ok {
@@ -289,9 +285,7 @@ func (p *Pacer) placeLocal(ps *paced, limit Limit, need Amount, lead time.Durati
 // adopt adds a newly leased stretch, joined to the last one held when it
 // continues it, and returns the holding to place in.
 func (ps *paced) adopt(limit Limit, st Stretch) *holding {
-	if ps.limit != limit {
-		ps.held, ps.limit = nil, limit
-	}
+	ps.setLimit(limit)
 	if n := len(ps.held); n > 0 {
 		last := ps.held[n-1]
 		joined := true
@@ -317,6 +311,28 @@ func (ps *paced) adopt(limit Limit, st Stretch) *holding {
 	}
 	ps.held = append(ps.held, h)
 	return h
+}
+
+// setLimit makes limit the one calls are placed at. What ps holds stays
+// usable at a changed limit (a learned limit climbing back changes it at
+// every call): a stretch is virtual time this process leased alone, and
+// each call placed in it takes an interval of the length its own limit
+// gives, so intervals stay disjoint and the schedule's bound holds with
+// the largest rate and capacity among them, as it does for dispatchers
+// that lease one schedule at limits a moment apart. Dropping what is held
+// would lose it, and cost a lease per call. A limit that limits other
+// dimensions drops it: its spans do not measure those.
+func (ps *paced) setLimit(limit Limit) {
+	if ps.limit == limit {
+		return
+	}
+	for i := range dims {
+		if ps.limit.limited(i) != limit.limited(i) {
+			ps.held = nil
+			break
+		}
+	}
+	ps.limit = limit
 }
 
 // dropPast forgets stretches that no call can be placed in any more.

@@ -288,3 +288,71 @@ func TestPacerLead(t *testing.T) {
 		}
 	}
 }
+
+// A limit that changes at every call (a learned limit climbing back)
+// keeps what the pacers hold: the sends stay inside every window the
+// configured limit allows, and the schedule stays full, at fewer than a
+// lease a call (three pacers that all want more than the schedule holds
+// take 0.8 at a limit that never changes; dropping what they held at each
+// change sent 24% of what the limit allowed, at 3.4 leases a call).
+func TestPacersFollowAClimbingLimit(t *testing.T) {
+	const (
+		jitter = 10 * time.Millisecond
+		rpm    = 6000.0
+		run    = 30 * time.Second
+	)
+	clock := limitertest.NewManualClock()
+	start := clock.Now()
+	shared := &countingScheduler{Scheduler: limiter.NewMemory(clock.Now)}
+	r := rand.New(rand.NewPCG(3, 4))
+	limitAt := func(now time.Time) limiter.Limit {
+		climbed := float64(now.Sub(start)) / float64(run)
+		return fit(t, limiter.Enforcement{RPM: rpm * (0.9 + 0.1*climbed), Windows: defaultWindows, Jitter: jitter})
+	}
+	pacers := make([]*limiter.Pacer, 3)
+	wake := make([]time.Time, 3)
+	for i := range pacers {
+		pacers[i] = limiter.NewPacer(shared, limiter.PacerOptions{Clock: clock.Now})
+	}
+	var sends []time.Time
+	var paced float64 // what the limit allowed over the run
+	for clock.Now().Sub(start) < run {
+		lim := limitAt(clock.Now())
+		paced += lim.RPM / 60 / 1000
+		for i, p := range pacers {
+			for !clock.Now().Before(wake[i]) {
+				at, err := p.Admit(context.Background(), "dep", limitAt(clock.Now()), limiter.Amount{Requests: 1}, 1000, 0)
+				var ie *limiter.InsufficientError
+				if errors.As(err, &ie) {
+					wake[i] = clock.Now().Add(ie.RetryAfter + time.Duration(r.Int64N(int64(20*time.Millisecond))))
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				sends = append(sends, at.Add(time.Duration(r.Int64N(int64(jitter)+1))))
+			}
+		}
+		clock.Advance(time.Millisecond)
+	}
+	sort.Slice(sends, func(i, j int) bool { return sends[i].Before(sends[j]) })
+	head, worst := 0, 0
+	for i, at := range sends {
+		for !sends[head].After(at.Add(-time.Second)) {
+			head++
+		}
+		worst = max(worst, i-head+1)
+	}
+	used := float64(len(sends)) / paced
+	perCall := float64(shared.leases.Load()) / float64(len(sends))
+	t.Logf("at most %d in a second; %.1f%% of what the limit allowed; %.2f leases a call", worst, 100*used, perCall)
+	if worst > 100 {
+		t.Errorf("%d requests in one second, above the 100 the configured limit allows", worst)
+	}
+	if used < 0.98 {
+		t.Errorf("sent %.1f%% of what the climbing limit allowed, want at least 98%%", 100*used)
+	}
+	if perCall > 1 {
+		t.Errorf("%.2f shared leases a call, want what is held used", perCall)
+	}
+}
