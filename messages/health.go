@@ -26,12 +26,15 @@ type DeploymentHealth struct {
 	// last refused (429) or said nothing remained while sluice kept within
 	// them, at StrictRPMAt and StrictTPMAt (0: never): it allows less (it
 	// enforces a shorter window, or someone else uses the key). From then
-	// the limits in force are lower (see health.Effective) and climb back
-	// slowly.
-	StrictRPM   float64   `json:"strict_rpm,omitempty"`
-	StrictRPMAt time.Time `json:"strict_rpm_at,omitzero"`
-	StrictTPM   float64   `json:"strict_tpm,omitempty"`
-	StrictTPMAt time.Time `json:"strict_tpm_at,omitzero"`
+	// the limits in force are lower, by StrictRPMDrop and StrictTPMDrop
+	// (the share of recent answers that were refusals; 0 is 10%), and
+	// climb back slowly (see health.Effective).
+	StrictRPM     float64   `json:"strict_rpm,omitempty"`
+	StrictRPMDrop float64   `json:"strict_rpm_drop,omitempty"`
+	StrictRPMAt   time.Time `json:"strict_rpm_at,omitzero"`
+	StrictTPM     float64   `json:"strict_tpm,omitempty"`
+	StrictTPMDrop float64   `json:"strict_tpm_drop,omitempty"`
+	StrictTPMAt   time.Time `json:"strict_tpm_at,omitzero"`
 	// ShortWindowAt: the provider refused a burst that the deployment's
 	// windows (all longer than a second) allow, so it counts over a second
 	// too; from then the deployment is paced for a one-second window as

@@ -115,6 +115,9 @@ type Executor struct {
 	usage   *usage.Recorder
 	cancels *cancels
 	claims  *attempts.Store
+	// sends counts what was sent to each deployment lately, and refused,
+	// for the share a refusal lowers its limits by.
+	sends sendCounts
 }
 
 // New returns an executor that uses nc. Run starts it.

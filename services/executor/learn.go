@@ -23,6 +23,17 @@ const defaultCooldown = time.Second
 func (e *Executor) learn(ctx context.Context, shared *config.Config, dep *config.Deployment, resp *providers.Response) {
 	o := observe(e.cfg.Clock(), resp)
 	o.Bursty = dep.Bursty()
+	if resp.Class == providers.RateLimited {
+		e.sends.refused(dep.ID, o.Now)
+	}
+	if o.Refused {
+		// The share refused of what was sent since the last lesson took
+		// effect (what dispatchers had admitted before it is sent up to a
+		// lease's TTL later).
+		h := e.health.Get(dep.ID)
+		last := latest(h.StrictRPMAt, h.StrictTPMAt, h.ShortWindowAt)
+		o.Sent, o.Refusals = e.sends.since(dep.ID, last.Add(shared.Admission.LeaseTTL), o.Now)
+	}
 	settings := health.Settings{
 		ConfiguredRPM: dep.RPM, ConfiguredTPM: dep.TPM,
 		Recovery: shared.Health.LearnedRecovery, QuotaDisable: shared.Health.QuotaDisable,
@@ -91,6 +102,17 @@ func deploymentsWithKey(shared *config.Config, key string) []*config.Deployment 
 			if d.Key == key {
 				out = append(out, d)
 			}
+		}
+	}
+	return out
+}
+
+// latest is the latest of ts.
+func latest(ts ...time.Time) time.Time {
+	var out time.Time
+	for _, t := range ts {
+		if t.After(out) {
+			out = t
 		}
 	}
 	return out

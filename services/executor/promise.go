@@ -77,6 +77,7 @@ func (e *Executor) awaitSend(ctx context.Context, w *messages.Work) sending {
 		// for a request that may have gone.
 		return sendLate
 	}
+	e.sends.sent(w.Deployment, e.cfg.Clock())
 	return sendNow
 }
 

@@ -18,21 +18,42 @@ const (
 	// already in force is not worth a write.
 	learnedSlack = 0.02
 
-	// A provider stricter than the limits in force: they drop at once to
-	// strictDrop of what they were, climb back over strictClimb to
-	// strictHold of it, just below where the provider refused, and only
-	// then, over Settings.Recovery, back to the configured limits, probing
-	// for more. A refusal within strictReaction of the last lesson teaches
-	// nothing new: it was sent before that lesson took effect.
-	strictDrop     = 0.90
-	strictHold     = 0.97
+	// A provider stricter than the limits in force: they drop at once by
+	// the share it refused of what was sent to the deployment lately (a
+	// provider allowing a fifth less refuses about a fifth of what sluice
+	// sends), at least strictMinDrop (a lone refusal among many requests: a
+	// request that reached the provider late; dropping 1% doubles the
+	// lateness a one-second window tolerates) and at most strictMaxDrop at
+	// once (further lessons lower them further while refusals go on).
+	// After a large drop they climb back over strictClimb to just below
+	// where the provider refused (strictHoldGap; a share refused counts
+	// whole requests, so at a few a second it overstates how much less the
+	// provider allows), after a small one they stay where they dropped.
+	// They hold there for Settings.Recovery, and only then climb back,
+	// over Settings.Recovery again, to the configured limits, probing for
+	// more.
+	// A refusal within strictReaction of the last lesson teaches nothing
+	// new: it was sent before that lesson took effect; nor does one with
+	// fewer than strictMinSent requests counted since a lesson less than
+	// StrictSample ago, too few to tell its share.
+	strictMinDrop  = 0.01
+	strictMaxDrop  = 0.10
+	strictHoldGap  = 0.03
 	strictClimb    = 10 * time.Second
 	strictReaction = time.Second
-	// StrictCooldown bounds the cooldown of a refusal while sluice kept
-	// within the limits in force: the limits drop instead, and the
-	// provider's window has room again as soon as what sluice sent before
-	// leaves it, whatever its retry-after says.
-	StrictCooldown = time.Second
+	strictMinSent  = 20
+	// StrictSample is how far back an executor counts what it sent a
+	// deployment for the share refused (Observation.Sent), and no further
+	// back than its last lesson.
+	StrictSample = 10 * time.Second
+	// StrictCooldown bounds the cooldown of a refused burst of a deployment
+	// paced with bursts (Observation.Bursty), while its provider's short
+	// window empties; strictRefusalCooldown that of any other refusal
+	// while sluice kept within the limits in force: the limits drop
+	// instead, and the provider's window has room again as soon as what
+	// sluice sent before leaves it, whatever its retry-after says.
+	StrictCooldown        = time.Second
+	strictRefusalCooldown = 100 * time.Millisecond
 )
 
 // Observation is what one provider answer taught about a deployment.
@@ -58,6 +79,12 @@ type Observation struct {
 	// that the provider counts over a second too (ShortWindowAt), and
 	// lowers the limits only if refusals go on.
 	Bursty bool
+	// Sent and Refusals are what the observer sent the deployment lately
+	// (this request included), and how many of those requests it refused,
+	// since its last lesson took effect and within StrictSample. Their
+	// ratio is how much a refusal lowers the limits; with Sent 0 (not
+	// counted) a refusal lowers them by the most one lesson may.
+	Sent, Refusals int
 }
 
 // Settings are the configured values learning is measured against.
@@ -77,8 +104,12 @@ func (o Observation) Change(s Settings) func(*messages.DeploymentHealth) bool {
 	return func(h *messages.DeploymentHealth) bool {
 		changed := false
 		cooldown := min(o.CooldownFor, MaxCooldown)
-		if o.Refused {
+		burst := o.Refused && o.Bursty && !ShortWindow(*h, o.Now, s.Recovery)
+		switch {
+		case burst:
 			cooldown = min(cooldown, StrictCooldown)
+		case o.Refused:
+			cooldown = min(cooldown, strictRefusalCooldown)
 		}
 		if cooldown > 0 {
 			until := o.Now.Add(cooldown)
@@ -88,18 +119,26 @@ func (o Observation) Change(s Settings) func(*messages.DeploymentHealth) bool {
 			}
 		}
 		rpm, tpm := Effective(s.ConfiguredRPM, s.ConfiguredTPM, *h, o.Now, s.Recovery)
-		if o.Refused && o.Bursty && !ShortWindow(*h, o.Now, s.Recovery) {
+		if burst {
 			h.ShortWindowAt, changed = o.Now, true
 		} else if o.Refused && (h.ShortWindowAt.IsZero() || o.Now.Sub(h.ShortWindowAt) >= strictReaction) {
 			// What was in force when the provider refused is the new
 			// ceiling, in the dimension it refused (both when it did not
-			// say), unless that dimension learned it a moment ago.
-			fresh := func(at time.Time) bool { return at.IsZero() || o.Now.Sub(at) >= strictReaction }
+			// say), lowered by the share refused, unless that dimension
+			// learned it a moment ago.
+			drop := o.drop()
+			fresh := func(at time.Time) bool {
+				if at.IsZero() {
+					return true
+				}
+				since := o.Now.Sub(at)
+				return since >= strictReaction && (o.Sent == 0 || o.Sent >= strictMinSent || since >= StrictSample)
+			}
 			if o.RefusedKind != "tokens" && fresh(h.StrictRPMAt) {
-				h.StrictRPM, h.StrictRPMAt, changed = rpm, o.Now, true
+				h.StrictRPM, h.StrictRPMDrop, h.StrictRPMAt, changed = rpm, drop, o.Now, true
 			}
 			if o.RefusedKind != "requests" && fresh(h.StrictTPMAt) {
-				h.StrictTPM, h.StrictTPMAt, changed = tpm, o.Now, true
+				h.StrictTPM, h.StrictTPMDrop, h.StrictTPMAt, changed = tpm, drop, o.Now, true
 			}
 			rpm, tpm = Effective(s.ConfiguredRPM, s.ConfiguredTPM, *h, o.Now, s.Recovery)
 		}
@@ -130,6 +169,14 @@ func (o Observation) Change(s Settings) func(*messages.DeploymentHealth) bool {
 	}
 }
 
+// drop is the share a refusal lowers the limits in force by.
+func (o Observation) drop() float64 {
+	if o.Sent <= 0 {
+		return strictMaxDrop
+	}
+	return min(max(float64(o.Refusals)/float64(o.Sent), strictMinDrop), strictMaxDrop)
+}
+
 // lower returns reported when it is a limit below the configured one that
 // is not already (within learnedSlack) the limit in force; 0 otherwise.
 // Headers never raise a limit: a report above the configuration is
@@ -148,11 +195,13 @@ func lower(reported, configured int64, inForce float64) int64 {
 // limits, or lower ones the provider taught. A limit it reported climbs
 // back linearly to the configured one over recovery after it was last
 // reported. A refusal while sluice kept within the limits in force (see
-// messages.DeploymentHealth.StrictRPM) drops them to 90% at once; they
-// climb back over 10 s to 97% of where the provider refused, stay there
-// for recovery, and only then, over recovery again, climb to the
-// configured ones: refusals stop, most of the real capacity stays in use,
-// and sluice finds out slowly whether the provider allows more again.
+// messages.DeploymentHealth.StrictRPM) lowers them at once by the share
+// the provider refused of what was sent lately (1% to 10%); after a drop
+// of more than 3% they climb back over 10 s to 97% of where the provider
+// refused; they stay there for recovery, and only then, over recovery
+// again, climb to the configured ones: refusals stop, most of the real
+// capacity stays in use, a lone refusal costs 1%, and sluice finds out
+// slowly whether the provider allows more again.
 func Effective(configuredRPM, configuredTPM int64, h messages.DeploymentHealth, now time.Time, recovery time.Duration) (rpm, tpm float64) {
 	f := 1.0
 	if recovery > 0 && !h.LearnedAt.IsZero() {
@@ -160,22 +209,26 @@ func Effective(configuredRPM, configuredTPM int64, h messages.DeploymentHealth, 
 	}
 	rpm, tpm = recovered(configuredRPM, h.LearnedRPM, f), recovered(configuredTPM, h.LearnedTPM, f)
 	if !h.StrictRPMAt.IsZero() {
-		rpm = min(rpm, strictLimit(float64(configuredRPM), h.StrictRPM, now.Sub(h.StrictRPMAt), recovery))
+		rpm = min(rpm, strictLimit(float64(configuredRPM), h.StrictRPM, h.StrictRPMDrop, now.Sub(h.StrictRPMAt), recovery))
 	}
 	if !h.StrictTPMAt.IsZero() {
-		tpm = min(tpm, strictLimit(float64(configuredTPM), h.StrictTPM, now.Sub(h.StrictTPMAt), recovery))
+		tpm = min(tpm, strictLimit(float64(configuredTPM), h.StrictTPM, h.StrictTPMDrop, now.Sub(h.StrictTPMAt), recovery))
 	}
 	return rpm, tpm
 }
 
 // strictLimit is the limit in force since after a refusal at ceiling
-// (none when ceiling is 0).
-func strictLimit(configured, ceiling float64, since, recovery time.Duration) float64 {
+// that lowered it by drop (none when ceiling is 0; strictMaxDrop when drop
+// is 0, as lessons recorded before drops were).
+func strictLimit(configured, ceiling, drop float64, since, recovery time.Duration) float64 {
 	if ceiling <= 0 {
 		return configured
 	}
+	if drop <= 0 || drop > strictMaxDrop {
+		drop = strictMaxDrop
+	}
 	ceiling = min(ceiling, configured)
-	low, hold := strictDrop*ceiling, strictHold*ceiling
+	low, hold := (1-drop)*ceiling, (1-min(drop, strictHoldGap))*ceiling
 	switch {
 	case since < strictClimb:
 		return low + (hold-low)*max(0, float64(since))/float64(strictClimb)

@@ -82,26 +82,29 @@ func TestObservationChanges(t *testing.T) {
 }
 
 // A refusal while sluice kept within the limits in force lowers them at
-// once, lets them climb back quickly to just below where the provider
-// refused, and only slowly beyond; its cooldown is short whatever the
-// provider says to wait.
+// once by the share refused of what was sent lately, lets them climb back
+// quickly to just below where the provider refused, holds them there for
+// the recovery, and only then lets them climb further; its cooldown is
+// short whatever the provider says to wait.
 func TestRefusalLowersTheLimitsInForce(t *testing.T) {
 	now := time.Unix(1000, 0)
 	s := Settings{ConfiguredRPM: 600, ConfiguredTPM: 100000, Recovery: 5 * time.Minute}
 	var h messages.DeploymentHealth
-	refusal := Observation{Now: now, Refused: true, RefusedKind: "requests", CooldownFor: time.Minute, CooldownReason: "429"}
+	// 8 refused of the last 100 sent: the provider allows about 8% less.
+	refusal := Observation{Now: now, Refused: true, RefusedKind: "requests", CooldownFor: time.Minute, CooldownReason: "429",
+		Sent: 100, Refusals: 8}
 	if !refusal.Change(s)(&h) {
 		t.Fatal("a refusal teaches")
 	}
-	if !h.CooldownUntil.Equal(now.Add(StrictCooldown)) {
-		t.Fatalf("cooldown until %v, want %v: a retry-after of a minute must not cool for a minute", h.CooldownUntil, now.Add(StrictCooldown))
+	if !h.CooldownUntil.Equal(now.Add(strictRefusalCooldown)) {
+		t.Fatalf("cooldown until %v, want %v: a retry-after of a minute must not cool for a minute", h.CooldownUntil, now.Add(strictRefusalCooldown))
 	}
 	for _, c := range []struct {
 		after time.Duration
 		rpm   float64
 	}{
-		{0, 540},                                // 90% at once
-		{5 * time.Second, 561},                  // halfway to 97%
+		{0, 552},                                // 8% less at once
+		{5 * time.Second, 567},                  // halfway to 97%
 		{10 * time.Second, 582},                 // 97% of where it refused
 		{10*time.Second + 150*time.Second, 582}, // held there for recovery
 		{10*time.Second + 450*time.Second, 591}, // then slowly to the configured
@@ -122,19 +125,145 @@ func TestRefusalLowersTheLimitsInForce(t *testing.T) {
 	}
 	// One later is a new lesson, from what is in force then.
 	again.Now = now.Add(2 * time.Second)
+	again.Sent, again.Refusals = 50, 2
 	inForce, _ := Effective(600, 100000, h, again.Now, s.Recovery)
 	again.Change(s)(&h)
 	if math.Abs(h.StrictRPM-inForce) > 1e-9 {
 		t.Fatalf("ceiling %v, want what was in force (%v)", h.StrictRPM, inForce)
 	}
-	if rpm, _ := Effective(600, 100000, h, again.Now, s.Recovery); math.Abs(rpm-0.9*inForce) > 1e-9 {
-		t.Fatalf("after a second lesson %v rpm, want %v", rpm, 0.9*inForce)
+	if rpm, _ := Effective(600, 100000, h, again.Now, s.Recovery); math.Abs(rpm-0.96*inForce) > 1e-9 {
+		t.Fatalf("after a second lesson %v rpm, want %v", rpm, 0.96*inForce)
 	}
 	// A refusal that names no dimension lowers both.
 	var both messages.DeploymentHealth
-	(Observation{Now: now, Refused: true}).Change(s)(&both)
-	if rpm, tpm := Effective(600, 100000, both, now, s.Recovery); rpm != 540 || tpm != 90000 {
-		t.Fatalf("an unnamed refusal: %v rpm, %v tpm; want both at 90%%", rpm, tpm)
+	(Observation{Now: now, Refused: true, Sent: 20, Refusals: 1}).Change(s)(&both)
+	if rpm, tpm := Effective(600, 100000, both, now, s.Recovery); rpm != 570 || tpm != 95000 {
+		t.Fatalf("an unnamed refusal: %v rpm, %v tpm; want both 5%% lower", rpm, tpm)
+	}
+}
+
+// What one lesson takes is the share refused, at least 1% and at most 10%;
+// a refusal whose share was not counted takes 10%, as does a lesson stored
+// before lessons had a share.
+func TestALessonTakesTheShareRefused(t *testing.T) {
+	now := time.Unix(1000, 0)
+	s := Settings{ConfiguredRPM: 6000, ConfiguredTPM: 1000000, Recovery: 5 * time.Minute}
+	for _, c := range []struct {
+		sent, refused int
+		rpm           float64
+	}{
+		{1000, 1, 5940}, // a lone refusal among many: a late request
+		{100, 3, 5820},
+		{100, 40, 5400}, // at most 10% at once
+		{0, 0, 5400},    // not counted
+	} {
+		var h messages.DeploymentHealth
+		(Observation{Now: now, Refused: true, RefusedKind: "requests", Sent: c.sent, Refusals: c.refused}).Change(s)(&h)
+		if rpm, _ := Effective(6000, 1000000, h, now, s.Recovery); math.Abs(rpm-c.rpm) > 1e-6 {
+			t.Errorf("%d refused of %d sent: %v rpm, want %v", c.refused, c.sent, rpm, c.rpm)
+		}
+		// Ten seconds on, a drop of at most 3% stays where it was, a
+		// larger one is back at 97% of where the provider refused.
+		want := max(c.rpm, 0.97*6000)
+		if rpm, _ := Effective(6000, 1000000, h, now.Add(strictClimb), s.Recovery); math.Abs(rpm-want) > 1e-6 {
+			t.Errorf("%d refused of %d sent, 10 s later: %v rpm, want %v", c.refused, c.sent, rpm, want)
+		}
+	}
+	old := messages.DeploymentHealth{StrictRPM: 6000, StrictRPMAt: now}
+	if rpm, _ := Effective(6000, 1000000, old, now, s.Recovery); rpm != 5400 {
+		t.Errorf("a lesson without a share: %v rpm, want 5400", rpm)
+	}
+}
+
+// A refusal soon after a lesson, with too few requests sent since to tell
+// what share the provider refuses, waits for more to be sent.
+func TestALessonNeedsEnoughSent(t *testing.T) {
+	now := time.Unix(1000, 0)
+	s := Settings{ConfiguredRPM: 300, ConfiguredTPM: 1000000, Recovery: 5 * time.Minute}
+	var h messages.DeploymentHealth
+	(Observation{Now: now, Refused: true, RefusedKind: "requests", Sent: 50, Refusals: 5}).Change(s)(&h)
+	first := h.StrictRPMAt
+	(Observation{Now: now.Add(2 * time.Second), Refused: true, RefusedKind: "requests", Sent: 8, Refusals: 2}).Change(s)(&h)
+	if !h.StrictRPMAt.Equal(first) {
+		t.Fatalf("1 in 4 of 8 sent taught a lesson: %+v", h)
+	}
+	(Observation{Now: now.Add(5 * time.Second), Refused: true, RefusedKind: "requests", Sent: 20, Refusals: 1}).Change(s)(&h)
+	if !h.StrictRPMAt.Equal(now.Add(5 * time.Second)) {
+		t.Fatalf("1 of 20 sent is enough to tell: %+v", h)
+	}
+	(Observation{Now: now.Add(16 * time.Second), Refused: true, RefusedKind: "requests", Sent: 3, Refusals: 1}).Change(s)(&h)
+	if !h.StrictRPMAt.Equal(now.Add(16 * time.Second)) {
+		t.Fatalf("a refusal long after the last lesson teaches, however few were sent: %+v", h)
+	}
+}
+
+// Lone refusals (requests that reached the provider late) do not
+// compound into a large loss: each takes 1%, and the lost limit comes back
+// after the recovery.
+func TestLoneRefusalsCostLittle(t *testing.T) {
+	now := time.Unix(1000, 0)
+	s := Settings{ConfiguredRPM: 6000, ConfiguredTPM: 1000000, Recovery: 5 * time.Minute}
+	var h messages.DeploymentHealth
+	// One late request every 20 s for 5 minutes, among the 100 a second
+	// sent.
+	for i := range 15 {
+		at := now.Add(time.Duration(i) * 20 * time.Second)
+		(Observation{Now: at, Refused: true, RefusedKind: "requests", Sent: 1000, Refusals: 1}).Change(s)(&h)
+	}
+	end := now.Add(5 * time.Minute)
+	if rpm, _ := Effective(6000, 1000000, h, end, s.Recovery); rpm < 0.86*6000 || rpm > 0.99*6000 {
+		t.Fatalf("after 15 lone refusals: %v rpm, want 1%% less for each", rpm)
+	}
+	if rpm, _ := Effective(6000, 1000000, h, end.Add(2*s.Recovery), s.Recovery); rpm != 6000 {
+		t.Fatalf("%v rpm once refusals stopped for twice the recovery, want the configured 6000", rpm)
+	}
+}
+
+// Against a provider that allows a fifth less than configured, lessons on
+// the share it refuses bring the limits in force under what it allows
+// within seconds, and keep at least 95% of it.
+func TestLessonsFindAStricterProvider(t *testing.T) {
+	for _, rpm := range []int64{300, 6000} {
+		now := time.Unix(1000, 0)
+		s := Settings{ConfiguredRPM: rpm, ConfiguredTPM: 1000000, Recovery: 5 * time.Minute}
+		allowed := 0.8 * float64(rpm) / 60 // per second
+		var h messages.DeploymentHealth
+		last := 0
+		// Each second: what is in force is sent (99% of it, as the pace
+		// keeps), and what the provider allows of it is served; the
+		// executor reports a refusal with what it sent since the last
+		// lesson took effect.
+		var sent, refused []float64
+		lastRefusal := -1
+		for sec := range 60 {
+			at := now.Add(time.Duration(sec) * time.Second)
+			inForce, _ := Effective(rpm, 1000000, h, at, s.Recovery)
+			rate := 0.99 * inForce / 60
+			sent = append(sent, rate)
+			refused = append(refused, max(0, rate-allowed))
+			if refused[sec] < 1e-9 {
+				continue
+			}
+			lastRefusal = sec
+			var n, k float64
+			for i := last; i <= sec; i++ {
+				n, k = n+sent[i], k+refused[i]
+			}
+			before := h.StrictRPMAt
+			(Observation{Now: at, Refused: true, RefusedKind: "requests", Sent: int(n), Refusals: max(1, int(k))}).Change(s)(&h)
+			if !h.StrictRPMAt.Equal(before) {
+				last = sec + 1
+			}
+		}
+		if lastRefusal >= 30 {
+			t.Errorf("%d rpm: the provider still refused at %d s", rpm, lastRefusal)
+		}
+		inForce, _ := Effective(rpm, 1000000, h, now.Add(time.Minute), s.Recovery)
+		used := 0.99 * inForce / 60 / allowed
+		t.Logf("%d rpm: last refusal at %d s, then %.1f%% of what the provider allows", rpm, lastRefusal, 100*used)
+		if used < 0.95 || used > 1 {
+			t.Errorf("%d rpm: %.1f%% of what the provider allows sent, want 95%% to 100%%", rpm, 100*used)
+		}
 	}
 }
 
