@@ -27,7 +27,7 @@ type DeploymentHealth struct {
 	// them, at StrictRPMAt and StrictTPMAt (0: never): it allows less (it
 	// enforces a shorter window, or someone else uses the key). From then
 	// the limits in force are lower, by StrictRPMDrop and StrictTPMDrop
-	// (the share of recent answers that were refusals; 0 is 10%), and
+	// (the share refused of what was sent lately; 0 is 10%), and
 	// climb back slowly (see health.Effective).
 	StrictRPM     float64   `json:"strict_rpm,omitempty"`
 	StrictRPMDrop float64   `json:"strict_rpm_drop,omitempty"`
