@@ -35,6 +35,20 @@
 // Nats-Stream, Nats-Subject, Nats-Sequence, Nats-Time-Stamp and
 // Nats-Last-Sequence as well.
 //
+// # Streamed answers and cancels
+//
+// A call whose body has "stream": true streams its answer on
+// sluice.stream.<team>.<call id> ([StreamSubject]) on core NATS: the
+// chunks are not stored, so subscribe before publishing the call. Each
+// message is one server-sent event as the provider sent it, numbered by
+// the header Sluice-Seq ([HeaderStreamSeq]) from 1. The terminal result
+// follows on the result subject as for any call.
+//
+// Publish anything on sluice.cancel.<team>.<call id> ([CancelSubject],
+// core NATS) to give up on a call: one not yet sent to its provider never
+// is, and a provider request under way is closed. The call still ends
+// with one result, code canceled.
+//
 // # Refusals
 //
 // A call that cannot go is answered at once with an error result, under
@@ -61,7 +75,14 @@
 // sluice.attempt.<team>.<call id>.<attempt>.<admission> ([AttemptSubject],
 // stream SLUICE_ATTEMPTS, kept for the duplicate window), which the server
 // refuses to store twice: work delivered again is never sent twice.
-// Messages that cannot be answered at all go to sluice.dlq.<reason> (stream
+// The executor reports the end of every attempt as an [AttemptDone] on
+// sluice.done.<dispatcher> ([DoneSubject]) to the dispatcher that
+// admitted it: its outcome, and the tokens the provider counted, against
+// which that dispatcher settles the attempt's token reservation
+// (Work.ReservedTokens). Every dispatcher announces what it holds as a
+// [DispatcherState] on sluice.dispatchers.state ([StateSubject]), which
+// the other dispatchers and `sluice status` read. Messages that cannot be
+// answered at all go to sluice.dlq.<reason> ([DeadLetterSubject], stream
 // SLUICE_DLQ).
 //
 // Subject tokens (teams, regions, deployment and call ids) are 1 to 64
