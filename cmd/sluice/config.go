@@ -18,6 +18,7 @@ import (
 
 	"github.com/sluicehq/sluice/messages"
 	"github.com/sluicehq/sluice/services/config"
+	"github.com/sluicehq/sluice/services/regions"
 	"github.com/sluicehq/sluice/services/streams"
 )
 
@@ -228,7 +229,7 @@ func runConfigApply(ctx context.Context, args []string, stdout, stderr io.Writer
 		}
 	}
 
-	served, err := servedRegions(ctx, js, cfg.Regions(), *regionWait)
+	served, err := regions.Served(ctx, js, cfg.Regions(), *regionWait)
 	if err != nil {
 		return err
 	}
@@ -268,43 +269,6 @@ func sameConfig(a, b *config.Config) bool {
 	x, errA := a.Marshal()
 	y, errB := b.Marshal()
 	return errA == nil && errB == nil && bytes.Equal(x, y)
-}
-
-// servedRegions reports which regions an executor serves: the durable
-// consumer exec_<region> on SLUICE_EXEC exists and has an active pull
-// request (an executor waiting for work). A busy executor may have none
-// outstanding for a moment, so each region is looked at for up to within.
-func servedRegions(ctx context.Context, js jetstream.JetStream, regions []string, within time.Duration) (map[string]bool, error) {
-	served := map[string]bool{}
-	deadline := time.Now().Add(within)
-	for {
-		pending := 0
-		for _, r := range regions {
-			if served[r] {
-				continue
-			}
-			cons, err := js.Consumer(ctx, messages.StreamExec, streams.ExecConsumer(r))
-			if err == nil {
-				var info *jetstream.ConsumerInfo
-				if info, err = cons.Info(ctx); err == nil && info.NumWaiting > 0 {
-					served[r] = true
-					continue
-				}
-			}
-			if err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-				return nil, fmt.Errorf("look for executors of region %s: %w", r, err)
-			}
-			pending++
-		}
-		if pending == 0 || !time.Now().Before(deadline) {
-			return served, nil
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
 }
 
 func runConfigGet(ctx context.Context, args []string, stdout, stderr io.Writer) error {

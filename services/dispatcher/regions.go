@@ -2,36 +2,33 @@ package dispatcher
 
 import (
 	"context"
-	"errors"
 	"sort"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/sluicehq/sluice/services/streams"
+	"github.com/sluicehq/sluice/services/regions"
 )
 
-// A region is stalled when none of its executors takes work: none ever
-// started there (the region has no consumer on SLUICE_EXEC), or work is
-// waiting, no executor asks for more and none has finished any lately
-// (they died, lost NATS, or are all stuck). Work admitted to a stalled
-// region would only wait in SLUICE_EXEC and go out late, or not at all:
-// so nothing is admitted there while it is stalled. Calls that may go
-// elsewhere do; calls restricted to it wait for admission, until an
-// executor takes work again or their deadline passes. Work that waits in
-// SLUICE_EXEC past its send time goes back to admission (see
-// stranded.go).
+// A region is stalled when none of its executors takes work while work
+// would wait for one (regions.Reading.Stalled: the one probe of whether
+// executors serve a region, which `sluice config apply` uses too): none
+// ever started there (the region has no consumer on SLUICE_EXEC), or work
+// is waiting, no executor asks for more and none has acknowledged any
+// within regions.Active (they died, lost NATS, or are all stuck). Work
+// admitted to a stalled region would only wait in SLUICE_EXEC and go out
+// late, or not at all: so nothing is admitted there while it is stalled.
+// Calls that may go elsewhere do; calls restricted to it wait for
+// admission, until an executor takes work again or their deadline passes.
+// Work that waits in SLUICE_EXEC past its send time goes back to
+// admission (see stranded.go).
 //
 // Each dispatcher reads every configured region's executor consumer every
 // regionPoll. Between two pull requests a busy region can show waiting
 // work and no request for a moment, so a region is stalled only after two
 // readings in a row say so, and clear again at the first that does not.
 const regionPoll = time.Second
-
-// executorActive: executors that acknowledged work this recently are
-// alive, though all of them may be busy and none asking for more.
-const executorActive = 5 * time.Second
 
 // regionState is what the last readings said of each region.
 type regionState struct {
@@ -101,14 +98,14 @@ func (d *Dispatcher) watchRegions(ctx context.Context, exec jetstream.Stream) {
 		keep := map[string]bool{}
 		for _, r := range d.cfg.Shared.Load().Regions() {
 			keep[r] = true
-			pulling, waiting, err := d.executorsOf(ctx, exec, r)
+			reading, err := regions.Probe(ctx, exec, r, d.cfg.Clock())
 			if err != nil {
 				if ctx.Err() == nil {
 					d.log.Warn("read the executors' consumer", "region", r, "err", err)
 				}
 				continue
 			}
-			stalled, changed := d.regions.reading(r, !pulling && waiting)
+			stalled, changed := d.regions.reading(r, reading.Stalled())
 			if changed {
 				d.log.Warn("region", "region", r, "no_executor_taking_work", stalled)
 				d.poke()
@@ -142,20 +139,13 @@ func every(ctx context.Context, interval time.Duration, f func()) {
 	}
 }
 
-// executorsOf reads region's executor consumer: whether an executor is
-// asking for work now or finished some lately (executorActive), and
-// whether work is waiting for one. A region with no consumer has never had
-// an executor: no one pulls, and work would wait.
-func (d *Dispatcher) executorsOf(ctx context.Context, exec jetstream.Stream, region string) (pulling, waiting bool, err error) {
-	cons, err := exec.Consumer(ctx, streams.ExecConsumer(region))
-	if errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return false, true, nil
-	}
+// executorsOf reads region's executor consumer (regions.Probe): whether
+// executors serve the region, and whether work admitted to it would wait
+// for one. The sweep of stranded work asks it.
+func (d *Dispatcher) executorsOf(ctx context.Context, exec jetstream.Stream, region string) (served, waiting bool, err error) {
+	r, err := regions.Probe(ctx, exec, region, d.cfg.Clock())
 	if err != nil {
 		return false, false, err
 	}
-	// Looking the consumer up read its info already: one request.
-	ci := cons.CachedInfo()
-	active := ci.AckFloor.Last != nil && d.cfg.Clock().Sub(*ci.AckFloor.Last) < executorActive
-	return ci.NumWaiting > 0 || active, ci.NumPending > 0, nil
+	return r.Served(), r.WorkWaits(), nil
 }
