@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -223,7 +222,7 @@ func runConfigApply(ctx context.Context, args []string, stdout, stderr io.Writer
 		expect = uint64(*ifRevision)
 	}
 	if kv != nil {
-		if live, rev, err := config.Fetch(ctx, kv); err == nil && rev == latest && rev == expect && sameConfig(live, cfg) {
+		if live, rev, err := config.Fetch(ctx, kv); err == nil && rev == latest && rev == expect && config.Same(live, cfg) {
 			fmt.Fprintf(stdout, "%s is already live: revision %d (nothing stored)\n", *file, rev)
 			return nil
 		}
@@ -262,13 +261,6 @@ func runConfigApply(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	fmt.Fprintf(stdout, "applied %s: revision %d (%s); %s\n", *file, rev, was, summary(cfg))
 	return nil
-}
-
-// sameConfig reports whether two configurations encode the same.
-func sameConfig(a, b *config.Config) bool {
-	x, errA := a.Marshal()
-	y, errB := b.Marshal()
-	return errA == nil && errB == nil && bytes.Equal(x, y)
 }
 
 func runConfigGet(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -324,161 +316,6 @@ func runConfigGet(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	fmt.Fprintf(stdout, "%s\n", out)
 	return nil
-}
-
-// errStopped is what connecting a service or resolving its configuration
-// returns when the service was stopped while it waited for NATS or for a
-// configuration.
-var errStopped = errors.New("stopped while waiting for NATS or a configuration")
-
-// serviceConfig is how a dispatcher or an executor gets its configuration;
-// the README's "Live configuration" states the rules.
-type serviceConfig struct {
-	// path and file are --config FILE, if given.
-	path string
-	file *config.Config
-	// store: this service creates sluice's streams if they are missing,
-	// and stores the file in KV when KV holds none (dispatchers do;
-	// executors and gateways, which may run at the edge with narrower
-	// permissions, wait for them).
-	store bool
-	// force stores the file even over a configuration in KV
-	// (--config-force).
-	force bool
-}
-
-// resolve returns the configuration the service starts with, and the KV
-// bucket to watch for changes.
-//
-//   - Without a file: the configuration stored in KV; if there is none
-//     yet, it waits for one, logging what to do.
-//   - With a file: KV wins once it holds a configuration. If it holds none,
-//     a dispatcher stores the file (an executor uses it until one is
-//     stored). --config-force stores the file over whatever KV holds.
-func (sc serviceConfig) resolve(ctx context.Context, js jetstream.JetStream, log *slog.Logger) (*config.Live, jetstream.KeyValue, error) {
-	if sc.file == nil {
-		cfg, rev, kv, err := awaitConfig(ctx, js, log)
-		if err != nil {
-			return nil, nil, err
-		}
-		log.Info("using the configuration stored in KV", "bucket", messages.BucketConfig, "revision", rev)
-		live := config.NewLive(cfg)
-		live.StoreRevision(cfg, rev)
-		return live, kv, nil
-	}
-	kv, err := js.KeyValue(ctx, messages.BucketConfig)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		if sc.store {
-			var res *streams.Resources
-			if res, err = streams.Ensure(ctx, js, sc.file.Streams); err == nil {
-				kv = res.Config
-			}
-		} else if kv, err = awaitBucket(ctx, js, log); errors.Is(err, errStopped) {
-			return nil, nil, err
-		}
-	}
-	if err != nil {
-		return nil, nil, fmt.Errorf("open KV %s: %w", messages.BucketConfig, err)
-	}
-	live := config.NewLive(sc.file)
-	if sc.force {
-		var replaced uint64
-		if e, err := kv.Get(ctx, config.Key); err == nil {
-			replaced = e.Revision()
-		}
-		rev, err := config.Apply(ctx, kv, sc.file)
-		if err != nil {
-			return nil, nil, err
-		}
-		log.Warn("stored --config FILE in KV over the live configuration (--config-force)", "file", sc.path, "revision", rev, "replaced_revision", replaced)
-		live.StoreRevision(sc.file, rev)
-		return live, kv, nil
-	}
-	for {
-		stored, rev, err := config.Fetch(ctx, kv)
-		switch {
-		case err == nil:
-			if sameConfig(stored, sc.file) {
-				log.Info("using the configuration stored in KV; --config FILE matches it", "file", sc.path, "revision", rev)
-			} else {
-				log.Warn("KV holds a configuration that differs from --config FILE; using KV's: KV wins once it holds one "+
-					"(change it with `sluice config apply -f FILE`, or restart with --config-force)", "file", sc.path, "revision", rev)
-			}
-			live.StoreRevision(stored, rev)
-			return live, kv, nil
-		case errors.Is(err, config.ErrNotStored) && sc.store:
-			rev, err := config.Apply(ctx, kv, sc.file, config.IfRevision(0))
-			if errors.Is(err, config.ErrConflict) {
-				continue // another dispatcher stored one first: use it
-			}
-			if err != nil {
-				return nil, nil, err
-			}
-			log.Info("KV held no configuration: stored --config FILE", "file", sc.path, "bucket", messages.BucketConfig, "revision", rev)
-			live.StoreRevision(sc.file, rev)
-			return live, kv, nil
-		case errors.Is(err, config.ErrNotStored):
-			log.Info("KV holds no configuration yet: using --config FILE until one is stored", "file", sc.path)
-			return live, kv, nil
-		default:
-			log.Error("cannot use the configuration in KV: using --config FILE until a valid one is stored", "file", sc.path, "err", err)
-			return live, kv, nil
-		}
-	}
-}
-
-// awaitBucket opens the configuration's KV bucket, waiting (and saying
-// so, every 30 s) while it does not exist: executors and gateways create
-// nothing, and wait for a dispatcher or `sluice config apply` to.
-func awaitBucket(ctx context.Context, js jetstream.JetStream, log *slog.Logger) (jetstream.KeyValue, error) {
-	kv, err := streams.Await(ctx, 30*time.Second, func(reason error) {
-		log.Warn("waiting for sluice's streams: a dispatcher or `sluice config apply` creates them", "reason", reason)
-	}, func(ctx context.Context) (jetstream.KeyValue, error) { return js.KeyValue(ctx, messages.BucketConfig) })
-	if ctx.Err() != nil {
-		return nil, errStopped
-	}
-	return kv, err
-}
-
-// awaitConfig reads the configuration stored in KV, waiting (and saying
-// so, every 30 s) until there is a valid one.
-func awaitConfig(ctx context.Context, js jetstream.JetStream, log *slog.Logger) (*config.Config, uint64, jetstream.KeyValue, error) {
-	var kv jetstream.KeyValue
-	var said string
-	var saidAt time.Time
-	for {
-		var err error
-		if kv == nil {
-			kv, err = js.KeyValue(ctx, messages.BucketConfig)
-			if err != nil {
-				kv = nil
-			}
-		}
-		if kv != nil {
-			var cfg *config.Config
-			var rev uint64
-			if cfg, rev, err = config.Fetch(ctx, kv); err == nil {
-				return cfg, rev, kv, nil
-			}
-		}
-		if ctx.Err() != nil {
-			return nil, 0, nil, errStopped
-		}
-		reason := err.Error()
-		if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, config.ErrNotStored) {
-			reason = "no configuration is stored in KV bucket " + messages.BucketConfig
-		}
-		if reason != said || time.Since(saidAt) >= 30*time.Second {
-			log.Warn("waiting for a configuration in KV: store one with `sluice config apply -f FILE`, or start a dispatcher with --config FILE",
-				"reason", reason)
-			said, saidAt = reason, time.Now()
-		}
-		select {
-		case <-ctx.Done():
-			return nil, 0, nil, errStopped
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
 }
 
 // runWatched runs a service while a watcher keeps live up to date with the

@@ -92,6 +92,10 @@ func (n *natsFlags) connect(name string) (*nats.Conn, error) {
 	return nc, nil
 }
 
+// errStopped is what connectService returns when the service was stopped
+// while it waited for NATS.
+var errStopped = errors.New("stopped while waiting for NATS")
+
 // connectService connects a long-running service, waiting for NATS while
 // it is not reachable yet: services started together with the NATS
 // servers (compose, Kubernetes) come up in any order. A server that

@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sluicehq/sluice/services/bootstrap"
 	"github.com/sluicehq/sluice/services/config"
 	"github.com/sluicehq/sluice/services/gateway"
 )
@@ -34,9 +35,9 @@ func runGateway(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	sc := serviceConfig{path: *configPath}
+	sc := bootstrap.Config{Path: *configPath}
 	if *configPath != "" {
-		if sc.file, err = config.Load(*configPath); err != nil {
+		if sc.File, err = config.Load(*configPath); err != nil {
 			return err
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sluicehq/sluice/services/bootstrap"
 	"github.com/sluicehq/sluice/services/config"
 	"github.com/sluicehq/sluice/services/dispatcher"
 	"github.com/sluicehq/sluice/services/executor"
@@ -32,9 +33,9 @@ func runDispatcher(ctx context.Context, args []string, _, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	sc := serviceConfig{path: *configPath, store: true, force: *configForce}
+	sc := bootstrap.Config{Path: *configPath, Store: true, Force: *configForce}
 	if *configPath != "" {
-		if sc.file, err = config.Load(*configPath); err != nil {
+		if sc.File, err = config.Load(*configPath); err != nil {
 			return err
 		}
 	} else if *configForce {
@@ -72,9 +73,9 @@ func runExecutor(ctx context.Context, args []string, _, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	sc := serviceConfig{path: *configPath}
+	sc := bootstrap.Config{Path: *configPath}
 	if *configPath != "" {
-		if sc.file, err = config.Load(*configPath); err != nil {
+		if sc.File, err = config.Load(*configPath); err != nil {
 			return err
 		}
 	}
@@ -99,11 +100,13 @@ func runExecutor(ctx context.Context, args []string, _, stderr io.Writer) error 
 }
 
 // serveService runs a long-running service: it serves metrics, connects to
-// NATS (waiting for it), resolves the live configuration, builds the
+// NATS (waiting for it), resolves the live configuration (as
+// services/bootstrap decides, logging to log), builds the
 // service with build, and runs it until ctx ends, following configuration
 // changes. A service stopped while it waits returns nil.
-func serveService(ctx context.Context, name string, nf *natsFlags, sc serviceConfig, metricsAddr string, log *slog.Logger,
+func serveService(ctx context.Context, name string, nf *natsFlags, sc bootstrap.Config, metricsAddr string, log *slog.Logger,
 	build func(nc *nats.Conn, live *config.Live, reg prometheus.Registerer) (run func(context.Context) error, err error)) error {
+	sc.Logger = log
 	reg := newRegistry()
 	stopMetrics, err := serveMetrics(metricsAddr, reg, log)
 	if err != nil {
@@ -122,8 +125,8 @@ func serveService(ctx context.Context, name string, nf *natsFlags, sc serviceCon
 	if err != nil {
 		return err
 	}
-	live, kv, err := sc.resolve(ctx, js, log)
-	if errors.Is(err, errStopped) {
+	live, kv, err := bootstrap.Resolve(ctx, js, sc)
+	if errors.Is(err, bootstrap.ErrStopped) {
 		return nil
 	}
 	if err != nil {

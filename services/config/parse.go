@@ -93,6 +93,15 @@ func (c *Config) Marshal() ([]byte, error) {
 	return b.Bytes(), nil
 }
 
+// Same reports whether two configurations encode the same (Marshal): what
+// a service started with a file and the configuration in KV compare by,
+// and `sluice config apply` before storing one that is live already.
+func Same(a, b *Config) bool {
+	x, errA := a.Marshal()
+	y, errB := b.Marshal()
+	return errA == nil && errB == nil && bytes.Equal(x, y)
+}
+
 // Validate fills defaults, checks every field and builds the indexes that
 // the accessors use. It returns a *ValidationError naming each bad field.
 // A field left at its zero value gets its default (as one left out of the
