@@ -405,15 +405,33 @@ func (g *Gateway) answer(x *exchange, res *messages.Result) {
 			body = []byte("{}")
 		}
 		writeBody(x.w, orDefault(res.HTTPStatus, http.StatusOK), body)
-	case (res.Error.Code == messages.CodeProviderError || res.Error.Code == messages.CodeRateLimited) && res.HTTPStatus >= 400 && len(res.Body) > 0:
+	case (res.Error.Code == messages.CodeProviderError || res.Error.Code == messages.CodeRateLimited) && res.HTTPStatus >= 400 && isJSONObject(res.Body):
 		// The provider's own answer: sluice has retried what was worth
 		// retrying already.
 		x.w.Header().Set("x-should-retry", "false")
 		writeBody(x.w, res.HTTPStatus, res.Body)
+	case (res.Error.Code == messages.CodeProviderError || res.Error.Code == messages.CodeRateLimited) && len(res.Body) > 0:
+		// An answer that was not JSON (a proxy's HTML page, say) is held
+		// in the result as a JSON string of its start: passed on, it
+		// would be neither the provider's answer nor an error an SDK can
+		// read. It is sluice's error then, quoting the start.
+		e := fromCallError(res.Error)
+		var excerpt string
+		if json.Unmarshal(res.Body, &excerpt) == nil && excerpt != "" {
+			e.Message += ": " + strconv.Quote(excerpt)
+		}
+		writeError(x.w, x.rt.dialect, e)
 	default:
 		writeError(x.w, x.rt.dialect, fromCallError(res.Error))
 	}
 	x.log.Debug("answered", "outcome", res.Outcome(), "status", res.HTTPStatus)
+}
+
+// isJSONObject reports whether body is a JSON object, as providers' error
+// answers are.
+func isJSONObject(body []byte) bool {
+	body = bytes.TrimSpace(body)
+	return len(body) > 0 && body[0] == '{'
 }
 
 // setResultHeaders sets the x-sluice-* headers of a result.
