@@ -9,7 +9,9 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -203,6 +205,9 @@ func check(cfg *config.Config, c caller, rt *route, body []byte) (string, tokens
 	if err := json.Unmarshal(trimmed, &head); err != nil {
 		return bad("", "malformed JSON: %v", err)
 	}
+	if name := twice(trimmed); name != "" {
+		return bad(name, "%s appears twice in the request body", name)
+	}
 	var model string
 	if len(head.Model) == 0 || string(head.Model) == "null" {
 		return bad("model", "model is required")
@@ -235,6 +240,68 @@ func check(cfg *config.Config, c caller, rt *route, body []byte) (string, tokens
 		return bad(param(invalid.Field), "%s", msg)
 	}
 	return model, est, nil
+}
+
+// readFields are the body's fields the gateway and the dispatchers act
+// on: the pool, the team's right to it, and the tokens reserved.
+var readFields = [...]string{"model", "max_tokens", "max_completion_tokens", "n", "stream", "messages", "input", "system"}
+
+// twice names a field of readFields that body (a JSON object) holds more
+// than once at its top level, in any case, or is "". encoding/json reads
+// names regardless of case and takes the last of duplicates; a provider's
+// parser may take the first, or only the lower-case spelling, and would
+// then run another model, or generate more tokens, than sluice checked
+// and reserved ({"max_tokens":100000,"Max_Tokens":5} reserves 5). The
+// body must mean one thing, as a call's envelope must (see package
+// messages). Only a body that spells one of the names twice somewhere is
+// walked: an SDK's never does.
+func twice(body []byte) string {
+	if !mentionsTwice(body) {
+		return ""
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return ""
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return ""
+		}
+		name, _ := tok.(string)
+		lower := strings.ToLower(name)
+		if seen[lower] && slices.Contains(readFields[:], lower) {
+			return name
+		}
+		seen[lower] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return ""
+		}
+	}
+	return ""
+}
+
+// mentionsTwice reports whether body holds a quoted readFields name, in
+// any case, twice anywhere: a cheap pass (no allocation) that spares
+// twice's walk to bodies that cannot hold a duplicate.
+func mentionsTwice(body []byte) bool {
+	var count [len(readFields)]int
+	for i := 0; ; {
+		q := bytes.IndexByte(body[i:], '"')
+		if q < 0 {
+			return false
+		}
+		i += q + 1
+		for k, name := range readFields {
+			if end := i + len(name); end < len(body) && body[end] == '"' && bytes.EqualFold(body[i:end], []byte(name)) {
+				if count[k]++; count[k] > 1 {
+					return true
+				}
+			}
+		}
+	}
 }
 
 // serves reports whether any deployment of pool speaks endpoint.
