@@ -55,7 +55,7 @@ func badInputHTTPYAML(providerURL string) func(string) string {
 				pool, pool, url)
 		}
 		dep("a", fakeURL+"/v1")
-		for _, p := range []string{"html", "html500", "cut0", "cut1"} {
+		for _, p := range []string{"html", "html500", "cut0", "cut1", "slowbody"} {
 			dep("a-"+p, providerURL+"/"+p+"/v1")
 		}
 		y := strings.Replace(base(fakeURL), "teams:\n", b.String()+"teams:\n", 1)
@@ -254,7 +254,7 @@ func badHTTPCases() []httpCase {
 		status: 504, code: "deadline_exceeded", call: true})
 	add(httpCase{name: "provider slower than the timeout", path: chat, body: chatBody("p-slowbody", ""), header: []string{gateway.HeaderTimeout, "1.5"},
 		status: 504, code: "deadline_exceeded", call: true})
-	add(httpCase{name: "provider slower than the timeout, /v1/messages", path: msgs, body: goodA, header: []string{gateway.HeaderTimeout, "1ms"},
+	add(httpCase{name: "provider slower than the timeout, /v1/messages", path: msgs, body: anthropicBody("a-slowbody", ""), header: []string{gateway.HeaderTimeout, "1ms"},
 		status: 504, code: "timeout_error", call: true})
 	// The gateway makes its call ids; one the client sends is not used.
 	add(httpCase{name: "call id header is not the client's", path: chat, body: good, header: []string{gateway.HeaderCallID, "dot.id.*"},
