@@ -24,10 +24,18 @@ const (
 	// EndpointMessages is Anthropic's Messages API, served by anthropic
 	// deployments.
 	EndpointMessages Endpoint = "/v1/messages"
+	// EndpointCompletions is OpenAI's legacy completions API (a prompt,
+	// not messages), which vLLM and many OpenAI-compatible servers still
+	// serve; served by openai and azure deployments.
+	EndpointCompletions Endpoint = "/v1/completions"
+	// EndpointCountTokens is Anthropic's token counting of a Messages
+	// body, served by anthropic deployments. It reserves one request and
+	// no tokens: Anthropic meters it by requests alone.
+	EndpointCountTokens Endpoint = "/v1/messages/count_tokens"
 )
 
 // Endpoints lists every endpoint.
-var Endpoints = []Endpoint{EndpointChatCompletions, EndpointEmbeddings, EndpointMessages}
+var Endpoints = []Endpoint{EndpointChatCompletions, EndpointEmbeddings, EndpointMessages, EndpointCompletions, EndpointCountTokens}
 
 // Valid reports whether e is a known endpoint.
 func (e Endpoint) Valid() bool {
@@ -62,7 +70,7 @@ const (
 //	{
 //	  "id": "0b6c...",                      // optional; else Nats-Msg-Id, else assigned
 //	  "model": "gpt-4o-mini",               // the pool; defaults to body.model
-//	  "endpoint": "/v1/chat/completions",   // default; or /v1/embeddings
+//	  "endpoint": "/v1/chat/completions",   // default; or /v1/embeddings, /v1/completions, /v1/messages, /v1/messages/count_tokens
 //	  "body": {"messages": [...], "max_tokens": 100},
 //	  "timeout_ms": 30000,                  // or "deadline": "2026-11-25T10:00:00Z"
 //	  "regions": ["eu-west", "us-east"],    // optional: only these regions may serve it
@@ -119,7 +127,8 @@ func (c *CallRequest) Normalize() *Error {
 		c.Endpoint = EndpointChatCompletions
 	}
 	if !c.Endpoint.Valid() {
-		return FieldError("endpoint", "unknown endpoint %q; use %s, %s or %s", c.Endpoint, EndpointChatCompletions, EndpointEmbeddings, EndpointMessages)
+		return FieldError("endpoint", "unknown endpoint %q; use %s, %s, %s, %s or %s", c.Endpoint,
+			EndpointChatCompletions, EndpointEmbeddings, EndpointCompletions, EndpointMessages, EndpointCountTokens)
 	}
 	body := bytes.TrimSpace(c.Body)
 	if len(body) == 0 || string(body) == "null" {

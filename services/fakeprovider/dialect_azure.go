@@ -16,6 +16,7 @@ import (
 // by the model service exactly as OpenAI answers: same bodies, same 400s.
 //
 //	POST /openai/deployments/{deployment}/chat/completions?api-version=...
+//	POST /openai/deployments/{deployment}/completions?api-version=...
 //	POST /openai/deployments/{deployment}/embeddings?api-version=...
 //
 // The deployment is the model: it is checked against Config.Models and
@@ -27,8 +28,9 @@ const azurePrefix = "/openai/deployments/"
 
 // Azure operations, as its 429 messages name them.
 const (
-	azureChat       = "chat/completions"
-	azureEmbeddings = "embeddings"
+	azureChat        = "chat/completions"
+	azureCompletions = "completions"
+	azureEmbeddings  = "embeddings"
 )
 
 // azurePath splits an Azure deployment URL path into the deployment and
@@ -39,18 +41,24 @@ func azurePath(path string) (deployment, op string, ok bool) {
 		return "", "", false
 	}
 	deployment, op, ok = strings.Cut(rest, "/")
-	if !ok || deployment == "" || (op != azureChat && op != azureEmbeddings) {
+	if !ok || deployment == "" || (op != azureChat && op != azureCompletions && op != azureEmbeddings) {
 		return "", "", false
 	}
 	return deployment, op, true
 }
 
-// handleAzure serves an Azure deployment's chat completions or embeddings.
+// handleAzure serves an Azure deployment's chat completions, completions
+// or embeddings.
 func (s *Server) handleAzure(w http.ResponseWriter, r *http.Request, deployment, op string) {
 	d := azureDialect{apiVersion: r.URL.Query().Get("api-version"), operation: "ChatCompletions_Create"}
-	if op == azureEmbeddings {
+	switch op {
+	case azureEmbeddings:
 		d.operation = "Embeddings_Create"
 		s.serveEmbeddings(w, r, d, deployment)
+		return
+	case azureCompletions:
+		d.operation = "Completions_Create"
+		s.serveCompletions(w, r, d, deployment)
 		return
 	}
 	s.serveChat(w, r, d, deployment)
@@ -59,7 +67,7 @@ func (s *Server) handleAzure(w http.ResponseWriter, r *http.Request, deployment,
 // azureDialect answers as Azure OpenAI does for one request.
 type azureDialect struct {
 	apiVersion string // from the URL
-	operation  string // ChatCompletions_Create or Embeddings_Create
+	operation  string // ChatCompletions_Create, Completions_Create or Embeddings_Create
 }
 
 // azureError is an error from Azure's gateway: code is a string, often

@@ -162,7 +162,7 @@ func TestAzureRateLimited(t *testing.T) {
 
 func TestAzureUnknownOperation(t *testing.T) {
 	h := newHarness(t, Config{AcceptAnyKey: true})
-	for _, p := range []string{"/openai/deployments/d/completions?api-version=1", "/openai/deployments//chat/completions?api-version=1", "/openai/deployments/d"} {
+	for _, p := range []string{"/openai/deployments/d/images/generations?api-version=1", "/openai/deployments//chat/completions?api-version=1", "/openai/deployments/d"} {
 		if r := h.send(p, azureKey("k"), `{}`); r.status != http.StatusNotFound {
 			t.Errorf("%s: %d", p, r.status)
 		}

@@ -101,6 +101,8 @@
 //	messages    the chat rule, the system prompt (when present) counted as
 //	            one more message; charged with max_tokens, which is required
 //	embeddings  ceil(len(s)/4) per input string, or the number of token ids
+//	completions the prompt as embeddings count it; charged with max_tokens
+//	            (default 16) × best_of (else n) × prompts
 //
 // A chat call "generates" CompletionTokens per choice ("ok ok ok ..."),
 // fewer if max_tokens says so, and reports that in its usage; a Messages
@@ -111,8 +113,13 @@
 // Every dialect meters the same keys in the same buckets or windows and
 // counters: a key is one account, whichever API it is used through.
 //
-// OpenAI: POST /v1/chat/completions (with "stream": true answered as
-// server-sent events), POST /v1/embeddings, GET /v1/models. Keys are bearer
+// OpenAI: POST /v1/chat/completions and the legacy POST /v1/completions
+// (each with "stream": true answered as server-sent events), POST
+// /v1/embeddings, GET /v1/models. A legacy completion's prompt is a
+// string, strings, token ids or lists of them, counted as embeddings'
+// input; it is charged max_tokens (default 16, as OpenAI documents) ×
+// best_of (else n) × the prompts of a batch, each prompt getting n
+// "text_completion" choices. Keys are bearer
 // tokens ("Authorization: Bearer <key>"). An unknown key gets 401
 // invalid_api_key, unless AcceptAnyKey admits it with the DefaultKey
 // limits. A refused call gets 429 with OpenAI's body (type "requests" or
@@ -132,7 +139,10 @@
 // are OpenAI's. Answers carry x-ratelimit-remaining-requests and -tokens
 // only, and a 429 retry-after-ms and retry-after.
 //
-// Anthropic: POST /v1/messages with the key in x-api-key and a required
+// Anthropic: POST /v1/messages (and POST /v1/messages/count_tokens, the
+// same body without max_tokens or stream, answered {"input_tokens": N} by
+// the Messages rule and admitted as one request and no tokens) with the
+// key in x-api-key and a required
 // anthropic-version header (400 without it). Bodies are {model, max_tokens
 // (required), messages: [{role: user|assistant, content: a string or
 // blocks}], system: a string or text blocks, stream}. Answers are {"type":

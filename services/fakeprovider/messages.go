@@ -56,6 +56,40 @@ func (s *Server) handleMessages(w http.ResponseWriter, r *http.Request) {
 	}, u)
 }
 
+// handleCountTokens serves Anthropic's POST /v1/messages/count_tokens: the
+// prompt of a Messages body, counted by the Messages rule (the system
+// prompt as one more message), answered {"input_tokens": N}. Anthropic
+// meters token counting by requests alone: it is admitted as one request
+// and no tokens, and served with no usage. Faults and latency apply as to
+// any call.
+func (s *Server) handleCountTokens(w http.ResponseWriter, r *http.Request) {
+	c, body, ok := s.begin(w, r, anthropicDialect{})
+	if !ok {
+		return
+	}
+	req, bad := parseMessagesBody(body, true)
+	c.model = req.model
+	if bad != nil {
+		c.fail(bad, outInvalid)
+		return
+	}
+	if !c.checkModel(req.model) {
+		return
+	}
+	if !c.admit(0) {
+		return
+	}
+	if !c.proceed() {
+		return
+	}
+	c.succeed(anthropicTokenCount{InputTokens: chatPromptTokens(req.messages)}, usage{})
+}
+
+// anthropicTokenCount is count_tokens' answer.
+type anthropicTokenCount struct {
+	InputTokens int64 `json:"input_tokens"`
+}
+
 // ---- requests ----
 
 type messagesRequest struct {
@@ -78,6 +112,13 @@ type messagesCall struct {
 }
 
 func parseMessages(body []byte) (messagesCall, *apiError) {
+	return parseMessagesBody(body, false)
+}
+
+// parseMessagesBody validates a Messages request, or with counting a
+// count_tokens one: the same body without max_tokens or stream, which
+// Anthropic refuses there as extra inputs.
+func parseMessagesBody(body []byte, counting bool) (messagesCall, *apiError) {
 	var req messagesRequest
 	if err := json.Unmarshal(body, &req); err != nil {
 		if e := decodeError(err); e != errBadJSON {
@@ -86,6 +127,22 @@ func parseMessages(body []byte) (messagesCall, *apiError) {
 		return messagesCall{}, anthropicInvalid("There was an error parsing the body of your request: it is not valid JSON.")
 	}
 	c := messagesCall{model: req.Model, stream: req.Stream}
+	if counting {
+		switch {
+		case req.Model == "":
+			return c, anthropicInvalid("model: Field required")
+		case req.MaxTokens != nil:
+			return c, anthropicInvalid("max_tokens: Extra inputs are not permitted")
+		}
+		var top map[string]json.RawMessage
+		if json.Unmarshal(body, &top) == nil {
+			if _, ok := top["stream"]; ok {
+				return c, anthropicInvalid("stream: Extra inputs are not permitted")
+			}
+		}
+		one := int64(1)
+		req.MaxTokens = &one
+	}
 	switch {
 	case req.Model == "":
 		return c, anthropicInvalid("model: Field required")

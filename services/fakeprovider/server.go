@@ -72,6 +72,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rt = route{http.MethodPost, s.handleChat}
 	case "/v1/embeddings":
 		rt = route{http.MethodPost, s.handleEmbeddings}
+	case "/v1/completions":
+		rt = route{http.MethodPost, s.handleCompletions}
+	case "/v1/messages/count_tokens":
+		rt = route{http.MethodPost, s.handleCountTokens}
 	case "/v1/models":
 		rt = route{http.MethodGet, s.handleModels}
 	case "/fake/stats":

@@ -489,7 +489,9 @@ func TestRoutes(t *testing.T) {
 		method, path string
 		status       int
 	}{
-		{http.MethodPost, "/v1/completions", http.StatusNotFound},
+		{http.MethodPost, "/v1/images/generations", http.StatusNotFound},
+		{http.MethodGet, "/v1/completions", http.StatusMethodNotAllowed},
+		{http.MethodGet, "/v1/messages/count_tokens", http.StatusMethodNotAllowed},
 		{http.MethodGet, "/", http.StatusNotFound},
 		{http.MethodGet, "/v1/chat/completions", http.StatusMethodNotAllowed},
 		{http.MethodPost, "/v1/models", http.StatusMethodNotAllowed},

@@ -9,7 +9,9 @@ import (
 	"time"
 )
 
-// Anthropic speaks Anthropic's Messages API: POST {base_url}/messages with
+// Anthropic speaks Anthropic's Messages API: POST {base_url}/messages (and
+// {base_url}/messages/count_tokens, whose answer {"input_tokens": N}
+// carries no usage: counting uses no tokens) with
 // the key in x-api-key and the API version in anthropic-version
 // (Request.APIVersion, default DefaultAnthropicVersion). The body is the
 // call's, with "model" set to the deployment's model.
@@ -67,7 +69,9 @@ func anthropicRequest(req Request) (string, http.Header, []byte, error) {
 	h := jsonHeaders(req)
 	h.Set("x-api-key", req.Secret)
 	h.Set("anthropic-version", version)
-	return strings.TrimSuffix(req.BaseURL, "/") + "/messages", h, body, nil
+	// The endpoint's path under the API root: /messages, or
+	// /messages/count_tokens.
+	return strings.TrimSuffix(req.BaseURL, "/") + strings.TrimPrefix(string(req.Endpoint), "/v1"), h, body, nil
 }
 
 // limits reads an answer's anthropic-ratelimit-* headers, its resets

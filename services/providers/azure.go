@@ -15,6 +15,7 @@ import (
 // DefaultAzureAPIVersion):
 //
 //	{base_url}/openai/deployments/{model}/chat/completions?api-version=...
+//	{base_url}/openai/deployments/{model}/completions?api-version=...
 //	{base_url}/openai/deployments/{model}/embeddings?api-version=...
 //
 // The key goes in an api-key header, never as a bearer token. The body is
@@ -51,6 +52,8 @@ func azureURL(req Request) (string, error) {
 	switch req.Endpoint {
 	case messages.EndpointChatCompletions:
 		op = "chat/completions"
+	case messages.EndpointCompletions:
+		op = "completions"
 	case messages.EndpointEmbeddings:
 		op = "embeddings"
 	default:

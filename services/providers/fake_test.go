@@ -198,7 +198,10 @@ func TestUnsupportedEndpointsSendNothing(t *testing.T) {
 		{"azure", "/v1/messages"},
 		{"anthropic", "/v1/chat/completions"},
 		{"anthropic", "/v1/embeddings"},
-		{"openai", "/v1/completions"},
+		{"anthropic", "/v1/completions"},
+		{"openai", "/v1/messages/count_tokens"},
+		{"azure", "/v1/messages/count_tokens"},
+		{"openai", "/v1/images/generations"},
 	} {
 		resp, err := f.do(tc.provider, Request{Endpoint: messages.Endpoint(tc.endpoint), Body: []byte(`{}`), Model: "m", BaseURL: f.url, Secret: "sk"})
 		if !errors.Is(err, ErrUnsupportedEndpoint) || resp != nil {

@@ -11,7 +11,8 @@ import (
 // OpenAI speaks the OpenAI API, and every OpenAI-compatible one (vLLM,
 // Groq, Together, Mistral, Gemini's OpenAI endpoint, ...): bearer
 // authentication, x-ratelimit-* headers, errors as {"error": {"type",
-// "code", "message"}}. It serves chat completions and embeddings.
+// "code", "message"}}. It serves chat completions, legacy completions
+// ({base_url}/completions) and embeddings.
 type OpenAI struct{}
 
 // Do implements Adapter.

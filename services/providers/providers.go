@@ -7,13 +7,16 @@
 // # Dialects
 //
 //	openai     OpenAI and every OpenAI-compatible API (vLLM, Groq, Together,
-//	           Mistral, Gemini's OpenAI endpoint, ...): {base_url}/chat/completions
-//	           or /embeddings, "Authorization: Bearer", x-ratelimit-* headers.
+//	           Mistral, Gemini's OpenAI endpoint, ...): {base_url}/chat/completions,
+//	           /completions or /embeddings, "Authorization: Bearer", x-ratelimit-*
+//	           headers.
 //	azure      Azure OpenAI: {base_url}/openai/deployments/{model}/chat/completions
-//	           ?api-version=..., "api-key" header, the body passed through
+//	           (or /completions, /embeddings) ?api-version=..., "api-key"
+//	           header, the body passed through
 //	           byte for byte (the URL names the deployment), remaining counts
 //	           and retry-after-ms.
-//	anthropic  Anthropic Messages: {base_url}/messages, "x-api-key" and
+//	anthropic  Anthropic Messages: {base_url}/messages (and
+//	           /messages/count_tokens), "x-api-key" and
 //	           "anthropic-version" headers, anthropic-ratelimit-* headers with
 //	           RFC 3339 resets, 529 overloaded_error.
 //
@@ -193,14 +196,15 @@ func For(provider string) (Adapter, error) {
 }
 
 // Supports reports whether deployments of provider can serve calls to
-// endpoint: openai and azure serve chat completions and embeddings,
-// anthropic serves messages. An unknown provider serves nothing.
+// endpoint: openai and azure serve chat completions, (legacy)
+// completions and embeddings, anthropic serves messages and their token
+// counting. An unknown provider serves nothing.
 func Supports(provider string, endpoint messages.Endpoint) bool {
 	switch provider {
 	case ProviderOpenAI, ProviderAzure:
-		return endpoint == messages.EndpointChatCompletions || endpoint == messages.EndpointEmbeddings
+		return endpoint == messages.EndpointChatCompletions || endpoint == messages.EndpointCompletions || endpoint == messages.EndpointEmbeddings
 	case ProviderAnthropic:
-		return endpoint == messages.EndpointMessages
+		return endpoint == messages.EndpointMessages || endpoint == messages.EndpointCountTokens
 	default:
 		return false
 	}

@@ -186,7 +186,13 @@ func TestSupports(t *testing.T) {
 		{"anthropic", messages.EndpointChatCompletions, false},
 		{"anthropic", messages.EndpointEmbeddings, false},
 		{"bedrock", messages.EndpointChatCompletions, false},
-		{"openai", "/v1/completions", false},
+		{"openai", messages.EndpointCompletions, true},
+		{"azure", messages.EndpointCompletions, true},
+		{"anthropic", messages.EndpointCompletions, false},
+		{"anthropic", messages.EndpointCountTokens, true},
+		{"openai", messages.EndpointCountTokens, false},
+		{"azure", messages.EndpointCountTokens, false},
+		{"openai", "/v1/images/generations", false},
 	}
 	for _, tc := range cases {
 		if got := Supports(tc.provider, tc.endpoint); got != tc.want {

@@ -195,8 +195,9 @@ func readEvent(r *bufio.Reader) (*Event, error) {
 }
 
 // openAIStream reads OpenAI-shaped streams (OpenAI, Azure, compatible
-// APIs): the last chunk, asked for with stream_options.include_usage,
-// carries the usage and no choices.
+// APIs), of chat completions and of legacy completions alike: the last
+// chunk, asked for with stream_options.include_usage, carries the usage
+// and no choices.
 func openAIStream(limits func(http.Header) RateLimits, clientAsked bool) sseDialect {
 	return sseDialect{
 		limits:   limits,
@@ -255,8 +256,8 @@ func withStreamUsage(body []byte) ([]byte, bool, error) {
 
 // Stream implements Streamer.
 func (OpenAI) Stream(ctx context.Context, client *http.Client, req Request, onEvent func(Event) error) (*Response, error) {
-	if req.Endpoint != messages.EndpointChatCompletions {
-		return nil, fmt.Errorf("%w: only chat completions stream", ErrUnsupportedEndpoint)
+	if req.Endpoint != messages.EndpointChatCompletions && req.Endpoint != messages.EndpointCompletions {
+		return nil, fmt.Errorf("%w: only chat completions and completions stream", ErrUnsupportedEndpoint)
 	}
 	body, err := withModel(req.Body, req.Model)
 	if err != nil {
@@ -272,8 +273,8 @@ func (OpenAI) Stream(ctx context.Context, client *http.Client, req Request, onEv
 
 // Stream implements Streamer.
 func (Azure) Stream(ctx context.Context, client *http.Client, req Request, onEvent func(Event) error) (*Response, error) {
-	if req.Endpoint != messages.EndpointChatCompletions {
-		return nil, fmt.Errorf("%w: only chat completions stream", ErrUnsupportedEndpoint)
+	if req.Endpoint != messages.EndpointChatCompletions && req.Endpoint != messages.EndpointCompletions {
+		return nil, fmt.Errorf("%w: only chat completions and completions stream", ErrUnsupportedEndpoint)
 	}
 	u, err := azureURL(req)
 	if err != nil {

@@ -32,24 +32,34 @@ func anthropicMessages(body []byte) (Estimate, *messages.Error) {
 	if *b.MaxTokens < 1 || *b.MaxTokens > MaxMaxTokens {
 		return Estimate{}, messages.FieldError("body.max_tokens", "must be between 1 and %d", MaxMaxTokens)
 	}
+	prompt, bad := messagesPrompt(b)
+	if bad != nil {
+		return Estimate{}, bad
+	}
+	return Estimate{Prompt: prompt, Completion: *b.MaxTokens, Stream: b.Stream}, nil
+}
+
+// messagesPrompt estimates the prompt of a decoded Messages body, which
+// has messages.
+func messagesPrompt(b messagesBody) (int64, *messages.Error) {
 	var prompt int64 = 3
 	if sys := bytes.TrimSpace(b.System); len(sys) > 0 && string(sys) != "null" {
 		n, err := content(sys, "body.system")
 		if err != nil {
-			return Estimate{}, err
+			return 0, err
 		}
 		prompt += 3 + n
 	}
 	for _, raw := range b.Messages {
 		var m chatMessage
 		if err := json.Unmarshal(raw, &m); err != nil {
-			return Estimate{}, messages.FieldError("body.messages", "each message must be an object with a content")
+			return 0, messages.FieldError("body.messages", "each message must be an object with a content")
 		}
 		n, err := content(m.Content, "body.messages")
 		if err != nil {
-			return Estimate{}, err
+			return 0, err
 		}
 		prompt += 3 + n
 	}
-	return Estimate{Prompt: prompt, Completion: *b.MaxTokens, Stream: b.Stream}, nil
+	return prompt, nil
 }

@@ -16,6 +16,13 @@
 //	            max_tokens, which Anthropic requires (there is no n, and
 //	            messages carry no names)
 //	embeddings: ceil(len(text)/4) per input string, or the count of token ids
+//	completions: (OpenAI's legacy API) the prompt as embeddings' input is
+//	            counted (strings, or token ids), + max_tokens (default 16, as
+//	            OpenAI documents, not the pool's default) × best_of (when
+//	            given; else n) × the number of prompts in a batch
+//	count_tokens: (Anthropic's) nothing: it is metered by requests alone and
+//	            generates nothing; its body is checked as a Messages body
+//	            without max_tokens
 //
 // Content given as parts (blocks, for Anthropic) counts the text of its
 // "text" parts; images and tool blocks count nothing.
@@ -64,6 +71,10 @@ func Of(endpoint messages.Endpoint, body []byte, defaultMaxTokens int64) (Estima
 		return embeddings(body)
 	case messages.EndpointMessages:
 		return anthropicMessages(body)
+	case messages.EndpointCompletions:
+		return completions(body)
+	case messages.EndpointCountTokens:
+		return countTokens(body)
 	default:
 		return Estimate{}, messages.FieldError("endpoint", "unknown endpoint %q", endpoint)
 	}

@@ -13,7 +13,7 @@ import (
 // with invalid_request, a message and the field at fault, and what it
 // reserves is bounded: a prompt that is not negative and grows at most
 // with the body's size, a completion of at most max_tokens × n within
-// their limits, and a total that cannot overflow. defaultMax is any value
+// their limits (× the prompts of a legacy completions batch), and a total that cannot overflow. defaultMax is any value
 // a pool's default_max_tokens may hold (any positive number), or 0 as
 // the executor passes it.
 func FuzzOf(f *testing.F) {
@@ -43,6 +43,16 @@ func FuzzOf(f *testing.F) {
 		{messages.EndpointChatCompletions, `{"messages":[],"max_tokens":-1}`},
 		{messages.EndpointChatCompletions, `{"messages":null,"n":1e300}`},
 		{messages.EndpointChatCompletions, `{"messages":[{"content":"x"}],"n":9223372036854775807}`},
+		{messages.EndpointCompletions, `{"model":"m","prompt":"hello","max_tokens":5,"n":2}`},
+		{messages.EndpointCompletions, `{"prompt":["a","b"],"best_of":3,"n":2,"stream":true}`},
+		{messages.EndpointCompletions, `{"prompt":[1,2,3],"max_tokens":0}`},
+		{messages.EndpointCompletions, `{"prompt":[[1,2],[3]],"max_tokens":10000000,"best_of":128}`},
+		{messages.EndpointCompletions, `{"prompt":[[1],[]]}`},
+		{messages.EndpointCompletions, `{"prompt":{"a":1},"best_of":-1}`},
+		{messages.EndpointCompletions, `{"prompt":"x","n":3,"best_of":2}`},
+		{messages.EndpointCountTokens, `{"messages":[{"role":"user","content":"hi"}],"system":"s"}`},
+		{messages.EndpointCountTokens, `{"messages":[{"role":"user","content":"hi"}],"stream":true}`},
+		{messages.EndpointCountTokens, `{"messages":[],"max_tokens":1}`},
 		{"/v1/images", `{}`},
 	} {
 		f.Add(string(seed.endpoint), []byte(seed.body), int64(256))
@@ -67,7 +77,11 @@ func FuzzOf(f *testing.F) {
 		if est.Prompt < 0 || est.Prompt > 6+2*int64(len(body)) {
 			t.Fatalf("prompt %d for a body of %d bytes: %q", est.Prompt, len(body), body)
 		}
-		if est.Completion < 0 || est.Completion > tokens.MaxMaxTokens*tokens.MaxN {
+		most := int64(tokens.MaxMaxTokens * tokens.MaxN)
+		if messages.Endpoint(endpoint) == messages.EndpointCompletions {
+			most *= tokens.MaxPrompts // each prompt of a batch gets its own
+		}
+		if est.Completion < 0 || est.Completion > most {
 			t.Fatalf("completion %d for %s %q (default max %d)", est.Completion, endpoint, body, defaultMax)
 		}
 		if est.Total() < est.Prompt || est.Total() < est.Completion {

@@ -33,6 +33,17 @@ func TestEstimate(t *testing.T) {
 		{"messages system blocks", messages.EndpointMessages, `{"max_tokens":1,"system":[{"type":"text","text":"abcd"},{"type":"text","text":"efgh"}],"messages":[{"role":"user","content":"hi"}]}`, 12, 13},
 		{"messages blocks", messages.EndpointMessages, `{"max_tokens":2,"messages":[{"role":"user","content":[{"type":"text","text":"abcdefgh"},{"type":"image","source":{}}]},{"role":"assistant","content":"ok"}]}`, 12, 14},
 		{"messages null system", messages.EndpointMessages, `{"max_tokens":1,"system":null,"messages":[{"role":"user","content":"hi"}]}`, 7, 8},
+		// Legacy completions: the prompt as embeddings count it, + max_tokens
+		// (16 by default, whatever the pool's) × best_of or n × prompts.
+		{"completions string, default max_tokens", messages.EndpointCompletions, `{"model":"m","prompt":"abcdefghi"}`, 3, 3 + 16},
+		{"completions max_tokens and n", messages.EndpointCompletions, `{"prompt":"abcd","max_tokens":10,"n":3}`, 1, 1 + 30},
+		{"completions best_of", messages.EndpointCompletions, `{"prompt":"abcd","max_tokens":10,"n":2,"best_of":5}`, 1, 1 + 50},
+		{"completions strings batch", messages.EndpointCompletions, `{"prompt":["abcd","abcde"],"max_tokens":4,"n":2}`, 3, 3 + 2*4*2},
+		{"completions token ids", messages.EndpointCompletions, `{"prompt":[1,2,3,4],"max_tokens":2}`, 4, 6},
+		{"completions token id lists", messages.EndpointCompletions, `{"prompt":[[1,2],[3]],"max_tokens":2}`, 3, 3 + 4},
+		{"completions max_tokens zero", messages.EndpointCompletions, `{"prompt":"abcd","max_tokens":0,"echo":true}`, 1, 1},
+		// count_tokens reserves nothing: it is metered by requests alone.
+		{"count_tokens", messages.EndpointCountTokens, `{"model":"c","system":"be brief","messages":[{"role":"user","content":"hello"}]}`, 0, 0},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -73,7 +84,24 @@ func TestEstimateRefusesBadBodies(t *testing.T) {
 		{"messages system number", messages.EndpointMessages, `{"max_tokens":1,"system":3,"messages":[{"content":"x"}]}`, "body.system"},
 		{"messages system bad parts", messages.EndpointMessages, `{"max_tokens":1,"system":[1],"messages":[{"content":"x"}]}`, "body.system"},
 		{"messages not json", messages.EndpointMessages, `{"max_tokens":`, "body"},
-		{"unknown endpoint", "/v1/completions", `{}`, "endpoint"},
+		{"unknown endpoint", "/v1/images/generations", `{}`, "endpoint"},
+		{"completions no prompt", messages.EndpointCompletions, `{"max_tokens":1}`, "body.prompt"},
+		{"completions null prompt", messages.EndpointCompletions, `{"prompt":null}`, "body.prompt"},
+		{"completions prompt object", messages.EndpointCompletions, `{"prompt":{"a":1}}`, "body.prompt"},
+		{"completions prompt empty array", messages.EndpointCompletions, `{"prompt":[]}`, "body.prompt"},
+		{"completions prompt empty id list", messages.EndpointCompletions, `{"prompt":[[1],[]]}`, "body.prompt"},
+		{"completions prompt mixed", messages.EndpointCompletions, `{"prompt":["a",1]}`, "body.prompt"},
+		{"completions max_tokens negative", messages.EndpointCompletions, `{"prompt":"a","max_tokens":-1}`, "body.max_tokens"},
+		{"completions max_tokens huge", messages.EndpointCompletions, `{"prompt":"a","max_tokens":99999999999}`, "body.max_tokens"},
+		{"completions n zero", messages.EndpointCompletions, `{"prompt":"a","n":0}`, "body.n"},
+		{"completions best_of below n", messages.EndpointCompletions, `{"prompt":"a","n":3,"best_of":2}`, "body.best_of"},
+		{"completions best_of too big", messages.EndpointCompletions, `{"prompt":"a","best_of":1000}`, "body.best_of"},
+		{"completions best_of string", messages.EndpointCompletions, `{"prompt":"a","best_of":"2"}`, "body.best_of"},
+		{"completions not json", messages.EndpointCompletions, `{"prompt":`, "body"},
+		{"count_tokens no messages", messages.EndpointCountTokens, `{"model":"c"}`, "body.messages"},
+		{"count_tokens stream", messages.EndpointCountTokens, `{"stream":true,"messages":[{"role":"user","content":"x"}]}`, "body.stream"},
+		{"count_tokens max_tokens", messages.EndpointCountTokens, `{"max_tokens":5,"messages":[{"role":"user","content":"x"}]}`, "body.max_tokens"},
+		{"count_tokens system number", messages.EndpointCountTokens, `{"system":3,"messages":[{"content":"x"}]}`, "body.system"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
