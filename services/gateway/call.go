@@ -39,6 +39,8 @@ var callRoutes = []*route{
 	{path: "/v1/chat/completions", endpoint: messages.EndpointChatCompletions, dialect: openAI},
 	{path: "/v1/embeddings", endpoint: messages.EndpointEmbeddings, dialect: openAI},
 	{path: "/v1/messages", endpoint: messages.EndpointMessages, dialect: anthropic, apiKey: true},
+	{path: "/v1/completions", endpoint: messages.EndpointCompletions, dialect: openAI},
+	{path: "/v1/messages/count_tokens", endpoint: messages.EndpointCountTokens, dialect: anthropic, apiKey: true},
 }
 
 const (
@@ -189,8 +191,8 @@ func overPayload(body, call int, maxPayload int64, maxBody int) *apiError {
 
 // check validates the body before anything reaches NATS: JSON, model,
 // pool, the team's right to it, the route, and the fields sluice reserves
-// tokens by (max_tokens, n, messages, input). It returns the pool and the
-// token estimate.
+// tokens by (max_tokens, n, best_of, messages, input, prompt). It returns
+// the pool and the token estimate.
 func check(cfg *config.Config, c caller, rt *route, body []byte) (string, tokens.Estimate, *apiError) {
 	bad := func(param, format string, args ...any) (string, tokens.Estimate, *apiError) {
 		return "", tokens.Estimate{}, &apiError{Status: http.StatusBadRequest, Code: string(messages.CodeInvalidRequest), Param: param, Message: fmt.Sprintf(format, args...)}
@@ -244,7 +246,7 @@ func check(cfg *config.Config, c caller, rt *route, body []byte) (string, tokens
 
 // readFields are the body's fields the gateway and the dispatchers act
 // on: the pool, the team's right to it, and the tokens reserved.
-var readFields = [...]string{"model", "max_tokens", "max_completion_tokens", "n", "stream", "messages", "input", "system"}
+var readFields = [...]string{"model", "max_tokens", "max_completion_tokens", "n", "best_of", "stream", "messages", "input", "prompt", "system"}
 
 // twice names a field of readFields that body (a JSON object) holds more
 // than once at its top level, in any case, or is "". encoding/json reads

@@ -7,18 +7,21 @@
 //
 // # Routes
 //
-//	POST /v1/chat/completions   OpenAI chat completions; "stream": true relays server-sent events
-//	POST /v1/embeddings         OpenAI embeddings
-//	POST /v1/messages           Anthropic Messages, to pools served by anthropic deployments
-//	GET  /v1/models             the pools the caller's team may use, as OpenAI's model list
-//	GET  /v1/models/{model}     one of them
+//	POST /v1/chat/completions        OpenAI chat completions; "stream": true relays server-sent events
+//	POST /v1/completions             OpenAI legacy completions; "stream": true relays server-sent events
+//	POST /v1/embeddings              OpenAI embeddings
+//	POST /v1/messages                Anthropic Messages, to pools served by anthropic deployments
+//	POST /v1/messages/count_tokens   Anthropic token counting, answered by the provider
+//	GET  /v1/models                  the pools the caller's team may use, as OpenAI's model list,
+//	                                 or Anthropic's to a client that speaks Anthropic
+//	GET  /v1/models/{model}          one of them
 //	GET  /healthz               alive
 //	GET  /readyz                NATS connected and a configuration loaded
 //
 // # Identity
 //
-// "Authorization: Bearer <token>" (or "x-api-key: <token>" on /v1/messages
-// and /v1/models) names the team: teams list the SHA-256 hashes of their
+// "Authorization: Bearer <token>" (or "x-api-key: <token>" on /v1/messages,
+// /v1/messages/count_tokens and /v1/models) names the team: teams list the SHA-256 hashes of their
 // tokens in the configuration (teams.<team>.tokens). The tier is the
 // X-Sluice-Tier header, or the team's default tier. The call's deadline is
 // X-Sluice-Timeout (a Go duration such as "30s", or seconds), else the
@@ -31,7 +34,9 @@
 // A provider's answer, success or error, comes back with its status and
 // body unchanged. sluice's own errors come back in the client's dialect:
 // OpenAI's {"error":{"message","type","param","code"}}, or Anthropic's
-// {"type":"error","error":{"type","message"}} on /v1/messages. Every answer
+// {"type":"error","error":{"type","message"}} on /v1/messages and every
+// path under it, and on /v1/models to a client that speaks Anthropic (an
+// anthropic-version or x-api-key header). Every answer
 // to a call carries x-sluice-call-id, and once the call has a result
 // x-sluice-deployment, x-sluice-region, x-sluice-attempts and
 // x-sluice-queued-ms.
@@ -259,13 +264,18 @@ func (g *Gateway) routes() http.Handler {
 	for _, rt := range callRoutes {
 		mux.Handle(rt.path, g.instrument(rt.path, g.serveCall(rt)))
 	}
+	// Anthropic's routes answer in its dialect, unknown ones included.
+	mux.Handle("/v1/messages/", g.instrument("other", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, anthropic, &apiError{Status: http.StatusNotFound, Code: "unknown_url",
+			Message: fmt.Sprintf("sluice's gateway has no route %s %s; it serves /v1/messages and /v1/messages/count_tokens", r.Method, r.URL.Path)})
+	})))
 	mux.Handle("/v1/models", g.instrument("/v1/models", http.HandlerFunc(g.serveModels)))
 	mux.Handle("/v1/models/{model}", g.instrument("/v1/models/{model}", http.HandlerFunc(g.serveModel)))
 	mux.Handle("/healthz", g.instrument("/healthz", http.HandlerFunc(g.serveHealth)))
 	mux.Handle("/readyz", g.instrument("/readyz", http.HandlerFunc(g.serveReady)))
 	mux.Handle("/", g.instrument("other", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, openAI, &apiError{Status: http.StatusNotFound, Code: "unknown_url",
-			Message: fmt.Sprintf("sluice's gateway has no route %s %s; it serves /v1/chat/completions, /v1/embeddings, /v1/messages and /v1/models", r.Method, r.URL.Path)})
+			Message: fmt.Sprintf("sluice's gateway has no route %s %s; it serves /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/messages, /v1/messages/count_tokens and /v1/models", r.Method, r.URL.Path)})
 	})))
 	return mux
 }

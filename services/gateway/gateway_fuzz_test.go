@@ -89,6 +89,18 @@ func FuzzCallBody(f *testing.F) {
 		{2, `{"model":"claude","messages":[{"role":"user","content":"hi"}]}`},
 		{2, `{"model":"claude","max_tokens":10,"messages":[{"role":"user","content":[{"type":"text","text":"x"}]}],"stream":true}`},
 		{2, `{"model":"chat","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}`},
+		{3, `{"model":"chat","prompt":"hello","max_tokens":5,"n":2}`},
+		{3, `{"model":"chat","prompt":["a","b"],"best_of":3,"stream":true,"stream_options":{"include_usage":true}}`},
+		{3, `{"model":"chat","prompt":[[1,2],[3]],"max_tokens":10000000,"best_of":128}`},
+		{3, `{"model":"chat","prompt":[1,2,3],"max_tokens":0}`},
+		{3, `{"model":"chat","prompt":[]}`},
+		{3, `{"model":"chat","prompt":"a","n":3,"best_of":2}`},
+		{3, `{"model":"chat","prompt":"a","PROMPT":"b"}`},
+		{3, `{"model":"claude","prompt":"a"}`},
+		{4, `{"model":"claude","system":"be brief","messages":[{"role":"user","content":"hi"}]}`},
+		{4, `{"model":"claude","messages":[{"role":"user","content":"hi"}],"stream":true}`},
+		{4, `{"model":"claude","max_tokens":1,"messages":[{"role":"user","content":"hi"}]}`},
+		{4, `{"model":"chat","messages":[{"role":"user","content":"hi"}]}`},
 	} {
 		f.Add(s.route, []byte(s.body))
 	}
@@ -105,7 +117,11 @@ func FuzzCallBody(f *testing.F) {
 		if pool, ok := cfg.Pool(model); !ok || !c.cfg.AllowsPool(pool.Name()) || !serves(pool, rt.endpoint) {
 			t.Fatalf("accepted model %q on %s", model, rt.path)
 		}
-		if est.Prompt < 0 || est.Completion < 0 || est.Completion > tokens.MaxMaxTokens*tokens.MaxN || est.Total() < est.Prompt {
+		most := int64(tokens.MaxMaxTokens * tokens.MaxN)
+		if rt.endpoint == messages.EndpointCompletions {
+			most *= tokens.MaxPrompts // each prompt of a batch gets its own
+		}
+		if est.Prompt < 0 || est.Completion < 0 || est.Completion > most || est.Total() < est.Prompt {
 			t.Fatalf("estimate %+v", est)
 		}
 		call := &messages.CallRequest{ID: messages.NewCallID(), Model: model, Endpoint: rt.endpoint, Body: body, TimeoutMS: 1500}

@@ -49,7 +49,7 @@ func TestAuthAndTiers(t *testing.T) {
 			if ct := a.Header.Get("Content-Type"); ct != "application/json" {
 				t.Errorf("Content-Type %q", ct)
 			}
-			if tc.path == "/v1/messages" {
+			if strings.HasPrefix(tc.path, "/v1/messages") {
 				if _, typ := anthropicError(t, a.Body); typ != tc.code {
 					t.Errorf("error type %q, want %q", typ, tc.code)
 				}
@@ -110,6 +110,19 @@ func TestBadInput(t *testing.T) {
 		{"messages: max_tokens zero", "/v1/messages", `{"model":"claude","max_tokens":0,` + msgs + `}`, 400, "invalid_request_error", ""},
 		{"messages: OpenAI pool", "/v1/messages", `{"model":"chat","max_tokens":5,` + msgs + `}`, 404, "not_found_error", ""},
 		{"messages: unknown model", "/v1/messages", `{"model":"claude-9","max_tokens":5,` + msgs + `}`, 404, "not_found_error", ""},
+		{"completions: no prompt", "/v1/completions", `{"model":"chat"}`, 400, "invalid_request", "prompt"},
+		{"completions: prompt an object", "/v1/completions", `{"model":"chat","prompt":{"a":1}}`, 400, "invalid_request", "prompt"},
+		{"completions: prompt empty array", "/v1/completions", `{"model":"chat","prompt":[]}`, 400, "invalid_request", "prompt"},
+		{"completions: prompt twice", "/v1/completions", `{"model":"chat","prompt":"a","Prompt":"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"}`, 400, "invalid_request", "Prompt"},
+		{"completions: best_of below n", "/v1/completions", `{"model":"chat","prompt":"a","n":3,"best_of":2}`, 400, "invalid_request", "best_of"},
+		{"completions: best_of twice", "/v1/completions", `{"model":"chat","prompt":"a","best_of":1,"BEST_OF":100}`, 400, "invalid_request", "BEST_OF"},
+		{"completions: max_tokens negative", "/v1/completions", `{"model":"chat","prompt":"a","max_tokens":-1}`, 400, "invalid_request", "max_tokens"},
+		{"completions: Anthropic pool", "/v1/completions", `{"model":"claude","prompt":"a"}`, 404, "model_not_found", "model"},
+		{"count_tokens: no messages", "/v1/messages/count_tokens", `{"model":"claude"}`, 400, "invalid_request_error", ""},
+		{"count_tokens: stream", "/v1/messages/count_tokens", `{"model":"claude","stream":true,` + msgs + `}`, 400, "invalid_request_error", ""},
+		{"count_tokens: max_tokens", "/v1/messages/count_tokens", `{"model":"claude","max_tokens":5,` + msgs + `}`, 400, "invalid_request_error", ""},
+		{"count_tokens: OpenAI pool", "/v1/messages/count_tokens", `{"model":"chat",` + msgs + `}`, 404, "not_found_error", ""},
+		{"count_tokens: malformed", "/v1/messages/count_tokens", `{"model":`, 400, "invalid_request_error", ""},
 		{"messages: over the limit", "/v1/messages", `{"model":"claude","max_tokens":5,` + msgs + `,"system":"` + strings.Repeat("x", 5000) + `"}`, 413, "request_too_large", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -117,7 +130,7 @@ func TestBadInput(t *testing.T) {
 			if a.Status != tc.status {
 				t.Fatalf("status %d, want %d: %s", a.Status, tc.status, a.Body)
 			}
-			if tc.path == "/v1/messages" {
+			if strings.HasPrefix(tc.path, "/v1/messages") {
 				if _, typ := anthropicError(t, a.Body); typ != tc.code {
 					t.Errorf("error type %q, want %q", typ, tc.code)
 				}
@@ -356,8 +369,49 @@ func TestModels(t *testing.T) {
 	if got, want := list(opsToken), []string{"chat", "claude", "emb", "secret-pool"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("ops's models %v, want %v", got, want)
 	}
-	if got, want := list("", "x-api-key", demoToken), []string{"chat", "claude", "emb"}; !reflect.DeepEqual(got, want) {
-		t.Errorf("demo's models with x-api-key %v, want %v", got, want)
+	// A client that speaks Anthropic (x-api-key, or anthropic-version)
+	// gets Anthropic's list, and its errors.
+	for _, headers := range [][]string{{"x-api-key", demoToken}, {"anthropic-version", "2023-06-01", "Authorization", "Bearer " + demoToken}} {
+		a := r.do(http.MethodGet, "/v1/models", "", "", headers...)
+		var out struct {
+			Data []struct {
+				Type        string    `json:"type"`
+				ID          string    `json:"id"`
+				DisplayName string    `json:"display_name"`
+				CreatedAt   time.Time `json:"created_at"`
+			} `json:"data"`
+			HasMore bool    `json:"has_more"`
+			FirstID *string `json:"first_id"`
+			LastID  *string `json:"last_id"`
+		}
+		dec := json.NewDecoder(strings.NewReader(a.Body))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&out); a.Status != 200 || err != nil || out.HasMore || out.FirstID == nil || *out.FirstID != "chat" || out.LastID == nil || *out.LastID != "emb" {
+			t.Fatalf("%v: not Anthropic's model list (%d, %v): %s", headers[0], a.Status, err, a.Body)
+		}
+		var ids []string
+		for _, m := range out.Data {
+			if m.Type != "model" || m.DisplayName != m.ID || !m.CreatedAt.Equal(time.Unix(0, 0)) {
+				t.Errorf("not a model: %+v", m)
+			}
+			ids = append(ids, m.ID)
+		}
+		if want := []string{"chat", "claude", "emb"}; !reflect.DeepEqual(ids, want) {
+			t.Errorf("%v: demo's models %v, want %v", headers[0], ids, want)
+		}
+		one := r.do(http.MethodGet, "/v1/models/claude", "", "", headers...)
+		if one.Status != 200 || !strings.Contains(one.Body, `"type":"model"`) || !strings.Contains(one.Body, `"display_name":"claude"`) {
+			t.Errorf("%v: one model: %d %s", headers[0], one.Status, one.Body)
+		}
+		missing := r.do(http.MethodGet, "/v1/models/gpt-9", "", "", headers...)
+		if _, typ := anthropicError(t, missing.Body); missing.Status != 404 || typ != "not_found_error" {
+			t.Errorf("%v: unknown model: %d %s", headers[0], missing.Status, missing.Body)
+		}
+	}
+	if a := r.do(http.MethodGet, "/v1/models", "", "", "x-api-key", "sk-nobody"); a.Status != 401 {
+		t.Errorf("Anthropic client, wrong token: %d %s", a.Status, a.Body)
+	} else if _, typ := anthropicError(t, a.Body); typ != "authentication_error" {
+		t.Errorf("Anthropic client, wrong token: type %q", typ)
 	}
 	if a := r.do(http.MethodGet, "/v1/models", "", ""); a.Status != 401 {
 		t.Errorf("without a token: %d %s", a.Status, a.Body)
@@ -399,12 +453,29 @@ func TestRoutesAndMethods(t *testing.T) {
 		t.Errorf("GET messages: %d", a.Status)
 	}
 	anthropicError(t, a.Body)
-	a = r.do(http.MethodPost, "/v1/completions", demoToken, chatBody)
+	a = r.do(http.MethodPost, "/v1/images/generations", demoToken, chatBody)
 	if a.Status != 404 {
 		t.Errorf("unknown route: %d", a.Status)
 	}
 	if _, _, code, _ := openAIError(t, a.Body); code != "unknown_url" {
 		t.Errorf("unknown route: code %q", code)
+	}
+	a = r.do(http.MethodGet, "/v1/completions", demoToken, "")
+	if a.Status != 405 {
+		t.Errorf("GET completions: %d", a.Status)
+	}
+	openAIError(t, a.Body)
+	// Every path under /v1/messages answers in Anthropic's dialect.
+	a = r.do(http.MethodGet, "/v1/messages/count_tokens", demoToken, "")
+	if a.Status != 405 {
+		t.Errorf("GET count_tokens: %d", a.Status)
+	}
+	anthropicError(t, a.Body)
+	for _, p := range []string{"/v1/messages/batches", "/v1/messages/count_tokens/x", "/v1/messages/"} {
+		a = r.do(http.MethodPost, p, demoToken, "{}")
+		if _, typ := anthropicError(t, a.Body); a.Status != 404 || typ != "not_found_error" {
+			t.Errorf("%s: %d %s", p, a.Status, a.Body)
+		}
 	}
 	r.noCalls()
 }
