@@ -45,6 +45,13 @@ const (
 	// DoneSubjects is the filter for the reports executors send to the
 	// admitting dispatcher when an attempt ends: sluice.done.<dispatcher>.
 	DoneSubjects = "sluice.done.*"
+	// RequestSubjects is the filter for request-reply calls:
+	// sluice.request.<team>.<tier>, on core NATS (no stream captures
+	// it). The service that answers publishes the request's call on
+	// sluice.call.<team>.<tier> and replies with its terminal result;
+	// it takes the whole filter, so that a subject of the wrong shape
+	// is answered with an error rather than by nobody.
+	RequestSubjects = "sluice.request.>"
 )
 
 // Streams and key-value buckets.
@@ -99,6 +106,13 @@ const (
 	HeaderDeadLetterReason = "Sluice-Dead-Letter-Reason"
 	// HeaderDeadLetterSubject is the subject the dead letter was published on.
 	HeaderDeadLetterSubject = "Sluice-Original-Subject"
+	// HeaderCancelAfter, on a request on sluice.request.<team>.<tier>,
+	// is how long the requester waits (a Go duration such as "5s"): with
+	// no result by then, sluice cancels the call. Without it a requester
+	// that gives up leaves the call running.
+	HeaderCancelAfter = "Sluice-Cancel-After"
+	// HeaderCallID, on the reply to a request, is the call's id.
+	HeaderCallID = "Sluice-Call-Id"
 )
 
 // CallSubject is the subject a team publishes a call on.
@@ -155,6 +169,12 @@ func StreamSubject(team, callID string) string {
 // closed. The call still ends with one result, code canceled.
 func CancelSubject(team, callID string) string {
 	return "sluice.cancel." + team + "." + callID
+}
+
+// RequestSubject is where a call is requested in one round trip: the
+// reply is its terminal result (see RequestSubjects).
+func RequestSubject(team string, tier Tier) string {
+	return "sluice.request." + team + "." + string(tier)
 }
 
 // ExecSubject is the subject admitted work for a region is published on.

@@ -116,6 +116,23 @@ func (c *Client) Call(ctx context.Context, team string, tier messages.Tier, call
 	return c.await(ctx, sub, team, call.ID, false)
 }
 
+// Cancel tells sluice that nobody waits for call id of team any more: a
+// call still waiting is never sent, a provider request under way is
+// closed. The call still ends with one result, code canceled (unless it
+// finished first). It is one core NATS publish, flushed to the server.
+func (c *Client) Cancel(ctx context.Context, team, id string) error {
+	if !messages.ValidToken(team) || !messages.ValidToken(id) {
+		return fmt.Errorf("client: team %q and call id %q must be 1 to 64 letters, digits, '-' or '_'", team, id)
+	}
+	if err := c.nc.Publish(messages.CancelSubject(team, id), nil); err != nil {
+		return fmt.Errorf("client: cancel %s: %w", id, err)
+	}
+	if err := c.nc.FlushWithContext(ctx); err != nil {
+		return fmt.Errorf("client: cancel %s: %w", id, err)
+	}
+	return nil
+}
+
 // await waits for the result on sub, looking in the results stream first
 // if fetch is set and again every refetchEvery. A failed look is not an
 // error: the subscription may still deliver.
