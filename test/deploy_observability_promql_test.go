@@ -37,14 +37,14 @@ var obsForeign = map[string]obsMetric{
 	"up": {kind: "gauge"}, // Prometheus's own, per scrape target
 }
 
-// obsRegistry reads the collectors of telemetry.Metrics and
-// telemetry.Gateway: their names and labels from their descriptions, their
+// obsRegistry reads the collectors of telemetry.Metrics,
+// telemetry.Gateway and telemetry.Requests: their names and labels from their descriptions, their
 // kind from their Go type. It fails when that differs from
 // telemetry.Names(), so a collector kept elsewhere cannot go unchecked.
 var obsRegistry = sync.OnceValues(func() (map[string]obsMetric, error) {
 	desc := regexp.MustCompile(`fqName: "([^"]+)".*variableLabels: \{([^}]*)\}`)
 	found := map[string]obsMetric{}
-	for _, set := range []any{telemetry.New(nil), telemetry.NewGateway(nil)} {
+	for _, set := range []any{telemetry.New(nil), telemetry.NewGateway(nil), telemetry.NewRequests(nil)} {
 		v := reflect.ValueOf(set).Elem()
 		for i := range v.NumField() {
 			field := v.Type().String() + "." + v.Type().Field(i).Name

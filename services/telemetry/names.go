@@ -11,12 +11,13 @@ import (
 var fqName = regexp.MustCompile(`fqName: "([^"]+)"`)
 
 // Names lists the name of every metric sluice registers (New's and
-// NewGateway's), sorted: what dashboards and alert rules may refer to.
+// NewGateway's and NewRequests'), sorted: what dashboards and alert rules may refer to.
 // Histograms also expose <name>_bucket, <name>_sum and <name>_count.
 func Names() []string {
 	reg := prometheus.NewRegistry()
 	New(reg)
 	NewGateway(reg)
+	NewRequests(reg)
 	descs := make(chan *prometheus.Desc, 256)
 	go func() {
 		reg.Describe(descs)
