@@ -97,6 +97,12 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		started = append(started, svc)
 	}
+	// One round trip over NATS: nats req sluice.request.<team>.<tier>.
+	requests, err := stack.StartRequests(nil)
+	if err != nil {
+		return stopStarted(err)
+	}
+	started = append(started, requests)
 	for _, svc := range started {
 		addService(&g, svc)
 	}
@@ -112,6 +118,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 Make a call from another terminal:
   go run ./cmd/sluice call --server %s --team demo --tier standard --model gpt-4o-mini --prompt "hi"
+or with the nats CLI, in one round trip (nats micro ls lists sluice's services):
+  nats req --server %s sluice.request.demo.standard '{"model":"gpt-4o-mini","body":{"messages":[{"role":"user","content":"hi"}]}}'
 
 %sChange the configuration while it runs:
   go run ./cmd/sluice config get --server %s > sluice.yaml
@@ -119,7 +127,7 @@ Make a call from another terminal:
 
 Press Ctrl-C to stop.
 `, stack.ClientURL(), stack.StoreDir, stack.FakeURL, *metricsAddr, stack.Shared.Revision(), messages.BucketConfig,
-		stack.ClientURL(), gatewayBanner(gatewayURL), stack.ClientURL(), stack.ClientURL())
+		stack.ClientURL(), stack.ClientURL(), gatewayBanner(gatewayURL), stack.ClientURL(), stack.ClientURL())
 	err = g.Run()
 	log.Info("sluice dev stopped")
 	return err

@@ -9,9 +9,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sluicehq/sluice/messages"
 	"github.com/sluicehq/sluice/services/bootstrap"
 	"github.com/sluicehq/sluice/services/config"
 	"github.com/sluicehq/sluice/services/gateway"
+	"github.com/sluicehq/sluice/services/microsvc"
 )
 
 func runGateway(ctx context.Context, args []string, _, stderr io.Writer) error {
@@ -24,6 +26,7 @@ func runGateway(ctx context.Context, args []string, _, stderr io.Writer) error {
 	metricsAddr := fs.String("metrics", ":9466", "address to serve Prometheus metrics on; empty for none")
 	grace := fs.Duration("shutdown-grace", 30*time.Second, "how long in-flight calls may finish after a signal before they are canceled")
 	defaultTimeout := fs.Duration("default-timeout", 0, "deadline of calls whose request sets none (default: the configuration's calls.default_timeout)")
+	requests := fs.Bool("requests", true, "also answer requests on "+messages.RequestSubjects+" (a call in one NATS round trip; see services/microsvc)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -49,9 +52,18 @@ func runGateway(ctx context.Context, args []string, _, stderr io.Writer) error {
 		if err != nil {
 			return nil, err
 		}
-		if _, err := g.Listen(); err != nil {
+		addr, err := g.Listen()
+		if err != nil {
 			return nil, err
 		}
-		return g.Run, nil
+		run := g.Run
+		if *requests {
+			rq, err := microsvc.New(nc, microsvc.Config{Shared: live, JSDomain: nf.domain, Logger: log, Registerer: reg})
+			if err != nil {
+				return nil, err
+			}
+			run = microsvc.Alongside(run, rq.Run)
+		}
+		return microsvc.Wrap(nc, microsvc.Info{Kind: microsvc.KindGateway, Metadata: map[string]string{"http": addr.String()}}, run)
 	})
 }

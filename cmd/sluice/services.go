@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"runtime"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/sluicehq/sluice/services/config"
 	"github.com/sluicehq/sluice/services/dispatcher"
 	"github.com/sluicehq/sluice/services/executor"
+	"github.com/sluicehq/sluice/services/microsvc"
 )
 
 func runDispatcher(ctx context.Context, args []string, _, stderr io.Writer) error {
@@ -41,6 +43,9 @@ func runDispatcher(ctx context.Context, args []string, _, stderr io.Writer) erro
 	} else if *configForce {
 		return errors.New("-config-force needs -config FILE")
 	}
+	if *id == "" {
+		*id = uuid.NewString()[:8] // as the dispatcher would, so `nats micro info` shows it
+	}
 	return serveService(ctx, "sluice dispatcher", &nf, sc, *metricsAddr, log, func(nc *nats.Conn, live *config.Live, reg prometheus.Registerer) (func(context.Context) error, error) {
 		d, err := dispatcher.New(nc, dispatcher.Config{
 			ID: *id, Shared: live, Logger: log, Registerer: reg, JSDomain: nf.domain,
@@ -48,7 +53,7 @@ func runDispatcher(ctx context.Context, args []string, _, stderr io.Writer) erro
 		if err != nil {
 			return nil, err
 		}
-		return d.Run, nil
+		return microsvc.Wrap(nc, microsvc.Info{Kind: microsvc.KindDispatcher, Metadata: map[string]string{"id": *id}}, d.Run)
 	})
 }
 
@@ -95,7 +100,7 @@ func runExecutor(ctx context.Context, args []string, _, stderr io.Writer) error 
 		if err != nil {
 			return nil, err
 		}
-		return e.Run, nil
+		return microsvc.Wrap(nc, microsvc.Info{Kind: microsvc.KindExecutor, Metadata: map[string]string{"region": *region}}, e.Run)
 	})
 }
 

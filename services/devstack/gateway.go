@@ -4,6 +4,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/sluicehq/sluice/services/gateway"
+	"github.com/sluicehq/sluice/services/microsvc"
 )
 
 // StartGateway starts an HTTP gateway on its own NATS connection. It
@@ -21,7 +22,8 @@ func (s *Stack) StartGateway(tune func(*gateway.Config)) (*Service, string, erro
 		tune(&cfg)
 	}
 	var url string
-	svc, err := s.start("gateway", func(nc *nats.Conn) (runner, error) {
+	info := &microsvc.Info{Kind: microsvc.KindGateway, Metadata: map[string]string{}}
+	svc, err := s.start("gateway", info, func(nc *nats.Conn) (runner, error) {
 		g, err := gateway.New(nc, cfg)
 		if err != nil {
 			return nil, err
@@ -31,6 +33,7 @@ func (s *Stack) StartGateway(tune func(*gateway.Config)) (*Service, string, erro
 			return nil, err
 		}
 		url = "http://" + addr.String()
+		info.Metadata["http"] = url
 		return g, nil
 	})
 	if err != nil {

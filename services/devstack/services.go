@@ -8,6 +8,7 @@ import (
 
 	"github.com/sluicehq/sluice/services/dispatcher"
 	"github.com/sluicehq/sluice/services/executor"
+	"github.com/sluicehq/sluice/services/microsvc"
 )
 
 // Service is a dispatcher or executor running on the stack, on its own
@@ -59,7 +60,8 @@ func (s *Stack) StartDispatcher(name string, tune func(*dispatcher.Config)) (*Se
 	if tune != nil {
 		tune(&cfg)
 	}
-	return s.start("dispatcher "+name, func(nc *nats.Conn) (runner, error) {
+	info := &microsvc.Info{Kind: microsvc.KindDispatcher, Metadata: map[string]string{"id": cfg.ID}}
+	return s.start("dispatcher "+name, info, func(nc *nats.Conn) (runner, error) {
 		return dispatcher.New(nc, cfg)
 	})
 }
@@ -77,14 +79,18 @@ func (s *Stack) StartExecutor(region string, tune func(*executor.Config)) (*Serv
 	if tune != nil {
 		tune(&cfg)
 	}
-	return s.start("executor "+region, func(nc *nats.Conn) (runner, error) {
+	info := &microsvc.Info{Kind: microsvc.KindExecutor, Metadata: map[string]string{"region": region}}
+	return s.start("executor "+region, info, func(nc *nats.Conn) (runner, error) {
 		return executor.New(nc, cfg)
 	})
 }
 
 type runner interface{ Run(context.Context) error }
 
-func (s *Stack) start(name string, build func(*nats.Conn) (runner, error)) (*Service, error) {
+// start runs what build makes on a connection of its own, registered with
+// NATS micro as info says (read after build; nil: not registered, for a
+// service that registers itself).
+func (s *Stack) start(name string, info *microsvc.Info, build func(*nats.Conn) (runner, error)) (*Service, error) {
 	nc, err := s.Connect("sluice " + name)
 	if err != nil {
 		return nil, fmt.Errorf("devstack: %s: %w", name, err)
@@ -94,10 +100,17 @@ func (s *Stack) start(name string, build func(*nats.Conn) (runner, error)) (*Ser
 		nc.Close()
 		return nil, err
 	}
+	run := r.Run
+	if info != nil {
+		if run, err = microsvc.Wrap(nc, *info, run); err != nil {
+			nc.Close()
+			return nil, err
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	svc := &Service{Name: name, nc: nc, cancel: cancel, done: make(chan struct{})}
 	go func() {
-		svc.err = r.Run(ctx)
+		svc.err = run(ctx)
 		close(svc.done)
 	}()
 	return svc, nil
