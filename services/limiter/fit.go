@@ -25,6 +25,15 @@ type Enforcement struct {
 	// Burst is the bucket's capacity, as time at the rate, when there are
 	// no windows. At least one request is always allowed.
 	Burst time.Duration
+	// TokenBurst, when positive, is the least token capacity: the tokens
+	// a call may reserve without the schedule idling before it. Calls
+	// larger than the capacity go only after an idle gap of (reservation
+	// - capacity) / rate (see [Schedule]), which halves what a schedule
+	// sends when every call is much larger than it; a capacity of the
+	// typical reservation sends them back to back, at a rate lowered by
+	// what the capacity takes of each window. Zero means the default: a
+	// tenth of a second's tokens, at most half the smallest window's.
+	TokenBurst float64
 }
 
 // Utilization bounds for Fit: the rate a window allows is never used
@@ -67,6 +76,9 @@ func Fit(e Enforcement) (Limit, error) {
 	if e.Jitter < 0 {
 		return Limit{}, fmt.Errorf("limiter: fit: negative jitter %v", e.Jitter)
 	}
+	if e.TokenBurst < 0 || !finite(e.TokenBurst) {
+		return Limit{}, fmt.Errorf("limiter: fit: token burst %g", e.TokenBurst)
+	}
 	for _, w := range e.Windows {
 		if w <= 0 {
 			return Limit{}, fmt.Errorf("limiter: fit: window %v is not positive", w)
@@ -81,7 +93,11 @@ func Fit(e Enforcement) (Limit, error) {
 		if perMinute == 0 {
 			continue
 		}
-		rate, capacity, err := fitDim(i == 0, perMinute, e.Windows, e.Jitter, e.Burst)
+		least := 0.0
+		if i == 1 {
+			least = e.TokenBurst
+		}
+		rate, capacity, err := fitDim(i == 0, perMinute, e.Windows, e.Jitter, e.Burst, least)
 		if err != nil {
 			return Limit{}, err
 		}
@@ -94,12 +110,13 @@ func Fit(e Enforcement) (Limit, error) {
 	return out, out.Validate()
 }
 
-// fitDim fits one dimension: rate per second and capacity.
-func fitDim(requests bool, perMinute float64, windows []time.Duration, jitter, burst time.Duration) (float64, float64, error) {
+// fitDim fits one dimension: rate per second and capacity, the capacity
+// at least least (when positive).
+func fitDim(requests bool, perMinute float64, windows []time.Duration, jitter, burst time.Duration, least float64) (float64, float64, error) {
 	sustained := perMinute / 60
 	if len(windows) == 0 {
 		// Whole requests and tokens: a bucket must hold at least one.
-		return sustained, math.Max(1, sustained*burst.Seconds()), nil
+		return sustained, math.Max(math.Max(1, least), sustained*burst.Seconds()), nil
 	}
 	minCap := 1.0
 	type win struct{ span, limit float64 }
@@ -123,7 +140,7 @@ func fitDim(requests bool, perMinute float64, windows []time.Duration, jitter, b
 		smallest = math.Min(smallest, allowed)
 	}
 	if len(ws) == 0 {
-		return sustained, math.Max(1, sustained*burst.Seconds()), nil
+		return sustained, math.Max(math.Max(1, least), sustained*burst.Seconds()), nil
 	}
 	slack := 0.0 // requests come whole: C + r*T < L + 1 keeps the count at L
 	utilization := tokensUtilization
@@ -131,6 +148,12 @@ func fitDim(requests bool, perMinute float64, windows []time.Duration, jitter, b
 		slack, utilization = 1, requestsUtilization
 	} else {
 		minCap = math.Min(tokensBurstShare*tightest, smallest/2)
+		if least > 0 {
+			if least >= smallest {
+				return 0, 0, fmt.Errorf("limiter: fit: a token burst of %g leaves no room for a rate in windows %v holding %g", least, windows, smallest)
+			}
+			minCap = least
+		}
 	}
 	j := jitter.Seconds()
 	rate := math.Min(sustained, utilization*tightest)

@@ -1,7 +1,10 @@
 package limiter_test
 
 import (
+	"context"
+	"errors"
 	"math"
+	"slices"
 	"testing"
 	"time"
 
@@ -45,6 +48,13 @@ func TestFit(t *testing.T) {
 			name: "no windows",
 			e:    limiter.Enforcement{RPM: 600, TPM: 60_000, Burst: 500 * time.Millisecond},
 			rpm:  600, burstR: 5, tpm: 60_000, burstT: 500,
+		},
+		{
+			// A token burst of a call of 49: the second's 100 tokens less
+			// it, over the second and the jitter, is the rate.
+			name: "6,000 tpm, token burst 49",
+			e:    limiter.Enforcement{TPM: 6_000, Windows: defaultWindows, Jitter: j, TokenBurst: 49},
+			tpm:  (100 - 49) / 1.01 * 60, burstT: 49,
 		},
 		{
 			// ceil(100/60) = 2 in a second allows more than the minute
@@ -94,6 +104,10 @@ func TestFitRefusesWhatCannotBePaced(t *testing.T) {
 		{RPM: 600, Windows: []time.Duration{0}},
 		{RPM: -1, Windows: defaultWindows},
 		{RPM: 600, Windows: defaultWindows, Jitter: -time.Millisecond},
+		// A token burst the size of the second's tokens leaves no rate.
+		{TPM: 6_000, Windows: defaultWindows, TokenBurst: 100},
+		{TPM: 6_000, Windows: defaultWindows, TokenBurst: -1},
+		{TPM: 6_000, Windows: defaultWindows, TokenBurst: math.NaN()},
 	} {
 		if got, err := limiter.Fit(e); err == nil {
 			t.Errorf("Fit(%+v) = %+v, want an error", e, got)
@@ -110,5 +124,81 @@ func TestFitSkipsWindowsTooShortForAToken(t *testing.T) {
 	}
 	if got.TPM <= 0 || got.TPM > 1 || got.BurstTokens+got.TPM/60*60.01 > 1 {
 		t.Fatalf("pace %+v: want the minute's one token at most", got)
+	}
+}
+
+// Calls larger than the token burst wait for the schedule to idle before
+// each; the reservation a call did not use is refunded when it reports,
+// but the idle gap is not (nor, before, the request schedule, held to
+// the tokens' end). Three pacers share one schedule on a manual
+// clock, each placing a call reserving 49 tokens whenever it can, for a
+// minute; each call uses 25 and is settled 70 ms after its send time. A
+// token burst of the calls' size sends about half again as many, and no
+// second holds more than its 100 tokens, counting what each call used
+// once it was settled and what it reserved before.
+func TestTokenBurstOfTheCallsSendsThemBackToBack(t *testing.T) {
+	const reserved, used, settleAfter = 49, 25, 70 * time.Millisecond
+	sent := func(burst float64) (calls int, most1s float64) {
+		now := time.Unix(1_700_000_000, 0)
+		clock := func() time.Time { return now }
+		mem := limiter.NewMemory(clock)
+		// Requests never bind (100 a second), but are paced too.
+		lim, err := limiter.Fit(limiter.Enforcement{RPM: 6_000, TPM: 6_000, Windows: defaultWindows, Jitter: 10 * time.Millisecond, TokenBurst: burst})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var pacers []*limiter.Pacer
+		for range 3 {
+			pacers = append(pacers, limiter.NewPacer(mem, limiter.PacerOptions{Clock: clock}))
+		}
+		var sends, unsettled []time.Time
+		for range 60_000 {
+			now = now.Add(time.Millisecond)
+			for len(unsettled) > 0 && !now.Before(unsettled[0].Add(settleAfter)) {
+				if err := mem.Settle(context.Background(), "k", lim, limiter.Amount{Tokens: reserved - used}); err != nil {
+					t.Fatal(err)
+				}
+				unsettled = unsettled[1:]
+			}
+			for _, p := range pacers {
+				at, err := p.Admit(context.Background(), "k", lim, limiter.Amount{Requests: 1, Tokens: reserved}, 3, 5*time.Millisecond)
+				if errors.Is(err, limiter.ErrInsufficient) {
+					continue
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				sends = append(sends, at)
+				unsettled = append(unsettled, at)
+				slices.SortFunc(unsettled, func(a, b time.Time) int { return a.Compare(b) })
+			}
+		}
+		slices.SortFunc(sends, func(a, b time.Time) int { return a.Compare(b) })
+		// The window (s-1s, s] as the provider counts it when the call
+		// sent at s arrives.
+		for i, s := range sends {
+			n := 0.0
+			for k := i; k >= 0 && s.Sub(sends[k]) < time.Second; k-- {
+				if s.Before(sends[k].Add(settleAfter)) {
+					n += reserved
+				} else {
+					n += used
+				}
+			}
+			most1s = max(most1s, n)
+		}
+		return len(sends), most1s
+	}
+	gapped, gappedMost := sent(0)
+	backToBack, backToBackMost := sent(reserved)
+	t.Logf("a minute of calls reserving %d tokens at 6,000 TPM: %d with the default burst, %d with a burst of %d; at most %v and %v tokens in any second",
+		reserved, gapped, backToBack, reserved, gappedMost, backToBackMost)
+	if gappedMost > 100 || backToBackMost > 100 {
+		t.Errorf("a second held more than the window's 100 tokens")
+	}
+	// Back to back, each call nets 25 of a rate of 50.5 tokens a second:
+	// 120 in the minute; gapped, 25 + the gap of 39 of 89: 83.
+	if backToBack < 110 || float64(backToBack) < 1.3*float64(gapped) {
+		t.Errorf("%d calls with a burst of %d against %d with the default: want about half again as many", backToBack, reserved, gapped)
 	}
 }

@@ -133,20 +133,37 @@ func (s Schedule) Lease(limit Limit, now time.Time, first, total Amount, lead, h
 	if late := send - (t + int64(horizon)); late > 0 {
 		return s, Stretch{}, &InsufficientError{RetryAfter: time.Duration(late)}
 	}
-	// One end for every dimension: a call's intervals start no earlier
-	// than its send time in each, so the dimension that paces the calls
-	// decides how long the stretch lasts in all of them.
+	// A stretch for more than one call has one end for every dimension:
+	// a call's intervals start no earlier than its send time in each, so
+	// the dimension that paces the calls decides how long the stretch
+	// lasts in all of them. A stretch for one call ends in each dimension
+	// where the call's interval does: nothing more is placed in it, and
+	// a dimension that does not pace the call (requests, when tokens do)
+	// is not held idle to the other's end, so that a refund of the tokens
+	// the call did not use (Settle) lets the next call go that much
+	// sooner rather than waiting for the request schedule.
+	var ends [dims]int64
 	var end int64
 	for i := range dims {
 		if limit.limited(i) {
-			end = max(end, addNanos(max(free[i], send), limit.nanosFor(i, total.dim(i))))
+			ends[i] = addNanos(max(free[i], send), limit.nanosFor(i, total.dim(i)))
+			end = max(end, ends[i])
+		}
+	}
+	single := true
+	for i := range dims {
+		if limit.limited(i) && first.dim(i) > 0 && total.dim(i) >= 2*first.dim(i) {
+			single = false
 		}
 	}
 	st := Stretch{At: floor}
 	for i := range dims {
 		if limit.limited(i) {
-			st.setDim(i, Span{From: free[i], To: end})
-			s.setDim(i, end)
+			if !single {
+				ends[i] = end
+			}
+			st.setDim(i, Span{From: free[i], To: ends[i]})
+			s.setDim(i, ends[i])
 		}
 	}
 	return s, st, nil
