@@ -97,6 +97,16 @@ type Deployment struct {
 	// with a shorter window; [] one that enforces only a token bucket of
 	// the rate, which sluice then fills to admission.burst.
 	Windows *[]time.Duration `yaml:"windows,omitempty"`
+	// TokenBurst is the tokens a call may reserve on this deployment
+	// without its schedule idling before it. A call reserving more waits
+	// (reservation - burst) / rate after the call before it, which the
+	// refund of what it did not use does not give back: against a
+	// one-second window, calls that each reserve a good part of tpm/60
+	// go about half as often as their usage allows. Set it to a typical
+	// call's reservation (prompt + max_tokens) for such calls; the rate
+	// drops by what it takes of the shortest window. Default 0: a tenth
+	// of a second's tokens, at most half the shortest window's.
+	TokenBurst int64 `yaml:"token_burst,omitempty"`
 
 	pool string
 }

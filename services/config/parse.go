@@ -244,6 +244,9 @@ func (c *Config) validatePool(v *validator, name string) {
 		if d.MaxInFlight < 0 {
 			v.add(df+".max_in_flight", "must not be negative (0 means no bound)")
 		}
+		if d.TokenBurst < 0 {
+			v.add(df+".token_burst", "must not be negative (0 means the default)")
+		}
 		setDefault(v, df+".weight", &d.Weight, 1)
 		if d.Weight < 0 || d.Weight > 1000 {
 			v.add(df+".weight", "must be above 0 and at most 1000")
@@ -286,6 +289,12 @@ func (c *Config) validateWindows(v *validator, df string, d *Deployment) {
 	}
 	if _, err := limiter.Fit(limiter.Enforcement{RPM: float64(d.RPM), TPM: float64(d.TPM), Windows: ws, Jitter: c.Admission.Jitter, Burst: c.Admission.Burst}); err != nil {
 		v.add(df+".windows", "rpm %d and tpm %d cannot be paced inside %v with admission.jitter %v: %v", d.RPM, d.TPM, ws, c.Admission.Jitter, err)
+		return
+	}
+	if d.TokenBurst > 0 {
+		if _, err := limiter.Fit(limiter.Enforcement{RPM: float64(d.RPM), TPM: float64(d.TPM), Windows: ws, Jitter: c.Admission.Jitter, Burst: c.Admission.Burst, TokenBurst: float64(d.TokenBurst)}); err != nil {
+			v.add(df+".token_burst", "%d tokens leave tpm %d no rate inside %v with admission.jitter %v: %v", d.TokenBurst, d.TPM, ws, c.Admission.Jitter, err)
+		}
 	}
 }
 

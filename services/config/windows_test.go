@@ -66,3 +66,32 @@ func TestBadWindowsNameTheField(t *testing.T) {
 		}
 	}
 }
+
+// A token burst holds as written, or is refused naming the field: one
+// that leaves no rate in the shortest window (tpm 6,000 holds 100 tokens
+// in a second) and a negative one.
+func TestTokenBurst(t *testing.T) {
+	yaml := strings.Replace(minimal, "rpm: 60, tpm: 1000}", "rpm: 600, tpm: 6000, token_burst: 49}", 1)
+	cfg, err := Parse([]byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := cfg.Deployment("d1"); d.TokenBurst != 49 {
+		t.Fatalf("token_burst read as %d, want 49", d.TokenBurst)
+	}
+	for _, burst := range []string{"100", "-1"} {
+		yaml := strings.Replace(minimal, "rpm: 60, tpm: 1000}", "rpm: 600, tpm: 6000, token_burst: "+burst+"}", 1)
+		_, err := Parse([]byte(yaml))
+		var ve *ValidationError
+		if !errors.As(err, &ve) || !errors.Is(err, ErrInvalid) {
+			t.Fatalf("token_burst %s: %v, want a ValidationError", burst, err)
+		}
+		found := false
+		for _, p := range ve.Problems {
+			found = found || p.Field == "pools.m.deployments[0].token_burst"
+		}
+		if !found {
+			t.Errorf("token_burst %s: problems %v, want one naming pools.m.deployments[0].token_burst", burst, ve.Problems)
+		}
+	}
+}

@@ -245,17 +245,24 @@ func DeploymentPace(cfg *config.Config, dep *config.Deployment, h messages.Deplo
 	if dep.Bursty() && health.ShortWindow(h, now, cfg.Health.LearnedRecovery) {
 		windows = append([]time.Duration{time.Second}, windows...)
 	}
-	return paceFor(cfg, windows, rpm, tpm)
+	return paceFor(cfg, windows, rpm, tpm, float64(dep.TokenBurst))
 }
 
 // paceFor fits windows to rpm and tpm. Configured limits always fit (the
 // configuration is refused otherwise); limits learned far below them may
 // leave a short window no room, and are then paced for the longest window
 // alone, or failing that at half their rate.
-func paceFor(cfg *config.Config, windows []time.Duration, rpm, tpm float64) limiter.Limit {
-	e := limiter.Enforcement{RPM: rpm, TPM: tpm, Windows: windows, Jitter: cfg.Admission.Jitter, Burst: cfg.Admission.Burst}
+func paceFor(cfg *config.Config, windows []time.Duration, rpm, tpm, tokenBurst float64) limiter.Limit {
+	e := limiter.Enforcement{RPM: rpm, TPM: tpm, Windows: windows, Jitter: cfg.Admission.Jitter, Burst: cfg.Admission.Burst, TokenBurst: tokenBurst}
 	if l, err := limiter.Fit(e); err == nil {
 		return l
+	}
+	// A learned tpm may leave the token burst no room: the default's.
+	if e.TokenBurst > 0 {
+		e.TokenBurst = 0
+		if l, err := limiter.Fit(e); err == nil {
+			return l
+		}
 	}
 	if n := len(e.Windows); n > 1 {
 		e.Windows = []time.Duration{slices.Max(e.Windows)}
