@@ -15,9 +15,9 @@ import (
 // Tokens the way requests are held (TestAccuracyAgainstEveryEnforcement):
 // keys whose token limit binds long before their request limit, calls
 // that reserve their worst case (prompt + max_tokens) and use less. The
-// provider charges each request what it may use when it arrives and
-// replaces that with what it used once answered, as OpenAI documents for
-// its TPM; sluice reserves the same and settles from the reported usage.
+// provider charges each request what it may use when it arrives, as
+// OpenAI documents for its TPM, and replaces that with what it used once
+// answered; sluice reserves the same and settles from the reported usage.
 // Against a token bucket and against sliding one-second and one-minute
 // windows, at twice the demand: no request is refused for tokens or
 // requests, and every token the provider counted is one a result
@@ -27,16 +27,18 @@ import (
 // a second, 4 calls a second per key (each nets 25); windows, less than
 // the TPM in usage: a call arriving needs room for its whole reservation
 // (49) in the one-second window beside what the calls before it used (25
-// each), so at most three calls go in any second. Measured, sluice sends
-// 1.4 a second per key against the windows (46% of 3), 1.1 against the
-// bucket (27% of 4; its remaining-tokens headers, low after each 49 is
-// charged, also slow sluice down): its
-// schedule is a fluid one (see package limiter), which gives a call
-// larger than the token burst (10 here, a tenth of a second) an idle gap
-// of (reservation - burst) / rate before it; that is what keeps any window
-// at the bound whatever the sizes of the calls, and halves what goes when
-// every call is larger. An open defect (issue 9): the test holds the
-// floor it measures (20%), not the 98% it asks of requests.
+// each), so at most three calls go in any second.
+//
+// sluice's schedule gives a call larger than its token burst (by default
+// a tenth of a second's tokens, 10 here) an idle gap of (reservation -
+// burst) / rate before it, which keeps every window at its bound whatever
+// the sizes of the calls, and which no refund gives back: measured, 1.35
+// calls a second per key against the bucket (34% of 4) and 1.35 against
+// the windows (45% of 3). A deployment whose calls are that large against
+// a second's tokens says so with token_burst (their reservation): they go
+// back to back, at the rate the rest of the window leaves, and each
+// refund lets the next one go sooner: 1.97 a second (66% of 3). The
+// floors below are those figures less room for a busy machine.
 
 const (
 	// accuracyTokenTPM is 100 tokens a second per key: four calls' usage,
@@ -57,15 +59,28 @@ func TestAccuracyTokens(t *testing.T) {
 		key  fakeprovider.KeyConfig
 		// canServe is the most calls a second a key can serve.
 		canServe float64
+		// tokenBurst is the deployments' token_burst, 0 for the default.
+		tokenBurst int
+		// floor is the share of canServe sluice must serve.
+		floor float64
 	}{
-		{"token bucket holding a second", fakeprovider.KeyConfig{Enforce: fakeprovider.EnforceBucket}, 4},
+		{"token bucket holding a second", fakeprovider.KeyConfig{Enforce: fakeprovider.EnforceBucket}, 4, 0, 0.25},
 		{"sliding second and minute", fakeprovider.KeyConfig{Enforce: fakeprovider.EnforceWindows,
-			Windows: []fakeprovider.Window{{Span: time.Second}, {Span: time.Minute}}, RetryAfter: fakeprovider.RetryAfterReset}, 3},
+			Windows: []fakeprovider.Window{{Span: time.Second}, {Span: time.Minute}}, RetryAfter: fakeprovider.RetryAfterReset}, 3, 0, 0.35},
+		// A token burst of the calls' reservation sends them back to back.
+		{"sliding second and minute, token burst 49", fakeprovider.KeyConfig{Enforce: fakeprovider.EnforceWindows,
+			Windows: []fakeprovider.Window{{Span: time.Second}, {Span: time.Minute}}, RetryAfter: fakeprovider.RetryAfterReset}, 3, 49, 0.55},
 	}
 	for _, m := range models {
 		t.Run(strings.ReplaceAll(m.name, " ", "_"), func(t *testing.T) {
 			s := startStack(t, stackOptions{
-				yaml: twoRegionYAML(accuracyTokenRPM, accuracyTokenTPM, layout{}),
+				yaml: func(url string) string {
+					y := twoRegionYAML(accuracyTokenRPM, accuracyTokenTPM, layout{})(url)
+					if m.tokenBurst > 0 {
+						y = strings.ReplaceAll(y, fmt.Sprintf("tpm: %d}", accuracyTokenTPM), fmt.Sprintf("tpm: %d, token_burst: %d}", accuracyTokenTPM, m.tokenBurst))
+					}
+					return y
+				},
 				fake: fakeprovider.Config{Latency: 20 * time.Millisecond},
 			})
 			kc := m.key
@@ -106,8 +121,8 @@ func TestAccuracyTokens(t *testing.T) {
 				if span := c.LastServed.Sub(c.FirstServed); span > 0 {
 					served := float64(c.Served-1) / span.Seconds() / m.canServe
 					t.Logf("  %s: %.1f%% of the %v calls a second the provider could serve", redactKey(k), 100*served, m.canServe)
-					if served < 0.20 {
-						t.Errorf("%s: served %.1f%% of what the provider could, want at least 20%%", redactKey(k), 100*served)
+					if served < m.floor {
+						t.Errorf("%s: served %.1f%% of what the provider could, want at least %.0f%%", redactKey(k), 100*served, 100*m.floor)
 					}
 				}
 			}
