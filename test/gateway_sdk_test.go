@@ -144,7 +144,7 @@ func TestGatewayOpenAISDK(t *testing.T) {
 		for _, m := range page.Data {
 			ids = append(ids, m.ID)
 		}
-		if !slices.Equal(ids, []string{"gpt-4o-mini", "text-embedding-3-small"}) {
+		if !slices.Equal(ids, []string{"claude-haiku-4-5", "gpt-4o-mini", "text-embedding-3-small"}) {
 			t.Errorf("models %v", ids)
 		}
 	})
