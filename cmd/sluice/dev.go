@@ -114,7 +114,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
   fake provider: %s
   metrics:       http://%s/metrics
   configuration: revision %d in KV %s (the built-in one, stored at every start)
-  team demo may use every tier; pool gpt-4o-mini is served by us-east and eu-west (two keys each).
+  team demo may use every tier; pool gpt-4o-mini is served by us-east and eu-west (two keys each),
+  pool claude-haiku-4-5 (Anthropic's Messages API) by one key in each.
 
 Make a call from another terminal:
   go run ./cmd/sluice call --server %s --team demo --tier standard --model gpt-4o-mini --prompt "hi"
@@ -151,6 +152,12 @@ func gatewayBanner(url string) string {
 Any OpenAI SDK works with only the base URL and the key changed:
   export OPENAI_BASE_URL=%[1]s/v1 OPENAI_API_KEY=%[2]s
   python -c 'from openai import OpenAI; print(OpenAI().chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]).choices[0].message.content)'
+Anthropic's Messages API, with curl or any Anthropic SDK (base URL %[1]s, the token as the API key):
+  curl %[1]s/v1/messages -H "x-api-key: %[2]s" -H "anthropic-version: 2023-06-01" \
+    -H "Content-Type: application/json" \
+    -d '{"model":"claude-haiku-4-5","max_tokens":100,"messages":[{"role":"user","content":"hi"}]}'
+  export ANTHROPIC_BASE_URL=%[1]s ANTHROPIC_API_KEY=%[2]s
+  python -c 'import anthropic; print(anthropic.Anthropic().messages.create(model="claude-haiku-4-5", max_tokens=100, messages=[{"role": "user", "content": "hi"}]).content[0].text)'
 
 `, url, devToken)
 }

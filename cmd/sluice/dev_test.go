@@ -44,7 +44,8 @@ func TestDev(t *testing.T) {
 	server := "nats://" + addr
 	gatewayURL := "http://" + gatewayAddr + "/v1"
 	for _, want := range []string{server, "http://" + metrics + "/metrics", "--server " + server + " --team demo",
-		"curl " + gatewayURL + "/chat/completions", "OPENAI_BASE_URL=" + gatewayURL, "OPENAI_API_KEY=sk-sluice-demo"} {
+		"curl " + gatewayURL + "/chat/completions", "OPENAI_BASE_URL=" + gatewayURL, "OPENAI_API_KEY=sk-sluice-demo",
+		"curl " + gatewayURL + "/messages", "ANTHROPIC_BASE_URL=http://" + gatewayAddr + " ", "ANTHROPIC_API_KEY=sk-sluice-demo", "claude-haiku-4-5"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the banner does not say %q:\n%s", want, out)
 		}
@@ -75,6 +76,24 @@ func TestDev(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 || !strings.HasSuffix(string(body), "data: [DONE]\n\n") {
 		t.Errorf("a streamed call through sluice dev's gateway: %d %s", resp.StatusCode, body)
+	}
+
+	// And the Anthropic pool, as the banner's curl calls it.
+	req, err = http.NewRequest(http.MethodPost, gatewayURL+"/messages",
+		strings.NewReader(`{"model":"claude-haiku-4-5","max_tokens":100,"messages":[{"role":"user","content":"hi"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("x-api-key", "sk-sluice-demo")
+	req.Header.Set("anthropic-version", "2023-06-01")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"type":"message"`) {
+		t.Errorf("a Messages call through sluice dev's gateway: %d %s", resp.StatusCode, body)
 	}
 
 	waitMetrics(t, "http://"+metrics+"/metrics", func(body string) bool {
