@@ -341,6 +341,48 @@ func badHTTPCases() []httpCase {
 	prov("messages stream: provider cut0", msgs, anthropicBody("a-cut0", `,"stream":true`), 502, "api_error", false, false)
 	prov("messages stream: provider cut1", msgs, anthropicBody("a-cut1", `,"stream":true`), 200, "api_error", true, false)
 
+	// Legacy completions and count_tokens: the new routes, good and bad.
+	const (
+		cmpl  = "/v1/completions"
+		count = "/v1/messages/count_tokens"
+	)
+	goodC := `{"model":"m","prompt":"hello there","max_tokens":5}`
+	ok("completions", cmpl, goodC)
+	ok("completions, a batch of token ids", cmpl, `{"model":"m","prompt":[[1,2],[3]],"max_tokens":2,"n":2}`)
+	ok("completions, streamed", cmpl, `{"model":"m","prompt":"hello there","max_tokens":5,"stream":true}`)
+	cs[len(cs)-1].stream = true
+	bad("completions truncated", cmpl, goodC[:len(goodC)/2], 400, inv)
+	for _, raw := range []string{`null`, `5`, `{}`, `[]`, `[""`, `["a",1]`, `[[1],[]]`, `[[1],"a"]`, `true`} {
+		bad("completions prompt = "+raw, cmpl, `{"model":"m","prompt":`+raw+`}`, 400, inv)
+	}
+	bad("completions no prompt", cmpl, `{"model":"m"}`, 400, inv)
+	bad("completions prompt twice", cmpl, `{"model":"m","prompt":"a","PROMPT":"`+strings.Repeat("b", 100)+`"}`, 400, inv)
+	for _, raw := range []string{`0`, `129`, `"2"`, `-1`} {
+		bad("completions best_of = "+raw, cmpl, `{"model":"m","prompt":"a","best_of":`+raw+`}`, 400, inv)
+	}
+	bad("completions best_of below n", cmpl, `{"model":"m","prompt":"a","n":3,"best_of":2}`, 400, inv)
+	bad("completions max_tokens = -1", cmpl, `{"model":"m","prompt":"a","max_tokens":-1}`, 400, inv)
+	bad("completions on an Anthropic pool", cmpl, `{"model":"a","prompt":"a"}`, 404, "model_not_found")
+	method("GET /v1/completions", http.MethodGet, cmpl, 405, "method_not_allowed")
+	goodT := `{"model":"a","messages":[{"role":"user","content":"hello there"}]}`
+	ok("count_tokens", count, goodT)
+	bad("count_tokens truncated", count, goodT[:len(goodT)/2], 400, ainv)
+	bad("count_tokens no messages", count, `{"model":"a"}`, 400, ainv)
+	bad("count_tokens stream", count, `{"model":"a","stream":true,"messages":[{"role":"user","content":"x"}]}`, 400, ainv)
+	bad("count_tokens max_tokens", count, `{"model":"a","max_tokens":5,"messages":[{"role":"user","content":"x"}]}`, 400, ainv)
+	bad("count_tokens system = 5", count, `{"model":"a","system":5,"messages":[{"role":"user","content":"x"}]}`, 400, ainv)
+	bad("count_tokens on an OpenAI pool", count, `{"model":"m","messages":[{"role":"user","content":"x"}]}`, 404, "not_found_error")
+	method("GET /v1/messages/count_tokens", http.MethodGet, count, 405, ainv)
+	for _, p := range []string{"/v1/messages/batches", "/v1/messages/", "/v1/messages/count_tokens/x", "/v1/messages/%00"} {
+		method("unknown Anthropic route "+p, http.MethodPost, p, 404, "not_found_error")
+	}
+	// A client that speaks Anthropic gets Anthropic's model list, and its
+	// errors.
+	get("models, anthropic-version", "/v1/models", 200, "", "anthropic-version", "2023-06-01")
+	get("models, x-api-key", "/v1/models", 200, "", "Authorization", "", "x-api-key", devToken)
+	get("model gpt-9, anthropic-version", "/v1/models/gpt-9", 404, "not_found_error", "anthropic-version", "2023-06-01")
+	get("models, x-api-key of nobody", "/v1/models", 401, "authentication_error", "Authorization", "", "x-api-key", "sk-nobody")
+
 	// Clients that break the transport.
 	add(httpCase{name: "slow body: part sent, then nothing", path: chat, status: 400, code: inv, closed: true, raw: func(t *testing.T, conn net.Conn) {
 		body := good
@@ -594,7 +636,8 @@ func TestBadInputHTTP(t *testing.T) {
 
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			anthropic := c.path == "/v1/messages"
+			anthropic := c.path == "/v1/messages" || strings.HasPrefix(c.path, "/v1/messages/") ||
+				strings.HasPrefix(c.path, "/v1/models") && (headerValue(c.header, "anthropic-version") != "" || headerValue(c.header, "x-api-key") != "")
 			a := sendHTTPCase(ctx, t, client, base, c)
 			id := a.header.Get(gateway.HeaderCallID)
 			if id != "" {
@@ -744,7 +787,7 @@ func TestBadInputHTTP(t *testing.T) {
 // isGatewayRoute reports whether path is one of the gateway's own.
 func isGatewayRoute(path string) bool {
 	switch path {
-	case "/v1/chat/completions", "/v1/embeddings", "/v1/messages", "/v1/models", "/healthz", "/readyz":
+	case "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/messages", "/v1/messages/count_tokens", "/v1/models", "/healthz", "/readyz":
 		return true
 	}
 	return false
