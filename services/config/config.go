@@ -44,6 +44,10 @@ type Config struct {
 
 	deployments map[string]*Deployment
 	tokens      map[string]string // gateway token hash -> team
+	teamNames   []string          // sorted; admission reads it per call
+	// guaranteed lists, per pool, the teams with a guarantee there,
+	// sorted: admission looks at them for every call.
+	guaranteed map[string][]string
 }
 
 // Pool is a logical model served by one or more deployments.

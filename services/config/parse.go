@@ -125,11 +125,16 @@ func (c *Config) validate(written map[string]bool) error {
 		v.add("teams", "at least one team is required")
 	}
 	c.tokens = map[string]string{}
-	for _, name := range sortedKeys(c.Teams) {
+	c.teamNames = sortedKeys(c.Teams)
+	for _, name := range c.teamNames {
 		c.validateTeam(v, name)
 	}
 	c.validateTiers(v)
 	c.validateGuarantees(v)
+	c.guaranteed = map[string][]string{}
+	for pool := range c.Pools {
+		c.guaranteed[pool] = c.guaranteedIn(pool)
+	}
 	v.positive("calls.max_body_bytes", int64(c.Calls.MaxBodyBytes))
 	v.positiveDuration("calls.default_timeout", c.Calls.DefaultTimeout)
 	v.positiveDuration("calls.max_timeout", c.Calls.MaxTimeout)

@@ -161,8 +161,36 @@ func (t *Team) Quota(pool string) (*Quota, bool) {
 // 1, no guarantee, no cap.
 var defaultQuota = Quota{Weight: 1}
 
-// TeamNames lists the teams, sorted.
-func (c *Config) TeamNames() []string { return sortedKeys(c.Teams) }
+// GuaranteedTeams lists, sorted, the teams with a guarantee in pool;
+// like TeamNames, built by Validate and shared.
+func (c *Config) GuaranteedTeams(pool string) []string {
+	if c.guaranteed == nil { // not validated
+		return c.guaranteedIn(pool)
+	}
+	return c.guaranteed[pool]
+}
+
+func (c *Config) guaranteedIn(pool string) []string {
+	var out []string
+	for _, name := range c.TeamNames() {
+		if q, ok := c.Teams[name].Quota(pool); ok && q.Guaranteed() {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// Guaranteed reports whether the quota guarantees requests or tokens.
+func (q *Quota) Guaranteed() bool { return q.GuaranteedRPM > 0 || q.GuaranteedTPM > 0 }
+
+// TeamNames lists the teams, sorted. The list is built by Validate (and
+// Parse) and shared: callers must not change it.
+func (c *Config) TeamNames() []string {
+	if len(c.teamNames) != len(c.Teams) {
+		return sortedKeys(c.Teams) // not validated
+	}
+	return c.teamNames
+}
 
 func (c *Config) validateTeam(v *validator, name string) {
 	t := c.Teams[name]

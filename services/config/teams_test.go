@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -155,5 +156,23 @@ func TestGatewayTokens(t *testing.T) {
 	twice := strings.Replace(quotas, "  everyone: {}", "  everyone: {tokens: [\""+h+"\"]}\n  again: {tokens: [\""+h+"\"]}", 1)
 	if _, err := Parse([]byte(twice)); err == nil || !strings.Contains(err.Error(), "same token") {
 		t.Fatalf("one token for two teams: %v", err)
+	}
+}
+
+// The teams admission looks at for guarantees: those with one in the
+// pool, sorted; and every team, sorted, the same list each time.
+func TestGuaranteedTeamsAndTeamNames(t *testing.T) {
+	cfg, err := Parse([]byte(withTeam("  z:\n    pools:\n      m: {guaranteed_tpm: 100}\n  b: {}\n  a:\n    pools:\n      m: {guaranteed_rpm: 10}\n")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.GuaranteedTeams("m"); !slices.Equal(got, []string{"a", "z"}) {
+		t.Errorf("GuaranteedTeams(m) = %v, want [a z]", got)
+	}
+	if got := cfg.GuaranteedTeams("other"); len(got) != 0 {
+		t.Errorf("GuaranteedTeams(other) = %v, want none", got)
+	}
+	if got := cfg.TeamNames(); !slices.Equal(got, []string{"a", "b", "t", "z"}) {
+		t.Errorf("TeamNames() = %v, want [a b t z]", got)
 	}
 }

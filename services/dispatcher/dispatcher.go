@@ -144,6 +144,9 @@ type Dispatcher struct {
 
 	// admittedTotal counts admissions; guarded by mu.
 	admittedTotal uint64
+	// deadlineGaugeAt is when state last set the deadline gauge; guarded
+	// by mu.
+	deadlineGaugeAt time.Time
 	// reported are the deployments whose gauges were last set; guarded
 	// by mu.
 	reported map[string]bool

@@ -84,7 +84,7 @@ func (s *shares) capLimit(q *config.Quota) (limiter.Limit, bool) {
 }
 
 func (s *shares) guaranteeLimit(q *config.Quota) (limiter.Limit, bool) {
-	if q.GuaranteedRPM == 0 && q.GuaranteedTPM == 0 {
+	if !q.Guaranteed() {
 		return limiter.Limit{}, false
 	}
 	return rateLimit(float64(q.GuaranteedRPM), float64(q.GuaranteedTPM), s.burst), true

@@ -113,7 +113,14 @@ func (d *Dispatcher) state() messages.DispatcherState {
 	defer d.mu.Unlock()
 	s := messages.DispatcherState{Dispatcher: d.cfg.ID, At: now, Admitted: d.admittedTotal}
 	d.metrics.QueueOldest.Reset()
-	d.metrics.QueueDeadlineUsed.Reset()
+	// The deadline gauge looks at every waiting call, under d.mu: once a
+	// second is enough for a gauge, and announcements (every stateEvery,
+	// and at once on urgent demand) need not pay it each time.
+	gauges := now.Sub(d.deadlineGaugeAt) >= time.Second
+	if gauges {
+		d.deadlineGaugeAt = now
+		d.metrics.QueueDeadlineUsed.Reset()
+	}
 	for _, pool := range d.queue.poolNames() {
 		for _, tier := range messages.Tiers {
 			var oldest time.Duration
@@ -126,7 +133,9 @@ func (d *Dispatcher) state() messages.DispatcherState {
 			}
 			if oldest > 0 {
 				d.metrics.QueueOldest.WithLabelValues(pool, string(tier)).Set(oldest.Seconds())
-				d.metrics.QueueDeadlineUsed.WithLabelValues(pool, string(tier)).Set(d.queue.deadlineUsed(pool, tier, now))
+				if gauges {
+					d.metrics.QueueDeadlineUsed.WithLabelValues(pool, string(tier)).Set(d.queue.deadlineUsed(pool, tier, now))
+				}
 			}
 		}
 	}
