@@ -30,7 +30,7 @@ type stackOptions struct {
 
 // startStack starts an embedded NATS server and a fake provider, and
 // stops them when the test ends.
-func startStack(t *testing.T, o stackOptions) *devstack.Stack {
+func startStack(t testing.TB, o stackOptions) *devstack.Stack {
 	t.Helper()
 	s, err := devstack.Start(devstack.Options{
 		NATSPort: -1, StoreDir: t.TempDir(), ConfigYAML: o.yaml, Fake: o.fake,
@@ -44,7 +44,7 @@ func startStack(t *testing.T, o stackOptions) *devstack.Stack {
 
 // startDispatcher starts a dispatcher and stops it when the test ends
 // (unless the test stopped it).
-func startDispatcher(t *testing.T, s *devstack.Stack, name string, tune func(*dispatcher.Config)) *devstack.Service {
+func startDispatcher(t testing.TB, s *devstack.Stack, name string, tune func(*dispatcher.Config)) *devstack.Service {
 	t.Helper()
 	svc, err := s.StartDispatcher(name, tune)
 	if err != nil {
@@ -54,7 +54,7 @@ func startDispatcher(t *testing.T, s *devstack.Stack, name string, tune func(*di
 	return svc
 }
 
-func startExecutor(t *testing.T, s *devstack.Stack, region string, tune func(*executor.Config)) *devstack.Service {
+func startExecutor(t testing.TB, s *devstack.Stack, region string, tune func(*executor.Config)) *devstack.Service {
 	t.Helper()
 	svc, err := s.StartExecutor(region, tune)
 	if err != nil {
@@ -73,14 +73,14 @@ func stopQuietly(svc *devstack.Service) {
 }
 
 // startExecutors starts one executor per configured region.
-func startExecutors(t *testing.T, s *devstack.Stack) {
+func startExecutors(t testing.TB, s *devstack.Stack) {
 	t.Helper()
 	for _, r := range s.Shared.Load().Regions() {
 		startExecutor(t, s, r, nil)
 	}
 }
 
-func connect(t *testing.T, s *devstack.Stack) *nats.Conn {
+func connect(t testing.TB, s *devstack.Stack) *nats.Conn {
 	t.Helper()
 	nc, err := s.Connect("test")
 	if err != nil {
