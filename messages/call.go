@@ -32,10 +32,14 @@ const (
 	// body, served by anthropic deployments. It reserves one request and
 	// no tokens: Anthropic meters it by requests alone.
 	EndpointCountTokens Endpoint = "/v1/messages/count_tokens"
+	// EndpointResponses is OpenAI's Responses API (input items and
+	// instructions, typed server-sent events when streamed), served by
+	// openai and azure deployments.
+	EndpointResponses Endpoint = "/v1/responses"
 )
 
 // Endpoints lists every endpoint.
-var Endpoints = []Endpoint{EndpointChatCompletions, EndpointEmbeddings, EndpointMessages, EndpointCompletions, EndpointCountTokens}
+var Endpoints = []Endpoint{EndpointChatCompletions, EndpointEmbeddings, EndpointMessages, EndpointCompletions, EndpointCountTokens, EndpointResponses}
 
 // Valid reports whether e is a known endpoint.
 func (e Endpoint) Valid() bool {
@@ -70,7 +74,7 @@ const (
 //	{
 //	  "id": "0b6c...",                      // optional; else Nats-Msg-Id, else assigned
 //	  "model": "gpt-4o-mini",               // the pool; defaults to body.model
-//	  "endpoint": "/v1/chat/completions",   // default; or /v1/embeddings, /v1/completions, /v1/messages, /v1/messages/count_tokens
+//	  "endpoint": "/v1/chat/completions",   // default; or /v1/embeddings, /v1/completions, /v1/responses, /v1/messages, /v1/messages/count_tokens
 //	  "body": {"messages": [...], "max_tokens": 100},
 //	  "timeout_ms": 30000,                  // or "deadline": "2026-11-25T10:00:00Z"
 //	  "regions": ["eu-west", "us-east"],    // optional: only these regions may serve it
@@ -127,8 +131,8 @@ func (c *CallRequest) Normalize() *Error {
 		c.Endpoint = EndpointChatCompletions
 	}
 	if !c.Endpoint.Valid() {
-		return FieldError("endpoint", "unknown endpoint %q; use %s, %s, %s, %s or %s", c.Endpoint,
-			EndpointChatCompletions, EndpointEmbeddings, EndpointCompletions, EndpointMessages, EndpointCountTokens)
+		return FieldError("endpoint", "unknown endpoint %q; use %s, %s, %s, %s, %s or %s", c.Endpoint,
+			EndpointChatCompletions, EndpointEmbeddings, EndpointCompletions, EndpointResponses, EndpointMessages, EndpointCountTokens)
 	}
 	body := bytes.TrimSpace(c.Body)
 	if len(body) == 0 || string(body) == "null" {

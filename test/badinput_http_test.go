@@ -383,6 +383,26 @@ func badHTTPCases() []httpCase {
 	get("model gpt-9, anthropic-version", "/v1/models/gpt-9", 404, "not_found_error", "anthropic-version", "2023-06-01")
 	get("models, x-api-key of nobody", "/v1/models", 401, "authentication_error", "Authorization", "", "x-api-key", "sk-nobody")
 
+	// The Responses API: good and bad.
+	const resp = "/v1/responses"
+	goodR := `{"model":"m","input":"hello there","instructions":"be brief","max_output_tokens":20}`
+	ok("responses", resp, goodR)
+	ok("responses, input items", resp, `{"model":"m","input":[{"role":"user","content":[{"type":"input_text","text":"hi"}]},{"type":"function_call_output","call_id":"c","output":"42"}]}`)
+	bad("responses truncated", resp, goodR[:len(goodR)/2], 400, inv)
+	for _, raw := range []string{`null`, `5`, `{}`, `[]`, `[5]`, `[{"content":5}]`, `[{"content":[5]}]`, `true`} {
+		bad("responses input = "+raw, resp, `{"model":"m","input":`+raw+`}`, 400, inv)
+	}
+	bad("responses no input", resp, `{"model":"m"}`, 400, inv)
+	bad("responses instructions = 5", resp, `{"model":"m","input":"a","instructions":5}`, 400, inv)
+	bad("responses input twice", resp, `{"model":"m","input":"a","INPUT":"`+strings.Repeat("b", 100)+`"}`, 400, inv)
+	bad("responses max_output_tokens twice", resp, `{"model":"m","input":"a","max_output_tokens":100000,"Max_Output_Tokens":20}`, 400, inv)
+	for _, raw := range []string{`0`, `-1`, `"20"`, `1e300`, `99999999999`} {
+		bad("responses max_output_tokens = "+raw, resp, `{"model":"m","input":"a","max_output_tokens":`+raw+`}`, 400, inv)
+	}
+	bad("responses on an Anthropic pool", resp, `{"model":"a","input":"a"}`, 404, "model_not_found")
+	prov("responses: the provider's 400 (max_output_tokens below 16)", resp, `{"model":"m","input":"a","max_output_tokens":5}`, 400, "", false, true)
+	method("GET /v1/responses", http.MethodGet, resp, 405, "method_not_allowed")
+
 	// Clients that break the transport.
 	add(httpCase{name: "slow body: part sent, then nothing", path: chat, status: 400, code: inv, closed: true, raw: func(t *testing.T, conn net.Conn) {
 		body := good
@@ -787,7 +807,7 @@ func TestBadInputHTTP(t *testing.T) {
 // isGatewayRoute reports whether path is one of the gateway's own.
 func isGatewayRoute(path string) bool {
 	switch path {
-	case "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/messages", "/v1/messages/count_tokens", "/v1/models", "/healthz", "/readyz":
+	case "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses", "/v1/messages", "/v1/messages/count_tokens", "/v1/models", "/healthz", "/readyz":
 		return true
 	}
 	return false

@@ -33,6 +33,10 @@ const (
 	azureEmbeddings  = "embeddings"
 )
 
+// azureResponses is the path of Azure's Responses API, on its v1 API:
+// no api-version, the deployment named as the body's model.
+const azureResponses = "/openai/v1/responses"
+
 // azurePath splits an Azure deployment URL path into the deployment and
 // the operation.
 func azurePath(path string) (deployment, op string, ok bool) {

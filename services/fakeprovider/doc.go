@@ -103,6 +103,11 @@
 //	embeddings  ceil(len(s)/4) per input string, or the number of token ids
 //	completions the prompt as embeddings count it; charged with max_tokens
 //	            (default 16) × best_of (else n) × prompts
+//	responses   the chat rule, instructions (when given) as one message, a
+//	            string input as one, each input item as one (its
+//	            input_text, output_text and text parts, or an output
+//	            string); charged with max_output_tokens (else
+//	            DefaultMaxTokens)
 //
 // A chat call "generates" CompletionTokens per choice ("ok ok ok ..."),
 // fewer if max_tokens says so, and reports that in its usage; a Messages
@@ -128,6 +133,18 @@
 // every call. Every answer to an authenticated call carries OpenAI's
 // x-ratelimit-limit-*, x-ratelimit-remaining-* and x-ratelimit-reset-*
 // headers.
+//
+// The Responses API: POST /v1/responses (and Azure's v1 API, POST
+// /openai/v1/responses, the deployment named as the body's model) answers
+// a "response" object ("resp_..." id, status "completed", or "incomplete"
+// when max_output_tokens, at least 16, cuts it short, one assistant
+// message of output_text, usage in input_tokens, output_tokens and
+// total_tokens). Responses are stored per key unless "store": false (at
+// most MaxStoredResponses): GET and DELETE /v1/responses/{id} (admitted
+// as one request and no tokens) find them only with the key that made
+// them, else 404; a call with previous_response_id needs its key to hold
+// that response (else 400 previous_response_not_found), and its input
+// and output count in the new call's input_tokens.
 //
 // Azure OpenAI: POST /openai/deployments/{deployment}/chat/completions and
 // /embeddings, with a required api-version query parameter (400

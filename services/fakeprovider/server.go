@@ -28,6 +28,9 @@ type Server struct {
 
 	seq atomic.Uint64 // request and completion ids
 
+	storeOnce sync.Once
+	responses *responseStore // see stored
+
 	closeOnce sync.Once
 	closing   chan struct{} // closed by Close: releases hung calls
 
@@ -76,6 +79,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rt = route{http.MethodPost, s.handleCompletions}
 	case "/v1/messages/count_tokens":
 		rt = route{http.MethodPost, s.handleCountTokens}
+	case "/v1/responses":
+		rt = route{http.MethodPost, s.handleResponses}
+	case azureResponses:
+		rt = route{http.MethodPost, func(w http.ResponseWriter, r *http.Request) {
+			s.serveResponses(w, r, azureDialect{apiVersion: "v1", operation: "Responses_Create"})
+		}}
 	case "/v1/models":
 		rt = route{http.MethodGet, s.handleModels}
 	case "/fake/stats":
@@ -87,6 +96,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "/v1/messages":
 		rt = route{http.MethodPost, s.handleMessages}
 	default:
+		if id := responseIDFromPath(r.URL.Path, "/v1/responses/"); id != "" {
+			s.serveStored(w, r, openAIDialect{}, id)
+			return
+		}
+		if id := responseIDFromPath(r.URL.Path, azureResponses+"/"); id != "" {
+			s.serveStored(w, r, azureDialect{apiVersion: "v1", operation: "Responses_Get"}, id)
+			return
+		}
 		dep, op, ok := azurePath(r.URL.Path)
 		if !ok {
 			s.notFound(w, r)
@@ -103,6 +120,19 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rt.handler(w, r)
+}
+
+// serveStored routes GET and DELETE of a stored response.
+func (s *Server) serveStored(w http.ResponseWriter, r *http.Request, d dialect, id string) {
+	if r.Method != http.MethodGet && r.Method != http.MethodDelete {
+		w.Header().Set("Allow", "GET, DELETE")
+		writeJSON(w, http.StatusMethodNotAllowed, (&apiError{
+			message: fmt.Sprintf("Method %s not allowed on %s; use GET or DELETE.", r.Method, r.URL.Path),
+			typ:     typeInvalidRequest,
+		}).body())
+		return
+	}
+	s.handleStoredResponse(w, r, d, id)
 }
 
 func (s *Server) notFound(w http.ResponseWriter, r *http.Request) {

@@ -41,6 +41,7 @@ var callRoutes = []*route{
 	{path: "/v1/messages", endpoint: messages.EndpointMessages, dialect: anthropic, apiKey: true},
 	{path: "/v1/completions", endpoint: messages.EndpointCompletions, dialect: openAI},
 	{path: "/v1/messages/count_tokens", endpoint: messages.EndpointCountTokens, dialect: anthropic, apiKey: true},
+	{path: "/v1/responses", endpoint: messages.EndpointResponses, dialect: openAI},
 }
 
 const (
@@ -191,7 +192,8 @@ func overPayload(body, call int, maxPayload int64, maxBody int) *apiError {
 
 // check validates the body before anything reaches NATS: JSON, model,
 // pool, the team's right to it, the route, and the fields sluice reserves
-// tokens by (max_tokens, n, best_of, messages, input, prompt). It returns
+// tokens by (max_tokens, n, best_of, messages, input, prompt,
+// instructions, max_output_tokens). It returns
 // the pool and the token estimate.
 func check(cfg *config.Config, c caller, rt *route, body []byte) (string, tokens.Estimate, *apiError) {
 	bad := func(param, format string, args ...any) (string, tokens.Estimate, *apiError) {
@@ -246,7 +248,8 @@ func check(cfg *config.Config, c caller, rt *route, body []byte) (string, tokens
 
 // readFields are the body's fields the gateway and the dispatchers act
 // on: the pool, the team's right to it, and the tokens reserved.
-var readFields = [...]string{"model", "max_tokens", "max_completion_tokens", "n", "best_of", "stream", "messages", "input", "prompt", "system"}
+var readFields = [...]string{"model", "max_tokens", "max_completion_tokens", "n", "best_of", "stream", "messages", "input", "prompt", "system",
+	"instructions", "max_output_tokens"}
 
 // twice names a field of readFields that body (a JSON object) holds more
 // than once at its top level, in any case, or is "". encoding/json reads

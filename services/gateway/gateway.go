@@ -10,6 +10,7 @@
 //	POST /v1/chat/completions        OpenAI chat completions; "stream": true relays server-sent events
 //	POST /v1/completions             OpenAI legacy completions; "stream": true relays server-sent events
 //	POST /v1/embeddings              OpenAI embeddings
+//	POST /v1/responses               OpenAI Responses API
 //	POST /v1/messages                Anthropic Messages, to pools served by anthropic deployments
 //	POST /v1/messages/count_tokens   Anthropic token counting, answered by the provider
 //	GET  /v1/models                  the pools the caller's team may use, as OpenAI's model list,
@@ -275,7 +276,7 @@ func (g *Gateway) routes() http.Handler {
 	mux.Handle("/readyz", g.instrument("/readyz", http.HandlerFunc(g.serveReady)))
 	mux.Handle("/", g.instrument("other", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, openAI, &apiError{Status: http.StatusNotFound, Code: "unknown_url",
-			Message: fmt.Sprintf("sluice's gateway has no route %s %s; it serves /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/messages, /v1/messages/count_tokens and /v1/models", r.Method, r.URL.Path)})
+			Message: fmt.Sprintf("sluice's gateway has no route %s %s; it serves /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses, /v1/messages, /v1/messages/count_tokens and /v1/models", r.Method, r.URL.Path)})
 	})))
 	return mux
 }

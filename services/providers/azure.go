@@ -17,10 +17,14 @@ import (
 //	{base_url}/openai/deployments/{model}/chat/completions?api-version=...
 //	{base_url}/openai/deployments/{model}/completions?api-version=...
 //	{base_url}/openai/deployments/{model}/embeddings?api-version=...
+//	{base_url}/openai/v1/responses
 //
 // The key goes in an api-key header, never as a bearer token. The body is
 // sent byte for byte as the call wrote it: Azure ignores its "model", so
-// rewriting it would only risk changing what the client meant.
+// rewriting it would only risk changing what the client meant. The
+// Responses API is the exception: Azure serves it on its v1 API, which
+// takes no api-version and names the deployment as the body's "model",
+// so that is set to the deployment's name (Request.Model).
 //
 // Azure answers OpenAI-shaped bodies, with its own error codes for what its
 // gateway decides ({"error": {"code": "429" or "RateLimitReached", ...}});
@@ -33,17 +37,33 @@ type Azure struct{}
 
 // Do implements Adapter.
 func (Azure) Do(ctx context.Context, client *http.Client, req Request) (*Response, error) {
-	u, err := azureURL(req)
+	u, body, err := azureRequest(req)
 	if err != nil {
 		return nil, err
 	}
 	h := jsonHeaders(req)
 	h.Set("api-key", req.Secret)
-	a, err := post(ctx, client, u, h, req.Body)
+	a, err := post(ctx, client, u, h, body)
 	if err != nil {
 		return nil, err
 	}
 	return respond(a, parseOpenAIHeaders(a.header, answerTime(a.header, nil)), a.read(readOpenAIBody)), nil
+}
+
+// azureRequest is the URL and body of an Azure request.
+func azureRequest(req Request) (string, []byte, error) {
+	if req.Endpoint == messages.EndpointResponses {
+		if req.Model == "" {
+			return "", nil, fmt.Errorf("providers: azure needs the deployment name as the model")
+		}
+		body, err := withModel(req.Body, req.Model)
+		if err != nil {
+			return "", nil, err
+		}
+		return strings.TrimSuffix(req.BaseURL, "/") + "/openai/v1/responses", body, nil
+	}
+	u, err := azureURL(req)
+	return u, req.Body, err
 }
 
 // azureURL builds the deployment's URL for the endpoint.

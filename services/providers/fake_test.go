@@ -201,6 +201,7 @@ func TestUnsupportedEndpointsSendNothing(t *testing.T) {
 		{"anthropic", "/v1/completions"},
 		{"openai", "/v1/messages/count_tokens"},
 		{"azure", "/v1/messages/count_tokens"},
+		{"anthropic", "/v1/responses"},
 		{"openai", "/v1/images/generations"},
 	} {
 		resp, err := f.do(tc.provider, Request{Endpoint: messages.Endpoint(tc.endpoint), Body: []byte(`{}`), Model: "m", BaseURL: f.url, Secret: "sk"})

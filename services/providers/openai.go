@@ -6,13 +6,16 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+
+	"github.com/sluicehq/sluice/messages"
 )
 
 // OpenAI speaks the OpenAI API, and every OpenAI-compatible one (vLLM,
 // Groq, Together, Mistral, Gemini's OpenAI endpoint, ...): bearer
 // authentication, x-ratelimit-* headers, errors as {"error": {"type",
 // "code", "message"}}. It serves chat completions, legacy completions
-// ({base_url}/completions) and embeddings.
+// ({base_url}/completions), embeddings and responses ({base_url}/responses,
+// whose usage says input_tokens and output_tokens).
 type OpenAI struct{}
 
 // Do implements Adapter.
@@ -53,13 +56,8 @@ func readOpenAIBody(data []byte) verdict {
 		return verdict{}
 	}
 	var v verdict
-	var u struct {
-		PromptTokens     int64 `json:"prompt_tokens"`
-		CompletionTokens int64 `json:"completion_tokens"`
-		TotalTokens      int64 `json:"total_tokens"`
-	}
-	if len(top.Usage) > 0 && string(top.Usage) != "null" && json.Unmarshal(top.Usage, &u) == nil {
-		v.usage = usage(u.PromptTokens, u.CompletionTokens, u.TotalTokens)
+	if len(top.Usage) > 0 && string(top.Usage) != "null" {
+		v.usage = openAIUsage(top.Usage)
 	}
 	var e struct {
 		// Each is decoded as any, so that one of an unexpected type does
@@ -77,6 +75,33 @@ func readOpenAIBody(data []byte) verdict {
 		v.quota = v.errorCode == "insufficient_quota" || v.errorType == "insufficient_quota"
 	}
 	return v
+}
+
+// openAIUsage reads a usage object: chat's and completions' prompt_tokens
+// and completion_tokens, or the Responses API's input_tokens and
+// output_tokens; nil when it cannot be read.
+func openAIUsage(raw json.RawMessage) *messages.Usage {
+	var u struct {
+		PromptTokens     int64  `json:"prompt_tokens"`
+		CompletionTokens int64  `json:"completion_tokens"`
+		InputTokens      *int64 `json:"input_tokens"`
+		OutputTokens     *int64 `json:"output_tokens"`
+		TotalTokens      int64  `json:"total_tokens"`
+	}
+	if json.Unmarshal(raw, &u) != nil {
+		return nil
+	}
+	if u.InputTokens != nil || u.OutputTokens != nil {
+		var in, out int64
+		if u.InputTokens != nil {
+			in = *u.InputTokens
+		}
+		if u.OutputTokens != nil {
+			out = *u.OutputTokens
+		}
+		return usage(in, out, u.TotalTokens)
+	}
+	return usage(u.PromptTokens, u.CompletionTokens, u.TotalTokens)
 }
 
 // withModel sets the body's "model" to the provider's model name, leaving

@@ -8,11 +8,12 @@
 //
 //	openai     OpenAI and every OpenAI-compatible API (vLLM, Groq, Together,
 //	           Mistral, Gemini's OpenAI endpoint, ...): {base_url}/chat/completions,
-//	           /completions or /embeddings, "Authorization: Bearer", x-ratelimit-*
-//	           headers.
+//	           /completions, /embeddings or /responses, "Authorization: Bearer",
+//	           x-ratelimit-* headers.
 //	azure      Azure OpenAI: {base_url}/openai/deployments/{model}/chat/completions
 //	           (or /completions, /embeddings) ?api-version=..., "api-key"
-//	           header, the body passed through
+//	           header, the body passed through (responses: {base_url}/openai/v1/responses,
+//	           the deployment named as the body's model)
 //	           byte for byte (the URL names the deployment), remaining counts
 //	           and retry-after-ms.
 //	anthropic  Anthropic Messages: {base_url}/messages (and
@@ -197,12 +198,13 @@ func For(provider string) (Adapter, error) {
 
 // Supports reports whether deployments of provider can serve calls to
 // endpoint: openai and azure serve chat completions, (legacy)
-// completions and embeddings, anthropic serves messages and their token
+// completions, embeddings and responses, anthropic serves messages and their token
 // counting. An unknown provider serves nothing.
 func Supports(provider string, endpoint messages.Endpoint) bool {
 	switch provider {
 	case ProviderOpenAI, ProviderAzure:
-		return endpoint == messages.EndpointChatCompletions || endpoint == messages.EndpointCompletions || endpoint == messages.EndpointEmbeddings
+		return endpoint == messages.EndpointChatCompletions || endpoint == messages.EndpointCompletions || endpoint == messages.EndpointEmbeddings ||
+			endpoint == messages.EndpointResponses
 	case ProviderAnthropic:
 		return endpoint == messages.EndpointMessages || endpoint == messages.EndpointCountTokens
 	default:

@@ -192,6 +192,9 @@ func TestSupports(t *testing.T) {
 		{"anthropic", messages.EndpointCountTokens, true},
 		{"openai", messages.EndpointCountTokens, false},
 		{"azure", messages.EndpointCountTokens, false},
+		{"openai", messages.EndpointResponses, true},
+		{"azure", messages.EndpointResponses, true},
+		{"anthropic", messages.EndpointResponses, false},
 		{"openai", "/v1/images/generations", false},
 	}
 	for _, tc := range cases {

@@ -23,6 +23,11 @@
 //	count_tokens: (Anthropic's) nothing: it is metered by requests alone and
 //	            generates nothing; its body is checked as a Messages body
 //	            without max_tokens
+//	responses:  (OpenAI's Responses API) the chat rule, instructions (when
+//	            given) counted as one message, a string input as one, each
+//	            item of an array input as one (its input_text, output_text
+//	            and text parts, or a function_call_output's output), +
+//	            max_output_tokens (else the pool's default_max_tokens)
 //
 // Content given as parts (blocks, for Anthropic) counts the text of its
 // "text" parts; images and tool blocks count nothing.
@@ -75,6 +80,8 @@ func Of(endpoint messages.Endpoint, body []byte, defaultMaxTokens int64) (Estima
 		return completions(body)
 	case messages.EndpointCountTokens:
 		return countTokens(body)
+	case messages.EndpointResponses:
+		return responses(body, defaultMaxTokens)
 	default:
 		return Estimate{}, messages.FieldError("endpoint", "unknown endpoint %q", endpoint)
 	}

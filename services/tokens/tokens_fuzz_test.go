@@ -53,6 +53,11 @@ func FuzzOf(f *testing.F) {
 		{messages.EndpointCountTokens, `{"messages":[{"role":"user","content":"hi"}],"system":"s"}`},
 		{messages.EndpointCountTokens, `{"messages":[{"role":"user","content":"hi"}],"stream":true}`},
 		{messages.EndpointCountTokens, `{"messages":[],"max_tokens":1}`},
+		{messages.EndpointResponses, `{"model":"m","input":"hello","instructions":"be brief","max_output_tokens":20}`},
+		{messages.EndpointResponses, `{"input":[{"role":"user","content":[{"type":"input_text","text":"hi"}]},{"type":"function_call_output","output":"x"}],"stream":true}`},
+		{messages.EndpointResponses, `{"input":[{"content":5}],"max_output_tokens":-1}`},
+		{messages.EndpointResponses, `{"input":[],"instructions":[1]}`},
+		{messages.EndpointResponses, `{"input":"x","max_output_tokens":10000001,"previous_response_id":"resp_1"}`},
 		{"/v1/images", `{}`},
 	} {
 		f.Add(string(seed.endpoint), []byte(seed.body), int64(256))

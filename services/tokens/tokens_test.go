@@ -44,6 +44,12 @@ func TestEstimate(t *testing.T) {
 		{"completions max_tokens zero", messages.EndpointCompletions, `{"prompt":"abcd","max_tokens":0,"echo":true}`, 1, 1},
 		// count_tokens reserves nothing: it is metered by requests alone.
 		{"count_tokens", messages.EndpointCountTokens, `{"model":"c","system":"be brief","messages":[{"role":"user","content":"hello"}]}`, 0, 0},
+		// Responses: the chat rule over instructions and input, +
+		// max_output_tokens or the pool's default (100 here).
+		{"responses string", messages.EndpointResponses, `{"model":"m","input":"abcdefgh","max_output_tokens":20}`, 8, 28},
+		{"responses instructions, default max", messages.EndpointResponses, `{"input":"abcd","instructions":"be brief"}`, 12, 12 + 100},
+		{"responses items", messages.EndpointResponses, `{"input":[{"role":"user","content":"abcd"},{"type":"message","role":"user","content":[{"type":"input_text","text":"abcdefgh"},{"type":"input_image","image_url":"x"}]},{"type":"function_call_output","call_id":"c","output":"abcd"},{"type":"item_reference","id":"x"}],"max_output_tokens":16}`, 3 + 4 + 5 + 4 + 3, 19 + 16},
+		{"responses null instructions", messages.EndpointResponses, `{"input":"abcd","instructions":null,"max_output_tokens":16,"stream":true}`, 7, 23},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -102,6 +108,18 @@ func TestEstimateRefusesBadBodies(t *testing.T) {
 		{"count_tokens stream", messages.EndpointCountTokens, `{"stream":true,"messages":[{"role":"user","content":"x"}]}`, "body.stream"},
 		{"count_tokens max_tokens", messages.EndpointCountTokens, `{"max_tokens":5,"messages":[{"role":"user","content":"x"}]}`, "body.max_tokens"},
 		{"count_tokens system number", messages.EndpointCountTokens, `{"system":3,"messages":[{"content":"x"}]}`, "body.system"},
+		{"responses no input", messages.EndpointResponses, `{"model":"m"}`, "body.input"},
+		{"responses null input", messages.EndpointResponses, `{"input":null}`, "body.input"},
+		{"responses input number", messages.EndpointResponses, `{"input":5}`, "body.input"},
+		{"responses input empty", messages.EndpointResponses, `{"input":[]}`, "body.input"},
+		{"responses item not object", messages.EndpointResponses, `{"input":[5]}`, "body.input"},
+		{"responses content number", messages.EndpointResponses, `{"input":[{"content":5}]}`, "body.input"},
+		{"responses content parts bad", messages.EndpointResponses, `{"input":[{"content":[5]}]}`, "body.input"},
+		{"responses instructions number", messages.EndpointResponses, `{"input":"a","instructions":5}`, "body.instructions"},
+		{"responses max_output_tokens zero", messages.EndpointResponses, `{"input":"a","max_output_tokens":0}`, "body.max_output_tokens"},
+		{"responses max_output_tokens huge", messages.EndpointResponses, `{"input":"a","max_output_tokens":99999999999}`, "body.max_output_tokens"},
+		{"responses max_output_tokens string", messages.EndpointResponses, `{"input":"a","max_output_tokens":"5"}`, "body.max_output_tokens"},
+		{"responses not json", messages.EndpointResponses, `{"input":`, "body"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
