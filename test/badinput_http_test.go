@@ -388,6 +388,8 @@ func badHTTPCases() []httpCase {
 	goodR := `{"model":"m","input":"hello there","instructions":"be brief","max_output_tokens":20}`
 	ok("responses", resp, goodR)
 	ok("responses, input items", resp, `{"model":"m","input":[{"role":"user","content":[{"type":"input_text","text":"hi"}]},{"type":"function_call_output","call_id":"c","output":"42"}]}`)
+	ok("responses, streamed", resp, `{"model":"m","input":"hello there","max_output_tokens":20,"stream":true}`)
+	cs[len(cs)-1].stream = true
 	bad("responses truncated", resp, goodR[:len(goodR)/2], 400, inv)
 	for _, raw := range []string{`null`, `5`, `{}`, `[]`, `[5]`, `[{"content":5}]`, `[{"content":[5]}]`, `true`} {
 		bad("responses input = "+raw, resp, `{"model":"m","input":`+raw+`}`, 400, inv)
@@ -572,8 +574,12 @@ func checkStream(t *testing.T, anthropic bool, a httpAnswer, code string) {
 	last := events[len(events)-1]
 	if code == "" {
 		end := "data: [DONE]"
-		if anthropic {
+		switch {
+		case anthropic:
 			end = "event: message_stop"
+		case strings.HasPrefix(events[0], "event: response."):
+			// The Responses API's typed events end with the response.
+			end = "event: response.completed"
 		}
 		if !strings.HasPrefix(last, end) {
 			t.Fatalf("the stream ends with %q, want %q", last, end)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -83,6 +84,51 @@ func TestGatewayResponsesSDK(t *testing.T) {
 		// Reserved: 14 + the pool's default_max_tokens (256), which the
 		// fake charges too.
 		checkSettled(t, s, reports, raw.Header.Get("x-sluice-call-id"), 30)
+	})
+
+	t.Run("stream", func(t *testing.T) {
+		s.Fake.Reset()
+		var raw *http.Response
+		st := client.Responses.NewStreaming(ctx, responses.ResponseNewParams{
+			Model:           "gpt-4o-mini",
+			Input:           responses.ResponseNewParamsInputUnion{OfString: openai.String("Say ok: ")},
+			Instructions:    openai.String("be brief"),
+			MaxOutputTokens: openai.Int(20),
+		}, option.WithResponseInto(&raw))
+		defer st.Close()
+		var types []string
+		var text string
+		var completed *responses.Response
+		for st.Next() {
+			ev := st.Current()
+			types = append(types, ev.Type)
+			switch ev.Type {
+			case "response.output_text.delta":
+				text += ev.Delta
+			case "response.completed":
+				r := ev.AsResponseCompleted().Response
+				completed = &r
+			}
+		}
+		if err := st.Err(); err != nil {
+			t.Fatal(err)
+		}
+		if raw == nil || !strings.HasPrefix(raw.Header.Get("Content-Type"), "text/event-stream") {
+			t.Fatalf("not a stream: %v", raw)
+		}
+		if len(types) != 4+16+4 || types[0] != "response.created" || types[len(types)-1] != "response.completed" || text != completionTextOf(16) {
+			t.Errorf("events %v, text %q", types, text)
+		}
+		if completed == nil || completed.Usage.InputTokens != 13 || completed.Usage.OutputTokens != 16 || completed.OutputText() != completionTextOf(16) {
+			t.Fatalf("response.completed %+v", completed)
+		}
+		id := raw.Header.Get("x-sluice-call-id")
+		results.waitFor(t, []string{id}, 10*time.Second)
+		r := results.one(t, id)
+		if r.Status != messages.StatusOK || r.Usage == nil || *r.Usage != (messages.Usage{PromptTokens: 13, CompletionTokens: 16, TotalTokens: 29}) || r.Chunks != len(types) {
+			t.Errorf("result %+v usage %+v chunks %d", r.Error, r.Usage, r.Chunks)
+		}
+		checkSettled(t, s, reports, id, 29)
 	})
 
 	t.Run("errors", func(t *testing.T) {

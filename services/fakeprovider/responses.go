@@ -72,6 +72,10 @@ func (s *Server) serveResponses(w http.ResponseWriter, r *http.Request, d dialec
 	if req.hasMaxOutput && req.maxOutput < out {
 		out, status = req.maxOutput, "incomplete"
 	}
+	if req.stream {
+		c.streamResponse(req, context, out, status)
+		return
+	}
 	u := responsesUsage{InputTokens: req.prompt + context, OutputTokens: out}
 	u.TotalTokens = u.InputTokens + u.OutputTokens
 	resp := s.newResponse(c, req, status, completionText(out), u)
@@ -99,7 +103,9 @@ func (s *Server) newResponse(c *call, req responsesCall, status, text string, u 
 			Role:    "assistant",
 			Content: []responsePart{{Type: "output_text", Text: text, Annotations: []struct{}{}}},
 		}},
-		Usage: &u,
+		Tools:      []struct{}{},
+		ToolChoice: "auto",
+		Usage:      &u,
 	}
 	if req.hasMaxOutput {
 		resp.MaxOutputTokens = &req.maxOutput
@@ -108,6 +114,88 @@ func (s *Server) newResponse(c *call, req responsesCall, status, text string, u 
 		resp.IncompleteDetails = &incompleteDetails{Reason: "max_output_tokens"}
 	}
 	return resp
+}
+
+// streamResponse answers an admitted Responses call as OpenAI's typed
+// server-sent events, each "event: <type>" and "data: <json>" with that
+// "type" and a sequence_number: response.created and
+// response.in_progress (the response, in_progress, without output or
+// usage), response.output_item.added, response.content_part.added, one
+// response.output_text.delta per token, response.output_text.done,
+// response.content_part.done, response.output_item.done, then
+// response.completed (or response.incomplete when max_output_tokens cut
+// it) with the whole response and its usage. There is no [DONE]. The
+// call is settled and counted before the last event, and stored, as a
+// plain one; a client that goes away is as for chat streams.
+func (c *call) streamResponse(req responsesCall, context, out int64, status string) {
+	sse := c.openStream()
+	prompt := req.prompt + context
+	resp := c.s.newResponse(c, req, status, "", responsesUsage{})
+	item := resp.Output[0]
+	inProgress := resp
+	inProgress.Status, inProgress.Output, inProgress.Usage, inProgress.IncompleteDetails = "in_progress", []responseItem{}, nil, nil
+	var seq int64
+	first := true
+	send := func(typ string, fields map[string]any) bool {
+		fields["type"], fields["sequence_number"] = typ, seq
+		seq++
+		b, _ := json.Marshal(fields) // the fake's own types: cannot fail
+		ok := sse.send(!first, typ, b)
+		first = false
+		return ok
+	}
+	openItem := item
+	openItem.Status, openItem.Content = "in_progress", []responsePart{}
+	emptyPart := responsePart{Type: "output_text", Text: "", Annotations: []struct{}{}}
+	var sent int64
+	for _, ev := range []struct {
+		typ    string
+		fields map[string]any
+	}{
+		{"response.created", map[string]any{"response": inProgress}},
+		{"response.in_progress", map[string]any{"response": inProgress}},
+		{"response.output_item.added", map[string]any{"output_index": 0, "item": openItem}},
+		{"response.content_part.added", map[string]any{"item_id": item.ID, "output_index": 0, "content_index": 0, "part": emptyPart}},
+	} {
+		if !send(ev.typ, ev.fields) {
+			c.abort(prompt, sent)
+			return
+		}
+	}
+	for t := range out {
+		if !send("response.output_text.delta", map[string]any{"item_id": item.ID, "output_index": 0, "content_index": 0,
+			"delta": completionToken(t), "logprobs": []struct{}{}}) {
+			c.abort(prompt, sent)
+			return
+		}
+		sent++
+	}
+	text := completionText(out)
+	u := responsesUsage{InputTokens: prompt, OutputTokens: sent, TotalTokens: prompt + sent}
+	c.s.limits.settle(c.adm.ticket, u.TotalTokens)
+	c.end(outServed, http.StatusOK, usage{PromptTokens: u.InputTokens, CompletionTokens: u.OutputTokens, TotalTokens: u.TotalTokens})
+	item.Content = []responsePart{{Type: "output_text", Text: text, Annotations: []struct{}{}}}
+	resp.Output, resp.Usage = []responseItem{item}, &u
+	if req.store {
+		c.s.stored().put(c.key, resp.ID, storedResponse{context: u.TotalTokens, resp: resp})
+	}
+	last := "response.completed"
+	if status == "incomplete" {
+		last = "response.incomplete"
+	}
+	for _, ev := range []struct {
+		typ    string
+		fields map[string]any
+	}{
+		{"response.output_text.done", map[string]any{"item_id": item.ID, "output_index": 0, "content_index": 0, "text": text, "logprobs": []struct{}{}}},
+		{"response.content_part.done", map[string]any{"item_id": item.ID, "output_index": 0, "content_index": 0, "part": item.Content[0]}},
+		{"response.output_item.done", map[string]any{"output_index": 0, "item": item}},
+		{last, map[string]any{"response": resp}},
+	} {
+		if !send(ev.typ, ev.fields) {
+			return
+		}
+	}
 }
 
 // handleStoredResponse serves GET and DELETE /v1/responses/{id}: the

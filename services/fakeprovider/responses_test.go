@@ -2,6 +2,7 @@ package fakeprovider
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -114,5 +115,48 @@ func TestStoredResponses(t *testing.T) {
 	}
 	if r := get(http.MethodPut, next.ID, "a"); r.status != http.StatusMethodNotAllowed {
 		t.Errorf("PUT: %d", r.status)
+	}
+}
+
+// A streamed Responses call: typed events, each "event: <type>" with a
+// data of that type and a rising sequence_number, ending in
+// response.completed with the usage; settled and stored as a plain one.
+func TestResponsesStreamed(t *testing.T) {
+	h := newHarness(t, Config{Keys: map[string]KeyConfig{"k": {RPM: 600, TPM: 6_000_000}}, CompletionTokens: 2})
+	r := h.post("/v1/responses", "k", `{"model":"m","input":"hello world!","stream":true}`)
+	if r.status != 200 || !strings.HasPrefix(r.header.Get("Content-Type"), "text/event-stream") {
+		t.Fatalf("%d %v %s", r.status, r.header, r.body)
+	}
+	var types []string
+	var done responseObject
+	for i, block := range strings.Split(strings.TrimSpace(string(r.body)), "\n\n") {
+		name, data, _ := strings.Cut(block, "\n")
+		var ev struct {
+			Type     string          `json:"type"`
+			Seq      int             `json:"sequence_number"`
+			Response *responseObject `json:"response"`
+		}
+		if err := json.Unmarshal([]byte(strings.TrimPrefix(data, "data: ")), &ev); err != nil || "event: "+ev.Type != name || ev.Seq != i {
+			t.Fatalf("event %d: %q (%v)", i, block, err)
+		}
+		types = append(types, ev.Type)
+		if ev.Type == "response.completed" {
+			done = *ev.Response
+		}
+	}
+	want := []string{"response.created", "response.in_progress", "response.output_item.added", "response.content_part.added",
+		"response.output_text.delta", "response.output_text.delta", "response.output_text.done", "response.content_part.done",
+		"response.output_item.done", "response.completed"}
+	if strings.Join(types, ",") != strings.Join(want, ",") {
+		t.Errorf("events %v", types)
+	}
+	if done.Usage == nil || done.Usage.InputTokens != 9 || done.Usage.OutputTokens != 2 || done.Output[0].Content[0].Text != "ok ok" {
+		t.Errorf("completed %+v", done)
+	}
+	if c := h.fake.Stats().Keys["k"]; c.Served != 1 || c.TotalTokens != 11 {
+		t.Errorf("counters %+v", c)
+	}
+	if g, _ := h.do(context.Background(), http.MethodGet, "/v1/responses/"+done.ID, "k", ""); g.status != 200 {
+		t.Errorf("the streamed response is not stored: %d %s", g.status, g.body)
 	}
 }

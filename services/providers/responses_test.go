@@ -1,6 +1,10 @@
 package providers
 
 import (
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -52,5 +56,76 @@ func TestOpenAIUsageShapes(t *testing.T) {
 		if (got == nil) != (tc.want == nil) || got != nil && *got != *tc.want {
 			t.Errorf("%s: %+v, want %+v", tc.in, got, tc.want)
 		}
+	}
+}
+
+// A streamed Responses call relays every typed event as it came, none
+// Injected (nothing is asked for: response.completed always carries the
+// usage), and settles on response.completed's usage; openai and azure
+// alike.
+func TestResponsesStream(t *testing.T) {
+	f := newFakeAPI(t, fakeprovider.Config{AcceptAnyKey: true, CompletionTokens: 3})
+	for _, provider := range []string{"openai", "azure"} {
+		base := f.url + "/v1"
+		if provider == "azure" {
+			base = f.url
+		}
+		a, _ := For(provider)
+		var names []string
+		resp, err := a.(Streamer).Stream(t.Context(), http.DefaultClient, Request{Endpoint: messages.EndpointResponses, Model: "m", BaseURL: base, Secret: "sk",
+			Body: []byte(`{"model":"x","input":"hello world!","stream":true}`)}, func(e Event) error {
+			if e.Injected {
+				t.Errorf("%s: an injected event %s", provider, e.Raw)
+			}
+			names = append(names, e.Name)
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("%s: %v", provider, err)
+		}
+		if resp.Class != Success || resp.Usage == nil || *resp.Usage != (messages.Usage{PromptTokens: 9, CompletionTokens: 3, TotalTokens: 12}) {
+			t.Errorf("%s: %+v usage %+v", provider, resp, resp.Usage)
+		}
+		if len(names) != 4+3+4 || names[0] != "response.created" || names[4] != "response.output_text.delta" || names[len(names)-1] != "response.completed" {
+			t.Errorf("%s: events %v", provider, names)
+		}
+		if w := f.last(); strings.Contains(string(w.body), "stream_options") {
+			t.Errorf("%s: asked for usage: %s", provider, w.body)
+		}
+	}
+}
+
+// A Responses stream that fails (response.failed, or an error event) is
+// relayed to its end and is no success; one that stops before its last
+// event is incomplete.
+func TestResponsesStreamFailures(t *testing.T) {
+	for _, tc := range []struct {
+		name, events string
+		class        Class
+		code         string
+		err          error
+	}{
+		{"failed", "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{}}\n\nevent: response.failed\ndata: {\"type\":\"response.failed\",\"response\":{\"error\":{\"code\":\"server_error\"},\"usage\":{\"input_tokens\":2,\"output_tokens\":1,\"total_tokens\":3}}}\n\n", Unavailable, "server_error", nil},
+		{"error event", "event: error\ndata: {\"type\":\"error\",\"code\":\"rate_limit_exceeded\",\"message\":\"slow down\"}\n\n", RateLimited, "rate_limit_exceeded", nil},
+		{"cut", "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{}}\n\n", Success, "", ErrStreamIncomplete},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "text/event-stream")
+				_, _ = io.WriteString(w, tc.events)
+			}))
+			defer srv.Close()
+			resp, err := OpenAI{}.Stream(t.Context(), srv.Client(), Request{Endpoint: messages.EndpointResponses, Model: "m", BaseURL: srv.URL, Secret: "sk",
+				Body: []byte(`{"input":"x","stream":true}`)}, func(Event) error { return nil })
+			if tc.err != nil {
+				if !errors.Is(err, tc.err) {
+					t.Fatalf("err %v, want %v", err, tc.err)
+				}
+				return
+			}
+			if err != nil || resp.Class != tc.class || resp.ErrorCode != tc.code {
+				t.Fatalf("err %v resp %+v", err, resp)
+			}
+		})
 	}
 }

@@ -256,8 +256,16 @@ func withStreamUsage(body []byte) ([]byte, bool, error) {
 
 // Stream implements Streamer.
 func (OpenAI) Stream(ctx context.Context, client *http.Client, req Request, onEvent func(Event) error) (*Response, error) {
+	if req.Endpoint == messages.EndpointResponses {
+		body, err := withModel(req.Body, req.Model)
+		if err != nil {
+			return nil, err
+		}
+		url, h := openAIRequest(req)
+		return streamResponses(ctx, client, url, h, body, onEvent)
+	}
 	if req.Endpoint != messages.EndpointChatCompletions && req.Endpoint != messages.EndpointCompletions {
-		return nil, fmt.Errorf("%w: only chat completions and completions stream", ErrUnsupportedEndpoint)
+		return nil, fmt.Errorf("%w: only chat completions, completions and responses stream", ErrUnsupportedEndpoint)
 	}
 	body, err := withModel(req.Body, req.Model)
 	if err != nil {
@@ -273,8 +281,17 @@ func (OpenAI) Stream(ctx context.Context, client *http.Client, req Request, onEv
 
 // Stream implements Streamer.
 func (Azure) Stream(ctx context.Context, client *http.Client, req Request, onEvent func(Event) error) (*Response, error) {
+	if req.Endpoint == messages.EndpointResponses {
+		u, body, err := azureRequest(req)
+		if err != nil {
+			return nil, err
+		}
+		h := jsonHeaders(req)
+		h.Set("api-key", req.Secret)
+		return streamResponses(ctx, client, u, h, body, onEvent)
+	}
 	if req.Endpoint != messages.EndpointChatCompletions && req.Endpoint != messages.EndpointCompletions {
-		return nil, fmt.Errorf("%w: only chat completions and completions stream", ErrUnsupportedEndpoint)
+		return nil, fmt.Errorf("%w: only chat completions, completions and responses stream", ErrUnsupportedEndpoint)
 	}
 	u, err := azureURL(req)
 	if err != nil {
