@@ -40,12 +40,15 @@ func TestWorkNoExecutorTakesEndsAtItsDeadline(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		id := fmt.Sprintf("eu-%02d", i)
 		stranded = append(stranded, id)
-		if err := publishCall(ctx, js, "demo", "standard", id, chatCall(id, "m", 5, `,"regions":["eu-west"],"timeout_ms":1500`)); err != nil {
+		// 3 s: the dispatchers see eu-west stalled at their second reading
+		// (a second apart) and name it; a call whose deadline passes before
+		// (a busy machine delivered it late) could not.
+		if err := publishCall(ctx, js, "demo", "standard", id, chatCall(id, "m", 5, `,"regions":["eu-west"],"timeout_ms":3000`)); err != nil {
 			t.Fatal(err)
 		}
 		id = fmt.Sprintf("us-%02d", i)
 		served = append(served, id)
-		if err := publishCall(ctx, js, "demo", "standard", id, chatCall(id, "m", 5, `,"regions":["us-east"],"timeout_ms":1500`)); err != nil {
+		if err := publishCall(ctx, js, "demo", "standard", id, chatCall(id, "m", 5, `,"regions":["us-east"],"timeout_ms":3000`)); err != nil {
 			t.Fatal(err)
 		}
 	}
