@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/sluicehq/sluice/messages"
@@ -20,10 +21,14 @@ func runCall(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	team := fs.String("team", "", "team to call as (required)")
 	tier := fs.String("tier", "standard", "critical, high, standard or batch")
 	model := fs.String("model", "", "model (pool) to call; default: the body's model")
-	prompt := fs.String("prompt", "", "user message for a chat completion")
+	prompt := fs.String("prompt", "", "the prompt: a user message (chat, messages, count_tokens), the prompt (completions) or the input (embeddings)")
 	bodyPath := fs.String("body", "", "file holding the full request body (JSON); - for stdin")
-	endpoint := fs.String("endpoint", string(messages.EndpointChatCompletions), "provider endpoint: "+string(messages.EndpointChatCompletions)+" or "+string(messages.EndpointEmbeddings))
-	maxTokens := fs.Int("max-tokens", 0, "max_tokens for a --prompt call (0: the pool's default)")
+	names := make([]string, len(messages.Endpoints))
+	for i, e := range messages.Endpoints {
+		names[i] = string(e)
+	}
+	endpoint := fs.String("endpoint", string(messages.EndpointChatCompletions), "provider endpoint: "+strings.Join(names, ", "))
+	maxTokens := fs.Int("max-tokens", 0, "max_tokens for a --prompt call (0: the pool's default; 1024 for messages, which requires it)")
 	id := fs.String("id", "", "call id (default: a new UUID)")
 	timeout := fs.Duration("timeout", 2*time.Minute, "how long to wait; also the call's deadline")
 	if err := parse(fs, args); err != nil {
@@ -37,7 +42,7 @@ func runCall(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := messages.CheckCallAddress(*team, messages.Tier(*tier), *id); err != nil {
 		return fmt.Errorf("-team, -tier or -id: %w", err)
 	}
-	body, err := callBody(*prompt, *bodyPath, *maxTokens)
+	body, err := callBody(messages.Endpoint(*endpoint), *prompt, *bodyPath, *maxTokens)
 	if err != nil {
 		return err
 	}
@@ -71,8 +76,9 @@ func runCall(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	return nil
 }
 
-// callBody builds the provider request body from --prompt or --body.
-func callBody(prompt, path string, maxTokens int) (json.RawMessage, error) {
+// callBody builds the provider request body from --prompt or --body;
+// a prompt becomes the body endpoint reads it in.
+func callBody(endpoint messages.Endpoint, prompt, path string, maxTokens int) (json.RawMessage, error) {
 	switch {
 	case prompt != "" && path != "":
 		return nil, errors.New("use -prompt or -body, not both")
@@ -80,13 +86,24 @@ func callBody(prompt, path string, maxTokens int) (json.RawMessage, error) {
 		return io.ReadAll(os.Stdin)
 	case path != "":
 		return os.ReadFile(path)
-	case prompt != "":
-		b := map[string]any{"messages": []map[string]string{{"role": "user", "content": prompt}}}
-		if maxTokens > 0 {
-			b["max_tokens"] = maxTokens
-		}
-		return json.Marshal(b)
-	default:
+	case prompt == "":
 		return nil, errors.New("-prompt or -body is required")
 	}
+	b := map[string]any{}
+	switch endpoint {
+	case messages.EndpointEmbeddings:
+		b["input"] = prompt
+	case messages.EndpointCompletions:
+		b["prompt"] = prompt
+	default:
+		b["messages"] = []map[string]string{{"role": "user", "content": prompt}}
+	}
+	switch {
+	case maxTokens > 0 && endpoint != messages.EndpointEmbeddings && endpoint != messages.EndpointCountTokens:
+		b["max_tokens"] = maxTokens
+	case endpoint == messages.EndpointMessages:
+		// Anthropic refuses a Messages call without max_tokens.
+		b["max_tokens"] = 1024
+	}
+	return json.Marshal(b)
 }

@@ -70,6 +70,26 @@ func TestCall(t *testing.T) {
 		}
 	})
 
+	// --prompt builds the body each endpoint reads: a prompt for legacy
+	// completions, an input for embeddings, messages with the max_tokens
+	// Anthropic requires for Messages.
+	for _, tc := range []struct{ endpoint, model string }{
+		{string(messages.EndpointCompletions), "gpt-4o-mini"},
+		{string(messages.EndpointEmbeddings), "text-embedding-3-small"},
+		{string(messages.EndpointMessages), "claude-haiku-4-5"},
+	} {
+		t.Run("prompt to "+tc.endpoint, func(t *testing.T) {
+			code, stdout, stderr := runExecute("call", "--server", server, "--team", "demo",
+				"--model", tc.model, "--endpoint", tc.endpoint, "--prompt", "hi")
+			if code != 0 {
+				t.Fatalf("exit code %d, want 0\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+			}
+			if r := decodeResult(t, stdout); r.Status != messages.StatusOK || r.Model != tc.model {
+				t.Fatalf("result %s for model %q (%+v), want ok for %s", r.Status, r.Model, r.Error, tc.model)
+			}
+		})
+	}
+
 	t.Run("body file", func(t *testing.T) {
 		// No --model: the pool is the body's model.
 		path := filepath.Join(t.TempDir(), "body.json")
