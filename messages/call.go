@@ -36,10 +36,19 @@ const (
 	// instructions, typed server-sent events when streamed), served by
 	// openai and azure deployments.
 	EndpointResponses Endpoint = "/v1/responses"
+	// EndpointResponseGet and EndpointResponseDelete fetch and delete a
+	// stored response: GET and DELETE /v1/responses/{response_id}, the id
+	// in the body ({"model": ..., "response_id": "resp_..."}). A provider
+	// stores a response with the key that made it, so these calls must
+	// name that deployment (Deployment). Each reserves one request and no
+	// tokens.
+	EndpointResponseGet    Endpoint = "GET /v1/responses/{response_id}"
+	EndpointResponseDelete Endpoint = "DELETE /v1/responses/{response_id}"
 )
 
 // Endpoints lists every endpoint.
-var Endpoints = []Endpoint{EndpointChatCompletions, EndpointEmbeddings, EndpointMessages, EndpointCompletions, EndpointCountTokens, EndpointResponses}
+var Endpoints = []Endpoint{EndpointChatCompletions, EndpointEmbeddings, EndpointMessages, EndpointCompletions, EndpointCountTokens, EndpointResponses,
+	EndpointResponseGet, EndpointResponseDelete}
 
 // Valid reports whether e is a known endpoint.
 func (e Endpoint) Valid() bool {
@@ -79,6 +88,7 @@ const (
 //	  "timeout_ms": 30000,                  // or "deadline": "2026-11-25T10:00:00Z"
 //	  "regions": ["eu-west", "us-east"],    // optional: only these regions may serve it
 //	  "prefer_regions": ["eu-west"],        // optional: try these first, in order
+//	  "deployment": "oai-eu-1",             // optional: only this deployment may serve it
 //	  "metadata": {"trace": "abc"}          // optional; echoed in the result
 //	}
 type CallRequest struct {
@@ -96,8 +106,15 @@ type CallRequest struct {
 	// PreferRegions orders regions by preference: a deployment in an
 	// earlier region is chosen whenever one has capacity now, before
 	// headroom decides. Regions not listed come last.
-	PreferRegions []string          `json:"prefer_regions,omitempty"`
-	Metadata      map[string]string `json:"metadata,omitempty"`
+	PreferRegions []string `json:"prefer_regions,omitempty"`
+	// Deployment, when set, pins the call to the deployment of that id:
+	// only it may serve the call, which waits for it rather than go
+	// elsewhere (as for Regions). A call that continues state a provider
+	// stored (a Responses API previous_response_id, or GET and DELETE of a
+	// stored response) names the deployment whose key holds it: the
+	// deployment of the result that made it.
+	Deployment string            `json:"deployment,omitempty"`
+	Metadata   map[string]string `json:"metadata,omitempty"`
 }
 
 // DecodeCall parses and validates the parts of a call that need no
@@ -131,8 +148,15 @@ func (c *CallRequest) Normalize() *Error {
 		c.Endpoint = EndpointChatCompletions
 	}
 	if !c.Endpoint.Valid() {
-		return FieldError("endpoint", "unknown endpoint %q; use %s, %s, %s, %s, %s or %s", c.Endpoint,
-			EndpointChatCompletions, EndpointEmbeddings, EndpointCompletions, EndpointResponses, EndpointMessages, EndpointCountTokens)
+		return FieldError("endpoint", "unknown endpoint %q; use %s, %s, %s, %s, %s, %s, %s or %s", c.Endpoint,
+			EndpointChatCompletions, EndpointEmbeddings, EndpointCompletions, EndpointResponses, EndpointResponseGet, EndpointResponseDelete,
+			EndpointMessages, EndpointCountTokens)
+	}
+	if c.Deployment != "" && !ValidToken(c.Deployment) {
+		return FieldError("deployment", "must be 1 to 64 letters, digits, '-' or '_'")
+	}
+	if c.Deployment == "" && (c.Endpoint == EndpointResponseGet || c.Endpoint == EndpointResponseDelete) {
+		return FieldError("deployment", "is required for %s: the response is stored by the deployment that made it (the result's deployment)", c.Endpoint)
 	}
 	body := bytes.TrimSpace(c.Body)
 	if len(body) == 0 || string(body) == "null" {

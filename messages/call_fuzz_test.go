@@ -45,6 +45,9 @@ func FuzzDecodeCall(f *testing.F) {
 		`{"model":"m","body":{},"metadata":{"":"v"}}`, `{"model":"m","body":{},"metadata":{"k":null}}`,
 		`{"model":"m","body":{"a":1}` + "\xff" + `}`, "{\"model\":\"m\xff\",\"body\":{}}",
 		`{"model":"m","body":{"messages":[{"content":"` + "\u2028<&>" + `"}]}}`,
+		`{"model":"m","endpoint":"/v1/responses","deployment":"oai-eu-1","body":{"input":"x","previous_response_id":"resp_1"}}`,
+		`{"model":"m","endpoint":"GET /v1/responses/{response_id}","body":{"response_id":"resp_1"}}`,
+		`{"model":"m","endpoint":"DELETE /v1/responses/{response_id}","deployment":"a.b","body":{"response_id":"resp_1"}}`,
 		`{"model":"m","body":{}`, ``, ` `,
 	} {
 		f.Add([]byte(seed))

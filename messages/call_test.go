@@ -47,6 +47,15 @@ func TestDecodeCall(t *testing.T) {
 		{name: "bad deadline", in: `{"model":"m","body":{},"deadline":"tomorrow"}`, field: "deadline"},
 		{name: "bad region", in: `{"model":"m","body":{},"regions":["eu west"]}`, field: "regions"},
 		{name: "long model", in: `{"model":"` + strings.Repeat("m", 200) + `","body":{}}`, field: "model"},
+		{name: "pinned", in: `{"model":"m","endpoint":"/v1/responses","deployment":"oai-eu-1","body":{"input":"x","previous_response_id":"resp_1"}}`, check: func(t *testing.T, c CallRequest) {
+			if c.Deployment != "oai-eu-1" || c.Endpoint != EndpointResponses {
+				t.Fatalf("%+v", c)
+			}
+		}},
+		{name: "bad deployment", in: `{"model":"m","deployment":"a.b","body":{}}`, field: "deployment"},
+		{name: "stored response without deployment", in: `{"model":"m","endpoint":"GET /v1/responses/{response_id}","body":{"response_id":"resp_1"}}`, field: "deployment"},
+		{name: "stored response delete", in: `{"model":"m","endpoint":"DELETE /v1/responses/{response_id}","deployment":"d","body":{"response_id":"resp_1"}}`},
+		{name: "deployment misspelled", in: `{"model":"m","deployment":"a","Deployment":"b","body":{}}`, field: "Deployment"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

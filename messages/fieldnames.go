@@ -8,7 +8,7 @@ import (
 // envelopeFields are the call envelope's fields, spelt exactly.
 var envelopeFields = map[string]bool{
 	"id": true, "model": true, "endpoint": true, "body": true, "deadline": true,
-	"timeout_ms": true, "regions": true, "prefer_regions": true, "metadata": true,
+	"timeout_ms": true, "regions": true, "prefer_regions": true, "deployment": true, "metadata": true,
 }
 
 // checkFieldNames refuses a call envelope that names a field twice or in
@@ -31,7 +31,7 @@ func checkFieldNames(data []byte) *Error {
 		name, _ := tok.(string)
 		switch {
 		case !envelopeFields[name]:
-			return FieldError(name, "is not a field of a call (names are lower case: %s)", "id, model, endpoint, body, deadline, timeout_ms, regions, prefer_regions, metadata")
+			return FieldError(name, "is not a field of a call (names are lower case: %s)", "id, model, endpoint, body, deadline, timeout_ms, regions, prefer_regions, deployment, metadata")
 		case seen[name]:
 			return FieldError(name, "appears twice")
 		}

@@ -404,6 +404,17 @@ func badHTTPCases() []httpCase {
 	bad("responses on an Anthropic pool", resp, `{"model":"a","input":"a"}`, 404, "model_not_found")
 	prov("responses: the provider's 400 (max_output_tokens below 16)", resp, `{"model":"m","input":"a","max_output_tokens":5}`, 400, "", false, true)
 	method("GET /v1/responses", http.MethodGet, resp, 405, "method_not_allowed")
+	// Stored responses: only those this gateway relayed, at the deployment
+	// that stored them; anything else is a clear 404, and never a call.
+	bad("responses previous_response_id unknown", resp, `{"model":"m","input":"a","previous_response_id":"resp_nope"}`, 404, "not_found")
+	bad("responses previous_response_id twice", resp, `{"model":"m","input":"a","previous_response_id":"resp_a","Previous_Response_ID":"resp_b"}`, 400, inv)
+	get("stored response unknown", "/v1/responses/resp_nope", 404, "not_found")
+	get("stored response without a token", "/v1/responses/resp_nope", 401, "invalid_api_key", "Authorization", "")
+	get("stored response bad id", "/v1/responses/resp%2F..", 404, "not_found")
+	method("DELETE stored response unknown", http.MethodDelete, "/v1/responses/resp_nope", 404, "not_found")
+	method("PUT stored response", http.MethodPut, "/v1/responses/resp_nope", 405, "method_not_allowed")
+	method("POST stored response", http.MethodPost, "/v1/responses/resp_nope", 405, "method_not_allowed")
+	get("stored response, a path under it", "/v1/responses/resp_a/input_items", 404, "unknown_url")
 
 	// Clients that break the transport.
 	add(httpCase{name: "slow body: part sent, then nothing", path: chat, status: 400, code: inv, closed: true, raw: func(t *testing.T, conn net.Conn) {

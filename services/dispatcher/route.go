@@ -29,6 +29,13 @@ func candidates(pool *config.Pool, call messages.CallRequest) []*config.Deployme
 		if len(call.Regions) > 0 && !contains(call.Regions, dep.Region) {
 			continue
 		}
+		// A pinned call (one that continues state a provider stored
+		// under one key, such as a Responses API previous_response_id)
+		// may go only to that deployment: it waits for it, as for
+		// regions, rather than go where the state is not.
+		if call.Deployment != "" && dep.ID != call.Deployment {
+			continue
+		}
 		out = append(out, dep)
 	}
 	return out

@@ -72,6 +72,9 @@ type exchange struct {
 	cancelOnce sync.Once
 	cancelCall func()
 	reconnects uint64
+	// responseID is the id of the response a streamed Responses call
+	// made, as its first event said.
+	responseID string
 }
 
 // cancel tells sluice, once, that nobody waits for the call any more.
@@ -121,6 +124,12 @@ func (g *Gateway) serveCall(rt *route) http.Handler {
 			Endpoint:  rt.endpoint,
 			Body:      body,
 			TimeoutMS: max(1, timeout.Milliseconds()),
+		}
+		if rt.endpoint == messages.EndpointResponses {
+			if e := g.pinPrevious(c.team, model, call); e != nil {
+				writeError(w, rt.dialect, e)
+				return
+			}
 		}
 		data, err := encodeCall(call)
 		if err != nil {
@@ -249,7 +258,7 @@ func check(cfg *config.Config, c caller, rt *route, body []byte) (string, tokens
 // readFields are the body's fields the gateway and the dispatchers act
 // on: the pool, the team's right to it, and the tokens reserved.
 var readFields = [...]string{"model", "max_tokens", "max_completion_tokens", "n", "best_of", "stream", "messages", "input", "prompt", "system",
-	"instructions", "max_output_tokens"}
+	"instructions", "max_output_tokens", "previous_response_id"}
 
 // twice names a field of readFields that body (a JSON object) holds more
 // than once at its top level, in any case, or is "". encoding/json reads
@@ -470,6 +479,15 @@ func (g *Gateway) refetch(x *exchange) *messages.Result {
 // are, or sluice's error in the route's dialect.
 func (g *Gateway) answer(x *exchange, res *messages.Result) {
 	setResultHeaders(x.w.Header(), res)
+	g.remember(x, res)
+	if x.rt.endpoint == messages.EndpointResponseDelete && res.Error == nil {
+		var id struct {
+			ResponseID string `json:"response_id"`
+		}
+		if json.Unmarshal(x.call.Body, &id) == nil {
+			g.pins.forget(x.team, id.ResponseID)
+		}
+	}
 	switch {
 	case res.Error == nil:
 		body := res.Body

@@ -10,7 +10,9 @@
 //	POST /v1/chat/completions        OpenAI chat completions; "stream": true relays server-sent events
 //	POST /v1/completions             OpenAI legacy completions; "stream": true relays server-sent events
 //	POST /v1/embeddings              OpenAI embeddings
-//	POST /v1/responses               OpenAI Responses API
+//	POST /v1/responses               OpenAI Responses API; "stream": true relays its typed events;
+//	                                 previous_response_id goes to the deployment that stored it
+//	GET, DELETE /v1/responses/{id}   a stored response, at the deployment that stored it
 //	POST /v1/messages                Anthropic Messages, to pools served by anthropic deployments
 //	POST /v1/messages/count_tokens   Anthropic token counting, answered by the provider
 //	GET  /v1/models                  the pools the caller's team may use, as OpenAI's model list,
@@ -164,6 +166,9 @@ type Gateway struct {
 	// their cancellations to go out before it returns.
 	active sync.WaitGroup
 
+	// pins: where each stored response relayed lives (see responses.go).
+	pins *pins
+
 	mu sync.Mutex
 	ln net.Listener
 }
@@ -184,6 +189,7 @@ func New(nc *nats.Conn, cfg Config) (*Gateway, error) {
 		js:      js,
 		log:     cfg.Logger.With("service", "gateway"),
 		metrics: telemetry.NewGateway(cfg.Registerer),
+		pins:    newPins(),
 	}
 	g.handler = g.routes()
 	return g, nil
@@ -270,6 +276,7 @@ func (g *Gateway) routes() http.Handler {
 		writeError(w, anthropic, &apiError{Status: http.StatusNotFound, Code: "unknown_url",
 			Message: fmt.Sprintf("sluice's gateway has no route %s %s; it serves /v1/messages and /v1/messages/count_tokens", r.Method, r.URL.Path)})
 	})))
+	mux.Handle("/v1/responses/{response_id}", g.instrument("/v1/responses/{response_id}", http.HandlerFunc(g.serveStored)))
 	mux.Handle("/v1/models", g.instrument("/v1/models", http.HandlerFunc(g.serveModels)))
 	mux.Handle("/v1/models/{model}", g.instrument("/v1/models/{model}", http.HandlerFunc(g.serveModel)))
 	mux.Handle("/healthz", g.instrument("/healthz", http.HandlerFunc(g.serveHealth)))

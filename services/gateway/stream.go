@@ -121,6 +121,13 @@ func (rl *relayer) chunk(m *nats.Msg) bool {
 		return false
 	}
 	rl.next++
+	if x.rt.endpoint == messages.EndpointResponses && x.responseID == "" {
+		// response.created names the response: remembered with the
+		// result (see remember).
+		if _, data, ok := strings.Cut(string(m.Data), "data: "); ok {
+			x.responseID = responseID([]byte(data))
+		}
+	}
 	first := !rl.started
 	rl.start()
 	if err := rl.write(m.Data); err != nil {
@@ -178,6 +185,7 @@ func (rl *relayer) finish(res *messages.Result) {
 		rl.start()
 	}
 	setResultHeaders(x.w.Header(), res)
+	rl.g.remember(x, res)
 	if res.Error != nil {
 		x.log.Info("the call failed mid-stream", "code", res.Error.Code, "written", rl.next-1)
 		reason := "error"

@@ -17,7 +17,7 @@ import (
 //	{base_url}/openai/deployments/{model}/chat/completions?api-version=...
 //	{base_url}/openai/deployments/{model}/completions?api-version=...
 //	{base_url}/openai/deployments/{model}/embeddings?api-version=...
-//	{base_url}/openai/v1/responses
+//	{base_url}/openai/v1/responses (GET and DELETE /openai/v1/responses/{id})
 //
 // The key goes in an api-key header, never as a bearer token. The body is
 // sent byte for byte as the call wrote it: Azure ignores its "model", so
@@ -37,6 +37,12 @@ type Azure struct{}
 
 // Do implements Adapter.
 func (Azure) Do(ctx context.Context, client *http.Client, req Request) (*Response, error) {
+	if req.Endpoint == messages.EndpointResponseGet || req.Endpoint == messages.EndpointResponseDelete {
+		h := jsonHeaders(req)
+		h.Set("api-key", req.Secret)
+		resp, _, err := doStored(ctx, client, req, strings.TrimSuffix(req.BaseURL, "/")+"/openai/v1", h)
+		return resp, err
+	}
 	u, body, err := azureRequest(req)
 	if err != nil {
 		return nil, err

@@ -23,6 +23,12 @@ func (OpenAI) Do(ctx context.Context, client *http.Client, req Request) (*Respon
 	if !Supports(ProviderOpenAI, req.Endpoint) {
 		return nil, fmt.Errorf("%w: openai does not serve %q", ErrUnsupportedEndpoint, req.Endpoint)
 	}
+	if req.Endpoint == messages.EndpointResponseGet || req.Endpoint == messages.EndpointResponseDelete {
+		h := jsonHeaders(req)
+		h.Set("Authorization", "Bearer "+req.Secret)
+		resp, _, err := doStored(ctx, client, req, req.BaseURL, h)
+		return resp, err
+	}
 	body, err := withModel(req.Body, req.Model)
 	if err != nil {
 		return nil, err

@@ -198,13 +198,13 @@ func For(provider string) (Adapter, error) {
 
 // Supports reports whether deployments of provider can serve calls to
 // endpoint: openai and azure serve chat completions, (legacy)
-// completions, embeddings and responses, anthropic serves messages and their token
+// completions, embeddings and responses (stored ones too), anthropic serves messages and their token
 // counting. An unknown provider serves nothing.
 func Supports(provider string, endpoint messages.Endpoint) bool {
 	switch provider {
 	case ProviderOpenAI, ProviderAzure:
 		return endpoint == messages.EndpointChatCompletions || endpoint == messages.EndpointCompletions || endpoint == messages.EndpointEmbeddings ||
-			endpoint == messages.EndpointResponses
+			endpoint == messages.EndpointResponses || endpoint == messages.EndpointResponseGet || endpoint == messages.EndpointResponseDelete
 	case ProviderAnthropic:
 		return endpoint == messages.EndpointMessages || endpoint == messages.EndpointCountTokens
 	default:

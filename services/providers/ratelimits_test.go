@@ -195,6 +195,9 @@ func TestSupports(t *testing.T) {
 		{"openai", messages.EndpointResponses, true},
 		{"azure", messages.EndpointResponses, true},
 		{"anthropic", messages.EndpointResponses, false},
+		{"openai", messages.EndpointResponseGet, true},
+		{"azure", messages.EndpointResponseDelete, true},
+		{"anthropic", messages.EndpointResponseGet, false},
 		{"openai", "/v1/images/generations", false},
 	}
 	for _, tc := range cases {

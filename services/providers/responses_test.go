@@ -1,6 +1,7 @@
 package providers
 
 import (
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -127,5 +128,49 @@ func TestResponsesStreamFailures(t *testing.T) {
 				t.Fatalf("err %v resp %+v", err, resp)
 			}
 		})
+	}
+}
+
+// GET and DELETE of a stored response go to {base_url}/responses/{id}
+// (OpenAI) and {base_url}/openai/v1/responses/{id} (Azure), with no body,
+// and read no usage: the stored response's was settled when it was made.
+func TestStoredResponsesOnTheWire(t *testing.T) {
+	f := newFakeAPI(t, fakeprovider.Config{AcceptAnyKey: true})
+	for _, provider := range []string{"openai", "azure"} {
+		base, prefix := f.url+"/v1", "/v1/responses/"
+		if provider == "azure" {
+			base, prefix = f.url, "/openai/v1/responses/"
+		}
+		made, err := f.do(provider, Request{Endpoint: messages.EndpointResponses, Body: []byte(`{"model":"x","input":"hi"}`), Model: "m", BaseURL: base, Secret: "sk-" + provider})
+		if err != nil || made.Class != Success {
+			t.Fatalf("%s: %v %+v", provider, err, made)
+		}
+		var v struct {
+			ID string `json:"id"`
+		}
+		if err := json.Unmarshal(made.Body, &v); err != nil {
+			t.Fatal(err)
+		}
+		for i, tc := range []struct {
+			endpoint messages.Endpoint
+			method   string
+		}{{messages.EndpointResponseGet, http.MethodGet}, {messages.EndpointResponseDelete, http.MethodDelete}, {messages.EndpointResponseGet, http.MethodGet}} {
+			resp, err := f.do(provider, Request{Endpoint: tc.endpoint, Body: []byte(`{"model":"m","response_id":"` + v.ID + `"}`), Model: "m", BaseURL: base, Secret: "sk-" + provider})
+			if err != nil {
+				t.Fatalf("%s %s: %v", provider, tc.method, err)
+			}
+			if want := map[int]int{0: 200, 1: 200, 2: 404}[i]; resp.Status != want {
+				t.Errorf("%s %s: status %d, want %d: %s", provider, tc.method, resp.Status, want, resp.Body)
+			}
+			if w := f.last(); w.method != tc.method || w.url.Path != prefix+v.ID || len(w.body) != 0 {
+				t.Errorf("%s: sent %s %s %q", provider, w.method, w.url, w.body)
+			}
+			if resp.Usage != nil {
+				t.Errorf("%s %s: usage %+v", provider, tc.method, resp.Usage)
+			}
+		}
+	}
+	if _, err := (OpenAI{}).Do(t.Context(), http.DefaultClient, Request{Endpoint: messages.EndpointResponseGet, Body: []byte(`{}`), BaseURL: f.url}); !errors.Is(err, ErrInvalidBody) {
+		t.Errorf("no response_id: %v", err)
 	}
 }

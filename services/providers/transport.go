@@ -44,7 +44,29 @@ func post(ctx context.Context, client *http.Client, url string, header http.Head
 
 // send sends body to url with header and returns the answer unread.
 func send(ctx context.Context, client *http.Client, url string, header http.Header, body []byte) (*http.Response, error) {
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	return sendMethod(ctx, client, http.MethodPost, url, header, body)
+}
+
+// fetch sends a request without a body (GET, DELETE) and reads the
+// answer.
+func fetch(ctx context.Context, client *http.Client, method, url string, header http.Header) (answer, error) {
+	header = header.Clone()
+	header.Del("Content-Type")
+	resp, err := sendMethod(ctx, client, method, url, header, nil)
+	if err != nil {
+		return answer{}, err
+	}
+	defer resp.Body.Close()
+	return readAnswer(resp)
+}
+
+// sendMethod sends a request and returns the answer unread.
+func sendMethod(ctx context.Context, client *http.Client, method, url string, header http.Header, body []byte) (*http.Response, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	hreq, err := http.NewRequestWithContext(ctx, method, url, rd)
 	if err != nil {
 		// url.Error would quote the URL, which holds no secret; the
 		// headers are never part of the message.

@@ -127,3 +127,35 @@ func responsesContent(it responsesItem) (int64, *messages.Error) {
 		return 0, messages.FieldError("body.input", "content must be a string or an array of parts")
 	}
 }
+
+// MaxResponseIDLen bounds a stored response's id.
+const MaxResponseIDLen = 256
+
+// storedResponse checks the body of a GET or DELETE of a stored response,
+// {"response_id": "resp_..."}, and reserves no tokens: one request.
+func storedResponse(body []byte) (Estimate, *messages.Error) {
+	var b struct {
+		ResponseID *string `json:"response_id"`
+	}
+	if err := json.Unmarshal(body, &b); err != nil {
+		return Estimate{}, bodyError(err)
+	}
+	if b.ResponseID == nil || !ValidResponseID(*b.ResponseID) {
+		return Estimate{}, messages.FieldError("body.response_id", "must be a response id: 1 to %d letters, digits, '-' or '_'", MaxResponseIDLen)
+	}
+	return Estimate{}, nil
+}
+
+// ValidResponseID reports whether id can be a stored response's id (and
+// so a path segment): 1 to MaxResponseIDLen letters, digits, '-' or '_'.
+func ValidResponseID(id string) bool {
+	if id == "" || len(id) > MaxResponseIDLen {
+		return false
+	}
+	for _, r := range id {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
+}

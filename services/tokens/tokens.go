@@ -28,6 +28,8 @@
 //	            item of an array input as one (its input_text, output_text
 //	            and text parts, or a function_call_output's output), +
 //	            max_output_tokens (else the pool's default_max_tokens)
+//	GET and DELETE of a stored response: nothing (one request); the body
+//	            names it, {"response_id": "resp_..."}
 //
 // Content given as parts (blocks, for Anthropic) counts the text of its
 // "text" parts; images and tool blocks count nothing.
@@ -82,6 +84,8 @@ func Of(endpoint messages.Endpoint, body []byte, defaultMaxTokens int64) (Estima
 		return countTokens(body)
 	case messages.EndpointResponses:
 		return responses(body, defaultMaxTokens)
+	case messages.EndpointResponseGet, messages.EndpointResponseDelete:
+		return storedResponse(body)
 	default:
 		return Estimate{}, messages.FieldError("endpoint", "unknown endpoint %q", endpoint)
 	}

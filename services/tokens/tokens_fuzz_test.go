@@ -58,6 +58,8 @@ func FuzzOf(f *testing.F) {
 		{messages.EndpointResponses, `{"input":[{"content":5}],"max_output_tokens":-1}`},
 		{messages.EndpointResponses, `{"input":[],"instructions":[1]}`},
 		{messages.EndpointResponses, `{"input":"x","max_output_tokens":10000001,"previous_response_id":"resp_1"}`},
+		{messages.EndpointResponseGet, `{"model":"m","response_id":"resp_1"}`},
+		{messages.EndpointResponseDelete, `{"response_id":"resp/../../x"}`},
 		{"/v1/images", `{}`},
 	} {
 		f.Add(string(seed.endpoint), []byte(seed.body), int64(256))

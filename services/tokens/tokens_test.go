@@ -49,6 +49,8 @@ func TestEstimate(t *testing.T) {
 		{"responses string", messages.EndpointResponses, `{"model":"m","input":"abcdefgh","max_output_tokens":20}`, 8, 28},
 		{"responses instructions, default max", messages.EndpointResponses, `{"input":"abcd","instructions":"be brief"}`, 12, 12 + 100},
 		{"responses items", messages.EndpointResponses, `{"input":[{"role":"user","content":"abcd"},{"type":"message","role":"user","content":[{"type":"input_text","text":"abcdefgh"},{"type":"input_image","image_url":"x"}]},{"type":"function_call_output","call_id":"c","output":"abcd"},{"type":"item_reference","id":"x"}],"max_output_tokens":16}`, 3 + 4 + 5 + 4 + 3, 19 + 16},
+		{"stored response get", messages.EndpointResponseGet, `{"model":"m","response_id":"resp_abc-1"}`, 0, 0},
+		{"stored response delete", messages.EndpointResponseDelete, `{"response_id":"resp_abc"}`, 0, 0},
 		{"responses null instructions", messages.EndpointResponses, `{"input":"abcd","instructions":null,"max_output_tokens":16,"stream":true}`, 7, 23},
 	}
 	for _, tc := range cases {
@@ -120,6 +122,10 @@ func TestEstimateRefusesBadBodies(t *testing.T) {
 		{"responses max_output_tokens huge", messages.EndpointResponses, `{"input":"a","max_output_tokens":99999999999}`, "body.max_output_tokens"},
 		{"responses max_output_tokens string", messages.EndpointResponses, `{"input":"a","max_output_tokens":"5"}`, "body.max_output_tokens"},
 		{"responses not json", messages.EndpointResponses, `{"input":`, "body"},
+		{"stored response no id", messages.EndpointResponseGet, `{"model":"m"}`, "body.response_id"},
+		{"stored response id with slash", messages.EndpointResponseGet, `{"response_id":"resp/../x"}`, "body.response_id"},
+		{"stored response id empty", messages.EndpointResponseDelete, `{"response_id":""}`, "body.response_id"},
+		{"stored response id number", messages.EndpointResponseDelete, `{"response_id":5}`, "body.response_id"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
