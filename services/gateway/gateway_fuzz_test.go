@@ -101,6 +101,11 @@ func FuzzCallBody(f *testing.F) {
 		{4, `{"model":"claude","messages":[{"role":"user","content":"hi"}],"stream":true}`},
 		{4, `{"model":"claude","max_tokens":1,"messages":[{"role":"user","content":"hi"}]}`},
 		{4, `{"model":"chat","messages":[{"role":"user","content":"hi"}]}`},
+		{5, `{"model":"chat","input":"hello","instructions":"be brief","max_output_tokens":20}`},
+		{5, `{"model":"chat","input":[{"role":"user","content":[{"type":"input_text","text":"hi"}]},{"type":"function_call_output","output":"x"}],"stream":true}`},
+		{5, `{"model":"chat","input":"a","previous_response_id":"resp_1","Previous_Response_Id":"resp_2"}`},
+		{5, `{"model":"chat","input":[{"content":5}],"max_output_tokens":0}`},
+		{5, `{"model":"claude","input":"a"}`},
 	} {
 		f.Add(s.route, []byte(s.body))
 	}
