@@ -21,7 +21,7 @@ func runCall(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	team := fs.String("team", "", "team to call as (required)")
 	tier := fs.String("tier", "standard", "critical, high, standard or batch")
 	model := fs.String("model", "", "model (pool) to call; default: the body's model")
-	prompt := fs.String("prompt", "", "the prompt: a user message (chat, messages, count_tokens), the prompt (completions) or the input (embeddings)")
+	prompt := fs.String("prompt", "", "the prompt: a user message (chat, messages, count_tokens), the prompt (completions) or the input (embeddings, responses)")
 	bodyPath := fs.String("body", "", "file holding the full request body (JSON); - for stdin")
 	names := make([]string, len(messages.Endpoints))
 	for i, e := range messages.Endpoints {
@@ -95,10 +95,14 @@ func callBody(endpoint messages.Endpoint, prompt, path string, maxTokens int) (j
 		b["input"] = prompt
 	case messages.EndpointCompletions:
 		b["prompt"] = prompt
+	case messages.EndpointResponses:
+		b["input"] = prompt
 	default:
 		b["messages"] = []map[string]string{{"role": "user", "content": prompt}}
 	}
 	switch {
+	case maxTokens > 0 && endpoint == messages.EndpointResponses:
+		b["max_output_tokens"] = maxTokens
 	case maxTokens > 0 && endpoint != messages.EndpointEmbeddings && endpoint != messages.EndpointCountTokens:
 		b["max_tokens"] = maxTokens
 	case endpoint == messages.EndpointMessages:

@@ -77,6 +77,7 @@ func TestCall(t *testing.T) {
 		{string(messages.EndpointCompletions), "gpt-4o-mini"},
 		{string(messages.EndpointEmbeddings), "text-embedding-3-small"},
 		{string(messages.EndpointMessages), "claude-haiku-4-5"},
+		{string(messages.EndpointResponses), "gpt-4o-mini"},
 	} {
 		t.Run("prompt to "+tc.endpoint, func(t *testing.T) {
 			code, stdout, stderr := runExecute("call", "--server", server, "--team", "demo",
