@@ -24,7 +24,10 @@ import (
 const refusalsMaxBody = 4096
 
 // refusalsYAML has pool m of a small deployment in us-east (2,000 TPM)
-// and a larger one in eu-west (6,000 TPM), an Anthropic pool claude of
+// and a larger one in eu-west (600,000 TPM: its second's 10,000 tokens
+// hold the call that fits, so that it never waits for the schedule to
+// idle before it, as a call larger than a tenth of a second's tokens
+// does: 34 s at 6,000 TPM), an Anthropic pool claude of
 // 2,000 TPM, team demo with the dev token, and bodies of at most
 // refusalsMaxBody bytes.
 func refusalsYAML(fakeURL string) string {
@@ -32,7 +35,7 @@ func refusalsYAML(fakeURL string) string {
   m:
     deployments:
       - {id: us-1, provider: openai, base_url: %[1]q, region: us-east, key: KEY_US_1, rpm: 600, tpm: 2000}
-      - {id: eu-1, provider: openai, base_url: %[1]q, region: eu-west, key: KEY_EU_1, rpm: 600, tpm: 6000}
+      - {id: eu-1, provider: openai, base_url: %[1]q, region: eu-west, key: KEY_EU_1, rpm: 600, tpm: 600000}
   claude:
     deployments:
       - {id: claude-1, provider: anthropic, base_url: %[1]q, region: us-east, model: claude-sonnet-4, key: CLAUDE_KEY, rpm: 600, tpm: 2000}
@@ -69,7 +72,7 @@ func TestCallThatCanNeverFitIsRefusedAtOnce(t *testing.T) {
 		}
 		return strconv.FormatInt(est.Total(), 10)
 	}
-	huge, usOnly, fits := chatBody(10000), chatBody(3000), chatBody(3000)
+	huge, usOnly, fits := chatBody(700000), chatBody(3000), chatBody(3000)
 	for _, c := range []struct{ id, tier, body, extra string }{
 		{"never-fits", "high", huge, ""},
 		{"never-fits-in-us", "high", usOnly, `,"regions":["us-east"]`},
@@ -82,7 +85,7 @@ func TestCallThatCanNeverFitIsRefusedAtOnce(t *testing.T) {
 	}
 	log.waitFor(t, []string{"never-fits", "never-fits-in-us", "fits-in-eu"}, time.Minute)
 	for _, c := range []struct{ id, reserved, most string }{
-		{"never-fits", reservation(messages.EndpointChatCompletions, huge), "6000"},
+		{"never-fits", reservation(messages.EndpointChatCompletions, huge), "600000"},
 		{"never-fits-in-us", reservation(messages.EndpointChatCompletions, usOnly), "2000"},
 	} {
 		r := log.one(t, c.id)
@@ -104,7 +107,7 @@ func TestCallThatCanNeverFitIsRefusedAtOnce(t *testing.T) {
 	}
 
 	t.Run("through the gateway, OpenAI", func(t *testing.T) {
-		resp := gatewayPost(ctx, t, url, "/v1/chat/completions", `{"model":"m","max_tokens":10000,"messages":[{"role":"user","content":"hello there"}]}`,
+		resp := gatewayPost(ctx, t, url, "/v1/chat/completions", `{"model":"m","max_tokens":700000,"messages":[{"role":"user","content":"hello there"}]}`,
 			"X-Sluice-Tier", "high", "X-Sluice-Timeout", "2m")
 		body := readAll(t, resp)
 		var e struct {
@@ -114,8 +117,8 @@ func TestCallThatCanNeverFitIsRefusedAtOnce(t *testing.T) {
 			e.Error.Code != string(messages.CodeInvalidRequest) || e.Error.Type != "invalid_request_error" {
 			t.Fatalf("status %d: %s", resp.StatusCode, body)
 		}
-		if want := reservation(messages.EndpointChatCompletions, `{"model":"m","max_tokens":10000,"messages":[{"role":"user","content":"hello there"}]}`); !strings.Contains(e.Error.Message, want) || !strings.Contains(e.Error.Message, "6000") {
-			t.Errorf("message %q should name the reservation %s and 6000", e.Error.Message, want)
+		if want := reservation(messages.EndpointChatCompletions, `{"model":"m","max_tokens":700000,"messages":[{"role":"user","content":"hello there"}]}`); !strings.Contains(e.Error.Message, want) || !strings.Contains(e.Error.Message, "600000") {
+			t.Errorf("message %q should name the reservation %s and 600000", e.Error.Message, want)
 		}
 		if q := resp.Header.Get("x-sluice-queued-ms"); q != "0" {
 			t.Errorf("x-sluice-queued-ms %q, want 0", q)
