@@ -342,7 +342,7 @@ func (s *faultStack) checkExact(t *testing.T, log *resultLog, ids []string, time
 	// No 429, but where a request reached the provider later than the
 	// bound allows for (see faults_arrivals_test.go).
 	js, _ := jetstream.New(s.connect())
-	for _, r := range s.arrivals.refusals(s.started, claimTimes(js, "demo")) {
+	for _, r := range s.arrivals.refusals(s.started, s.started, faultJitter+claimLeadBound, claimTimes(js, "demo")) {
 		if r.late > 0 {
 			t.Logf("a request reached the provider %v later than admission.jitter after its send time (this machine was busy), and one 429 followed:\n%s", r.late.Round(time.Millisecond), r.evidence)
 			continue

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net/http"
 	"slices"
 	"time"
 )
@@ -218,6 +219,10 @@ type Config struct {
 	// tell how late after its send time a request reached the provider.
 	// It runs on the request's goroutine: it must be quick.
 	Arrived func(clientRequestID string, at time.Time)
+	// Wrap, when set, wraps the handler Serve serves, so that a test may
+	// watch the HTTP boundary itself: every request as it arrives and what
+	// the provider answered it.
+	Wrap func(http.Handler) http.Handler
 }
 
 // withDefaults returns a copy of c with its zero fields defaulted and its

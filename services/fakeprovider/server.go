@@ -324,8 +324,12 @@ const shutdownGrace = 5 * time.Second
 // after a shutdown, or the error that stopped serving. It suits a service
 // runner such as oklog/run; Start is the shortcut for tests.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	var h http.Handler = s
+	if s.cfg.Wrap != nil {
+		h = s.cfg.Wrap(s)
+	}
 	srv := &http.Server{
-		Handler:           s,
+		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}

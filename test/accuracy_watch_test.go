@@ -1,0 +1,133 @@
+package test
+
+import (
+	"encoding/json"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/sluicehq/sluice/messages"
+	"github.com/sluicehq/sluice/services/devstack"
+	"github.com/sluicehq/sluice/services/fakeprovider"
+)
+
+// What a busy machine does to an accuracy run, and how the tests tell it
+// from what sluice does. sluice's bound holds for requests that reach the
+// provider within admission.jitter (10 ms here) of their send times; on
+// two cores shared with the race detector and other tests, a goroutine
+// now and then waits longer than that for a core. Two things follow:
+//
+//   - A request reaches the provider late, and its one-second window
+//     holds one more than the schedule placed in it: one 429. The tests
+//     record every request at the provider's boundary (see
+//     arrivals_test.go) and every send time admission gave (the work on
+//     sluice.exec.*); a refusal with a request in its window that arrived
+//     more than the jitter after its send time is logged with the
+//     evidence, any other fails.
+//   - An executor takes work after its send time allows (SendBy) and hands
+//     it back unsent, as admission's promise says it must: the slot the
+//     schedule gave it goes unused, a slot a busy machine lost, not the
+//     schedule. The tests count these per key (sluice_late_work_total
+//     counts them per region) and count their slots as in use, so that
+//     "98% in use" measures the schedule; beyond 5% of what a key served
+//     the run fails, as one whose machine was too slow to tell.
+
+// lateShare is the most work, as a share of what a key served, that may
+// be handed back late before a run fails as unmeasurable.
+const lateShare = 0.05
+
+// accuracyWatch is one accuracy run: its stack, every request its
+// provider received, the send times of each call's work, and the work
+// handed back late, per key secret.
+type accuracyWatch struct {
+	s        *devstack.Stack
+	arrivals *arrivalLog
+	mu       sync.Mutex
+	sendAt   map[string][]time.Time // call id -> send times
+	late     map[string]int64
+}
+
+// startAccuracy starts sluice (configuration yaml, pool "m") on a provider
+// whose every key of pool m enforces kc, with three dispatchers and an
+// executor per region, and watches it.
+func startAccuracy(t *testing.T, yaml func(string) string, kc fakeprovider.KeyConfig) *accuracyWatch {
+	t.Helper()
+	w := &accuracyWatch{arrivals: newArrivalLog(nil), sendAt: map[string][]time.Time{}, late: map[string]int64{}}
+	w.s = startStack(t, stackOptions{yaml: yaml, fake: fakeprovider.Config{Latency: 20 * time.Millisecond, Wrap: w.arrivals.wrap}})
+	cfg := w.s.Shared.Load()
+	secrets := devstack.DevSecrets(cfg)
+	w.arrivals.name(secrets)
+	keyOf := map[string]string{} // deployment id -> secret
+	for _, dep := range cfg.Pools["m"].Deployments {
+		keyOf[dep.ID] = secrets[dep.Key]
+		if err := w.s.Fake.SetKey(secrets[dep.Key], kc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nc := connect(t, w.s)
+	if _, err := nc.Subscribe(messages.RetrySubjects, func(m *nats.Msg) {
+		var r messages.Retry
+		if json.Unmarshal(m.Data, &r) == nil && r.Late {
+			w.mu.Lock()
+			w.late[keyOf[r.LastDeployment]]++
+			w.mu.Unlock()
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nc.Subscribe(messages.ExecSubjects, func(m *nats.Msg) {
+		var work messages.Work
+		if json.Unmarshal(m.Data, &work) == nil {
+			w.mu.Lock()
+			w.sendAt[work.Call.ID] = append(w.sendAt[work.Call.ID], work.SendAt)
+			w.mu.Unlock()
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 3; i++ {
+		startDispatcher(t, w.s, fmt.Sprintf("d%d", i), nil)
+	}
+	startExecutors(t, w.s)
+	return w
+}
+
+// lateOn is how much work was handed back late on the key with secret.
+func (w *accuracyWatch) lateOn(secret string) int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.late[secret]
+}
+
+// judgeLate fails t when more than lateShare of what a key served was
+// handed back late.
+func (w *accuracyWatch) judgeLate(t *testing.T, key string, served, late int64) {
+	t.Helper()
+	if float64(late) > lateShare*float64(served) {
+		t.Errorf("%s: %d calls handed back late against %d served: executors took work after its send time too often to measure the schedule (at most %.0f%%)", key, late, served, 100*lateShare)
+	}
+}
+
+// judgeRefusals fails t for every 429 from on that no late request
+// explains, and logs those one does; start is where times count from.
+func (w *accuracyWatch) judgeRefusals(t *testing.T, start, from time.Time) {
+	t.Helper()
+	sent := func(callID string) []time.Time {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return append([]time.Time(nil), w.sendAt[callID]...)
+	}
+	for _, r := range w.arrivals.refusals(start, from, w.s.Shared.Load().Admission.Jitter, sent) {
+		if r.late > 0 {
+			t.Logf("a request reached the provider %v later than admission.jitter after its send time (this machine was busy), and one 429 followed:\n%s", r.late.Round(time.Millisecond), r.evidence)
+			continue
+		}
+		t.Errorf("the provider refused a request though every request of its window arrived on time:\n%s", r.evidence)
+	}
+}
