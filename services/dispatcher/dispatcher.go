@@ -277,6 +277,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	defer func() { _ = cancelSub.Unsubscribe() }()
 	cc, err := cons.Consume(d.intake,
 		jetstream.PullMaxMessages(1024),
+		streams.PullExpiry,
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			if !errors.Is(err, jetstream.ErrNoHeartbeat) {
 				d.log.Warn("consume", "err", err)

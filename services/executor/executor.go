@@ -207,6 +207,7 @@ func (e *Executor) Run(ctx context.Context) error {
 		}()
 	},
 		jetstream.PullMaxMessages(e.cfg.Concurrency),
+		streams.PullExpiry,
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			if !errors.Is(err, jetstream.ErrNoHeartbeat) {
 				e.log.Warn("consume", "err", err)

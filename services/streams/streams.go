@@ -225,6 +225,16 @@ func DispatcherConsumerConfig(cfg config.Streams, ackWait time.Duration) jetstre
 	}
 }
 
+// PullExpiry is how long each pull request of the services' Consume waits
+// on the server. A pull request that reaches a clustered consumer before
+// it has a leader (just created, or its leader moved), or that is lost
+// across a leaf node, is dropped without a word; the Consume notices only
+// when its heartbeats (half the expiry) stop coming, and pulls again. At
+// nats.go's default of 30 s, the first work of a cluster's region waited
+// 30 s for its executor; 5 s bounds that, for one request every 5 s from
+// each idle consumer.
+const PullExpiry = jetstream.PullExpiry(5 * time.Second)
+
 // ExecConsumerConfig is the durable consumer the executors of region share.
 // Each executor bounds its own concurrency by how much it pulls; the
 // consumer's MaxAckPending only bounds the region as a whole.
