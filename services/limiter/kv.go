@@ -60,8 +60,7 @@ type KVOptions struct {
 //
 // It is safe for concurrent use.
 type KV struct {
-	st    *kvstate.Store[Bucket]
-	clock Clock
+	kvBacked[Bucket]
 }
 
 var _ Limiter = (*KV)(nil)
@@ -69,38 +68,8 @@ var _ Limiter = (*KV)(nil)
 // NewKV returns a KV over the KV bucket kv, which the caller created (a
 // history of 1 suffices). Call Start to run the watcher.
 func NewKV(kv jetstream.KeyValue, opts KVOptions) *KV {
-	return &KV{
-		st: kvstate.New(kv, kvstate.Codec[Bucket]{Encode: encodeBucket, Decode: decodeBucket}, kvstate.Options{
-			Name:        "limiter",
-			MaxAttempts: opts.MaxAttempts,
-			Backoff:     opts.Backoff,
-			Contention:  ErrContention,
-			Unreadable:  ErrBadState,
-		}),
-		clock: opts.Clock,
-	}
+	return &KV{newKVBacked(kv, "limiter", kvstate.Codec[Bucket]{Encode: encodeBucket, Decode: decodeBucket}, opts)}
 }
-
-// Start runs the watcher that keeps the cache of every key's state, and
-// returns once the cache holds the state of every existing key. ctx bounds
-// only that initial load; the watcher runs until Stop.
-//
-// Errors: ctx.Err(), the KV's errors, and an error when already started.
-func (k *KV) Start(ctx context.Context) error { return k.st.Start(ctx) }
-
-// Stop ends the watcher and waits for it. The KV stays usable: without the
-// watcher, every operation reads its key first. Stop on a KV that is not
-// started does nothing.
-func (k *KV) Stop() { k.st.Stop() }
-
-// Ops returns how many KV operations (Get, Create and Update, successful or
-// not) this KV has made. The watcher's deliveries are not operations: they
-// are pushed to it.
-func (k *KV) Ops() uint64 { return k.st.Ops() }
-
-// Conflicts returns how many writes failed because another writer changed
-// the key first.
-func (k *KV) Conflicts() uint64 { return k.st.Conflicts() }
 
 // Take implements [Limiter.Take].
 //

@@ -28,8 +28,7 @@ import (
 //
 // It is safe for concurrent use.
 type KVScheduler struct {
-	st    *kvstate.Store[Schedule]
-	clock Clock
+	kvBacked[Schedule]
 }
 
 var _ Scheduler = (*KVScheduler)(nil)
@@ -38,36 +37,8 @@ var _ Scheduler = (*KVScheduler)(nil)
 // caller created (a history of 1 suffices) and uses for nothing else. Call
 // Start to run the watcher.
 func NewKVScheduler(kv jetstream.KeyValue, opts KVOptions) *KVScheduler {
-	return &KVScheduler{
-		st: kvstate.New(kv, kvstate.Codec[Schedule]{Encode: encodeSchedule, Decode: decodeSchedule}, kvstate.Options{
-			Name:        "limiter: schedule",
-			MaxAttempts: opts.MaxAttempts,
-			Backoff:     opts.Backoff,
-			Contention:  ErrContention,
-			Unreadable:  ErrBadState,
-		}),
-		clock: opts.Clock,
-	}
+	return &KVScheduler{newKVBacked(kv, "limiter: schedule", kvstate.Codec[Schedule]{Encode: encodeSchedule, Decode: decodeSchedule}, opts)}
 }
-
-// Start runs the watcher that keeps the cache of every schedule, and
-// returns once the cache holds them all. ctx bounds only that initial
-// load; the watcher runs until Stop.
-//
-// Errors: ctx.Err(), the KV's errors, and an error when already started.
-func (k *KVScheduler) Start(ctx context.Context) error { return k.st.Start(ctx) }
-
-// Stop ends the watcher and waits for it. Without the watcher every
-// operation reads its key first.
-func (k *KVScheduler) Stop() { k.st.Stop() }
-
-// Ops returns how many KV operations (reads and writes, successful or
-// not) this KVScheduler has made.
-func (k *KVScheduler) Ops() uint64 { return k.st.Ops() }
-
-// Conflicts returns how many writes failed because another writer changed
-// the key first.
-func (k *KVScheduler) Conflicts() uint64 { return k.st.Conflicts() }
 
 // Lease implements [Scheduler.Lease]. A lease refused on the cached
 // state costs no KV operation.
