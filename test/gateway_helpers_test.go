@@ -102,3 +102,24 @@ func waitUntil(t *testing.T, what string, timeout time.Duration, ok func() bool)
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// sdkStack is what the SDK tests call and watch: a stack with one
+// dispatcher (d1), an executor per region and a gateway at url, team
+// demo's results, and the attempts d1 is told of.
+type sdkStack struct {
+	s       *devstack.Stack
+	url     string
+	results *resultLog
+	reports *attemptReports
+}
+
+func startSDKStack(t *testing.T) sdkStack {
+	t.Helper()
+	s := startStack(t, stackOptions{})
+	startDispatcher(t, s, "d1", nil)
+	startExecutors(t, s)
+	url := startGateway(t, s, nil)
+	nc := connect(t, s)
+	return sdkStack{s: s, url: url, results: watchResults(t, nc, "demo"), reports: watchAttemptReports(t, nc, "d1")}
+}
+

@@ -21,13 +21,8 @@ import (
 // with the pool's default_max_tokens; each is reserved what the fake
 // provider charges at admission and settled on the usage it reported.
 func TestGatewayResponsesSDK(t *testing.T) {
-	s := startStack(t, stackOptions{})
-	startDispatcher(t, s, "d1", nil)
-	startExecutors(t, s)
-	url := startGateway(t, s, nil)
-	nc := connect(t, s)
-	results := watchResults(t, nc, "demo")
-	reports := watchAttemptReports(t, nc, "d1")
+	st := startSDKStack(t)
+	s, url, results, reports := st.s, st.url, st.results, st.reports
 	client := openai.NewClient(option.WithBaseURL(url+"/v1"), option.WithAPIKey(devToken))
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
@@ -164,13 +159,8 @@ func completionTextOf(n int) string {
 // the headroom elsewhere; each chained call is reserved what the fake
 // charged and settled on its usage, which counts the stored context.
 func TestGatewayResponsesStoredSDK(t *testing.T) {
-	s := startStack(t, stackOptions{})
-	startDispatcher(t, s, "d1", nil)
-	startExecutors(t, s)
-	url := startGateway(t, s, nil)
-	nc := connect(t, s)
-	results := watchResults(t, nc, "demo")
-	reports := watchAttemptReports(t, nc, "d1")
+	st := startSDKStack(t)
+	s, url, results, reports := st.s, st.url, st.results, st.reports
 	client := openai.NewClient(option.WithBaseURL(url+"/v1"), option.WithAPIKey(devToken))
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()

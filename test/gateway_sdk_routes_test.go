@@ -45,13 +45,8 @@ func checkSettled(t *testing.T, s *devstack.Stack, reports *attemptReports, id s
 // gateway, plain and streamed (with and without the usage chunk); each is
 // reserved what the fake provider charges and settled on what it served.
 func TestGatewayCompletionsSDK(t *testing.T) {
-	s := startStack(t, stackOptions{})
-	startDispatcher(t, s, "d1", nil)
-	startExecutors(t, s)
-	url := startGateway(t, s, nil)
-	nc := connect(t, s)
-	results := watchResults(t, nc, "demo")
-	reports := watchAttemptReports(t, nc, "d1")
+	st := startSDKStack(t)
+	s, url, results, reports := st.s, st.url, st.results, st.reports
 	client := openai.NewClient(option.WithBaseURL(url+"/v1"), option.WithAPIKey(devToken))
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
@@ -179,13 +174,8 @@ func TestGatewayCompletionsSDK(t *testing.T) {
 // Anthropic's shape; each call reserved what the fake provider charged
 // and settled on what it served.
 func TestGatewayAnthropicSDK(t *testing.T) {
-	s := startStack(t, stackOptions{})
-	startDispatcher(t, s, "d1", nil)
-	startExecutors(t, s)
-	url := startGateway(t, s, nil)
-	nc := connect(t, s)
-	results := watchResults(t, nc, "demo")
-	reports := watchAttemptReports(t, nc, "d1")
+	st := startSDKStack(t)
+	s, url, results, reports := st.s, st.url, st.results, st.reports
 	client := anthropic.NewClient(anthropicoption.WithBaseURL(url), anthropicoption.WithAPIKey(devToken))
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
