@@ -615,13 +615,7 @@ func checkStream(t *testing.T, anthropic bool, a httpAnswer, code string) {
 func TestBadInputHTTP(t *testing.T) {
 	provider := badProvider(t)
 	reg := prometheus.NewRegistry()
-	s, err := devstack.Start(devstack.Options{
-		NATSPort: -1, StoreDir: t.TempDir(), ConfigYAML: badInputHTTPYAML(provider.URL), Registerer: reg,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Close)
+	s := startStack(t, stackOptions{yaml: badInputHTTPYAML(provider.URL), reg: reg})
 	d := startDispatcher(t, s, "d1", nil)
 	ex := startExecutor(t, s, "us-east", nil)
 	gw, base, err := s.StartGateway(func(c *gateway.Config) {

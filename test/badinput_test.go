@@ -384,13 +384,7 @@ func paddedCall(id string, size int) string {
 func TestBadInputCorpus(t *testing.T) {
 	provider := badProvider(t)
 	reg := prometheus.NewRegistry()
-	s, err := devstack.Start(devstack.Options{
-		NATSPort: -1, StoreDir: t.TempDir(), ConfigYAML: badInputYAML(provider.URL), Registerer: reg,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Close)
+	s := startStack(t, stackOptions{yaml: badInputYAML(provider.URL), reg: reg})
 	d := startDispatcher(t, s, "d1", nil)
 	ex := startExecutor(t, s, "us-east", nil)
 	nc := connect(t, s)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluicehq/sluice/messages"
 	"github.com/sluicehq/sluice/services/devstack"
@@ -26,6 +27,8 @@ import (
 type stackOptions struct {
 	yaml func(fakeURL string) string
 	fake fakeprovider.Config
+	// reg receives every service's metrics; nil for none.
+	reg prometheus.Registerer
 }
 
 // startStack starts an embedded NATS server and a fake provider, and
@@ -33,7 +36,7 @@ type stackOptions struct {
 func startStack(t testing.TB, o stackOptions) *devstack.Stack {
 	t.Helper()
 	s, err := devstack.Start(devstack.Options{
-		NATSPort: -1, StoreDir: t.TempDir(), ConfigYAML: o.yaml, Fake: o.fake,
+		NATSPort: -1, StoreDir: t.TempDir(), ConfigYAML: o.yaml, Fake: o.fake, Registerer: o.reg,
 	})
 	if err != nil {
 		t.Fatal(err)
