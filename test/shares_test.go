@@ -56,8 +56,10 @@ func TestBatchRunsFreelyOffPeak(t *testing.T) {
 	logs := map[string]*resultLog{"etl": watchResults(t, nc, "etl")}
 	startLoad(t, js, "etl", "batch", 150)
 	got := measure(t, logs, 2*time.Second, 4*time.Second)
-	if got["etl"] < 90 {
-		t.Errorf("off-peak, batch got %.1f/s of the pool's 100/s; max_utilization 0.3 should not apply", got["etl"])
+	// On peak, max_utilization would hold batch to 30/s: twice that
+	// shows it does not apply, whatever a busy machine leaves of the 100.
+	if got["etl"] < 60 {
+		t.Errorf("off-peak, batch got %.1f/s of the pool's 100/s; max_utilization 0.3 (30/s) should not apply", got["etl"])
 	}
 }
 
