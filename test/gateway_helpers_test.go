@@ -122,4 +122,3 @@ func startSDKStack(t *testing.T) sdkStack {
 	nc := connect(t, s)
 	return sdkStack{s: s, url: url, results: watchResults(t, nc, "demo"), reports: watchAttemptReports(t, nc, "d1")}
 }
-
