@@ -86,6 +86,9 @@ const (
 	BucketUsage = "SLUICE_USAGE"
 	// BucketConfig holds the live configuration.
 	BucketConfig = "SLUICE_CONFIG"
+	// BucketResponses holds where each stored Responses API response
+	// lives, under StoredResponseKey (see StoredResponse).
+	BucketResponses = "SLUICE_RESPONSES"
 )
 
 // Headers.

@@ -250,6 +250,10 @@ type Streams struct {
 	// MaxWaiting bounds the calls that may wait for admission, across all
 	// dispatchers. Default 100000.
 	MaxWaiting int `yaml:"max_waiting,omitempty"`
+	// ResponsesMaxAge is how long the gateways remember which deployment
+	// holds a stored Responses API response (OpenAI keeps them 30 days).
+	// Default 720h.
+	ResponsesMaxAge time.Duration `yaml:"responses_max_age,omitempty"`
 }
 
 // Load reads, parses and validates the configuration file at path.

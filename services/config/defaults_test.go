@@ -132,6 +132,7 @@ func TestZeroIsNotADefault(t *testing.T) {
 		{"streams.duplicate_window", "0s", 10 * time.Minute, false, func(c *Config) any { return c.Streams.DuplicateWindow }, nil},
 		{"streams.dead_letter_max_age", "0s", 7 * 24 * time.Hour, false, func(c *Config) any { return c.Streams.DeadLetterMaxAge }, nil},
 		{"streams.usage_max_age", "0s", 90 * 24 * time.Hour, false, func(c *Config) any { return c.Streams.UsageMaxAge }, nil},
+		{"streams.responses_max_age", "0s", 30 * 24 * time.Hour, false, func(c *Config) any { return c.Streams.ResponsesMaxAge }, nil},
 		{"streams.max_waiting", "0", 100_000, false, func(c *Config) any { return c.Streams.MaxWaiting }, nil},
 		{"tiers.standard.min_share", "0", 0.05, true, func(c *Config) any { return pol(c).MinShare }, nil},
 		{"tiers.batch.max_utilization", "0", 0.7, false, func(c *Config) any { return c.Tiers.Batch.MaxUtilization }, nil},
@@ -480,6 +481,7 @@ streams:
   dead_letter_max_age: 168h0m0s
   usage_max_age: 2160h0m0s
   max_waiting: 100000
+  responses_max_age: 720h0m0s
 health:
   learned_recovery: 5m0s
   quota_disable: 0s

@@ -185,6 +185,7 @@ func (c *Config) validate(written map[string]bool) error {
 	v.positiveDuration("streams.duplicate_window", c.Streams.DuplicateWindow)
 	v.positiveDuration("streams.dead_letter_max_age", c.Streams.DeadLetterMaxAge)
 	v.positiveDuration("streams.usage_max_age", c.Streams.UsageMaxAge)
+	v.positiveDuration("streams.responses_max_age", c.Streams.ResponsesMaxAge)
 	v.positive("streams.max_waiting", int64(c.Streams.MaxWaiting))
 	if len(v.problems) > 0 {
 		return &ValidationError{Problems: v.problems}
@@ -337,6 +338,7 @@ func (c *Config) applyDefaults(v *validator) {
 	setDefault(v, "streams.duplicate_window", &c.Streams.DuplicateWindow, 10*time.Minute)
 	setDefault(v, "streams.dead_letter_max_age", &c.Streams.DeadLetterMaxAge, 7*24*time.Hour)
 	setDefault(v, "streams.usage_max_age", &c.Streams.UsageMaxAge, 90*24*time.Hour)
+	setDefault(v, "streams.responses_max_age", &c.Streams.ResponsesMaxAge, 30*24*time.Hour)
 	setDefault(v, "streams.max_waiting", &c.Streams.MaxWaiting, 100_000)
 	for _, name := range sortedKeys(c.Pools) {
 		if p := c.Pools[name]; p != nil {

@@ -126,7 +126,7 @@ func (g *Gateway) serveCall(rt *route) http.Handler {
 			TimeoutMS: max(1, timeout.Milliseconds()),
 		}
 		if rt.endpoint == messages.EndpointResponses {
-			if e := g.pinPrevious(c.team, model, call); e != nil {
+			if e := g.pinPrevious(r.Context(), c.team, model, call); e != nil {
 				writeError(w, rt.dialect, e)
 				return
 			}
@@ -485,7 +485,11 @@ func (g *Gateway) answer(x *exchange, res *messages.Result) {
 			ResponseID string `json:"response_id"`
 		}
 		if json.Unmarshal(x.call.Body, &id) == nil {
-			g.pins.forget(x.team, id.ResponseID)
+			ctx, cancel := context.WithTimeout(context.Background(), pinTimeout)
+			if err := g.pins.forget(ctx, x.team, id.ResponseID); err != nil {
+				x.log.Warn("could not forget a deleted stored response", "response", id.ResponseID, "err", err)
+			}
+			cancel()
 		}
 	}
 	switch {

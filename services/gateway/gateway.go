@@ -189,7 +189,7 @@ func New(nc *nats.Conn, cfg Config) (*Gateway, error) {
 		js:      js,
 		log:     cfg.Logger.With("service", "gateway"),
 		metrics: telemetry.NewGateway(cfg.Registerer),
-		pins:    newPins(),
+		pins:    newPins(js),
 	}
 	g.handler = g.routes()
 	return g, nil

@@ -1,11 +1,15 @@
 package gateway
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicehq/sluice/messages"
 	"github.com/sluicehq/sluice/services/tokens"
@@ -17,66 +21,98 @@ import (
 // there. The gateway remembers, for each response it relayed, the pool and
 // the deployment of its result, and sends these calls there alone (the
 // call's Deployment, which the dispatchers honour: such a call waits for
-// that deployment rather than go elsewhere). The memory is this gateway's
-// own, MaxPinnedResponses at most, the oldest forgotten first: a
-// response made through another gateway, or before a restart, is unknown
-// here (404 not_found); a NATS client pins a call itself, with the
-// deployment of the result that made the response.
+// that deployment rather than go elsewhere). The memory is KV bucket
+// SLUICE_RESPONSES, which every gateway shares, so that a response made
+// through one gateway is found through any other and after a restart, for
+// streams.responses_max_age; a response sluice did not relay is unknown
+// (404 not_found). A NATS client pins a call itself, with the deployment
+// of the result that made the response.
 
-// MaxPinnedResponses bounds the responses a gateway remembers.
-const MaxPinnedResponses = 100_000
+// pinTimeout bounds one read or write of SLUICE_RESPONSES.
+const pinTimeout = 5 * time.Second
 
-// pin is where a stored response lives.
-type pin struct {
-	pool, deployment string
-}
-
-// pins remembers the deployment of each response relayed, per team.
+// pins reads and writes SLUICE_RESPONSES, which a dispatcher creates; the
+// bucket is opened on first use, and again after a failure.
 type pins struct {
-	mu    sync.Mutex
-	byID  map[pinKey]pin
-	order []pinKey // oldest first; may hold forgotten keys
+	js jetstream.JetStream
+
+	mu sync.Mutex // guards kv, never held across a network call
+	kv jetstream.KeyValue
 }
 
-type pinKey struct{ team, id string }
+func newPins(js jetstream.JetStream) *pins { return &pins{js: js} }
 
-func newPins() *pins { return &pins{byID: map[pinKey]pin{}} }
-
-func (p *pins) put(team, id string, where pin) {
+func (p *pins) bucket(ctx context.Context) (jetstream.KeyValue, error) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	k := pinKey{team, id}
-	if _, ok := p.byID[k]; !ok {
-		for len(p.byID) >= MaxPinnedResponses && len(p.order) > 0 {
-			delete(p.byID, p.order[0])
-			p.order = p.order[1:]
-		}
-		p.order = append(p.order, k)
+	kv := p.kv
+	p.mu.Unlock()
+	if kv != nil {
+		return kv, nil
 	}
-	p.byID[k] = where
-	if len(p.order) > 2*MaxPinnedResponses {
-		// Drop the forgotten keys that deletions left behind.
-		kept := p.order[:0]
-		for _, k := range p.order {
-			if _, ok := p.byID[k]; ok {
-				kept = append(kept, k)
-			}
-		}
-		p.order = kept
+	kv, err := p.js.KeyValue(ctx, messages.BucketResponses)
+	if err != nil {
+		return nil, fmt.Errorf("open bucket %s (a dispatcher creates it): %w", messages.BucketResponses, err)
 	}
+	p.mu.Lock()
+	p.kv = kv
+	p.mu.Unlock()
+	return kv, nil
 }
 
-func (p *pins) get(team, id string) (pin, bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	where, ok := p.byID[pinKey{team, id}]
-	return where, ok
+// put remembers that team's response id lives at where.
+func (p *pins) put(ctx context.Context, team, id string, where messages.StoredResponse) error {
+	kv, err := p.bucket(ctx)
+	if err != nil {
+		return err
+	}
+	data, err := json.Marshal(where)
+	if err != nil {
+		return err
+	}
+	_, err = kv.Put(ctx, messages.StoredResponseKey(team, id), data)
+	return err
 }
 
-func (p *pins) forget(team, id string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	delete(p.byID, pinKey{team, id})
+// get says where team's response id lives; found is false when no
+// gateway relayed it (or it was deleted, or forgotten with age).
+func (p *pins) get(ctx context.Context, team, id string) (where messages.StoredResponse, found bool, err error) {
+	kv, err := p.bucket(ctx)
+	if err != nil {
+		return where, false, err
+	}
+	e, err := kv.Get(ctx, messages.StoredResponseKey(team, id))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return where, false, nil
+	}
+	if err != nil {
+		return where, false, err
+	}
+	if err := json.Unmarshal(e.Value(), &where); err != nil || where.Pool == "" || where.Deployment == "" {
+		return where, false, fmt.Errorf("the entry of response %q in %s is not a stored response's: %q", id, messages.BucketResponses, e.Value())
+	}
+	return where, true, nil
+}
+
+// forget drops team's response id, deleted at its provider.
+func (p *pins) forget(ctx context.Context, team, id string) error {
+	kv, err := p.bucket(ctx)
+	if err != nil {
+		return err
+	}
+	return kv.Delete(ctx, messages.StoredResponseKey(team, id))
+}
+
+// unknownResponse is the answer to a call on a response no gateway
+// relayed.
+func unknownResponse(id, param string) *apiError {
+	return &apiError{Status: http.StatusNotFound, Code: "not_found", Param: param,
+		Message: fmt.Sprintf("response %q is not known to sluice: it sends calls on a stored response to the deployment that stored it, which it learns by relaying that response", id)}
+}
+
+// pinTrouble is the answer when SLUICE_RESPONSES cannot be read.
+func pinTrouble(err error) *apiError {
+	return &apiError{Status: http.StatusServiceUnavailable, Code: string(messages.CodeInternal),
+		Message: fmt.Sprintf("sluice cannot tell which deployment holds the response: %v", err)}
 }
 
 // responseID is the "id" of a response object (a Responses API answer),
@@ -114,30 +150,43 @@ func (g *Gateway) remember(x *exchange, res *messages.Result) {
 	if id == "" {
 		id = responseID(res.Body)
 	}
-	if id != "" {
-		g.pins.put(x.team, id, pin{pool: x.call.Model, deployment: res.Deployment})
+	if id == "" {
+		return
+	}
+	// Not the request's context: a client gone before its answer may
+	// still continue the response later.
+	ctx, cancel := context.WithTimeout(context.Background(), pinTimeout)
+	defer cancel()
+	if err := g.pins.put(ctx, x.team, id, messages.StoredResponse{Pool: x.call.Model, Deployment: res.Deployment}); err != nil {
+		x.log.Warn("could not remember the deployment of a stored response: calls that continue it will get 404", "response", id, "deployment", res.Deployment, "err", err)
 	}
 }
 
 // pinPrevious pins a Responses call with a previous_response_id to the
 // deployment that holds that response, or answers why it cannot go.
-func (g *Gateway) pinPrevious(team, model string, call *messages.CallRequest) *apiError {
+func (g *Gateway) pinPrevious(ctx context.Context, team, model string, call *messages.CallRequest) *apiError {
 	var b struct {
 		Previous *string `json:"previous_response_id"`
 	}
 	if json.Unmarshal(call.Body, &b) != nil || b.Previous == nil || *b.Previous == "" {
 		return nil
 	}
-	where, ok := g.pins.get(team, *b.Previous)
-	if !ok {
-		return &apiError{Status: http.StatusNotFound, Code: "not_found", Param: "previous_response_id",
-			Message: fmt.Sprintf("previous response %q is not known to this sluice gateway: it relays calls that continue a response only to the deployment that stored it, which it learns by relaying that response", *b.Previous)}
+	if !tokens.ValidResponseID(*b.Previous) {
+		return unknownResponse(*b.Previous, "previous_response_id")
 	}
-	if where.pool != model {
+	ctx, cancel := context.WithTimeout(ctx, pinTimeout)
+	defer cancel()
+	where, ok, err := g.pins.get(ctx, team, *b.Previous)
+	switch {
+	case err != nil:
+		return pinTrouble(err)
+	case !ok:
+		return unknownResponse(*b.Previous, "previous_response_id")
+	case where.Pool != model:
 		return &apiError{Status: http.StatusBadRequest, Code: string(messages.CodeInvalidRequest), Param: "previous_response_id",
-			Message: fmt.Sprintf("previous response %q was made by pool %q, whose deployment holds it; continue it on model %q", *b.Previous, where.pool, where.pool)}
+			Message: fmt.Sprintf("previous response %q was made by pool %q, whose deployment holds it; continue it on model %q", *b.Previous, where.Pool, where.Pool)}
 	}
-	call.Deployment = where.deployment
+	call.Deployment = where.Deployment
 	return nil
 }
 
@@ -181,25 +230,34 @@ func (g *Gateway) serveStored(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("response_id")
-	where, known := g.pins.get(c.team, id)
-	if !tokens.ValidResponseID(id) || !known {
-		writeError(w, openAI, &apiError{Status: http.StatusNotFound, Code: "not_found",
-			Message: fmt.Sprintf("response %q is not known to this sluice gateway (it knows the responses it relayed, and sends these calls to the deployment that stored them)", id)})
+	if !tokens.ValidResponseID(id) {
+		writeError(w, openAI, unknownResponse(id, ""))
 		return
 	}
-	if !c.cfg.AllowsPool(where.pool) {
+	ctx, cancel := context.WithTimeout(r.Context(), pinTimeout)
+	where, known, err := g.pins.get(ctx, c.team, id)
+	cancel()
+	switch {
+	case err != nil:
+		writeError(w, openAI, pinTrouble(err))
+		return
+	case !known:
+		writeError(w, openAI, unknownResponse(id, ""))
+		return
+	}
+	if !c.cfg.AllowsPool(where.Pool) {
 		writeError(w, openAI, &apiError{Status: http.StatusForbidden, Code: string(messages.CodeForbidden),
-			Message: fmt.Sprintf("team %s may no longer use the model %q", c.team, where.pool)})
+			Message: fmt.Sprintf("team %s may no longer use the model %q", c.team, where.Pool)})
 		return
 	}
-	body, _ := json.Marshal(map[string]string{"model": where.pool, "response_id": id})
+	body, _ := json.Marshal(map[string]string{"model": where.Pool, "response_id": id})
 	call := &messages.CallRequest{
 		ID:         messages.NewCallID(),
-		Model:      where.pool,
+		Model:      where.Pool,
 		Endpoint:   rt.endpoint,
 		Body:       body,
 		TimeoutMS:  max(1, timeout.Milliseconds()),
-		Deployment: where.deployment,
+		Deployment: where.Deployment,
 	}
 	data, err := encodeCall(call)
 	if err != nil {
@@ -209,7 +267,7 @@ func (g *Gateway) serveStored(w http.ResponseWriter, r *http.Request) {
 	x := &exchange{
 		w: w, r: r, rt: rt, team: c.team, tier: tier, call: call,
 		giveUp: now.Add(timeout + g.cfg.ResultGrace),
-		log:    g.log.With("team", c.team, "tier", tier, "model", where.pool, "call", call.ID, "route", rt.path),
+		log:    g.log.With("team", c.team, "tier", tier, "model", where.Pool, "call", call.ID, "route", rt.path),
 	}
 	x.cancelCall = func() { g.cancel(x.team, x.call.ID) }
 	w.Header().Set(HeaderCallID, call.ID)

@@ -45,6 +45,7 @@ type Resources struct {
 	Health      jetstream.KeyValue
 	Concurrency jetstream.KeyValue
 	Usage       jetstream.KeyValue
+	Responses   jetstream.KeyValue
 }
 
 // Ensure creates or updates every stream and bucket to match cfg and
@@ -139,6 +140,17 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg config.Streams) (*R
 	}); err != nil {
 		return nil, err
 	}
+	if r.Responses, err = ensureBucket(ctx, js, jetstream.KeyValueConfig{
+		Bucket:      messages.BucketResponses,
+		Description: "sluice: the deployment of each stored Responses API response the gateways relayed",
+		History:     1,
+		TTL:         cfg.ResponsesMaxAge,
+		MaxBytes:    ResponsesMaxBytes,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+	}); err != nil {
+		return nil, err
+	}
 	if r.Config, err = ensureBucket(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      messages.BucketConfig,
 		Description: "sluice: live configuration",
@@ -224,6 +236,12 @@ func DispatcherConsumerConfig(cfg config.Streams, ackWait time.Duration) jetstre
 		Replicas:      cfg.Replicas,
 	}
 }
+
+// ResponsesMaxBytes bounds bucket SLUICE_RESPONSES (about 100 bytes an
+// entry: ten million responses). A full bucket refuses new entries: the
+// gateway then answers those responses as usual and logs that it could
+// not remember them, and calls that continue them get 404.
+const ResponsesMaxBytes = 1 << 30
 
 // PullExpiry is how long each pull request of the services' Consume waits
 // on the server. A pull request that reaches a clustered consumer before
