@@ -13,7 +13,8 @@ import (
 // Responses calls over NATS pinned to one deployment (as a call that
 // continues a stored response is) go only there: with it saturated, they
 // wait for it and meet their deadline rather than go to the other
-// deployment, which has room; an unknown deployment is refused.
+// deployment, which has room; an unknown deployment is refused, naming
+// the field.
 func TestResponsesPinnedDeploymentWaits(t *testing.T) {
 	deps := []dep{
 		{id: "us-1", region: "us-east", rpm: 6000, tpm: 1_000_000},
@@ -54,8 +55,16 @@ func TestResponsesPinnedDeploymentWaits(t *testing.T) {
 		`{"id":"pinned-unknown","model":"m","endpoint":"/v1/responses","deployment":"nowhere","body":{"input":"hi"}}`); err != nil {
 		t.Fatal(err)
 	}
-	log.waitFor(t, []string{unknown}, 30*time.Second)
-	if r := log.one(t, unknown); r.Error == nil || r.Error.Code != messages.CodeInvalidRequest {
-		t.Errorf("a call pinned to an unknown deployment: %+v", r)
+	// A deployment the call's regions exclude is the regions' fault.
+	const elsewhere = "pinned-elsewhere"
+	if err := publishCall(t.Context(), js, "demo", "standard", elsewhere,
+		`{"id":"pinned-elsewhere","model":"m","endpoint":"/v1/responses","deployment":"eu-1","regions":["us-east"],"body":{"input":"hi"}}`); err != nil {
+		t.Fatal(err)
+	}
+	log.waitFor(t, []string{unknown, elsewhere}, 30*time.Second)
+	for id, field := range map[string]string{unknown: "deployment", elsewhere: "regions"} {
+		if r := log.one(t, id); r.Error == nil || r.Error.Code != messages.CodeInvalidRequest || r.Error.Field != field {
+			t.Errorf("call %s: %+v, want invalid_request naming field %s", id, r.Error, field)
+		}
 	}
 }

@@ -122,6 +122,9 @@ func (d *Dispatcher) check(cfg *config.Config, t *messages.Ticket) (est tokens.E
 		if len(candidates(pool, messages.CallRequest{Endpoint: t.Call.Endpoint})) == 0 {
 			return est, messages.FieldError("endpoint", "no deployment of %q serves %s", t.Call.Model, t.Call.Endpoint)
 		}
+		if t.Call.Deployment != "" && len(candidates(pool, messages.CallRequest{Endpoint: t.Call.Endpoint, Deployment: t.Call.Deployment})) == 0 {
+			return est, messages.FieldError("deployment", "pool %q has no deployment %q that serves %s", t.Call.Model, t.Call.Deployment, t.Call.Endpoint)
+		}
 		return est, messages.FieldError("regions", "no deployment of %q serves regions %v", t.Call.Model, t.Call.Regions)
 	}
 	var bad *messages.Error
