@@ -323,3 +323,42 @@ func TestGatewayAnthropicSDK(t *testing.T) {
 		}
 	})
 }
+
+// A pool whose count_tokens is "estimate" answers the Anthropic SDK's
+// countTokens at the gateway, with sluice's estimate and no provider
+// request; a bad body is still refused in Anthropic's shape.
+func TestGatewayCountTokensEstimated(t *testing.T) {
+	s := startStack(t, stackOptions{yaml: func(url string) string {
+		return strings.Replace(devstack.DevConfigYAML(url), "  claude-haiku-4-5:\n", "  claude-haiku-4-5:\n    count_tokens: estimate\n", 1)
+	}})
+	startDispatcher(t, s, "d1", nil)
+	startExecutors(t, s)
+	url := startGateway(t, s, nil)
+	client := anthropic.NewClient(anthropicoption.WithBaseURL(url), anthropicoption.WithAPIKey(devToken))
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	if !s.Shared.Load().Pools["claude-haiku-4-5"].EstimatesTokenCounts() {
+		t.Fatal("the pool does not estimate token counts: the configuration did not take")
+	}
+	var raw *http.Response
+	count, err := client.Messages.CountTokens(ctx, anthropic.MessageCountTokensParams{
+		Model:    "claude-haiku-4-5",
+		System:   anthropic.MessageCountTokensParamsSystemUnion{OfTextBlockArray: []anthropic.TextBlockParam{{Text: "be brief"}}},
+		Messages: []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock("hello there"))},
+	}, anthropicoption.WithResponseInto(&raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 3 for the reply, 3 + 2 for the system prompt, 3 + 3 for the message.
+	if count.InputTokens != 14 || raw.Header.Get("x-sluice-estimated") != "true" || raw.Header.Get("x-sluice-call-id") != "" {
+		t.Errorf("counted %d input tokens (want 14), estimated %q, call %q", count.InputTokens, raw.Header.Get("x-sluice-estimated"), raw.Header.Get("x-sluice-call-id"))
+	}
+	if n := s.Fake.Stats().Total.Received; n != 0 {
+		t.Errorf("the provider received %d requests; an estimate asks none", n)
+	}
+	_, err = client.Messages.CountTokens(ctx, anthropic.MessageCountTokensParams{Model: "claude-haiku-4-5"})
+	var apiErr *anthropic.Error
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusBadRequest || apiErr.Type() != "invalid_request_error" {
+		t.Errorf("count_tokens without messages: %v", err)
+	}
+}

@@ -56,9 +56,25 @@ type Pool struct {
 	// DefaultMaxTokens is reserved for a chat call whose body sets no
 	// max_tokens. Default 256.
 	DefaultMaxTokens int64 `yaml:"default_max_tokens,omitempty"`
+	// CountTokens is how Anthropic's /v1/messages/count_tokens is
+	// answered: CountTokensProvider (the default, "") sends it to a
+	// deployment through admission like any call, as the provider's own
+	// count; CountTokensEstimate answers at the gateway with sluice's
+	// estimate (see package tokens), which costs no provider request.
+	CountTokens string `yaml:"count_tokens,omitempty"`
 
 	name string
 }
+
+// The ways a pool answers count_tokens (Pool.CountTokens).
+const (
+	CountTokensProvider = "provider"
+	CountTokensEstimate = "estimate"
+)
+
+// EstimatesTokenCounts reports whether the gateway answers count_tokens
+// on p with sluice's estimate rather than the provider's count.
+func (p *Pool) EstimatesTokenCounts() bool { return p.CountTokens == CountTokensEstimate }
 
 // Deployment is one (provider, region, key, model) with its own limits.
 type Deployment struct {

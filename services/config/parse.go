@@ -211,6 +211,11 @@ func (c *Config) validatePool(v *validator, name string) {
 		v.add(field+".deployments", "a pool needs at least one deployment")
 	}
 	v.positive(field+".default_max_tokens", p.DefaultMaxTokens)
+	switch p.CountTokens {
+	case "", CountTokensProvider, CountTokensEstimate:
+	default:
+		v.add(field+".count_tokens", "must be %q or %q, not %q", CountTokensProvider, CountTokensEstimate, p.CountTokens)
+	}
 	if p.DefaultMaxTokens > tokens.MaxMaxTokens {
 		v.add(field+".default_max_tokens", "must be at most %d, as a call's max_tokens", tokens.MaxMaxTokens)
 	}

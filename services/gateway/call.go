@@ -118,6 +118,10 @@ func (g *Gateway) serveCall(rt *route) http.Handler {
 			writeError(w, rt.dialect, e)
 			return
 		}
+		if pool, ok := cfg.Pool(model); ok && rt.endpoint == messages.EndpointCountTokens && pool.EstimatesTokenCounts() {
+			answerTokenEstimate(w, rt.dialect, body)
+			return
+		}
 		call := &messages.CallRequest{
 			ID:        messages.NewCallID(),
 			Model:     model,

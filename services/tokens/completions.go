@@ -117,21 +117,27 @@ func promptInput(in json.RawMessage) (tokens, prompts int64, bad *messages.Error
 // counting by requests alone (the one request is the call's), and it
 // generates nothing. It does not stream.
 func countTokens(body []byte) (Estimate, *messages.Error) {
+	_, bad := CountTokensInput(body)
+	return Estimate{}, bad
+}
+
+// CountTokensInput is sluice's estimate of the input tokens of an
+// Anthropic count_tokens body (the Messages rule, without max_tokens):
+// what a pool that estimates token counts answers, with no provider
+// request. The body's errors are countTokens'.
+func CountTokensInput(body []byte) (int64, *messages.Error) {
 	var b messagesBody
 	if err := json.Unmarshal(body, &b); err != nil {
-		return Estimate{}, bodyError(err)
+		return 0, bodyError(err)
 	}
 	if b.Stream {
-		return Estimate{}, messages.FieldError("body.stream", "count_tokens does not stream")
+		return 0, messages.FieldError("body.stream", "count_tokens does not stream")
 	}
 	if b.MaxTokens != nil {
-		return Estimate{}, messages.FieldError("body.max_tokens", "count_tokens takes no max_tokens: it generates nothing")
+		return 0, messages.FieldError("body.max_tokens", "count_tokens takes no max_tokens: it generates nothing")
 	}
 	if len(b.Messages) == 0 {
-		return Estimate{}, messages.FieldError("body.messages", "must be a non-empty array")
+		return 0, messages.FieldError("body.messages", "must be a non-empty array")
 	}
-	if _, bad := messagesPrompt(b); bad != nil {
-		return Estimate{}, bad
-	}
-	return Estimate{}, nil
+	return messagesPrompt(b)
 }
