@@ -103,7 +103,7 @@ func TestAccuracyAgainstEveryEnforcement(t *testing.T) {
 			w.judgeRefusals(t, start, start)
 			perSecond := int64((accuracyRPM + 59) / 60)
 			for _, r := range reportKeys(t, w, accuracyRPM) {
-				w.judgeLate(t, r.key, r.served, r.late)
+				judgeLate(t, r.key, r.served, r.late)
 				// A bucket allows a second's worth and its refill in any
 				// second, a sliding minute all of it; a one-second window
 				// what it holds.
