@@ -56,7 +56,7 @@ type keyReport struct {
 	served, refused      int64
 	late                 int64 // work handed back late (see accuracyWatch)
 	max1s, max60s        int64
-	used                 float64 // of the rate the key allows, while served, late work included
+	used                 float64 // of the rate the key allows, while served and not told to wait, late work included
 	servedFrom, servedTo time.Time
 }
 
@@ -69,7 +69,7 @@ func reportKeys(t *testing.T, w *accuracyWatch, allowed float64) []keyReport {
 	for k, c := range st.Keys {
 		r := keyReport{key: redactKey(k), served: c.Served, refused: c.Refused(), late: w.lateOn(k),
 			max1s: c.MaxRequests1s, max60s: c.MaxRequests60s, servedFrom: c.FirstServed, servedTo: c.LastServed}
-		if span := c.LastServed.Sub(c.FirstServed); span > 0 {
+		if span := c.LastServed.Sub(c.FirstServed) - w.toldToWait(k); span > 0 {
 			r.used = float64(c.Served-1+r.late) / (allowed / 60 * span.Seconds())
 		}
 		out = append(out, r)

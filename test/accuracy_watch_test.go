@@ -34,6 +34,9 @@ import (
 //     counts them per region) and count their slots as in use, so that
 //     "98% in use" measures the schedule; beyond lateShare of what a key
 //     served the run fails, as one whose machine was too slow to tell.
+//   - A 429 that a late request explains tells sluice to wait (until its
+//     one-second window frees): the time it cools, as told, is not
+//     counted in what the key allowed.
 
 // lateShare is the most work, as a share of what a key served, that may
 // be handed back late before a run fails as unmeasurable. Measured on the
@@ -89,6 +92,19 @@ func startAccuracy(t *testing.T, yaml func(string) string, kc fakeprovider.KeyCo
 	}
 	startExecutors(t, w.s)
 	return w
+}
+
+// toldToWait is how long the provider's 429s on the key with secret told
+// sluice to wait, in all: time sluice cooled as told, which the tests
+// leave out of what the key allowed (each 429 itself is judged by
+// judgeRefusals).
+func (w *accuracyWatch) toldToWait(secret string) time.Duration {
+	for name, s := range devstack.DevSecrets(w.s.Shared.Load()) {
+		if s == secret {
+			return w.arrivals.toldToWait(name)
+		}
+	}
+	return 0
 }
 
 // lateOn is how much work was handed back late on the key with secret.

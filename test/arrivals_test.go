@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -54,6 +55,9 @@ type arrival struct {
 	key    string
 	callID string
 	status int
+	// retryAfter is how long a 429 told the caller to wait
+	// (retry-after-ms), 0 otherwise.
+	retryAfter time.Duration
 }
 
 func newArrivalLog(secrets map[string]string) *arrivalLog {
@@ -81,6 +85,9 @@ func (l *arrivalLog) wrap(h http.Handler) http.Handler {
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 		h.ServeHTTP(sw, r)
 		a.status = sw.status
+		if ms, err := strconv.ParseInt(sw.Header().Get("retry-after-ms"), 10, 64); err == nil && a.status == http.StatusTooManyRequests {
+			a.retryAfter = time.Duration(ms) * time.Millisecond
+		}
 		l.mu.Lock()
 		a.key = l.names[secret]
 		l.arrivals = append(l.arrivals, a)
@@ -143,6 +150,20 @@ func (l *arrivalLog) refusals(start, from time.Time, allowance time.Duration, se
 		out = append(out, r)
 	}
 	return out
+}
+
+// toldToWait is how long, in all, the provider's 429s on key told the
+// caller to wait.
+func (l *arrivalLog) toldToWait(key string) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var d time.Duration
+	for _, a := range l.arrivals {
+		if a.key == key {
+			d += a.retryAfter
+		}
+	}
+	return d
 }
 
 // count is how many requests arriving in [from, to) the provider answered
