@@ -121,9 +121,11 @@ type Dispatcher struct {
 	results *results.Publisher
 	stream  jetstream.Stream // SLUICE_RESULTS
 
-	shared limiter.Limiter
-	leases *limiter.Leases
-	settle *settlements
+	// buckets are the shared buckets of teams' and tiers' shares (caps,
+	// guarantees, minimum shares, the batch gate), leased through leases.
+	buckets limiter.Limiter
+	leases  *limiter.Leases
+	settle  *settlements
 	// schedules are the deployments' send schedules, placed on through
 	// pacer; scheduled accumulates their settlements.
 	schedules limiter.Scheduler
@@ -212,8 +214,8 @@ func New(nc *nats.Conn, cfg Config) (*Dispatcher, error) {
 // hands the calls it holds back to JetStream for the other dispatchers,
 // returns unspent leased capacity, and waits for its publishes to settle.
 func (d *Dispatcher) Run(ctx context.Context) error {
-	shared := d.cfg.Shared.Load()
-	res, err := streams.Ensure(ctx, d.js, shared.Streams)
+	live := d.cfg.Shared.Load()
+	res, err := streams.Ensure(ctx, d.js, live.Streams)
 	if err != nil {
 		return err
 	}
@@ -233,16 +235,16 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		return fmt.Errorf("dispatcher: concurrency slots: %w", err)
 	}
 
-	d.shared = d.cfg.Limiter
-	if d.shared == nil {
+	d.buckets = d.cfg.Limiter
+	if d.buckets == nil {
 		kv := limiter.NewKV(res.Limiter, limiter.KVOptions{Clock: d.cfg.Clock})
 		if err := kv.Start(ctx); err != nil {
 			return fmt.Errorf("dispatcher: limiter: %w", err)
 		}
 		defer kv.Stop()
-		d.shared = kv
+		d.buckets = kv
 	}
-	d.leases = limiter.NewLeases(d.shared, limiter.LeaseOptions{Clock: d.cfg.Clock, TTL: shared.Admission.LeaseTTL})
+	d.leases = limiter.NewLeases(d.buckets, limiter.LeaseOptions{Clock: d.cfg.Clock, TTL: live.Admission.LeaseTTL})
 	d.settle = newSettlements()
 	d.schedules = d.cfg.Scheduler
 	if d.schedules == nil {
@@ -253,10 +255,10 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		defer kv.Stop()
 		d.schedules = kv
 	}
-	d.pacer = limiter.NewPacer(d.schedules, limiter.PacerOptions{Clock: d.cfg.Clock, Horizon: shared.Admission.LeaseTTL})
+	d.pacer = limiter.NewPacer(d.schedules, limiter.PacerOptions{Clock: d.cfg.Clock, Horizon: live.Admission.LeaseTTL})
 	d.scheduled = newSettlements()
 
-	cons, err := streams.EnsureConsumer(ctx, res.Calls, streams.DispatcherConsumerConfig(shared.Streams, d.cfg.AckWait))
+	cons, err := streams.EnsureConsumer(ctx, res.Calls, streams.DispatcherConsumerConfig(live.Streams, d.cfg.AckWait))
 	if err != nil {
 		return err
 	}

@@ -249,7 +249,7 @@ func (d *Dispatcher) flushSettlements(ctx context.Context) {
 		if c.delta.IsZero() {
 			continue
 		}
-		if err := d.shared.Adjust(ctx, key, c.limit, c.delta); err != nil {
+		if err := d.buckets.Adjust(ctx, key, c.limit, c.delta); err != nil {
 			d.log.Warn("settle", "bucket", key, "err", err)
 			d.settle.add(key, c.limit, c.delta)
 			continue
@@ -278,7 +278,7 @@ func (d *Dispatcher) flushSettlements(ctx context.Context) {
 // schedules into metrics.
 func (d *Dispatcher) countLimiterOps() {
 	var ops, conflicts uint64
-	if kv, ok := d.shared.(*limiter.KV); ok {
+	if kv, ok := d.buckets.(*limiter.KV); ok {
 		ops, conflicts = kv.Ops(), kv.Conflicts()
 	}
 	if kv, ok := d.schedules.(*limiter.KVScheduler); ok {

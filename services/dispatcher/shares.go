@@ -118,7 +118,7 @@ func (s *shares) nonCriticalLimit(main limiter.Limit) (limiter.Limit, bool) {
 // credit reports whether the bucket key holds at least need now. It costs
 // no KV operation: the KV limiter answers from its watched cache.
 func (d *Dispatcher) credit(ctx context.Context, key string, l limiter.Limit, need limiter.Amount) bool {
-	avail, err := d.shared.Available(ctx, key, l)
+	avail, err := d.buckets.Available(ctx, key, l)
 	if err != nil {
 		return false
 	}
