@@ -1,5 +1,10 @@
 package dispatcher
 
+// The scheduler loop, which runs admission passes (pass.go; a call's
+// deployment is chosen and reserved in route.go), and what becomes of a
+// call once a pass has decided: its work published (dispatch), or its
+// answer (finishAsync).
+
 import (
 	"context"
 	"encoding/json"
