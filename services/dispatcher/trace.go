@@ -4,7 +4,6 @@ import (
 	"context"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
@@ -31,27 +30,25 @@ import (
 func (d *Dispatcher) traceAdmission(w *waiting, dep *config.Deployment, sendAt, now time.Time) (context.Context, func(error)) {
 	t := &w.ticket
 	ctx := tracing.Extract(context.Background(), w.msg.Headers())
-	call := []attribute.KeyValue{
-		tracing.AttrCallID.String(t.Call.ID),
-		tracing.AttrTeam.String(t.Team),
-		tracing.AttrTier.String(string(t.Tier)),
-		tracing.AttrPool.String(t.Call.Model),
-		tracing.AttrAttempt.Int(t.Attempt),
-		tracing.AttrAdmission.Int(t.Admission),
-	}
 	// A first attempt waited from its acceptance by JetStream; a retry
 	// from when it came back (its backoff lies before).
 	since := w.since
 	if t.Attempt == 1 && t.Admission == 0 && !t.AcceptedAt.IsZero() && t.AcceptedAt.Before(since) {
 		since = t.AcceptedAt
 	}
-	qctx, queued := d.tracer.Start(ctx, tracing.SpanQueue, trace.WithTimestamp(since), trace.WithAttributes(call...))
+	// Attributes are set only on recorded spans: untraced, admission
+	// allocates nothing for them.
+	qctx, queued := d.tracer.Start(ctx, tracing.SpanQueue, trace.WithTimestamp(since))
+	if queued.IsRecording() {
+		queued.SetAttributes(callAttributes(t)...)
+	}
 	queued.End(trace.WithTimestamp(now))
 	if !trace.SpanContextFromContext(ctx).IsValid() {
 		ctx = qctx
 	}
-	ctx, admit := d.tracer.Start(ctx, tracing.SpanAdmit, trace.WithTimestamp(now), trace.WithAttributes(call...))
+	ctx, admit := d.tracer.Start(ctx, tracing.SpanAdmit, trace.WithTimestamp(now))
 	if admit.IsRecording() {
+		admit.SetAttributes(callAttributes(t)...)
 		admit.SetAttributes(
 			tracing.AttrDeployment.String(dep.ID),
 			tracing.AttrRegion.String(dep.Region),
@@ -71,20 +68,32 @@ func (d *Dispatcher) traceAdmission(w *waiting, dep *config.Deployment, sendAt, 
 }
 
 // traceResult starts the span of an error result the dispatcher answers
-// a call with (bad input, deadline passed while waiting, ...), in the
-// trace the call's message came with, or a new one. The result publish
-// under its context carries its trace id.
-func (d *Dispatcher) traceResult(ctx context.Context, msg jetstream.Msg, t *messages.Ticket, e *messages.Error) (context.Context, trace.Span) {
-	ctx = tracing.Extract(ctx, msg.Headers())
-	ctx, span := d.tracer.Start(ctx, tracing.SpanResult, trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(
-		tracing.AttrCallID.String(t.Call.ID),
-		tracing.AttrTeam.String(t.Team),
-		tracing.AttrTier.String(string(t.Tier)),
-		tracing.AttrAttempt.Int(t.Attempt),
-	))
+// a call with (bad input, deadline passed while waiting, work no executor
+// took, ...), in the trace the headers of the call's message (or work)
+// carry, or a new one. The result publish under its context carries its
+// trace id.
+func (d *Dispatcher) traceResult(ctx context.Context, h map[string][]string, t *messages.Ticket, e *messages.Error) (context.Context, trace.Span) {
+	ctx = tracing.Extract(ctx, h)
+	ctx, span := d.tracer.Start(ctx, tracing.SpanResult, trace.WithSpanKind(trace.SpanKindProducer))
+	if !span.IsRecording() {
+		return ctx, span
+	}
+	span.SetAttributes(callAttributes(t)...)
 	if e != nil {
 		span.SetAttributes(tracing.AttrErrorCode.String(string(e.Code)))
 		span.SetStatus(codes.Error, e.Message)
 	}
 	return ctx, span
+}
+
+// callAttributes name a ticket's call on its spans.
+func callAttributes(t *messages.Ticket) []attribute.KeyValue {
+	return []attribute.KeyValue{
+		tracing.AttrCallID.String(t.Call.ID),
+		tracing.AttrTeam.String(t.Team),
+		tracing.AttrTier.String(string(t.Tier)),
+		tracing.AttrPool.String(t.Call.Model),
+		tracing.AttrAttempt.Int(t.Attempt),
+		tracing.AttrAdmission.Int(t.Admission),
+	}
 }
