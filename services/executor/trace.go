@@ -7,7 +7,6 @@ import (
 	"net/http"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
@@ -25,27 +24,35 @@ import (
 // for the send time too; the event "sent" marks the request going out.
 func (e *Executor) tracedAttempt(ctx context.Context, msg jetstream.Msg, w *messages.Work, log *slog.Logger) (outcome, context.Context) {
 	op := tracing.GenAIOperation(w.Call.Endpoint)
-	attrs := []attribute.KeyValue{
-		tracing.AttrGenAIOperationName.String(op),
-		tracing.AttrCallID.String(w.Call.ID),
-		tracing.AttrTeam.String(w.Team),
-		tracing.AttrTier.String(string(w.Tier)),
-		tracing.AttrPool.String(w.Call.Model),
-		tracing.AttrAttempt.Int(w.Attempt),
-		tracing.AttrDeployment.String(w.Deployment),
-		tracing.AttrRegion.String(e.cfg.Region),
-	}
+	dep, known := e.cfg.Shared.Load().Deployment(w.Deployment)
 	name := op
-	if dep, ok := e.cfg.Shared.Load().Deployment(w.Deployment); ok {
-		provider := tracing.GenAIProvider(dep.Provider)
-		attrs = append(attrs,
-			tracing.AttrGenAIProviderName.String(provider),
-			tracing.AttrGenAISystem.String(provider),
-			tracing.AttrGenAIRequestModel.String(dep.Model))
+	if known {
 		name += " " + dep.Model
 	}
-	ctx, span := e.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
+	ctx, span := e.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindClient))
 	defer span.End()
+	if span.IsRecording() {
+		// Set only on recorded spans: untraced, attempts allocate nothing
+		// for them.
+		span.SetAttributes(
+			tracing.AttrGenAIOperationName.String(op),
+			tracing.AttrCallID.String(w.Call.ID),
+			tracing.AttrTeam.String(w.Team),
+			tracing.AttrTier.String(string(w.Tier)),
+			tracing.AttrPool.String(w.Call.Model),
+			tracing.AttrAttempt.Int(w.Attempt),
+			tracing.AttrAdmission.Int(w.Admission),
+			tracing.AttrDeployment.String(w.Deployment),
+			tracing.AttrRegion.String(e.cfg.Region),
+		)
+		if known {
+			provider := tracing.GenAIProvider(dep.Provider)
+			span.SetAttributes(
+				tracing.AttrGenAIProviderName.String(provider),
+				tracing.AttrGenAISystem.String(provider),
+				tracing.AttrGenAIRequestModel.String(dep.Model))
+		}
+	}
 	o := e.attempt(ctx, msg, w, log)
 	if !span.IsRecording() {
 		return o, ctx
@@ -88,10 +95,12 @@ func (e *Executor) tracedFinish(ctx context.Context, msg jetstream.Msg, w *messa
 	if o.retry != nil {
 		name = tracing.SpanRetry
 	}
-	ctx, span := e.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindProducer),
-		trace.WithAttributes(tracing.AttrCallID.String(w.Call.ID), tracing.AttrAttempt.Int(w.Attempt)))
+	ctx, span := e.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindProducer))
 	defer span.End()
-	if o.result != nil && o.result.Error != nil {
+	if span.IsRecording() {
+		span.SetAttributes(tracing.AttrCallID.String(w.Call.ID), tracing.AttrAttempt.Int(w.Attempt))
+	}
+	if o.result != nil && o.result.Error != nil && span.IsRecording() {
 		span.SetAttributes(tracing.AttrErrorCode.String(string(o.result.Error.Code)))
 		span.SetStatus(codes.Error, o.result.Error.Message)
 	}
