@@ -432,7 +432,16 @@ func TestTraceNATS(t *testing.T) {
 	if err := publishCall(ctx, js, "demo", "standard", "untraced-1", chatCall("untraced-1", "gpt-4o-mini", 20, "")); err != nil {
 		t.Fatal(err)
 	}
-	log.waitFor(t, []string{"traced-1", "untraced-1"}, 20*time.Second)
+	// A call the dispatcher refuses is answered in its trace too.
+	badHeader, badTrace, badParent := newTraceparent(t)
+	bad := &nats.Msg{Subject: messages.CallSubject("demo", messages.TierStandard), Header: nats.Header{},
+		Data: []byte(chatCall("refused-1", "no-such-pool", 20, ""))}
+	bad.Header.Set("Nats-Msg-Id", "refused-1")
+	bad.Header["traceparent"] = []string{badHeader}
+	if _, err := js.PublishMsg(ctx, bad); err != nil {
+		t.Fatal(err)
+	}
+	log.waitFor(t, []string{"traced-1", "untraced-1", "refused-1"}, 20*time.Second)
 
 	res := log.one(t, "traced-1")
 	if res.Error != nil {
@@ -456,4 +465,18 @@ func TestTraceNATS(t *testing.T) {
 		t.Errorf("%d queue spans of a call without a traceparent have no parent, want 1: the trace starts at its first admission", n)
 	}
 	checkCallTrace(t, ts, spans, fresh.TraceID, "", &fresh)
+
+	refused := log.one(t, "refused-1")
+	if refused.Error == nil || refused.Error.Code != messages.CodeUnknownModel {
+		t.Fatalf("the call of an unknown pool got %+v, want unknown_model", refused.Error)
+	}
+	if refused.TraceID != badTrace {
+		t.Errorf("the refused call's trace_id is %q, want its traceparent's %s", refused.TraceID, badTrace)
+	}
+	r := findSpan(ts.spans(t, badTrace, tracing.SpanResult), tracing.SpanResult)
+	if r.service != tracing.ServiceDispatcher || r.parent != badParent || r.status != tracepb.Status_STATUS_CODE_ERROR ||
+		r.attrs["sluice.error.code"] != string(messages.CodeUnknownModel) {
+		t.Errorf("the refusal's span: service %s, parent %s, status %v, attributes %v; want %s, the incoming %s, an error, unknown_model",
+			r.service, r.parent, r.status, r.attrs, tracing.ServiceDispatcher, badParent)
+	}
 }
