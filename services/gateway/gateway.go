@@ -281,7 +281,7 @@ func (g *Gateway) routes() http.Handler {
 		writeError(w, anthropic, &apiError{Status: http.StatusNotFound, Code: "unknown_url",
 			Message: fmt.Sprintf("sluice's gateway has no route %s %s; it serves /v1/messages and /v1/messages/count_tokens", r.Method, r.URL.Path)})
 	})))
-	mux.Handle("/v1/responses/{response_id}", g.instrument("/v1/responses/{response_id}", http.HandlerFunc(g.serveStored)))
+	mux.Handle("/v1/responses/{response_id}", g.traced("/v1/responses/{response_id}", g.instrument("/v1/responses/{response_id}", http.HandlerFunc(g.serveStored))))
 	mux.Handle("/v1/models", g.instrument("/v1/models", http.HandlerFunc(g.serveModels)))
 	mux.Handle("/v1/models/{model}", g.instrument("/v1/models/{model}", http.HandlerFunc(g.serveModel)))
 	mux.Handle("/healthz", g.instrument("/healthz", http.HandlerFunc(g.serveHealth)))

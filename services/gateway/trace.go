@@ -16,10 +16,9 @@ import (
 // which carry it on to the dispatcher, the executor and the provider.
 func (g *Gateway) traced(route string, h http.Handler) http.Handler {
 	tracer := tracing.Tracer(g.cfg.TracerProvider)
-	name := http.MethodPost + " " + route
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx := tracing.ExtractHTTP(r.Context(), r.Header)
-		ctx, span := tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(
+		ctx, span := tracer.Start(ctx, r.Method+" "+route, trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(
 			tracing.AttrHTTPMethod.String(r.Method),
 			tracing.AttrHTTPRoute.String(route),
 		))
