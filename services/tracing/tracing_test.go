@@ -2,10 +2,14 @@ package tracing
 
 import (
 	"context"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"testing"
 
 	"go.opentelemetry.io/otel/trace"
+	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	"google.golang.org/protobuf/proto"
 )
 
 func TestEnabled(t *testing.T) {
@@ -77,5 +81,55 @@ func TestPropagation(t *testing.T) {
 	}
 	if id := TraceID(ctx); id != "" {
 		t.Errorf("TraceID of a remote, unrecorded span context = %q, want empty", id)
+	}
+}
+
+// The standard environment alone turns tracing on: spans reach the OTLP
+// endpoint it names, under the service's default name, or under
+// OTEL_SERVICE_NAME.
+func TestFromEnvExports(t *testing.T) {
+	for _, c := range []struct{ serviceName, want string }{
+		{"", ServiceExecutor},
+		{"edge-executor", "edge-executor"},
+	} {
+		got := make(chan string, 16)
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			body, _ := io.ReadAll(r.Body)
+			var req coltracepb.ExportTraceServiceRequest
+			if r.URL.Path != "/v1/traces" || proto.Unmarshal(body, &req) != nil {
+				http.Error(w, "bad export", http.StatusBadRequest)
+				return
+			}
+			for _, rs := range req.GetResourceSpans() {
+				for _, kv := range rs.GetResource().GetAttributes() {
+					if kv.GetKey() == "service.name" {
+						got <- kv.GetValue().GetStringValue()
+					}
+				}
+			}
+		}))
+		t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", srv.URL)
+		t.Setenv("OTEL_SERVICE_NAME", c.serviceName)
+		p, err := FromEnv(context.Background(), ServiceExecutor)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, span := p.Tracer(Scope).Start(context.Background(), "x")
+		if !span.IsRecording() {
+			t.Fatal("tracing on does not record spans")
+		}
+		span.End()
+		if err := p.Shutdown(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		srv.Close()
+		select {
+		case name := <-got:
+			if name != c.want {
+				t.Errorf("OTEL_SERVICE_NAME=%q: service.name %q, want %q", c.serviceName, name, c.want)
+			}
+		default:
+			t.Errorf("OTEL_SERVICE_NAME=%q: no span reached the endpoint", c.serviceName)
+		}
 	}
 }
