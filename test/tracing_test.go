@@ -146,6 +146,9 @@ type tracedStack struct {
 
 	mu           sync.Mutex
 	traceparents []string // of the requests the provider got
+	// failOnce is a trace id whose first provider request is answered
+	// 503, as an overloaded provider would.
+	failOnce string
 }
 
 func startTracedStack(t *testing.T) *tracedStack {
@@ -167,10 +170,20 @@ func startTracedStack(t *testing.T) *tracedStack {
 		NATSPort: -1, StoreDir: t.TempDir(),
 		Fake: fakeprovider.Config{Wrap: func(h http.Handler) http.Handler {
 			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				fail := false
 				if tp := r.Header.Get("traceparent"); tp != "" {
 					ts.mu.Lock()
 					ts.traceparents = append(ts.traceparents, tp)
+					if ts.failOnce != "" && strings.Contains(tp, "-"+ts.failOnce+"-") {
+						fail, ts.failOnce = true, ""
+					}
 					ts.mu.Unlock()
+				}
+				if fail {
+					w.Header().Set("Content-Type", "application/json")
+					w.WriteHeader(http.StatusServiceUnavailable)
+					_, _ = io.WriteString(w, `{"error":{"message":"overloaded","type":"server_error"}}`)
+					return
 				}
 				h.ServeHTTP(w, r)
 			})
@@ -332,11 +345,11 @@ func checkCallTrace(t *testing.T, ts *tracedStack, spans []span, traceID, root s
 		}
 	}
 	tps := ts.providerTraceparents(traceID)
-	if len(tps) != 1 {
-		t.Fatalf("the provider got %d requests with a traceparent of trace %s, want 1 (all it got: %v)", len(tps), traceID, ts.providerTraceparents(""))
+	if len(tps) != res.Attempts {
+		t.Fatalf("the provider got %d requests with a traceparent of trace %s, want one per attempt, %d (all it got: %v)", len(tps), traceID, res.Attempts, ts.providerTraceparents(""))
 	}
-	if want := "00-" + traceID + "-" + attempt.id + "-01"; tps[0] != want {
-		t.Errorf("the provider got traceparent %s, want the attempt span's %s", tps[0], want)
+	if want := "00-" + traceID + "-" + attempt.id + "-01"; tps[len(tps)-1] != want {
+		t.Errorf("the provider's last request had traceparent %s, want the last attempt span's %s", tps[len(tps)-1], want)
 	}
 }
 
@@ -478,5 +491,69 @@ func TestTraceNATS(t *testing.T) {
 		r.attrs["sluice.error.code"] != string(messages.CodeUnknownModel) {
 		t.Errorf("the refusal's span: service %s, parent %s, status %v, attributes %v; want %s, the incoming %s, an error, unknown_model",
 			r.service, r.parent, r.status, r.attrs, tracing.ServiceDispatcher, badParent)
+	}
+}
+
+// TestTraceRetry: a retried call stays one trace: the failed attempt is an
+// error span, its retry is its child, and the next admission the retry's.
+func TestTraceRetry(t *testing.T) {
+	ts := startTracedStack(t)
+	nc := connect(t, ts.Stack)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := watchResults(t, nc, "demo")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	header, traceID, parent := newTraceparent(t)
+	ts.mu.Lock()
+	ts.failOnce = traceID
+	ts.mu.Unlock()
+	msg := &nats.Msg{Subject: messages.CallSubject("demo", messages.TierStandard), Header: nats.Header{},
+		Data: []byte(chatCall("retried-1", "gpt-4o-mini", 20, ""))}
+	msg.Header.Set("Nats-Msg-Id", "retried-1")
+	msg.Header["traceparent"] = []string{header}
+	if _, err := js.PublishMsg(ctx, msg); err != nil {
+		t.Fatal(err)
+	}
+	log.waitFor(t, []string{"retried-1"}, 25*time.Second)
+	res := log.one(t, "retried-1")
+	if res.Error != nil || res.Attempts != 2 {
+		t.Fatalf("result: error %v after %d attempts; want a success at the second", res.Error, res.Attempts)
+	}
+	if res.TraceID != traceID {
+		t.Errorf("the result's trace_id is %q, want %s", res.TraceID, traceID)
+	}
+	spans := ts.spans(t, traceID, tracing.SpanRetry, tracing.SpanResult)
+	checkCallTrace(t, ts, spans, traceID, parent, &res)
+
+	// (Work taken late is handed back as a retry too, from an attempt
+	// span that sent nothing: find the one the provider failed.)
+	var failed, retry *span
+	for i := range spans {
+		if s := &spans[i]; s.name == "chat gpt-4o-mini" && s.attrs["http.response.status_code"] == "503" {
+			failed = s
+		}
+	}
+	if failed == nil {
+		t.Fatalf("no attempt span with status 503; have %v", spanNames(spans))
+	}
+	if failed.status != tracepb.Status_STATUS_CODE_ERROR || failed.attrs["sluice.attempt"] != "1" || failed.attrs["error.type"] != string(messages.CodeProviderError) {
+		t.Errorf("the failed attempt's span: status %v, attributes %v; want an error, attempt 1, error.type provider_error", failed.status, failed.attrs)
+	}
+	for i := range spans {
+		if s := &spans[i]; s.name == tracing.SpanRetry && s.parent == failed.id {
+			retry = s
+		}
+	}
+	if retry == nil {
+		t.Fatalf("no retry span is a child of the failed attempt %s", failed.id)
+	}
+	if n := countSpans(spans, tracing.SpanAdmit, retry.id); n != 1 {
+		t.Errorf("%d admissions are children of the retry span, want 1", n)
+	}
+	if first := ts.providerTraceparents(traceID)[0]; first != "00-"+traceID+"-"+failed.id+"-01" {
+		t.Errorf("the failed request had traceparent %s, want the failed attempt span's", first)
 	}
 }
