@@ -26,7 +26,7 @@ func (e *Executor) tracedAttempt(ctx context.Context, msg jetstream.Msg, w *mess
 	op := tracing.GenAIOperation(w.Call.Endpoint)
 	dep, known := e.cfg.Shared.Load().Deployment(w.Deployment)
 	name := op
-	if known {
+	if known && dep.Model != "" {
 		name += " " + dep.Model
 	}
 	ctx, span := e.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindClient))
