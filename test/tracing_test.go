@@ -153,6 +153,13 @@ type tracedStack struct {
 
 func startTracedStack(t *testing.T) *tracedStack {
 	t.Helper()
+	return startStackTracing(t, true)
+}
+
+// startStackTracing is startTracedStack, with the services' tracing on or
+// off (the provider still records traceparents).
+func startStackTracing(t *testing.T, on bool) *tracedStack {
+	t.Helper()
 	ts := &tracedStack{rcv: startOTLPReceiver(t), providers: map[string]*tracing.Provider{}}
 	ctx := context.Background()
 	for _, service := range []string{tracing.ServiceGateway, tracing.ServiceDispatcher, tracing.ServiceExecutor} {
@@ -188,7 +195,12 @@ func startTracedStack(t *testing.T) *tracedStack {
 				h.ServeHTTP(w, r)
 			})
 		}},
-		TracerProvider: func(service string) trace.TracerProvider { return ts.providers[service] },
+		TracerProvider: func(service string) trace.TracerProvider {
+			if !on {
+				return nil
+			}
+			return ts.providers[service]
+		},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -555,5 +567,42 @@ func TestTraceRetry(t *testing.T) {
 	}
 	if first := ts.providerTraceparents(traceID)[0]; first != "00-"+traceID+"-"+failed.id+"-01" {
 		t.Errorf("the failed request had traceparent %s, want the failed attempt span's", first)
+	}
+}
+
+// TestTraceOff: with tracing off, no span is exported and results carry
+// no trace_id, but a caller's traceparent still reaches the provider.
+func TestTraceOff(t *testing.T) {
+	ts := startStackTracing(t, false)
+	url := startGateway(t, ts.Stack, nil)
+	header, traceID, parent := newTraceparent(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp := gatewayPost(ctx, t, url, "/v1/chat/completions",
+		`{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}],"max_tokens":20}`, "traceparent", header)
+	if body := readAll(t, resp); resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d: %s", resp.StatusCode, body)
+	}
+	js, err := streams.JetStream(connect(t, ts.Stack), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := results.Fetch(ctx, js, "demo", resp.Header.Get(gateway.HeaderCallID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.TraceID != "" {
+		t.Errorf("tracing off, the result has trace_id %q", res.TraceID)
+	}
+	// Untraced, sluice makes no span of its own: the provider's parent is
+	// the caller's span.
+	if tps := ts.providerTraceparents(traceID); len(tps) != 1 || tps[0] != header {
+		t.Errorf("the provider got traceparents %v of the trace, want the caller's %s (parent %s)", tps, header, parent)
+	}
+	for _, p := range ts.providers {
+		_ = p.ForceFlush(ctx)
+	}
+	if n := len(ts.rcv.trace(traceID)); n != 0 {
+		t.Errorf("tracing off, %d spans were exported", n)
 	}
 }
