@@ -15,6 +15,11 @@
 //	{"id":"call-1","model":"gpt-4o-mini",
 //	 "body":{"messages":[{"role":"user","content":"hi"}],"max_tokens":50}}
 //
+// A W3C traceparent header ([HeaderTraceParent], and tracestate) on the
+// call continues the caller's trace: sluice carries it in the headers of
+// the call's work and retries ([TraceCarrier]) and on to the provider, and
+// the result's trace_id names the trace.
+//
 // # Results
 //
 // Every call JetStream accepted ends with exactly one [Result] on

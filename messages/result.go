@@ -63,6 +63,10 @@ type Result struct {
 	Provider   string            `json:"provider,omitempty"`
 	Timings    Timings           `json:"timings"`
 	Metadata   map[string]string `json:"metadata,omitempty"`
+	// TraceID is the OpenTelemetry trace id (32 hex digits) of the call,
+	// when the service that answered it traces: the trace of the
+	// traceparent the call came with, else the one sluice started.
+	TraceID string `json:"trace_id,omitempty"`
 }
 
 // Err returns the result's error, or nil for a success.

@@ -45,9 +45,12 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return fmt.Errorf("-addr: port %q: %w", portStr, err)
 	}
 	reg := newRegistry()
+	// One process, three services: each traces under its own name.
+	tracers := newTracers(log)
+	defer tracers.shutdown()
 	stack, err := devstack.Start(devstack.Options{
 		NATSHost: host, NATSPort: port, StoreDir: *dataDir, FakeAddr: *fakeAddr,
-		Logger: log, Registerer: reg,
+		Logger: log, Registerer: reg, TracerProvider: tracers.provider,
 	})
 	if err != nil {
 		return err

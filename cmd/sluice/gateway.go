@@ -14,6 +14,7 @@ import (
 	"github.com/sluicehq/sluice/services/config"
 	"github.com/sluicehq/sluice/services/gateway"
 	"github.com/sluicehq/sluice/services/microsvc"
+	"github.com/sluicehq/sluice/services/tracing"
 )
 
 func runGateway(ctx context.Context, args []string, _, stderr io.Writer) error {
@@ -44,10 +45,13 @@ func runGateway(ctx context.Context, args []string, _, stderr io.Writer) error {
 			return err
 		}
 	}
+	tracers := newTracers(log)
+	defer tracers.shutdown()
 	return serveService(ctx, "sluice gateway", &nf, sc, *metricsAddr, log, func(nc *nats.Conn, live *config.Live, reg prometheus.Registerer) (func(context.Context) error, error) {
 		g, err := gateway.New(nc, gateway.Config{
 			Addr: *addr, Shared: live, Logger: log, Registerer: reg, JSDomain: nf.domain,
 			ShutdownGrace: *grace, DefaultTimeout: *defaultTimeout,
+			TracerProvider: tracers.provider(tracing.ServiceGateway),
 		})
 		if err != nil {
 			return nil, err

@@ -16,6 +16,7 @@ import (
 	"github.com/sluicehq/sluice/services/dispatcher"
 	"github.com/sluicehq/sluice/services/executor"
 	"github.com/sluicehq/sluice/services/microsvc"
+	"github.com/sluicehq/sluice/services/tracing"
 )
 
 func runDispatcher(ctx context.Context, args []string, _, stderr io.Writer) error {
@@ -46,9 +47,12 @@ func runDispatcher(ctx context.Context, args []string, _, stderr io.Writer) erro
 	if *id == "" {
 		*id = uuid.NewString()[:8] // as the dispatcher would, so `nats micro info` shows it
 	}
+	tracers := newTracers(log)
+	defer tracers.shutdown()
 	return serveService(ctx, "sluice dispatcher", &nf, sc, *metricsAddr, log, func(nc *nats.Conn, live *config.Live, reg prometheus.Registerer) (func(context.Context) error, error) {
 		d, err := dispatcher.New(nc, dispatcher.Config{
 			ID: *id, Shared: live, Logger: log, Registerer: reg, JSDomain: nf.domain,
+			TracerProvider: tracers.provider(tracing.ServiceDispatcher),
 		})
 		if err != nil {
 			return nil, err
@@ -92,10 +96,13 @@ func runExecutor(ctx context.Context, args []string, _, stderr io.Writer) error 
 		}
 		secrets = executor.FirstOf(file.Lookup, secrets)
 	}
+	tracers := newTracers(log)
+	defer tracers.shutdown()
 	return serveService(ctx, "sluice executor "+*region, &nf, sc, *metricsAddr, log, func(nc *nats.Conn, live *config.Live, reg prometheus.Registerer) (func(context.Context) error, error) {
 		e, err := executor.New(nc, executor.Config{
 			Region: *region, Shared: live, Secrets: secrets,
 			Concurrency: *concurrency, Logger: log, Registerer: reg, JSDomain: nf.domain,
+			TracerProvider: tracers.provider(tracing.ServiceExecutor),
 		})
 		if err != nil {
 			return nil, err

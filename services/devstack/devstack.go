@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sluicehq/sluice/services/config"
 	"github.com/sluicehq/sluice/services/embedded"
@@ -61,6 +62,10 @@ type Options struct {
 	Logger   *slog.Logger
 	// Registerer receives the metrics of every service. Default: none.
 	Registerer prometheus.Registerer
+	// TracerProvider, if not nil, gives the TracerProvider of each service
+	// started on the stack, by its service name (tracing.ServiceGateway,
+	// ...). Default: none, no spans.
+	TracerProvider func(service string) trace.TracerProvider
 }
 
 // Stack is a running embedded NATS server and fake provider, and the
@@ -87,6 +92,15 @@ type Stack struct {
 	configNC  *nats.Conn
 	stopWatch context.CancelFunc
 	watchDone chan struct{}
+}
+
+// tracerProvider is the TracerProvider of service, nil when the stack has
+// none.
+func (s *Stack) tracerProvider(service string) trace.TracerProvider {
+	if s.opts.TracerProvider == nil {
+		return nil
+	}
+	return s.opts.TracerProvider(service)
 }
 
 // Start starts the embedded server and the fake provider.

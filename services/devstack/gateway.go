@@ -5,6 +5,7 @@ import (
 
 	"github.com/sluicehq/sluice/services/gateway"
 	"github.com/sluicehq/sluice/services/microsvc"
+	"github.com/sluicehq/sluice/services/tracing"
 )
 
 // StartGateway starts an HTTP gateway on its own NATS connection. It
@@ -13,10 +14,11 @@ import (
 // API is under /v1).
 func (s *Stack) StartGateway(tune func(*gateway.Config)) (*Service, string, error) {
 	cfg := gateway.Config{
-		Addr:       "127.0.0.1:0",
-		Shared:     s.Shared,
-		Logger:     s.opts.Logger,
-		Registerer: s.opts.Registerer,
+		Addr:           "127.0.0.1:0",
+		Shared:         s.Shared,
+		Logger:         s.opts.Logger,
+		Registerer:     s.opts.Registerer,
+		TracerProvider: s.tracerProvider(tracing.ServiceGateway),
 	}
 	if tune != nil {
 		tune(&cfg)

@@ -9,6 +9,7 @@ import (
 	"github.com/sluicehq/sluice/services/dispatcher"
 	"github.com/sluicehq/sluice/services/executor"
 	"github.com/sluicehq/sluice/services/microsvc"
+	"github.com/sluicehq/sluice/services/tracing"
 )
 
 // Service is a dispatcher or executor running on the stack, on its own
@@ -52,10 +53,11 @@ func (s *Service) Err() error {
 // change its configuration first.
 func (s *Stack) StartDispatcher(name string, tune func(*dispatcher.Config)) (*Service, error) {
 	cfg := dispatcher.Config{
-		ID:         name,
-		Shared:     s.Shared,
-		Logger:     s.opts.Logger,
-		Registerer: s.opts.Registerer,
+		ID:             name,
+		Shared:         s.Shared,
+		Logger:         s.opts.Logger,
+		Registerer:     s.opts.Registerer,
+		TracerProvider: s.tracerProvider(tracing.ServiceDispatcher),
 	}
 	if tune != nil {
 		tune(&cfg)
@@ -70,11 +72,12 @@ func (s *Stack) StartDispatcher(name string, tune func(*dispatcher.Config)) (*Se
 // change its configuration first.
 func (s *Stack) StartExecutor(region string, tune func(*executor.Config)) (*Service, error) {
 	cfg := executor.Config{
-		Region:     region,
-		Shared:     s.Shared,
-		Secrets:    s.Secrets,
-		Logger:     s.opts.Logger,
-		Registerer: s.opts.Registerer,
+		Region:         region,
+		Shared:         s.Shared,
+		Secrets:        s.Secrets,
+		Logger:         s.opts.Logger,
+		Registerer:     s.opts.Registerer,
+		TracerProvider: s.tracerProvider(tracing.ServiceExecutor),
 	}
 	if tune != nil {
 		tune(&cfg)

@@ -27,6 +27,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sluicehq/sluice/messages"
 	"github.com/sluicehq/sluice/services/attempts"
@@ -37,6 +38,7 @@ import (
 	"github.com/sluicehq/sluice/services/results"
 	"github.com/sluicehq/sluice/services/streams"
 	"github.com/sluicehq/sluice/services/telemetry"
+	"github.com/sluicehq/sluice/services/tracing"
 	"github.com/sluicehq/sluice/services/usage"
 )
 
@@ -78,6 +80,10 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Clock is injectable for tests. Default time.Now.
 	Clock func() time.Time
+	// TracerProvider records the queue, admission and result spans (see
+	// trace.go). Default: none (a no-op); trace context is passed on to
+	// the work anyway.
+	TracerProvider trace.TracerProvider
 }
 
 func (c *Config) defaults() error {
@@ -120,6 +126,7 @@ type Dispatcher struct {
 	metrics *telemetry.Metrics
 	results *results.Publisher
 	stream  jetstream.Stream // SLUICE_RESULTS
+	tracer  trace.Tracer
 
 	// buckets are the shared buckets of teams' and tiers' shares (caps,
 	// guarantees, minimum shares, the batch gate), leased through leases.
@@ -195,6 +202,7 @@ func New(nc *nats.Conn, cfg Config) (*Dispatcher, error) {
 		log:      cfg.Logger.With("service", "dispatcher", "dispatcher", cfg.ID),
 		metrics:  m,
 		results:  results.NewPublisher(js, m, cfg.Shared, cfg.Clock),
+		tracer:   tracing.Tracer(cfg.TracerProvider),
 		queue:    newQueue(),
 		breakers: map[string]*breaker{},
 		budgets:  map[string]*retryBudget{},

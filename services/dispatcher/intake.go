@@ -259,6 +259,8 @@ func (d *Dispatcher) enqueue(msg jetstream.Msg, t messages.Ticket, tokens int64)
 func (d *Dispatcher) reject(msg jetstream.Msg, t *messages.Ticket, e *messages.Error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	ctx, span := d.traceResult(ctx, msg.Headers(), t, e)
+	defer span.End()
 	r := &messages.Result{
 		ID:       t.Call.ID,
 		Team:     t.Team,

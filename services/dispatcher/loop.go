@@ -14,6 +14,7 @@ import (
 
 	"github.com/sluicehq/sluice/messages"
 	"github.com/sluicehq/sluice/services/config"
+	"github.com/sluicehq/sluice/services/tracing"
 )
 
 // Bounds on how long the scheduler sleeps between passes when nothing
@@ -78,16 +79,20 @@ func (d *Dispatcher) dispatch(cfg *config.Config, w *waiting, dep *config.Deploy
 	d.metrics.Admissions.WithLabelValues(dep.Pool(), dep.ID).Inc()
 	d.metrics.TokensReserved.WithLabelValues(cfg.TeamLabel(t.Team), dep.Pool(), dep.ID).Add(w.need.Tokens)
 
+	ctx, admitted := d.traceAdmission(w, dep, sendAt, now)
 	data, err := json.Marshal(work)
 	if err != nil {
+		admitted(err)
 		d.unreserve(attempt)
 		d.finishAsync(w, messages.Errorf(messages.CodeInternal, "encode work: %v", err))
 		return
 	}
 	msg := &nats.Msg{Subject: messages.ExecSubject(dep.Region), Data: data, Header: nats.Header{}}
 	msg.Header.Set(messages.HeaderMsgID, attempt)
+	tracing.Inject(ctx, msg.Header) // the executor's attempt continues the admission's trace
 	future, err := d.js.PublishMsgAsync(msg)
 	if err != nil {
+		admitted(err)
 		d.log.Warn("publish work; the call will be redelivered", "call", t.Call.ID, "err", err)
 		d.unreserve(attempt)
 		_ = w.msg.Nak()
@@ -98,6 +103,7 @@ func (d *Dispatcher) dispatch(cfg *config.Config, w *waiting, dep *config.Deploy
 		defer d.inflight.Done()
 		select {
 		case ack := <-future.Ok():
+			admitted(nil)
 			if ack.Duplicate {
 				// A dispatcher that died after publishing this attempt got
 				// it out already: it runs once, so this reservation is spare.
@@ -105,6 +111,7 @@ func (d *Dispatcher) dispatch(cfg *config.Config, w *waiting, dep *config.Deploy
 			}
 			_ = w.msg.Ack()
 		case err := <-future.Err():
+			admitted(err)
 			d.log.Warn("publish work; the call will be redelivered", "call", t.Call.ID, "err", err)
 			d.unreserve(attempt)
 			_ = w.msg.Nak()

@@ -14,6 +14,7 @@ import (
 	"github.com/sluicehq/sluice/messages"
 	"github.com/sluicehq/sluice/services/attempts"
 	"github.com/sluicehq/sluice/services/results"
+	"github.com/sluicehq/sluice/services/tracing"
 )
 
 // Work admitted to a region waits in SLUICE_EXEC for one of the region's
@@ -152,7 +153,8 @@ func (d *Dispatcher) sweepRegion(ctx context.Context, exec jetstream.Stream, sub
 		c, err := d.claims.Lookup(ctx, w.Team, w.Call.ID, w.Attempt, w.Admission)
 		switch {
 		case errors.Is(err, attempts.ErrNotClaimed):
-			handed, err := d.handBackStranded(ctx, &w)
+			// The next admission continues the work's trace.
+			handed, err := d.handBackStranded(tracing.Extract(ctx, m.Header), &w)
 			if err != nil {
 				return swept, err
 			}
@@ -164,14 +166,18 @@ func (d *Dispatcher) sweepRegion(ctx context.Context, exec jetstream.Stream, sub
 		case c.HandedBack:
 			// Handed back already, perhaps without its next admission
 			// published (the one who did died): publish it, again.
-			if err := d.publishNextAdmission(ctx, &w); err != nil {
+			if err := d.publishNextAdmission(tracing.Extract(ctx, m.Header), &w); err != nil {
 				return swept, err
 			}
 		case now.Sub(w.Deadline) < d.cfg.StrandedGrace:
 			continue
 		default:
 			if _, err := results.FetchFrom(ctx, d.stream, w.Team, w.Call.ID); errors.Is(err, results.ErrNotFound) {
-				if err := d.results.Publish(ctx, strandedResult(&w)); err != nil {
+				res := strandedResult(&w)
+				rctx, span := d.traceResult(ctx, m.Header, &w.Ticket, res.Error)
+				err := d.results.Publish(rctx, res)
+				span.End()
+				if err != nil {
 					return swept, err
 				}
 				d.metrics.Stranded.WithLabelValues(w.Region).Inc()
@@ -215,6 +221,7 @@ func (d *Dispatcher) publishNextAdmission(ctx context.Context, w *messages.Work)
 	}
 	msg := &nats.Msg{Subject: messages.RetrySubject(w.Team, w.Tier), Data: data, Header: nats.Header{}}
 	msg.Header.Set(messages.HeaderMsgID, messages.RetryMsgID(w.Call.ID, r.Attempt, r.Admission))
+	tracing.Inject(ctx, msg.Header)
 	_, err = d.js.PublishMsg(ctx, msg)
 	return err
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/sluicehq/sluice/messages"
 	"github.com/sluicehq/sluice/services/providers"
 	"github.com/sluicehq/sluice/services/tokens"
+	"github.com/sluicehq/sluice/services/tracing"
 )
 
 // outcome is how an attempt ended: a terminal result, or a retry.
@@ -269,6 +270,7 @@ func (e *Executor) finish(ctx context.Context, msg jetstream.Msg, w *messages.Wo
 		publish = func(ctx context.Context) error {
 			m := &nats.Msg{Subject: messages.RetrySubject(w.Team, w.Tier), Data: data, Header: nats.Header{}}
 			m.Header.Set(messages.HeaderMsgID, messages.RetryMsgID(w.Call.ID, o.retry.Attempt, o.retry.Admission))
+			tracing.Inject(ctx, m.Header) // the next admission continues the trace
 			if _, err := e.js.PublishMsg(ctx, m); err != nil {
 				return fmt.Errorf("publish retry: %w", err)
 			}

@@ -23,6 +23,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sluicehq/sluice/messages"
 	"github.com/sluicehq/sluice/services/attempts"
@@ -32,6 +33,7 @@ import (
 	"github.com/sluicehq/sluice/services/results"
 	"github.com/sluicehq/sluice/services/streams"
 	"github.com/sluicehq/sluice/services/telemetry"
+	"github.com/sluicehq/sluice/services/tracing"
 	"github.com/sluicehq/sluice/services/usage"
 )
 
@@ -66,6 +68,9 @@ type Config struct {
 	// math/rand/v2.Float64.
 	Clock func() time.Time
 	Rand  func() float64
+	// TracerProvider records the attempt spans (see trace.go). Default:
+	// none (a no-op); trace context is passed on to the provider anyway.
+	TracerProvider trace.TracerProvider
 }
 
 func (c *Config) defaults() error {
@@ -90,6 +95,7 @@ func (c *Config) defaults() error {
 	if c.HTTPClient == nil {
 		c.HTTPClient = providers.NewHTTPClient()
 	}
+	c.HTTPClient = withTraceContext(c.HTTPClient)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -115,6 +121,7 @@ type Executor struct {
 	usage   *usage.Recorder
 	cancels *cancels
 	claims  *attempts.Store
+	tracer  trace.Tracer
 	// sends counts what was sent to each deployment lately, and refused,
 	// for the share a refusal lowers its limits by.
 	sends sendCounts
@@ -138,6 +145,7 @@ func New(nc *nats.Conn, cfg Config) (*Executor, error) {
 		metrics: m,
 		results: results.NewPublisher(js, m, cfg.Shared, cfg.Clock),
 		cancels: newCancels(),
+		tracer:  tracing.Tracer(cfg.TracerProvider),
 	}, nil
 }
 
@@ -254,6 +262,8 @@ func (e *Executor) handle(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 	log := e.log.With("call", w.Call.ID, "attempt", w.Attempt, "deployment", w.Deployment)
+	// The admission's trace context, which the attempt continues.
+	ctx = tracing.Extract(ctx, msg.Headers())
 
 	// A redelivered attempt may already have been answered, or sent, by
 	// an executor that died before acknowledging it.
@@ -270,7 +280,7 @@ func (e *Executor) handle(ctx context.Context, msg jetstream.Msg) {
 	if lost != nil {
 		a = *lost
 	} else {
-		a = e.attempt(ctx, msg, &w, log)
+		a, ctx = e.tracedAttempt(ctx, msg, &w, log)
 	}
 	if meta, err := msg.Metadata(); err == nil && meta.NumDelivered == 1 {
 		a.receivedAt = received
@@ -291,7 +301,7 @@ func (e *Executor) handle(ctx context.Context, msg jetstream.Msg) {
 		_ = msg.Nak()
 		return
 	}
-	if err := e.finish(ctx, msg, &w, a); err != nil {
+	if err := e.tracedFinish(ctx, msg, &w, a); err != nil {
 		log.Error("publish outcome; work will be redelivered", "err", err)
 		_ = msg.Nak()
 		return

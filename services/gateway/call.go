@@ -397,6 +397,7 @@ func (g *Gateway) submit(x *exchange, data []byte) {
 
 	msg := &nats.Msg{Subject: messages.CallSubject(x.team, x.tier), Data: data, Header: nats.Header{}}
 	msg.Header.Set(messages.HeaderMsgID, x.call.ID)
+	traceCall(x, msg.Header)
 	x.reconnects = g.nc.Stats().Reconnects
 	pctx, cancel := context.WithTimeout(x.r.Context(), publishTimeout)
 	_, err = g.js.PublishMsg(pctx, msg)
@@ -483,6 +484,7 @@ func (g *Gateway) refetch(x *exchange) *messages.Result {
 // are, or sluice's error in the route's dialect.
 func (g *Gateway) answer(x *exchange, res *messages.Result) {
 	setResultHeaders(x.w.Header(), res)
+	traceResult(x, res)
 	g.remember(x, res)
 	if x.rt.endpoint == messages.EndpointResponseDelete && res.Error == nil {
 		var id struct {

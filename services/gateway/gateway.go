@@ -69,6 +69,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sluicehq/sluice/messages"
 	"github.com/sluicehq/sluice/services/config"
@@ -122,6 +123,10 @@ type Config struct {
 	// StreamBuffer bounds the events of one stream waiting to be written
 	// to a slow client; one more ends the stream. Default 1024.
 	StreamBuffer int
+	// TracerProvider records a span per call request (see trace.go).
+	// Default: none (a no-op); a request's traceparent is passed on to
+	// the call anyway.
+	TracerProvider trace.TracerProvider
 }
 
 func (c *Config) defaults() error {
@@ -269,14 +274,14 @@ func (g *Gateway) Run(ctx context.Context) error {
 func (g *Gateway) routes() http.Handler {
 	mux := http.NewServeMux()
 	for _, rt := range callRoutes {
-		mux.Handle(rt.path, g.instrument(rt.path, g.serveCall(rt)))
+		mux.Handle(rt.path, g.traced(rt.path, g.instrument(rt.path, g.serveCall(rt))))
 	}
 	// Anthropic's routes answer in its dialect, unknown ones included.
 	mux.Handle("/v1/messages/", g.instrument("other", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, anthropic, &apiError{Status: http.StatusNotFound, Code: "unknown_url",
 			Message: fmt.Sprintf("sluice's gateway has no route %s %s; it serves /v1/messages and /v1/messages/count_tokens", r.Method, r.URL.Path)})
 	})))
-	mux.Handle("/v1/responses/{response_id}", g.instrument("/v1/responses/{response_id}", http.HandlerFunc(g.serveStored)))
+	mux.Handle("/v1/responses/{response_id}", g.traced("/v1/responses/{response_id}", g.instrument("/v1/responses/{response_id}", http.HandlerFunc(g.serveStored))))
 	mux.Handle("/v1/models", g.instrument("/v1/models", http.HandlerFunc(g.serveModels)))
 	mux.Handle("/v1/models/{model}", g.instrument("/v1/models/{model}", http.HandlerFunc(g.serveModel)))
 	mux.Handle("/healthz", g.instrument("/healthz", http.HandlerFunc(g.serveHealth)))

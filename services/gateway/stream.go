@@ -185,6 +185,7 @@ func (rl *relayer) finish(res *messages.Result) {
 		rl.start()
 	}
 	setResultHeaders(x.w.Header(), res)
+	traceResult(x, res)
 	rl.g.remember(x, res)
 	if res.Error != nil {
 		x.log.Info("the call failed mid-stream", "code", res.Error.Code, "written", rl.next-1)

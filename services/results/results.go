@@ -27,6 +27,7 @@ import (
 	"github.com/sluicehq/sluice/services/config"
 	"github.com/sluicehq/sluice/services/streams"
 	"github.com/sluicehq/sluice/services/telemetry"
+	"github.com/sluicehq/sluice/services/tracing"
 )
 
 // Publisher publishes terminal results and dead letters.
@@ -65,7 +66,8 @@ func (p *Publisher) Publish(ctx context.Context, r *messages.Result) error {
 	return err
 }
 
-// Answer stamps the result's finishing time and publishes it as the call's
+// Answer stamps the result's finishing time (and, when the span of ctx is
+// recorded, the trace id) and publishes it as the call's
 // terminal result. It returns once JetStream has stored it (stored true),
 // or refused it because the call has a stored result already (stored
 // false, err nil): a duplicate of an earlier publish, or another result for
@@ -88,6 +90,10 @@ func (p *Publisher) Answer(ctx context.Context, r *messages.Result) (stored bool
 		r.Status = messages.StatusError
 	} else {
 		r.Status = messages.StatusOK
+	}
+	if r.TraceID == "" {
+		// The span of ctx is the one publishing the result: its trace is the call's.
+		r.TraceID = tracing.TraceID(ctx)
 	}
 	data, err := json.Marshal(r)
 	if err != nil {
