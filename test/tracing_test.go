@@ -410,8 +410,8 @@ func TestTraceGateway(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.TraceID != traceID {
-		t.Errorf("the result's trace_id is %q, want the incoming traceparent's %s", res.TraceID, traceID)
+	if res.TraceID != traceID || resp.Header.Get(gateway.HeaderTraceID) != traceID {
+		t.Errorf("the result's trace_id is %q and the answer's %s %q, want the incoming traceparent's %s", res.TraceID, gateway.HeaderTraceID, resp.Header.Get(gateway.HeaderTraceID), traceID)
 	}
 
 	spans := ts.spans(t, traceID, "POST /v1/chat/completions", tracing.SpanQueue, tracing.SpanAdmit, "chat gpt-4o-mini", tracing.SpanResult)

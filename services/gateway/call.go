@@ -544,6 +544,9 @@ func setResultHeaders(h http.Header, res *messages.Result) {
 	}
 	h.Set(HeaderAttempts, strconv.Itoa(res.Attempts))
 	h.Set(HeaderQueuedMS, strconv.FormatFloat(res.Timings.QueuedMS, 'f', -1, 64))
+	if res.TraceID != "" {
+		h.Set(HeaderTraceID, res.TraceID)
+	}
 }
 
 // orDefault returns the first of its arguments that is not zero.

@@ -30,6 +30,8 @@ const (
 	HeaderRegion     = "x-sluice-region"
 	HeaderAttempts   = "x-sluice-attempts"
 	HeaderQueuedMS   = "x-sluice-queued-ms"
+	// HeaderTraceID is the result's trace_id, when the call was traced.
+	HeaderTraceID = "x-sluice-trace-id"
 )
 
 // caller is who is calling: the team its token names, and its

@@ -21,7 +21,7 @@ const drainWait = 5 * time.Second
 
 // trailers are the x-sluice-* headers of a stream, sent as HTTP trailers
 // since the result comes after the events.
-var trailers = strings.Join([]string{HeaderDeployment, HeaderRegion, HeaderAttempts, HeaderQueuedMS}, ", ")
+var trailers = strings.Join([]string{HeaderDeployment, HeaderRegion, HeaderAttempts, HeaderQueuedMS, HeaderTraceID}, ", ")
 
 // relayer writes one stream to its client.
 type relayer struct {
