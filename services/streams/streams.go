@@ -94,71 +94,37 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg config.Streams) (*R
 	if r.Attempts, err = ensureStream(ctx, js, AttemptsConfig(cfg)); err != nil {
 		return nil, err
 	}
-	if r.Limiter, err = ensureBucket(ctx, js, jetstream.KeyValueConfig{
-		Bucket:      messages.BucketLimiter,
-		Description: "sluice: shared limiter state, one key per deployment",
-		History:     1,
-		Storage:     jetstream.FileStorage,
-		Replicas:    cfg.Replicas,
-	}); err != nil {
-		return nil, err
-	}
-	if r.Schedule, err = ensureBucket(ctx, js, jetstream.KeyValueConfig{
-		Bucket:      messages.BucketSchedule,
-		Description: "sluice: each deployment's send schedule",
-		History:     1,
-		Storage:     jetstream.FileStorage,
-		Replicas:    cfg.Replicas,
-	}); err != nil {
-		return nil, err
-	}
-	if r.Health, err = ensureBucket(ctx, js, jetstream.KeyValueConfig{
-		Bucket:      messages.BucketHealth,
-		Description: "sluice: what providers taught about each deployment",
-		History:     1,
-		Storage:     jetstream.FileStorage,
-		Replicas:    cfg.Replicas,
-	}); err != nil {
-		return nil, err
-	}
-	if r.Concurrency, err = ensureBucket(ctx, js, jetstream.KeyValueConfig{
-		Bucket:      messages.BucketConcurrency,
-		Description: "sluice: in-flight slots leased by each dispatcher, per deployment",
-		History:     1,
-		Storage:     jetstream.FileStorage,
-		Replicas:    cfg.Replicas,
-	}); err != nil {
-		return nil, err
-	}
-	if r.Usage, err = ensureBucket(ctx, js, jetstream.KeyValueConfig{
-		Bucket:      messages.BucketUsage,
-		Description: "sluice: usage per hour, team, pool and tier",
-		History:     1,
-		TTL:         cfg.UsageMaxAge,
-		Storage:     jetstream.FileStorage,
-		Replicas:    cfg.Replicas,
-	}); err != nil {
-		return nil, err
-	}
-	if r.Responses, err = ensureBucket(ctx, js, jetstream.KeyValueConfig{
-		Bucket:      messages.BucketResponses,
-		Description: "sluice: the deployment of each stored Responses API response the gateways relayed",
-		History:     1,
-		TTL:         cfg.ResponsesMaxAge,
-		MaxBytes:    ResponsesMaxBytes,
-		Storage:     jetstream.FileStorage,
-		Replicas:    cfg.Replicas,
-	}); err != nil {
-		return nil, err
-	}
-	if r.Config, err = ensureBucket(ctx, js, jetstream.KeyValueConfig{
-		Bucket:      messages.BucketConfig,
-		Description: "sluice: live configuration",
-		History:     10,
-		Storage:     jetstream.FileStorage,
-		Replicas:    cfg.Replicas,
-	}); err != nil {
-		return nil, err
+	// The buckets: each keeps one value per key (History 1) on file, but
+	// the configuration, which keeps its last ten for `sluice config`.
+	for _, b := range []struct {
+		into        *jetstream.KeyValue
+		name, about string
+		history     uint8
+		ttl         time.Duration
+		maxBytes    int64
+	}{
+		{into: &r.Limiter, name: messages.BucketLimiter, about: "shared limiter state, one key per deployment"},
+		{into: &r.Schedule, name: messages.BucketSchedule, about: "each deployment's send schedule"},
+		{into: &r.Health, name: messages.BucketHealth, about: "what providers taught about each deployment"},
+		{into: &r.Concurrency, name: messages.BucketConcurrency, about: "in-flight slots leased by each dispatcher, per deployment"},
+		{into: &r.Usage, name: messages.BucketUsage, about: "usage per hour, team, pool and tier", ttl: cfg.UsageMaxAge},
+		{into: &r.Responses, name: messages.BucketResponses, about: "the deployment of each stored Responses API response the gateways relayed",
+			ttl: cfg.ResponsesMaxAge, maxBytes: ResponsesMaxBytes},
+		{into: &r.Config, name: messages.BucketConfig, about: "live configuration", history: 10},
+	} {
+		kv, err := ensureBucket(ctx, js, jetstream.KeyValueConfig{
+			Bucket:      b.name,
+			Description: "sluice: " + b.about,
+			History:     max(b.history, 1),
+			TTL:         b.ttl,
+			MaxBytes:    b.maxBytes,
+			Storage:     jetstream.FileStorage,
+			Replicas:    cfg.Replicas,
+		})
+		if err != nil {
+			return nil, err
+		}
+		*b.into = kv
 	}
 	return &r, nil
 }
