@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"errors"
 	"net"
 	"net/http"
@@ -32,6 +33,22 @@ type relayer struct {
 	// next is the Sluice-Seq expected next; next-1 events were written.
 	next int
 	buf  []byte
+	// ended is set once the stream's last event was written (see
+	// endsStream): the provider has answered in full, so a client that
+	// leaves then, before sluice's result, has not canceled anything.
+	ended bool
+}
+
+// endsStream reports whether a streamed event is its stream's last:
+// OpenAI's data: [DONE], Anthropic's message_stop, or a Responses
+// stream's terminal event.
+func endsStream(data []byte) bool {
+	for _, end := range []string{"data: [DONE]", "event: message_stop", "event: response.completed", "event: response.failed", "event: response.incomplete"} {
+		if bytes.Contains(data, []byte(end)) {
+			return true
+		}
+	}
+	return false
 }
 
 // relay writes a streamed call's events to the client as they come, in
@@ -73,6 +90,12 @@ func (g *Gateway) relay(x *exchange, resultCh <-chan *messages.Result, s *stream
 			rl.truncate("lost_chunks", lostChunks)
 			return
 		case <-x.r.Context().Done():
+			if rl.ended {
+				// Gone after the last event: the call is over at the
+				// provider; its result is still sluice's to store.
+				x.log.Debug("the client went away after the stream's last event", "written", rl.next-1)
+				return
+			}
 			x.cancel()
 			if rl.started {
 				g.metrics.Truncated.WithLabelValues("client_gone").Inc()
@@ -142,6 +165,7 @@ func (rl *relayer) chunk(m *nats.Msg) bool {
 		x.log.Info("could not write to the client: stream ended, call canceled", "reason", reason, "written", rl.next-2, "err", err)
 		return false
 	}
+	rl.ended = rl.ended || endsStream(m.Data)
 	if first {
 		rl.g.metrics.FirstChunk.WithLabelValues(x.rt.path).Observe(time.Since(started(x.r)).Seconds())
 	}
