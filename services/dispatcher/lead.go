@@ -17,13 +17,11 @@ import (
 // deviation, so that few calls arrive later; at most half of
 // admission.lease_ttl. On a busy schedule send times are ahead anyway and
 // the lead costs nothing; on an idle one it costs the call about the
-// spread of the way. A region no executor has reported from yet gets the
-// longest lead, as TCP starts from a conservative timeout: the first
-// calls' way is the slowest (the first publish, the executors' first
-// pulls and claims), and at 2 ms every first call of a fresh dispatcher
-// was taken late and handed back.
+// spread of the way.
 
 const (
+	// initialLead is the lead of a region no executor has reported from.
+	initialLead = 2 * time.Millisecond
 	// leadGain and leadSpreadGain weigh each new report in the smoothed
 	// time and deviation (RFC 6298's 1/8 and 1/4).
 	leadGain       = 0.125
@@ -50,7 +48,7 @@ func (l *leads) of(region string, limit time.Duration) time.Duration {
 	defer l.mu.Unlock()
 	w, ok := l.byRegion[region]
 	if !ok {
-		return limit
+		return min(initialLead, limit)
 	}
 	lead := time.Duration((w.took + 4*w.spread) * float64(time.Second))
 	return min(max(lead, 0), limit)
