@@ -4,7 +4,6 @@ import (
 	"context"
 	"time"
 
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
@@ -40,7 +39,7 @@ func (d *Dispatcher) traceAdmission(w *waiting, dep *config.Deployment, sendAt, 
 	// allocates nothing for them.
 	qctx, queued := d.tracer.Start(ctx, tracing.SpanQueue, trace.WithTimestamp(since))
 	if queued.IsRecording() {
-		queued.SetAttributes(callAttributes(t)...)
+		queued.SetAttributes(tracing.CallAttributes(t)...)
 	}
 	queued.End(trace.WithTimestamp(now))
 	if !trace.SpanContextFromContext(ctx).IsValid() {
@@ -48,7 +47,7 @@ func (d *Dispatcher) traceAdmission(w *waiting, dep *config.Deployment, sendAt, 
 	}
 	ctx, admit := d.tracer.Start(ctx, tracing.SpanAdmit, trace.WithTimestamp(now))
 	if admit.IsRecording() {
-		admit.SetAttributes(callAttributes(t)...)
+		admit.SetAttributes(tracing.CallAttributes(t)...)
 		admit.SetAttributes(
 			tracing.AttrDeployment.String(dep.ID),
 			tracing.AttrRegion.String(dep.Region),
@@ -78,22 +77,10 @@ func (d *Dispatcher) traceResult(ctx context.Context, h map[string][]string, t *
 	if !span.IsRecording() {
 		return ctx, span
 	}
-	span.SetAttributes(callAttributes(t)...)
+	span.SetAttributes(tracing.CallAttributes(t)...)
 	if e != nil {
 		span.SetAttributes(tracing.AttrErrorCode.String(string(e.Code)))
 		span.SetStatus(codes.Error, e.Message)
 	}
 	return ctx, span
-}
-
-// callAttributes name a ticket's call on its spans.
-func callAttributes(t *messages.Ticket) []attribute.KeyValue {
-	return []attribute.KeyValue{
-		tracing.AttrCallID.String(t.Call.ID),
-		tracing.AttrTeam.String(t.Team),
-		tracing.AttrTier.String(string(t.Tier)),
-		tracing.AttrPool.String(t.Call.Model),
-		tracing.AttrAttempt.Int(t.Attempt),
-		tracing.AttrAdmission.Int(t.Admission),
-	}
 }

@@ -34,14 +34,9 @@ func (e *Executor) tracedAttempt(ctx context.Context, msg jetstream.Msg, w *mess
 	if span.IsRecording() {
 		// Set only on recorded spans: untraced, attempts allocate nothing
 		// for them.
+		span.SetAttributes(tracing.CallAttributes(&w.Ticket)...)
 		span.SetAttributes(
 			tracing.AttrGenAIOperationName.String(op),
-			tracing.AttrCallID.String(w.Call.ID),
-			tracing.AttrTeam.String(w.Team),
-			tracing.AttrTier.String(string(w.Tier)),
-			tracing.AttrPool.String(w.Call.Model),
-			tracing.AttrAttempt.Int(w.Attempt),
-			tracing.AttrAdmission.Int(w.Admission),
 			tracing.AttrDeployment.String(w.Deployment),
 			tracing.AttrRegion.String(e.cfg.Region),
 		)

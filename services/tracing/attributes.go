@@ -79,3 +79,16 @@ func GenAIOperation(endpoint messages.Endpoint) string {
 		return string(endpoint)
 	}
 }
+
+// CallAttributes name a ticket's call on its spans: its id, team, tier,
+// pool, attempt and admission.
+func CallAttributes(t *messages.Ticket) []attribute.KeyValue {
+	return []attribute.KeyValue{
+		AttrCallID.String(t.Call.ID),
+		AttrTeam.String(t.Team),
+		AttrTier.String(string(t.Tier)),
+		AttrPool.String(t.Call.Model),
+		AttrAttempt.Int(t.Attempt),
+		AttrAdmission.Int(t.Admission),
+	}
+}
