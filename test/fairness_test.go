@@ -273,11 +273,26 @@ func TestCapHoldsOnAnIdlePool(t *testing.T) {
 // A team over its queue limit gets queue_full at once, with a hint to
 // back off; the calls it has waiting still meet their deadlines.
 func TestQueueLimitAndDeadlines(t *testing.T) {
-	s := startStack(t, stackOptions{yaml: sharedPoolYAML(6, "  small: {max_queued: 10}\n", "")})
+	// At 6 rpm, a call sent late is handed back and waits 10 s for its
+	// next place, past every deadline here. Under the race detector on a
+	// busy machine the stack's first publish, lease and claim take tens
+	// of milliseconds: a call to a fast pool on the same path warms it
+	// first, and admission.jitter leaves the attempt's claim room.
+	yaml := func(fakeURL string) string {
+		return strings.Replace(sharedPoolYAML(6, "  small: {max_queued: 10}\n  warm: {}\n", "")(fakeURL), "teams:\n",
+			fmt.Sprintf("  fast:\n    deployments:\n      - {id: fast, provider: openai, base_url: %q, region: us-east, key: KEY_ONLY, rpm: 6000, tpm: 100000000}\nteams:\n", fakeURL+"/v1"), 1) +
+			"admission: {jitter: 100ms}\n"
+	}
+	s := startStack(t, stackOptions{yaml: yaml})
 	startDispatcher(t, s, "d1", nil)
 	startExecutors(t, s)
 	nc := connect(t, s)
 	js, _ := jetstream.New(nc)
+	warm := watchResults(t, nc, "warm")
+	if err := publishCall(context.Background(), js, "warm", "standard", "warm-up", chatCall("warm-up", "fast", 5, "")); err != nil {
+		t.Fatal(err)
+	}
+	warm.waitFor(t, []string{"warm-up"}, 30*time.Second)
 	log := watchResults(t, nc, "small")
 	var ids []string
 	for i := 0; i < 30; i++ {

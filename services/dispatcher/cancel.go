@@ -6,8 +6,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-
-	"github.com/sluicehq/sluice/messages"
 )
 
 // forgetCanceled is how long a cancellation is remembered for a call not
@@ -34,13 +32,7 @@ func (d *Dispatcher) onCancel(m *nats.Msg) {
 	}
 	d.canceled.gone[id] = now
 	d.canceled.mu.Unlock()
-
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if w := d.queue.byID(id); w != nil {
-		d.dequeue(w)
-		d.finishAsync(w, messages.Errorf(messages.CodeCanceled, "the client canceled the call while it waited"))
-	}
+	d.post(callCanceled{id})
 }
 
 // wasCanceled reports whether a client canceled the call.

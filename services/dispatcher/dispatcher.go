@@ -145,24 +145,24 @@ type Dispatcher struct {
 	// added to metrics; only settleLoop touches them.
 	countedOps, countedConflicts uint64
 
-	mu    sync.Mutex // guards queue, breakers and budgets
+	// The scheduler goroutine alone owns queue, breakers, budgets,
+	// admittedTotal, deadlineGaugeAt, reported and demand; the other
+	// goroutines post to inbox (see inbox.go).
+	inbox inbox
 	queue *queue
 	// breakers by deployment id and regionKey; budgets by pool.
 	breakers map[string]*breaker
 	budgets  map[string]*retryBudget
-
-	// admittedTotal counts admissions; guarded by mu.
+	// admittedTotal counts admissions.
 	admittedTotal uint64
-	// deadlineGaugeAt is when state last set the deadline gauge; guarded
-	// by mu.
+	// deadlineGaugeAt is when state last set the deadline gauge.
 	deadlineGaugeAt time.Time
-	// reported are the deployments whose gauges were last set; guarded
-	// by mu.
+	// reported are the deployments whose gauges were last set.
 	reported map[string]bool
+	// demand is what this dispatcher tells its peers.
+	demand   demand
 	peers    *peers
 	regions  *regionState
-	// demand is what this dispatcher tells its peers; guarded by mu.
-	demand   demand
 	canceled canceledCalls
 
 	rmu sync.Mutex // guards reservations
@@ -315,14 +315,14 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	stopLoop()
 	loops.Wait()
 
-	// Hand every held call back: another dispatcher gets it at once.
-	d.mu.Lock()
+	// Hand every held call back, and those posted but not yet queued:
+	// another dispatcher gets them at once. The scheduler has stopped.
 	held := d.queue.all()
 	for _, w := range held {
 		d.queue.remove(w)
 		_ = w.msg.Nak()
 	}
-	d.mu.Unlock()
+	handedBack := len(held) + d.handBackPosted()
 	d.inflight.Wait()
 	_ = doneSub.Unsubscribe()
 	stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -335,7 +335,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	if err := d.usage.Flush(stopCtx); err != nil {
 		d.log.Warn("usage: last flush", "err", err)
 	}
-	d.log.Info("dispatcher stopped", "handed_back", len(held))
+	d.log.Info("dispatcher stopped", "handed_back", handedBack)
 	return nil
 }
 

@@ -87,14 +87,11 @@ func (d *Dispatcher) intakeCall(msg jetstream.Msg, meta *jetstream.MsgMetadata, 
 	if bad == nil {
 		est, bad = d.check(cfg, &t)
 	}
-	if bad == nil {
-		bad = d.checkQueueLimit(cfg, t.Team)
-	}
 	if bad != nil {
 		d.reject(msg, &t, bad)
 		return
 	}
-	d.enqueue(msg, t, est.Total())
+	d.enqueue(msg, t, est.Total(), true)
 }
 
 // check validates a decoded call against the configuration and fixes its
@@ -154,13 +151,12 @@ func (d *Dispatcher) check(cfg *config.Config, t *messages.Ticket) (est tokens.E
 // checkQueueLimit refuses a new call of a team that has max_queued calls
 // waiting already, across all dispatchers (as they last announced), with
 // when to try again: about as long as its oldest waiting call has waited.
+// Only the scheduler calls it.
 func (d *Dispatcher) checkQueueLimit(cfg *config.Config, team string) *messages.Error {
 	limit := cfg.Teams[team].MaxQueued
 	elsewhere, _ := d.elsewhere(team)
-	d.mu.Lock()
 	here := d.queue.waitingFor(team)
 	oldest := d.queue.oldestOf(team)
-	d.mu.Unlock()
 	n := here + elsewhere
 	if n < limit {
 		return nil
@@ -230,7 +226,7 @@ func (d *Dispatcher) intakeRetry(msg jetstream.Msg, team string, tier messages.T
 		_ = msg.Ack()
 		return
 	}
-	d.enqueue(msg, r.Ticket, est.Total())
+	d.enqueue(msg, r.Ticket, est.Total(), false)
 }
 
 // claimed reports whether an executor claimed the given admission of the
@@ -244,15 +240,11 @@ func (d *Dispatcher) claimed(team, callID string, attempt, admission int) bool {
 	return err == nil
 }
 
-// enqueue holds a valid call until the scheduler admits it.
-func (d *Dispatcher) enqueue(msg jetstream.Msg, t messages.Ticket, tokens int64) {
+// enqueue hands a valid call to the scheduler, which holds it until it is
+// admitted (see offer); fresh when it is a new call, not a retry.
+func (d *Dispatcher) enqueue(msg jetstream.Msg, t messages.Ticket, tokens int64, fresh bool) {
 	now := d.cfg.Clock()
-	w := &waiting{msg: msg, ticket: t, need: limiter.Amount{Requests: 1, Tokens: float64(tokens)}, since: now, touched: now}
-	d.mu.Lock()
-	d.queue.push(w)
-	d.metrics.QueueDepth.WithLabelValues(w.pool(), string(t.Tier)).Inc()
-	d.mu.Unlock()
-	d.poke()
+	d.post(callOffered{&waiting{msg: msg, ticket: t, need: limiter.Amount{Requests: 1, Tokens: float64(tokens)}, since: now, touched: now}, fresh})
 }
 
 // reject answers a call with an error result and acknowledges it.

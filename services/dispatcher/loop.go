@@ -31,15 +31,19 @@ const (
 	contendedJitter = 20 * time.Millisecond
 )
 
-// schedule runs admission passes until ctx ends: whenever a call arrives,
-// capacity returns, or the earliest moment something could be admitted or
-// expire comes.
+// schedule owns the queue (see inbox.go): until ctx ends, it applies what
+// was posted and runs an admission pass whenever a call arrives, capacity
+// returns, or the earliest moment something could be admitted or expire
+// comes; and it keeps waiting calls alive and the deployment gauges set.
 func (d *Dispatcher) schedule(ctx context.Context) {
 	timer := time.NewTimer(maxPassWait)
 	defer timer.Stop()
 	keepAlive := time.NewTicker(d.cfg.AckWait / 3)
 	defer keepAlive.Stop()
+	gauges := time.NewTicker(time.Second)
+	defer gauges.Stop()
 	for {
+		d.applyEvents()
 		timer.Reset(d.pass(ctx))
 		select {
 		case <-ctx.Done():
@@ -48,6 +52,8 @@ func (d *Dispatcher) schedule(ctx context.Context) {
 		case <-timer.C:
 		case <-keepAlive.C:
 			d.keepAlive()
+		case <-gauges.C:
+			d.reportDeployments()
 		}
 	}
 }
@@ -131,7 +137,7 @@ func (d *Dispatcher) finishAsync(w *waiting, e *messages.Error) {
 	}()
 }
 
-// dequeue removes a call from the queue. The caller holds d.mu.
+// dequeue removes a call from the queue. Only the scheduler calls it.
 func (d *Dispatcher) dequeue(w *waiting) {
 	d.queue.remove(w)
 	d.metrics.QueueDepth.WithLabelValues(w.pool(), string(w.ticket.Tier)).Dec()
@@ -139,24 +145,30 @@ func (d *Dispatcher) dequeue(w *waiting) {
 
 // keepAlive tells JetStream that calls waiting longer than a third of
 // AckWait are still in hand, so they are not redelivered elsewhere; and
-// forgets reservations of attempts that never reported. The telling
-// happens outside the lock: with a deep queue it is thousands of
-// messages, and admission must not wait for them.
+// forgets reservations of attempts that never reported. Only the
+// scheduler calls it. The telling is handed to another goroutine: with a
+// deep queue it is thousands of messages, and admission must not wait for
+// them.
 func (d *Dispatcher) keepAlive() {
 	now := d.cfg.Clock()
 	d.forgetOld(now, d.cfg.Shared.Load().Admission.InFlightLease)
 	var due []*waiting
-	d.mu.Lock()
 	for _, w := range d.queue.all() {
 		if now.Sub(w.touched) >= d.cfg.AckWait/3 {
 			w.touched = now
 			due = append(due, w)
 		}
 	}
-	d.mu.Unlock()
-	for _, w := range due {
-		_ = w.msg.InProgress()
+	if len(due) == 0 {
+		return
 	}
+	d.inflight.Add(1)
+	go func() {
+		defer d.inflight.Done()
+		for _, w := range due {
+			_ = w.msg.InProgress()
+		}
+	}()
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

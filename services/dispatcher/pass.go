@@ -17,10 +17,8 @@ import (
 // pass, so a later call never overtakes an earlier one on the same
 // deployments, while calls restricted to other regions still flow; and
 // its team's list in its tier waits for the next pass (FIFO within a team
-// and tier). pass returns how long to sleep.
+// and tier). pass returns how long to sleep. Only the scheduler calls it.
 func (d *Dispatcher) pass(ctx context.Context) time.Duration {
-	d.mu.Lock()
-	defer d.mu.Unlock()
 	start := time.Now()
 	now := d.cfg.Clock()
 	cfg := d.cfg.Shared.Load()

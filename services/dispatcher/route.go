@@ -280,8 +280,8 @@ func paceFor(cfg *config.Config, windows []time.Duration, rpm, tpm, tokenBurst f
 	return rateLimit(rpm/2, tpm/2, cfg.Admission.Jitter)
 }
 
-// breakerOf returns the breaker for a deployment id or a regionKey. The
-// caller holds d.mu.
+// breakerOf returns the breaker for a deployment id or a regionKey. Only
+// the scheduler calls it.
 func (d *Dispatcher) breakerOf(key string) *breaker {
 	b, ok := d.breakers[key]
 	if !ok {
@@ -291,7 +291,7 @@ func (d *Dispatcher) breakerOf(key string) *breaker {
 	return b
 }
 
-// budget returns a pool's retry budget. The caller holds d.mu.
+// budget returns a pool's retry budget. Only the scheduler calls it.
 func (d *Dispatcher) budget(pool string) *retryBudget {
 	b, ok := d.budgets[pool]
 	if !ok {

@@ -190,12 +190,13 @@ func (d *Dispatcher) onDone(m *nats.Msg) {
 			d.poke()
 		}
 	}
-	d.judge(done)
+	d.post(attemptJudged{done, d.cfg.Clock()})
 }
 
-// judge feeds an attempt's outcome to the breakers of its deployment and
-// region (see healthVerdict).
-func (d *Dispatcher) judge(done messages.AttemptDone) {
+// judge feeds an attempt's outcome, reported at now, to the breakers of
+// its deployment and region (see healthVerdict). Only the scheduler calls
+// it.
+func (d *Dispatcher) judge(done messages.AttemptDone, now time.Time) {
 	cfg := d.cfg.Shared.Load()
 	dep, ok := cfg.Deployment(done.Deployment)
 	if !ok {
@@ -203,9 +204,6 @@ func (d *Dispatcher) judge(done messages.AttemptDone) {
 	}
 	failed := healthVerdict(done.Outcome)
 	key := attemptKey(done.CallID, done.Attempt, done.Admission)
-	now := d.cfg.Clock()
-	d.mu.Lock()
-	defer d.mu.Unlock()
 	for _, scope := range []struct{ kind, name, key string }{
 		{"deployment", dep.ID, dep.ID},
 		{"region", dep.Region, regionKey(dep.Region)},
@@ -213,7 +211,6 @@ func (d *Dispatcher) judge(done messages.AttemptDone) {
 		if state, changed := d.breakerOf(scope.key).record(now, cfg.Health.Circuit, key, failed); changed {
 			d.log.Warn("circuit "+state.String(), scope.kind, scope.name)
 			d.metrics.CircuitTransitions.WithLabelValues(scope.kind, scope.name, state.String()).Inc()
-			d.poke()
 		}
 	}
 }
@@ -223,14 +220,10 @@ func (d *Dispatcher) judge(done messages.AttemptDone) {
 func (d *Dispatcher) settleLoop(ctx context.Context) {
 	t := time.NewTicker(d.cfg.SettleInterval)
 	defer t.Stop()
-	report := time.NewTicker(time.Second)
-	defer report.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-report.C:
-			d.reportDeployments()
 		case <-t.C:
 			opCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			_ = d.leases.Expire(opCtx)
@@ -295,12 +288,11 @@ var deploymentStates = []string{"ok", "cooling", "disabled", "circuit_open", "ci
 // reportDeployments sets the deployment state and limit gauges, and
 // drops those of deployments the configuration no longer has: a removed
 // deployment that was disabled or had an open circuit would otherwise
-// keep its alert firing until the dispatcher restarts.
+// keep its alert firing until the dispatcher restarts. Only the scheduler
+// calls it.
 func (d *Dispatcher) reportDeployments() {
 	cfg := d.cfg.Shared.Load()
 	now := d.cfg.Clock()
-	d.mu.Lock()
-	defer d.mu.Unlock()
 	current := make(map[string]bool)
 	defer func() {
 		for id := range d.reported {

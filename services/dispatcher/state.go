@@ -98,7 +98,11 @@ func (d *Dispatcher) announce(ctx context.Context) {
 				}
 			}
 		}
-		data, err := json.Marshal(d.state())
+		s, ok := d.askState(ctx)
+		if !ok {
+			return
+		}
+		data, err := json.Marshal(s)
 		if err == nil {
 			_ = d.nc.Publish(messages.StateSubject, data)
 		}
@@ -106,15 +110,13 @@ func (d *Dispatcher) announce(ctx context.Context) {
 	}
 }
 
-// state is what this dispatcher holds now.
+// state is what this dispatcher holds now. Only the scheduler calls it
+// (see askState).
 func (d *Dispatcher) state() messages.DispatcherState {
 	now := d.cfg.Clock()
-	d.mu.Lock()
-	defer d.mu.Unlock()
 	s := messages.DispatcherState{Dispatcher: d.cfg.ID, At: now, Admitted: d.admittedTotal}
 	d.metrics.QueueOldest.Reset()
-	// The deadline gauge looks at every waiting call, under d.mu: once a
-	// second is enough for a gauge, and announcements (every stateEvery,
+	// The deadline gauge looks at every waiting call: once a second is enough for a gauge, and announcements (every stateEvery,
 	// and at once on urgent demand) need not pay it each time.
 	gauges := now.Sub(d.deadlineGaugeAt) >= time.Second
 	if gauges {
