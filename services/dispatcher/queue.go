@@ -82,6 +82,7 @@ type poolQueue struct {
 
 // tierQueue is one tier of one pool.
 type tierQueue struct {
+	pool *poolQueue
 	// teams holds a team while it has calls waiting, and while idle for
 	// as long as its finish tag is ahead of vtime.
 	teams map[string]*teamQueue
@@ -139,6 +140,9 @@ func (q *queue) push(w *waiting) {
 	p, ok := q.pools[w.pool()]
 	if !ok {
 		p = &poolQueue{}
+		for i := range p.tiers {
+			p.tiers[i].pool = p
+		}
 		q.pools[w.pool()] = p
 	}
 	tq := &p.tiers[w.ticket.Tier.Rank()]
@@ -228,7 +232,7 @@ func (q *queue) remove(w *waiting) {
 	if q.ids[w.ticket.Call.ID] == w {
 		delete(q.ids, w.ticket.Call.ID)
 	}
-	p := q.pools[w.pool()]
+	p := tq.pool
 	if p.n--; p.n == 0 {
 		delete(q.pools, w.pool())
 	}
