@@ -147,27 +147,37 @@ func BenchmarkQueueAdmission(b *testing.B) {
 }
 
 // BenchmarkQueueGauges is what an announcement asks of the queue: depth
-// per pool and tier, once a second deadlineUsed, and a max_queued check's
-// oldestOf.
+// for every pool and tier, once a second deadlineUsed for each, and what
+// a max_queued check asks: oldestOf, here of ten teams. ns/op is one round.
 func BenchmarkQueueGauges(b *testing.B) {
 	for _, n := range []int{10_000, 100_000} {
-		b.Run(fmt.Sprintf("waiting=%d/teams=1000", n), func(b *testing.B) {
-			bq := newBenchQueue(n, 1_000)
-			q := bq.q
-			now := bq.now
-			var sink float64
-			for b.Loop() {
-				for _, pool := range q.poolNames() {
-					for _, tier := range messages.Tiers {
-						sink += float64(len(q.depth(pool, tier)))
-						sink += q.deadlineUsed(pool, tier, now)
-					}
+		bq := newBenchQueue(n, 1_000)
+		q := bq.q
+		var sink float64
+		each := func(f func(pool string, tier messages.Tier)) {
+			for _, pool := range q.poolNames() {
+				for _, tier := range messages.Tiers {
+					f(pool, tier)
 				}
+			}
+		}
+		b.Run(fmt.Sprintf("depth/waiting=%d/teams=1000", n), func(b *testing.B) {
+			for b.Loop() {
+				each(func(pool string, tier messages.Tier) { sink += float64(len(q.depth(pool, tier))) })
+			}
+		})
+		b.Run(fmt.Sprintf("deadlineUsed/waiting=%d/teams=1000", n), func(b *testing.B) {
+			for b.Loop() {
+				each(func(pool string, tier messages.Tier) { sink += q.deadlineUsed(pool, tier, bq.now) })
+			}
+		})
+		b.Run(fmt.Sprintf("oldestOf/waiting=%d/teams=1000", n), func(b *testing.B) {
+			for b.Loop() {
 				for _, team := range bq.teams[:10] {
 					sink += float64(q.oldestOf(team).Unix())
 				}
 			}
-			runtime.KeepAlive(sink)
 		})
+		runtime.KeepAlive(sink)
 	}
 }
