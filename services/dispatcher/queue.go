@@ -33,13 +33,13 @@ type waiting struct {
 	prev, next *waiting   // in that list
 	class      *budgetClass
 	// at is its place in the deadline heap (atDeadline) and in its budget
-	// class's (atClass).
+	// class's, by acceptance (atAccepted).
 	at [2]int32
 }
 
 const (
 	atDeadline = iota
-	atClass
+	atAccepted
 )
 
 func (w *waiting) pool() string { return w.ticket.Call.Model }
@@ -328,14 +328,14 @@ type teamDepth struct {
 // may be behind older ones, so it cannot just look at the oldest call.
 //
 // It need not look at every call either. The calls are in classes of
-// about the same budget (within an eighth), each a heap by deadline. A
-// call with remaining time r and budget b has used 1 - r/b; none of its
-// class, whose budgets are at most the class's longest L, can have used
-// more than 1 - r/L. So each class is visited in deadline order, and left
-// as soon as that bound is no more than the largest share found. A class
-// of one budget (the default timeout, a client's timeout_ms) is left after
-// its first call; one of many, after the calls within about an eighth of
-// its first's remaining time.
+// about the same budget (within a sixteenth), each a heap by acceptance.
+// A call accepted for age x has used x/b of its budget b; none of its
+// class accepted later, whose budgets are at least the class's shortest S,
+// can have used more than x/S. So each class is visited oldest first, and
+// left as soon as that bound is no more than the largest share found. A
+// class of one budget (the default timeout, a client's timeout_ms) is left
+// after its first call; one of many, after the calls within about a
+// sixteenth of the age of its oldest.
 func (q *queue) deadlineUsed(pool string, tier messages.Tier, now time.Time) float64 {
 	tq := q.tier(pool, tier)
 	if tq == nil {
@@ -350,16 +350,17 @@ func (q *queue) deadlineUsed(pool string, tier messages.Tier, now time.Time) flo
 	defer func() { q.scratch = next[:0] }()
 	for _, c := range tq.classes {
 		calls := c.calls.calls
-		less := func(i, j int32) bool { return calls[i].ticket.Deadline.Before(calls[j].ticket.Deadline) }
+		less := func(i, j int32) bool { return calls[i].ticket.AcceptedAt.Before(calls[j].ticket.AcceptedAt) }
 		next = append(next[:0], 0)
 		for len(next) > 0 {
 			var i int32
 			i, next = popNode(next, less)
 			t := calls[i].ticket
-			if left := t.Deadline.Sub(now); left > 0 && float64(c.longest-left)/float64(c.longest) <= used {
+			age := now.Sub(t.AcceptedAt)
+			if float64(age)/float64(c.shortest) <= used {
 				break
 			}
-			u := float64(now.Sub(t.AcceptedAt)) / float64(t.Deadline.Sub(t.AcceptedAt))
+			u := float64(age) / float64(t.Deadline.Sub(t.AcceptedAt))
 			if u >= 1 {
 				return 1
 			}
@@ -374,21 +375,21 @@ func (q *queue) deadlineUsed(pool string, tier messages.Tier, now time.Time) flo
 // classOf.
 type budgetClass struct {
 	calls callHeap
-	// longest is the longest budget of a call in the class since it was
-	// last empty: no call in it has a longer one.
-	longest time.Duration
-	key     int
+	// shortest is the shortest budget of a call in the class since it was
+	// last empty: no call in it has a shorter one.
+	shortest time.Duration
+	key      int
 }
 
-// classOf groups budgets that differ by less than an eighth: the length
-// of the budget in bits, and the three bits after its leading one.
+// classOf groups budgets that differ by less than a sixteenth: the length
+// of the budget in bits, and the four bits after its leading one.
 func classOf(budget time.Duration) int {
 	b := uint64(budget)
 	n := bits.Len64(b)
-	if n <= 4 {
+	if n <= 5 {
 		return int(b)
 	}
-	return n<<3 | int(b>>(n-4))&7
+	return n<<4 | int(b>>(n-5))&15
 }
 
 func (tq *tierQueue) addBudget(w *waiting) {
@@ -400,10 +401,12 @@ func (tq *tierQueue) addBudget(w *waiting) {
 	key := classOf(budget)
 	c, ok := tq.classes[key]
 	if !ok {
-		c = &budgetClass{calls: callHeap{slot: atClass}, key: key}
+		c = &budgetClass{calls: callHeap{slot: atAccepted}, key: key}
 		tq.classes[key] = c
 	}
-	c.longest = max(c.longest, budget)
+	if c.shortest == 0 || budget < c.shortest {
+		c.shortest = budget
+	}
 	c.calls.push(w)
 	w.class = c
 }
@@ -542,15 +545,20 @@ func (tq *tierQueue) removeOrder(t *teamQueue) {
 	}
 }
 
-// callHeap is a heap of calls by deadline; slot is which of a call's
-// places (waiting.at) it keeps.
+// callHeap is a heap of calls by deadline (slot atDeadline) or by
+// acceptance (atAccepted); slot is also which of a call's places
+// (waiting.at) it keeps.
 type callHeap struct {
 	calls []*waiting
 	slot  int
 }
 
 func (h *callHeap) less(i, j int) bool {
-	return h.calls[i].ticket.Deadline.Before(h.calls[j].ticket.Deadline)
+	a, b := &h.calls[i].ticket, &h.calls[j].ticket
+	if h.slot == atDeadline {
+		return a.Deadline.Before(b.Deadline)
+	}
+	return a.AcceptedAt.Before(b.AcceptedAt)
 }
 
 func (h *callHeap) swap(i, j int) {
