@@ -62,7 +62,8 @@ func (w *waiting) pool() string { return w.ticket.Call.Model }
 // skip excludes no team ahead of the one it returns, and O(k log k) when
 // it passes over k of them; head, byID, waitingFor, waitingIn O(1);
 // oldestOf O(the team's lists); depth O(the tier's waiting teams);
-// deadlineUsed about O(its budget classes) (see there).
+// deadlineUsed O(its budget classes) when calls share a few budgets, and
+// more when a class holds many different ones (see there).
 type queue struct {
 	pools     map[string]*poolQueue
 	deadlines callHeap
