@@ -274,10 +274,12 @@ func (q *queue) head(pool string, tier messages.Tier, team string) *waiting {
 // fair queuing serves next: the smallest start tag. skip excludes teams.
 // Ties go to the team name, for determinism.
 //
-// The teams are a heap in that order: fairest visits its nodes smallest
-// first (keeping the ones to visit in a small heap of their own) until
-// one is not skipped, so it asks skip only about the teams ahead of the
-// one it returns, and changes nothing.
+// The teams are a heap in that order, so the answer is the least team not
+// skipped whose ancestors all are. fairest walks down from the top, the
+// lesser child first, through skipped teams only, and leaves any subtree
+// whose top is not ahead of the best team found so far: it asks skip
+// about the teams ahead of the one it returns (and a few more), rather
+// than about every team, and changes nothing.
 func (q *queue) fairest(pool string, tier messages.Tier, skip func(team string) bool) *waiting {
 	tq := q.tier(pool, tier)
 	if tq == nil || len(tq.order) == 0 {
@@ -288,20 +290,40 @@ func (q *queue) fairest(pool string, tier messages.Tier, skip func(team string) 
 		return order[0].head
 	}
 	// Taken, not borrowed, should skip ever ask the queue again.
-	next := q.scratch[:0]
+	stack := q.scratch[:0]
 	q.scratch = nil
-	defer func() { q.scratch = next[:0] }()
-	less := func(i, j int32) bool { return teamBefore(order[i], order[j]) }
-	next = pushChildren(next, 0, len(order), less)
-	for len(next) > 0 {
-		var i int32
-		i, next = popNode(next, less)
-		if !skip(order[i].name) {
-			return order[i].head
+	var best *teamQueue
+	for i := int32(0); ; {
+		// order[i] is skipped: its children are next, the lesser on top.
+		if l, r := 2*i+1, 2*i+2; int(r) < len(order) {
+			if teamBefore(order[r], order[l]) {
+				l, r = r, l
+			}
+			stack = append(stack, r, l)
+		} else if int(l) < len(order) {
+			stack = append(stack, l)
 		}
-		next = pushChildren(next, i, len(order), less)
+		for {
+			if len(stack) == 0 {
+				q.scratch = stack
+				if best == nil {
+					return nil
+				}
+				return best.head
+			}
+			i = stack[len(stack)-1]
+			stack = stack[:len(stack)-1]
+			t := order[i]
+			if best != nil && !teamBefore(t, best) {
+				continue // nor any team below it
+			}
+			if !skip(t.name) {
+				best = t
+				continue
+			}
+			break
+		}
 	}
-	return nil
 }
 
 // depth is the number of calls waiting for pool in tier, and the oldest of

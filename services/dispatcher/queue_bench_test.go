@@ -181,3 +181,27 @@ func BenchmarkQueueGauges(b *testing.B) {
 		runtime.KeepAlive(sink)
 	}
 }
+
+// BenchmarkQueueFairestStuck is fairest alone late in a pass that has
+// found many teams stuck (their calls need deployments that are full):
+// it passes over each stuck team ahead of the one it returns. Stuck teams
+// are served no more in the pass, so they gather at the head of the fair
+// order; here the stuck teams are the first in it, the worst case.
+func BenchmarkQueueFairestStuck(b *testing.B) {
+	bq := newBenchQueue(100_000, 1_000)
+	pool, tier := benchPools[0], messages.TierStandard
+	for _, stuckTeams := range []int{1, 10, 100, 500} {
+		b.Run(fmt.Sprintf("waiting=100000/teams=1000/stuck=%d", stuckTeams), func(b *testing.B) {
+			stuck := map[string]bool{}
+			skip := func(team string) bool { return stuck[team] }
+			for range stuckTeams {
+				stuck[bq.q.fairest(pool, tier, skip).ticket.Team] = true
+			}
+			for b.Loop() {
+				if bq.q.fairest(pool, tier, skip) == nil {
+					b.Fatal("no call")
+				}
+			}
+		})
+	}
+}
