@@ -354,11 +354,12 @@ type teamDepth struct {
 // about the same budget (within a sixteenth), each a heap by acceptance.
 // A call accepted for age x has used x/b of its budget b; none of its
 // class accepted later, whose budgets are at least the class's shortest S,
-// can have used more than x/S. So each class is visited oldest first, and
-// left as soon as that bound is no more than the largest share found. A
-// class of one budget (the default timeout, a client's timeout_ms) is left
-// after its first call; one of many, after the calls within about a
-// sixteenth of the age of its oldest.
+// can have used more than x/S. So each class's heap is walked down from
+// its oldest call, leaving every subtree whose top's bound is no more than
+// the largest share found. Of a class of one budget (the default timeout,
+// a client's timeout_ms) it looks at the oldest call and its two children;
+// of one of many, at the calls within about a sixteenth of the age of its
+// oldest.
 func (q *queue) deadlineUsed(pool string, tier messages.Tier, now time.Time) float64 {
 	tq := q.tier(pool, tier)
 	if tq == nil {
@@ -368,29 +369,33 @@ func (q *queue) deadlineUsed(pool string, tier messages.Tier, now time.Time) flo
 		return 1
 	}
 	used := 0.0
-	next := q.scratch[:0]
+	stack := q.scratch[:0]
 	q.scratch = nil
-	defer func() { q.scratch = next[:0] }()
 	for _, c := range tq.classes {
 		calls := c.calls.calls
-		less := func(i, j int32) bool { return calls[i].ticket.AcceptedAt.Before(calls[j].ticket.AcceptedAt) }
-		next = append(next[:0], 0)
-		for len(next) > 0 {
-			var i int32
-			i, next = popNode(next, less)
-			t := calls[i].ticket
+		// Down the heap from its oldest call, leaving a subtree once its
+		// top's bound (that of the oldest call in it) is no more than used.
+		stack = append(stack[:0], 0)
+		for len(stack) > 0 {
+			i := stack[len(stack)-1]
+			stack = stack[:len(stack)-1]
+			t := &calls[i].ticket
 			age := now.Sub(t.AcceptedAt)
 			if float64(age)/float64(c.shortest) <= used {
-				break
+				continue
 			}
 			u := float64(age) / float64(t.Deadline.Sub(t.AcceptedAt))
 			if u >= 1 {
+				q.scratch = stack
 				return 1
 			}
 			used = max(used, u)
-			next = pushChildren(next, i, len(calls), less)
+			for child := 2*i + 1; child <= 2*i+2 && int(child) < len(calls); child++ {
+				stack = append(stack, child)
+			}
 		}
 	}
+	q.scratch = stack
 	return used
 }
 
@@ -646,43 +651,4 @@ func shrink[T any](s []T) []T {
 		return append(make([]T, 0, cap(s)/2), s...)
 	}
 	return s
-}
-
-// pushChildren adds node i's children, in a heap of n nodes, to next, a
-// heap of nodes to visit ordered by less.
-func pushChildren(next []int32, i int32, n int, less func(i, j int32) bool) []int32 {
-	for c := 2*i + 1; c <= 2*i+2 && int(c) < n; c++ {
-		next = append(next, c)
-		for k := len(next) - 1; k > 0; {
-			parent := (k - 1) / 2
-			if !less(next[k], next[parent]) {
-				break
-			}
-			next[k], next[parent] = next[parent], next[k]
-			k = parent
-		}
-	}
-	return next
-}
-
-// popNode takes the least node out of next.
-func popNode(next []int32, less func(i, j int32) bool) (int32, []int32) {
-	top, last := next[0], len(next)-1
-	next[0] = next[last]
-	next = next[:last]
-	for k := 0; ; {
-		least := 2*k + 1
-		if least >= last {
-			break
-		}
-		if r := least + 1; r < last && less(next[r], next[least]) {
-			least = r
-		}
-		if !less(next[least], next[k]) {
-			break
-		}
-		next[k], next[least] = next[least], next[k]
-		k = least
-	}
-	return top, next
 }
