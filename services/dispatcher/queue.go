@@ -58,9 +58,9 @@ func (w *waiting) pool() string { return w.ticket.Call.Model }
 //
 // Costs (issue 11: a pass admits thousands of calls out of a backlog of a
 // hundred thousand, over a thousand teams): push, remove and served take
-// O(log) of the tier's teams and of the queue; fairest O(log teams) when
-// skip excludes no team ahead of the one it returns, and O(k log k) when
-// it passes over k of them; head, byID, waitingFor, waitingIn O(1);
+// O(log) of the tier's teams and of the queue; fairest O(1) when skip
+// excludes no team ahead of the one it returns, and O(k) when it passes
+// over k of them; head, byID, waitingFor, waitingIn O(1);
 // oldestOf O(the team's lists); depth O(the tier's waiting teams);
 // deadlineUsed O(its budget classes) when calls share a few budgets, and
 // more when a class holds many different ones (see there).
