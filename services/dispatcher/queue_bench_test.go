@@ -13,12 +13,15 @@ import (
 )
 
 // Issue 11: a deep backlog must not make each admission slower than the
-// logarithm of the queue. These benchmarks fill a queue the way intake
-// does and then do, per admitted call, what an admission pass does with
-// the queue: fairest (skipping a few stuck teams), served, remove; and a
-// push of a new call, so the depth stays where it was.
+// logarithm of the queue. BenchmarkQueueAdmission fills a queue the way
+// intake does and then does, per admitted call, what an admission pass
+// does with the queue: fairest (skipping a few stuck teams), served,
+// remove; and a push of a new call, so the depth stays where it was.
+// BenchmarkQueueGauges and BenchmarkQueueFairestStuck measure what
+// announcements ask of the queue, and fairest late in a pass with many
+// teams stuck.
 //
-//	go test ./services/dispatcher/ -run '^$' -bench 'Queue' -benchtime 2s
+//	go test ./services/dispatcher/ -run '^$' -bench 'Queue' -benchtime 1s -count 3
 //
 // ns/admission is the queue's own cost per admitted call; B/waiting the
 // heap a waiting call holds (its waiting record, its ticket's strings, and
