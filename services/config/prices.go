@@ -165,8 +165,14 @@ func validatePoolPrices(v *validator, pf string, p *Pool) {
 	}
 }
 
+// MaxPrice bounds every price, so that no count of tokens a provider may
+// report makes a cost that JSON cannot hold: a billion of any currency
+// per million tokens or per request.
+const MaxPrice = 1e9
+
 // checkPrices refuses the prices of a table that no provider charges:
-// negative ones, and ones that are not numbers (.nan, .inf).
+// negative ones, ones above MaxPrice, and ones that are not numbers
+// (.nan, .inf).
 func checkPrices(v *validator, field string, p *Price) {
 	for _, e := range []struct {
 		name string
@@ -178,6 +184,8 @@ func checkPrices(v *validator, field string, p *Price) {
 			v.addKind(ErrInvalidPrice, field+"."+e.name, "must be a number, not %v", *e.p)
 		case *e.p < 0:
 			v.addKind(ErrInvalidPrice, field+"."+e.name, "must not be negative (0 if it is free)")
+		case *e.p > MaxPrice:
+			v.addKind(ErrInvalidPrice, field+"."+e.name, "must be at most %g (prices are per million tokens, or per request)", float64(MaxPrice))
 		}
 	}
 }

@@ -112,6 +112,7 @@ func TestBadPricesNameTheirField(t *testing.T) {
 		{"negative per request", "{input: 0.15, output: 0.6, per_request: -0.01}", "", "", "pools.m.prices.per_request", ErrInvalidPrice},
 		{"not a number", "{input: .nan, output: 0.6}", "", "", "pools.m.prices.input", ErrInvalidPrice},
 		{"infinite", "{input: 0.15, output: .inf}", "", "", "pools.m.prices.output", ErrInvalidPrice},
+		{"absurd", "{input: 0.15, output: 1e300}", "", "", "pools.m.prices.output", ErrInvalidPrice},
 		{"a deployment's negative override", "{input: 0.15, output: 0.6}", "{output: -0.66}", "", "pools.m.deployments[1].prices.output", ErrInvalidPrice},
 		{"a deployment's negative per request", "{input: 0.15, output: 0.6}", "{per_request: -1}", "", "pools.m.deployments[1].prices.per_request", ErrInvalidPrice},
 		{"a pool's table without input", "{output: 0.6}", "", "", "pools.m.prices.input", ErrMissingPrice},
