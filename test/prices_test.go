@@ -25,8 +25,8 @@ import (
 // pricedProvider answers as OpenAI and Anthropic do, with the usage
 // chosen by the first element of the path: /usage (OpenAI chat with
 // cached prompt tokens), /nousage (an OpenAI answer without usage, as
-// some compatible servers give) and /anthropic (Messages, with cache
-// reads and writes).
+// some compatible servers give), /anthropic (Messages, with cache
+// reads and writes) and /cut (a stream that breaks off after a chunk).
 func pricedProvider(t *testing.T) *httptest.Server {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
@@ -41,6 +41,13 @@ func pricedProvider(t *testing.T) *httptest.Server {
 		case "anthropic":
 			_, _ = io.WriteString(w, `{"id":"msg_1","type":"message","role":"assistant","model":"m","content":[{"type":"text","text":"hi"}],"stop_reason":"end_turn",`+
 				`"usage":{"input_tokens":50,"cache_creation_input_tokens":200,"cache_read_input_tokens":1000,"output_tokens":75}}`)
+		case "cut":
+			w.Header().Set("Content-Type", "text/event-stream")
+			_, _ = io.WriteString(w, "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n")
+			w.(http.Flusher).Flush()
+			if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+				_ = conn.Close()
+			}
 		default:
 			http.NotFound(w, r)
 		}
@@ -120,12 +127,16 @@ pools:
     prices: {input: 3, cached_input: 0.3, output: 15}
     deployments:
       - {id: claude-1, provider: anthropic, base_url: %q, region: us-east, key: KEY_CLAUDE, rpm: 6000, tpm: 1000000, prices: {per_request: 0.001}}
+  cut:
+    prices: {input: 2.5, output: 10}
+    deployments:
+      - {id: cut-1, provider: openai, base_url: %q, region: us-east, key: KEY_CUT, rpm: 6000, tpm: 1000000}
   free:
     deployments:
       - {id: free-1, provider: openai, base_url: %q, region: us-east, key: KEY_FREE, rpm: 6000, tpm: 1000000}
 teams:
   demo: {}
-`, provider.URL+"/usage/v1", provider.URL+"/nousage/v1", provider.URL+"/anthropic/v1", provider.URL+"/usage/v1")
+`, provider.URL+"/usage/v1", provider.URL+"/nousage/v1", provider.URL+"/anthropic/v1", provider.URL+"/cut/v1", provider.URL+"/usage/v1")
 	}
 	s := startStack(t, stackOptions{yaml: yaml})
 	startDispatcher(t, s, "d1", nil)
@@ -139,6 +150,7 @@ teams:
 		"nousage":   chatCall("nousage", "bare", 400, ""),
 		"anthropic": `{"id":"anthropic","model":"claude","endpoint":"/v1/messages","body":{"max_tokens":100,"messages":[{"role":"user","content":"hi"}]}}`,
 		"unpriced":  chatCall("unpriced", "free", 400, ""),
+		"cut":       `{"id":"cut","model":"cut","body":{"stream":true,"max_tokens":50,"messages":[{"role":"user","content":"hi"}]}}`,
 	}
 	var ids []string
 	for id, body := range calls {
@@ -171,13 +183,23 @@ teams:
 	if c := got["nousage"].Cost; c == nil || !c.Estimated || c.ReservedTokens != r || !near(c.Total, float64(r)*10/1e6) {
 		t.Errorf("nousage: cost %+v, want an estimate of the %d tokens reserved at 10 EUR a million", c, r)
 	}
+	// A stream cut off after a chunk: an error, yet an answer the
+	// provider may charge, estimated at the reservation.
+	rc := reserved.of("cut")
+	if res := got["cut"]; res.Error == nil || res.Chunks != 1 || rc <= 50 {
+		t.Fatalf("cut: error %+v after %d chunks, reserved %d", res.Error, res.Chunks, rc)
+	}
+	if c := got["cut"].Cost; c == nil || !c.Estimated || c.ReservedTokens != rc || !near(c.Total, float64(rc)*10/1e6) {
+		t.Errorf("cut: cost %+v, want an estimate of the %d tokens reserved", c, rc)
+	}
 	if c := got["unpriced"].Cost; c != nil || got["unpriced"].Usage == nil {
 		t.Errorf("unpriced: cost %+v, want none (usage %+v)", c, got["unpriced"].Usage)
 	}
 
 	// sluice usage --by day: today's row per pool, with the cost.
 	bin := buildSluice(t)
-	wantCost := map[string]float64{"gpt": (86*2.5 + 1920*1.25 + 300*10.0) / 1e6, "bare": float64(r) * 10 / 1e6, "claude": (250*3.0+1000*0.3+75*15.0)/1e6 + 0.001}
+	wantCost := map[string]float64{"gpt": (86*2.5 + 1920*1.25 + 300*10.0) / 1e6, "bare": float64(r) * 10 / 1e6, "claude": (250*3.0+1000*0.3+75*15.0)/1e6 + 0.001,
+		"cut": float64(rc) * 10 / 1e6}
 	sluiceUsage := func(args ...string) string {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -195,11 +217,11 @@ teams:
 		if err := json.Unmarshal([]byte(out), &rows); err != nil {
 			t.Fatalf("%v: %s", err, out)
 		}
-		var calls int64
+		var ended int64
 		for _, row := range rows {
-			calls += row.Calls
+			ended += row.Calls
 		}
-		if calls == 4 || time.Now().After(deadline) {
+		if ended == int64(len(calls)) || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(100 * time.Millisecond) // poll until the roll-ups are flushed
@@ -218,11 +240,12 @@ teams:
 		case priced && (len(row.Cost) != 1 || !near(row.Cost["EUR"], w)):
 			t.Errorf("%s: cost %v, want %g EUR", row.Pool, row.Cost, w)
 		}
-		if est := row.EstimatedCost["EUR"]; row.Pool == "bare" && !near(est, w) || row.Pool != "bare" && est != 0 {
+		estimated := row.Pool == "bare" || row.Pool == "cut"
+		if est := row.EstimatedCost["EUR"]; estimated && !near(est, w) || !estimated && est != 0 {
 			t.Errorf("%s: estimated %v", row.Pool, row.EstimatedCost)
 		}
 	}
-	if len(seen) != 4 {
+	if len(seen) != len(calls) {
 		t.Fatalf("rows %+v, want one per pool", rows)
 	}
 	table := sluiceUsage()
