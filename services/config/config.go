@@ -8,7 +8,18 @@
 //
 // Configuration is YAML. Load parses it strictly (unknown fields are errors),
 // fills defaults, and validates it; every error names the field it is about,
-// such as pools.gpt-4o-mini.deployments[1].rpm.
+// such as pools.gpt-4o-mini.deployments[1].rpm, and all of them are
+// collected in one *ValidationError, which errors.Is matches with
+// ErrInvalid and with the kind of each problem that has one
+// (ErrInvalidPrice, ErrMissingPrice, ErrUnknownCurrency).
+//
+// Prices: a pool's price table (Pool.Prices: per million input, cached
+// input and output tokens, and per request), overridden entry by entry
+// by a deployment's (Deployment.Prices), in the one currency of
+// prices.currency (an ISO 4217 code, default USD), gives each deployment
+// its Rates, by which executors cost every answer (Rates.Cost from the
+// provider's usage, Rates.Estimate from the reservation when there is
+// none).
 package config
 
 import (
