@@ -29,6 +29,20 @@
 // stay in stream SLUICE_RESULTS for a configurable time, so a client that was
 // away can fetch its result later (the last message on its subject).
 //
+// A result's [Usage] is in OpenAI's names whatever the provider, with the
+// prompt tokens read from the provider's cache in
+// prompt_tokens_details.cached_tokens. Its [Cost], when the configuration
+// prices the deployment, is what the answer cost in the configured
+// currency, part by part (input, cached_input, output, request) and in
+// total:
+//
+//	"cost": {"currency": "USD", "total": 0.0003, "input": 0.0001, "output": 0.0002}
+//
+// An answer the provider reported no usage for is charged its worst case,
+// the tokens reserved for it at the highest price, and marked
+// "estimated": true with its "reserved_tokens"; a call the provider did
+// not answer (a refusal, a 429 or 5xx, a timeout) carries no cost.
+//
 // Nobody publishes on sluice.result.>: services publish a result on
 // sluice.answer.<team>.<call id> ([AnswerSubject]) with Nats-Msg-Id set to
 // the call id and Nats-Expected-Last-Subject-Sequence set to 0. The stream

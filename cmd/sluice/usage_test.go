@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -86,9 +87,47 @@ func TestUsageMatchesTheProvider(t *testing.T) {
 	if errs != 2 || byTier[messages.TierStandard] != 12 || byTier[messages.TierBatch] != 5 || byTier[messages.TierCritical] != 3 {
 		t.Fatalf("errors %d, by tier %v", errs, byTier)
 	}
+	// The cost is the dev configuration's gpt-4o-mini prices (USD 0.15
+	// and 0.60 per million input and output tokens) of what the provider
+	// counted.
+	var cost float64
+	for _, tot := range totals {
+		cost += tot.Cost["USD"]
+		if len(tot.EstimatedCost) != 0 {
+			t.Errorf("estimated costs %v: every answer reported its usage", tot.EstimatedCost)
+		}
+	}
+	want := (float64(fake.PromptTokens)*0.15 + float64(fake.TotalTokens-fake.PromptTokens)*0.60) / 1e6
+	if math.Abs(cost-want) > 1e-12 || cost == 0 {
+		t.Errorf("usage costs %g USD, want %g for what the provider counted", cost, want)
+	}
 	// The table a person reads.
 	code, out, _ := runExecute("usage", "--server", s.ClientURL())
-	if code != 0 || !strings.Contains(out, "demo") || !strings.Contains(out, "invalid_request 2") {
+	if code != 0 || !strings.Contains(out, "demo") || !strings.Contains(out, "invalid_request 2") || !strings.Contains(out, " USD") || !strings.Contains(out, "COST") {
 		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	// By day: a row per UTC day, today's, with its day and cost.
+	code, out, errOut := runExecute("usage", "--server", s.ClientURL(), "--by", "day", "--json")
+	var daily []usage.Total
+	if code != 0 || json.Unmarshal([]byte(out), &daily) != nil {
+		t.Fatalf("--by day --json: exit %d: %s%s", code, out, errOut)
+	}
+	today := time.Now().UTC().Format(time.DateOnly)
+	var dailyCost float64
+	for _, tot := range daily {
+		if tot.Day != today && tot.Day != time.Now().UTC().Add(-time.Hour).Format(time.DateOnly) {
+			t.Errorf("row of day %q, want %s: %+v", tot.Day, today, tot)
+		}
+		dailyCost += tot.Cost["USD"]
+	}
+	if math.Abs(dailyCost-cost) > 1e-12 {
+		t.Errorf("the days cost %g USD, the span %g", dailyCost, cost)
+	}
+	code, out, _ = runExecute("usage", "--server", s.ClientURL(), "--by", "day")
+	if code != 0 || !strings.Contains(out, "DAY") || !strings.Contains(out, today) || !strings.Contains(out, " USD") {
+		t.Fatalf("--by day: exit %d:\n%s", code, out)
+	}
+	if code, _, errOut := runExecute("usage", "--server", s.ClientURL(), "--by", "week"); code == 0 || !strings.Contains(errOut, "day") {
+		t.Errorf("--by week: exit %d, %s", code, errOut)
 	}
 }

@@ -8,7 +8,18 @@
 //
 // Configuration is YAML. Load parses it strictly (unknown fields are errors),
 // fills defaults, and validates it; every error names the field it is about,
-// such as pools.gpt-4o-mini.deployments[1].rpm.
+// such as pools.gpt-4o-mini.deployments[1].rpm, and all of them are
+// collected in one *ValidationError, which errors.Is matches with
+// ErrInvalid and with the kind of each problem that has one
+// (ErrInvalidPrice, ErrMissingPrice, ErrUnknownCurrency).
+//
+// Prices: a pool's price table (Pool.Prices: per million input, cached
+// input and output tokens, and per request), overridden entry by entry
+// by a deployment's (Deployment.Prices), in the one currency of
+// prices.currency (an ISO 4217 code, default USD), gives each deployment
+// its Rates, by which executors cost every answer (Rates.Cost from the
+// provider's usage, Rates.Estimate from the reservation when there is
+// none).
 package config
 
 import (
@@ -41,6 +52,9 @@ type Config struct {
 	// Health tunes how sluice reacts to what providers say and do:
 	// cooldowns, learned limits, disabled keys and circuit breakers.
 	Health Health `yaml:"health"`
+	// Prices sets the currency of the pools' and deployments' price
+	// tables, by which every result's cost is computed.
+	Prices Prices `yaml:"prices,omitempty"`
 
 	deployments map[string]*Deployment
 	tokens      map[string]string // gateway token hash -> team
@@ -62,6 +76,11 @@ type Pool struct {
 	// count; CountTokensEstimate answers at the gateway with sluice's
 	// estimate (see package tokens), which costs no provider request.
 	CountTokens string `yaml:"count_tokens,omitempty"`
+	// Prices is what the pool's deployments charge, per million tokens
+	// and per request, in prices.currency: the results of its calls then
+	// carry their cost, and usage adds it up. Nil: the pool's calls
+	// carry no cost (unless a deployment has prices of its own).
+	Prices *Price `yaml:"prices,omitempty"`
 
 	name string
 }
@@ -127,8 +146,13 @@ type Deployment struct {
 	// drops by what it takes of the shortest window. Default 0: a tenth
 	// of a second's tokens, at most half the shortest window's.
 	TokenBurst int64 `yaml:"token_burst,omitempty"`
+	// Prices overrides the entries of the pool's price table that it
+	// sets, for this deployment (another region's or key's prices).
+	Prices *Price `yaml:"prices,omitempty"`
 
 	pool string
+	// rates are the prices in effect, set by validation; nil when none.
+	rates *Rates
 }
 
 // DefaultWindows are the windows a deployment that names none is paced

@@ -31,6 +31,10 @@ func TestExampleConfigLoads(t *testing.T) {
 	if cfg.Teams["analytics"].AllowsPool("text-embedding-3-small") || !cfg.Teams["search"].AllowsPool("text-embedding-3-small") {
 		t.Fatal("pool permissions")
 	}
+	az, _ := cfg.Deployment("azure-eu-1")
+	if r, ok := az.Rates(); !ok || r != (Rates{Currency: "USD", Input: 0.15, CachedInput: 0.075, Output: 0.66}) {
+		t.Fatalf("azure-eu-1's prices: the pool's with its own output price, got %+v", r)
+	}
 }
 
 const minimal = `

@@ -20,9 +20,10 @@ import (
 const defaultsBase = `
 pools:
   m:
+    prices: {input: 1, output: 2}
     deployments:
-      - {id: d0, provider: openai, base_url: "http://127.0.0.1:1/v1", region: r1, key: K0, rpm: 600, tpm: 100000}
-      - {id: d1, provider: azure, base_url: "https://x.openai.azure.com", region: r1, key: K1, rpm: 600, tpm: 100000}
+      - {id: d0, provider: openai, base_url: "http://127.0.0.1:1/v1", region: r1, key: K0, rpm: 600, tpm: 100000, prices: {input: 1.5}}
+      - {id: d1, provider: azure, base_url: "https://x.openai.azure.com", region: r1, key: K1, rpm: 600, tpm: 100000, prices: {output: 3}}
 teams:
   t:
     pools:

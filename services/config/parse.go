@@ -31,9 +31,16 @@ type FieldError struct {
 	// Field is the path of the field, e.g. pools.gpt-4o-mini.deployments[0].rpm.
 	Field   string
 	Message string
+	// Err is the kind of problem, for errors.Is, when it has one (such
+	// as ErrInvalidPrice); nil for most.
+	Err error
 }
 
 func (e FieldError) Error() string { return e.Field + ": " + e.Message }
+
+// Unwrap returns the kind of problem, such as ErrInvalidPrice, when it
+// has one.
+func (e FieldError) Unwrap() error { return e.Err }
 
 // ValidationError lists every problem found in a configuration.
 type ValidationError struct {
@@ -53,6 +60,27 @@ var ErrInvalid = errors.New("invalid configuration")
 
 // Is makes errors.Is(err, ErrInvalid) true.
 func (e *ValidationError) Is(target error) bool { return target == ErrInvalid }
+
+// Unwrap returns each problem, so that errors.Is matches the kinds of
+// problems found (errors.Is(err, ErrUnknownCurrency)), and errors.As
+// finds a FieldError.
+func (e *ValidationError) Unwrap() []error {
+	errs := make([]error, len(e.Problems))
+	for i, p := range e.Problems {
+		errs[i] = p
+	}
+	return errs
+}
+
+// Kinds of problems that errors.Is matches in a *ValidationError.
+var (
+	// ErrInvalidPrice: a price is negative or not a number.
+	ErrInvalidPrice = errors.New("invalid price")
+	// ErrMissingPrice: a price table lacks its input or output price.
+	ErrMissingPrice = errors.New("missing price")
+	// ErrUnknownCurrency: prices.currency is no ISO 4217 currency code.
+	ErrUnknownCurrency = errors.New("unknown currency")
+)
 
 // Parse parses YAML strictly, fills defaults and validates. Errors are a
 // *ValidationError, or a YAML error that gives the line; both match
@@ -131,6 +159,7 @@ func (c *Config) validate(written map[string]bool) error {
 	}
 	c.validateTiers(v)
 	c.validateGuarantees(v)
+	c.validatePrices(v)
 	c.guaranteed = map[string][]string{}
 	for pool := range c.Pools {
 		c.guaranteed[pool] = c.guaranteedIn(pool)
@@ -219,6 +248,7 @@ func (c *Config) validatePool(v *validator, name string) {
 	if p.DefaultMaxTokens > tokens.MaxMaxTokens {
 		v.add(field+".default_max_tokens", "must be at most %d, as a call's max_tokens", tokens.MaxMaxTokens)
 	}
+	validatePoolPrices(v, field, p)
 	for i, d := range p.Deployments {
 		df := fmt.Sprintf("%s.deployments[%d]", field, i)
 		if d == nil {
@@ -264,6 +294,7 @@ func (c *Config) validatePool(v *validator, name string) {
 		}
 		setDefault(v, df+".api_version", &d.APIVersion, defaultAPIVersion[d.Provider])
 		c.validateWindows(v, df, d)
+		c.validateRates(v, p, df, d)
 	}
 }
 
@@ -378,6 +409,11 @@ type validator struct {
 
 func (v *validator) add(field, format string, args ...any) {
 	v.problems = append(v.problems, FieldError{Field: field, Message: fmt.Sprintf(format, args...)})
+}
+
+// addKind is add for a problem of a kind errors.Is matches.
+func (v *validator) addKind(kind error, field, format string, args ...any) {
+	v.problems = append(v.problems, FieldError{Field: field, Message: fmt.Sprintf(format, args...), Err: kind})
 }
 
 func (v *validator) positive(field string, n int64) {

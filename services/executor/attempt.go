@@ -143,6 +143,10 @@ func (e *Executor) attempt(ctx context.Context, msg jetstream.Msg, w *messages.W
 		return fail(messages.OutcomeNotSent, 0, messages.Errorf(messages.CodeInvalidRequest, "%v", err))
 	}
 	if err != nil && wasCanceled() {
+		if chunks > 0 {
+			// The provider answered part of it: priced at the reservation.
+			res.Cost = costOf(dep, w, nil)
+		}
 		return fail(messages.OutcomeCanceled, e.streamedTokens(w, chunks), messages.Errorf(messages.CodeCanceled, "the client canceled the call after %d chunks", chunks))
 	}
 	var class messages.Outcome
@@ -151,6 +155,8 @@ func (e *Executor) attempt(ctx context.Context, msg jetstream.Msg, w *messages.W
 	}
 	if err != nil && chunks > 0 {
 		// Part of the answer is out: another attempt would send it again.
+		// The provider reported no usage for it: the reservation prices it.
+		res.Cost = costOf(dep, w, nil)
 		if class == messages.OutcomeDeadline {
 			e.metrics.ProviderRequests.WithLabelValues(dep.ID, dep.Region, string(class)).Inc()
 			return fail(class, e.streamedTokens(w, chunks), messages.Errorf(messages.CodeDeadlineExceeded, "the deadline passed after %d chunks of the stream", chunks))
@@ -176,11 +182,14 @@ func (e *Executor) attempt(ctx context.Context, msg jetstream.Msg, w *messages.W
 	res.Body = bodyJSON(resp.Body)
 	if streamed && chunks > 0 {
 		if resp.Class != providers.Success {
-			// The provider sent an error event mid-stream.
+			// The provider sent an error event mid-stream, after an
+			// answer it may charge: priced at the reservation.
+			res.Cost = costOf(dep, w, nil)
 			return fail(messages.OutcomeUnavailable, e.streamedTokens(w, chunks), &messages.Error{Code: messages.CodeProviderError, ProviderStatus: resp.Status,
 				Message: fmt.Sprintf("the provider ended the stream with an error (%s) after %d chunks", resp.Class, chunks)})
 		}
 		res.Usage = resp.Usage
+		res.Cost = costOf(dep, w, resp.Usage)
 		used := int64(-1)
 		if resp.Usage != nil {
 			used = resp.Usage.TotalTokens
@@ -195,6 +204,7 @@ func (e *Executor) attempt(ctx context.Context, msg jetstream.Msg, w *messages.W
 				Message: "the provider answered with something that is not JSON"})
 		}
 		res.Usage = resp.Usage
+		res.Cost = costOf(dep, w, resp.Usage)
 		used := int64(-1)
 		if resp.Usage != nil {
 			used = resp.Usage.TotalTokens

@@ -138,6 +138,9 @@ func FuzzAnswer(f *testing.F) {
 			sse("message_start", evStart, "message_delta", evMessageDelta(`{"output_tokens":5}`), "message_stop", evStop)},
 		{200, "text/event-stream", "", sse("message_start", evStart, "error", `{"type":"error","error":{"type":"overloaded_error"}}`)},
 		{200, "text/event-stream", "", "data: {\"choices\":[{\"delta\":{}}]}\n\n"},
+		{200, "application/json", "", `{"choices":[],"usage":{"prompt_tokens":2006,"completion_tokens":300,"total_tokens":2306,"prompt_tokens_details":{"cached_tokens":1920}}}`},
+		{200, "application/json", "", `{"output":[],"usage":{"input_tokens":1500,"input_tokens_details":{"cached_tokens":1024},"output_tokens":80}}`},
+		{200, "application/json", "", `{"type":"message","usage":{"input_tokens":50,"cache_creation_input_tokens":200,"cache_read_input_tokens":1000,"output_tokens":75}}`},
 		{502, "text/html", "", "<html><body><h1>502 Bad Gateway</h1></body></html>"},
 		{200, "application/json", "", ""},
 		{200, "application/json", "Content-Type: text/event-stream\nx-ratelimit-reset-tokens: 9999999999h\nretry-after: Fri, 31 Dec 2100 23:59:59 GMT", "{"},
@@ -227,6 +230,11 @@ func checkUsage(t *testing.T, resp *Response) {
 		if u.PromptTokens < 0 || u.CompletionTokens < 0 || u.PromptTokens > MaxCount || u.CompletionTokens > MaxCount ||
 			u.TotalTokens < u.PromptTokens+u.CompletionTokens || u.TotalTokens > 2*MaxCount {
 			t.Fatalf("usage %+v", u)
+		}
+		// What is priced as cached is part of the prompt, and never
+		// negative: a cost is never below the uncached part's.
+		if d := u.PromptTokensDetails; d != nil && (d.CachedTokens <= 0 || d.CachedTokens > u.PromptTokens) {
+			t.Fatalf("usage %+v: cached tokens %d of a prompt of %d", u, d.CachedTokens, u.PromptTokens)
 		}
 	}
 }

@@ -104,7 +104,9 @@ func readAnthropicBody(data []byte) verdict {
 			u.CacheReadInputTokens >= 0 && u.CacheReadInputTokens <= MaxCount &&
 			u.InputTokens >= 0 && u.InputTokens <= MaxCount {
 			prompt := u.InputTokens + u.CacheCreationInputTokens + u.CacheReadInputTokens
-			v.usage = usage(prompt, u.OutputTokens, 0) // total: their sum
+			// Reads from the cache are the cached part; writes to it are
+			// priced as uncached input.
+			v.usage = usage(prompt, u.OutputTokens, 0, u.CacheReadInputTokens) // total: their sum
 		}
 	}
 	v.errorType, v.quota = anthropicError(top.Error)

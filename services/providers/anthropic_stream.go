@@ -113,7 +113,7 @@ func (s *anthropicStream) observe(e *Event, u *streamUsage) {
 	case s.seen:
 		// Each count is within MaxCount: the sum cannot overflow, and
 		// usage() drops a prompt above MaxCount.
-		u.prompt, u.completion, u.total, u.seen = s.input+s.cacheCreation+s.cacheRead, s.output, 0, true
+		u.prompt, u.completion, u.total, u.cached, u.seen = s.input+s.cacheCreation+s.cacheRead, s.output, 0, s.cacheRead, true
 	}
 }
 

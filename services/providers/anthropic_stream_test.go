@@ -335,26 +335,26 @@ func TestAnthropicStreamUsage(t *testing.T) {
 	cases := []struct {
 		name   string
 		events []string
-		want   [3]int64 // zero: no usage
+		want   [4]int64 // prompt, completion, total, cached; zero: no usage
 	}{
-		{"input and output", []string{"message_start", start(`{"input_tokens":10,"output_tokens":1}`), "message_delta", evMessageDelta(`{"output_tokens":5}`)}, [3]int64{10, 5, 15}},
+		{"input and output", []string{"message_start", start(`{"input_tokens":10,"output_tokens":1}`), "message_delta", evMessageDelta(`{"output_tokens":5}`)}, [4]int64{10, 5, 15, 0}},
 		{"cache tokens count as input", []string{"message_start", start(`{"input_tokens":10,"cache_creation_input_tokens":20,"cache_read_input_tokens":30,"output_tokens":1}`),
-			"message_delta", evMessageDelta(`{"output_tokens":7}`)}, [3]int64{60, 7, 67}},
+			"message_delta", evMessageDelta(`{"output_tokens":7}`)}, [4]int64{60, 7, 67, 30}},
 		{"output is cumulative: the last stands", []string{"message_start", start(`{"input_tokens":10,"output_tokens":1}`),
-			"message_delta", evMessageDelta(`{"output_tokens":3}`), "message_delta", evMessageDelta(`{"output_tokens":7}`)}, [3]int64{10, 7, 17}},
+			"message_delta", evMessageDelta(`{"output_tokens":3}`), "message_delta", evMessageDelta(`{"output_tokens":7}`)}, [4]int64{10, 7, 17, 0}},
 		{"message_delta's input replaces message_start's", []string{"message_start", start(`{"input_tokens":10,"cache_read_input_tokens":5,"output_tokens":1}`),
-			"message_delta", evMessageDelta(`{"input_tokens":12,"cache_read_input_tokens":null,"output_tokens":4}`)}, [3]int64{17, 4, 21}},
-		{"message_start alone", []string{"message_start", start(`{"input_tokens":10,"output_tokens":1}`)}, [3]int64{10, 1, 11}},
-		{"the data's type, not the name, says what it is", []string{"ping", start(`{"input_tokens":10,"output_tokens":1}`), "message_delta", `{"type":"ping","usage":{"output_tokens":99}}`}, [3]int64{10, 1, 11}},
-		{"no usage at all", []string{"message_start", `{"type":"message_start","message":{"id":"m"}}`, "message_delta", `{"type":"message_delta","delta":{}}`}, [3]int64{}},
-		{"a null message", []string{"message_start", `{"type":"message_start","message":null}`}, [3]int64{}},
-		{"a negative count", []string{"message_start", start(`{"input_tokens":-10,"output_tokens":1}`), "message_delta", evMessageDelta(`{"output_tokens":5}`)}, [3]int64{}},
-		{"a negative count later", []string{"message_start", start(`{"input_tokens":10,"output_tokens":1}`), "message_delta", evMessageDelta(`{"output_tokens":-5}`)}, [3]int64{}},
-		{"an absurd count", []string{"message_start", start(`{"input_tokens":10,"output_tokens":1}`), "message_delta", evMessageDelta(`{"output_tokens":99999999999999999999}`)}, [3]int64{}},
-		{"a count that is a string", []string{"message_start", start(`{"input_tokens":"10","output_tokens":1}`)}, [3]int64{}},
-		{"a count that is a fraction", []string{"message_start", start(`{"input_tokens":10.5,"output_tokens":1}`)}, [3]int64{}},
-		{"usage that is not an object", []string{"message_start", start(`[1,2]`)}, [3]int64{}},
-		{"input beyond MaxCount in sum", []string{"message_start", start(`{"input_tokens":` + maxCount + `,"cache_read_input_tokens":` + maxCount + `,"output_tokens":1}`)}, [3]int64{}},
+			"message_delta", evMessageDelta(`{"input_tokens":12,"cache_read_input_tokens":null,"output_tokens":4}`)}, [4]int64{17, 4, 21, 5}},
+		{"message_start alone", []string{"message_start", start(`{"input_tokens":10,"output_tokens":1}`)}, [4]int64{10, 1, 11, 0}},
+		{"the data's type, not the name, says what it is", []string{"ping", start(`{"input_tokens":10,"output_tokens":1}`), "message_delta", `{"type":"ping","usage":{"output_tokens":99}}`}, [4]int64{10, 1, 11, 0}},
+		{"no usage at all", []string{"message_start", `{"type":"message_start","message":{"id":"m"}}`, "message_delta", `{"type":"message_delta","delta":{}}`}, [4]int64{}},
+		{"a null message", []string{"message_start", `{"type":"message_start","message":null}`}, [4]int64{}},
+		{"a negative count", []string{"message_start", start(`{"input_tokens":-10,"output_tokens":1}`), "message_delta", evMessageDelta(`{"output_tokens":5}`)}, [4]int64{}},
+		{"a negative count later", []string{"message_start", start(`{"input_tokens":10,"output_tokens":1}`), "message_delta", evMessageDelta(`{"output_tokens":-5}`)}, [4]int64{}},
+		{"an absurd count", []string{"message_start", start(`{"input_tokens":10,"output_tokens":1}`), "message_delta", evMessageDelta(`{"output_tokens":99999999999999999999}`)}, [4]int64{}},
+		{"a count that is a string", []string{"message_start", start(`{"input_tokens":"10","output_tokens":1}`)}, [4]int64{}},
+		{"a count that is a fraction", []string{"message_start", start(`{"input_tokens":10.5,"output_tokens":1}`)}, [4]int64{}},
+		{"usage that is not an object", []string{"message_start", start(`[1,2]`)}, [4]int64{}},
+		{"input beyond MaxCount in sum", []string{"message_start", start(`{"input_tokens":` + maxCount + `,"cache_read_input_tokens":` + maxCount + `,"output_tokens":1}`)}, [4]int64{}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -371,7 +371,7 @@ func TestAnthropicStreamUsage(t *testing.T) {
 					t.Errorf("event %s marked injected", e.Name)
 				}
 			}
-			if tc.want == ([3]int64{}) {
+			if tc.want == ([4]int64{}) {
 				if resp.Usage != nil {
 					t.Errorf("usage %+v, want none", resp.Usage)
 				}
@@ -380,7 +380,7 @@ func TestAnthropicStreamUsage(t *testing.T) {
 			if resp.Usage == nil {
 				t.Fatal("no usage")
 			}
-			if got := [3]int64{resp.Usage.PromptTokens, resp.Usage.CompletionTokens, resp.Usage.TotalTokens}; got != tc.want {
+			if got := [4]int64{resp.Usage.PromptTokens, resp.Usage.CompletionTokens, resp.Usage.TotalTokens, resp.Usage.CachedTokens()}; got != tc.want {
 				t.Errorf("usage %v, want %v", got, tc.want)
 			}
 		})

@@ -84,19 +84,49 @@ func readOpenAIBody(data []byte) verdict {
 }
 
 // openAIUsage reads a usage object: chat's and completions' prompt_tokens
-// and completion_tokens, or the Responses API's input_tokens and
-// output_tokens; nil when it cannot be read.
+// and completion_tokens (with prompt_tokens_details.cached_tokens), or
+// the Responses API's input_tokens and output_tokens (with
+// input_tokens_details.cached_tokens); nil when it cannot be read.
 func openAIUsage(raw json.RawMessage) *messages.Usage {
-	var u struct {
-		PromptTokens     int64  `json:"prompt_tokens"`
-		CompletionTokens int64  `json:"completion_tokens"`
-		InputTokens      *int64 `json:"input_tokens"`
-		OutputTokens     *int64 `json:"output_tokens"`
-		TotalTokens      int64  `json:"total_tokens"`
-	}
+	var u openAIUsageFields
 	if json.Unmarshal(raw, &u) != nil {
 		return nil
 	}
+	return u.usage()
+}
+
+// openAIUsageFields is an OpenAI usage object, of any of its APIs.
+type openAIUsageFields struct {
+	PromptTokens        int64          `json:"prompt_tokens"`
+	CompletionTokens    int64          `json:"completion_tokens"`
+	InputTokens         *int64         `json:"input_tokens"`
+	OutputTokens        *int64         `json:"output_tokens"`
+	TotalTokens         int64          `json:"total_tokens"`
+	PromptTokensDetails *cachedDetails `json:"prompt_tokens_details"`
+	InputTokensDetails  *cachedDetails `json:"input_tokens_details"`
+}
+
+// cachedDetails is OpenAI's prompt_tokens_details (input_tokens_details
+// in the Responses API). Its other counts (audio tokens) are part of
+// the prompt and priced as input.
+type cachedDetails struct {
+	CachedTokens int64 `json:"cached_tokens"`
+}
+
+// UnmarshalJSON reads the cached count, and takes details it cannot
+// read as none, so that they never hide the usage around them.
+func (d *cachedDetails) UnmarshalJSON(data []byte) error {
+	var v struct {
+		CachedTokens int64 `json:"cached_tokens"`
+	}
+	if json.Unmarshal(data, &v) != nil {
+		v.CachedTokens = 0
+	}
+	d.CachedTokens = v.CachedTokens
+	return nil
+}
+
+func (u openAIUsageFields) usage() *messages.Usage {
 	if u.InputTokens != nil || u.OutputTokens != nil {
 		var in, out int64
 		if u.InputTokens != nil {
@@ -105,9 +135,17 @@ func openAIUsage(raw json.RawMessage) *messages.Usage {
 		if u.OutputTokens != nil {
 			out = *u.OutputTokens
 		}
-		return usage(in, out, u.TotalTokens)
+		var cached int64
+		if u.InputTokensDetails != nil {
+			cached = u.InputTokensDetails.CachedTokens
+		}
+		return usage(in, out, u.TotalTokens, cached)
 	}
-	return usage(u.PromptTokens, u.CompletionTokens, u.TotalTokens)
+	var cached int64
+	if u.PromptTokensDetails != nil {
+		cached = u.PromptTokensDetails.CachedTokens
+	}
+	return usage(u.PromptTokens, u.CompletionTokens, u.TotalTokens, cached)
 }
 
 // withModel sets the body's "model" to the provider's model name, leaving

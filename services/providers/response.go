@@ -56,13 +56,20 @@ func classify(status int, quota bool) Class {
 // it: a negative count or one above MaxCount means the report is garbage,
 // and no usage is better than a wrong one (the reservation then stands).
 // A total below prompt + completion, or missing, is raised to their sum.
-func usage(prompt, completion, total int64) *messages.Usage {
+// cached is the prompt tokens read from the provider's cache: a count
+// below 0 or above the prompt is dropped (so those tokens are priced as
+// uncached input, which errs high), and 0 adds no details.
+func usage(prompt, completion, total, cached int64) *messages.Usage {
 	for _, n := range []int64{prompt, completion, total} {
 		if n < 0 || n > MaxCount {
 			return nil
 		}
 	}
-	return &messages.Usage{PromptTokens: prompt, CompletionTokens: completion, TotalTokens: max(total, prompt+completion)}
+	u := &messages.Usage{PromptTokens: prompt, CompletionTokens: completion, TotalTokens: max(total, prompt+completion)}
+	if cached > 0 && cached <= prompt {
+		u.PromptTokensDetails = &messages.PromptTokensDetails{CachedTokens: cached}
+	}
+	return u
 }
 
 // stringOf returns v when it is a JSON string, else "".

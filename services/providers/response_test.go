@@ -1,6 +1,7 @@
 package providers
 
 import (
+	"reflect"
 	"testing"
 
 	"github.com/sluicehq/sluice/messages"
@@ -9,6 +10,11 @@ import (
 func TestReadBodies(t *testing.T) {
 	u := func(p, c, total int64) *messages.Usage {
 		return &messages.Usage{PromptTokens: p, CompletionTokens: c, TotalTokens: total}
+	}
+	cachedU := func(p, c, total, cached int64) *messages.Usage {
+		out := u(p, c, total)
+		out.PromptTokensDetails = &messages.PromptTokensDetails{CachedTokens: cached}
+		return out
 	}
 	cases := []struct {
 		name  string
@@ -34,7 +40,7 @@ func TestReadBodies(t *testing.T) {
 		{"not JSON", readOpenAIBody, `<html>bad gateway</html>`, nil, "", "", false},
 		{"anthropic usage", readAnthropicBody, `{"type":"message","usage":{"input_tokens":20,"output_tokens":5}}`, u(20, 5, 25), "", "", false},
 		{"anthropic cache counts as input", readAnthropicBody,
-			`{"usage":{"input_tokens":20,"cache_creation_input_tokens":100,"cache_read_input_tokens":1000,"output_tokens":5}}`, u(1120, 5, 1125), "", "", false},
+			`{"usage":{"input_tokens":20,"cache_creation_input_tokens":100,"cache_read_input_tokens":1000,"output_tokens":5}}`, cachedU(1120, 5, 1125, 1000), "", "", false},
 		{"anthropic negative cache dropped", readAnthropicBody, `{"usage":{"input_tokens":20,"cache_read_input_tokens":-100,"output_tokens":5}}`, nil, "", "", false},
 		{"anthropic overflow dropped", readAnthropicBody,
 			`{"usage":{"input_tokens":9223372036854775807,"cache_read_input_tokens":9223372036854775807,"output_tokens":5}}`, nil, "", "", false},
@@ -48,7 +54,7 @@ func TestReadBodies(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			v := tc.read([]byte(tc.body))
-			if (v.usage == nil) != (tc.usage == nil) || v.usage != nil && *v.usage != *tc.usage {
+			if !reflect.DeepEqual(v.usage, tc.usage) {
 				t.Errorf("usage %+v, want %+v", v.usage, tc.usage)
 			}
 			if v.errorType != tc.typ || v.errorCode != tc.code || v.quota != tc.quota {

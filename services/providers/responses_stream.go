@@ -72,7 +72,7 @@ func (s *responsesStream) observe(e *Event, u *streamUsage) {
 	case "response.completed", "response.incomplete", "response.failed":
 		if ev.Response != nil && len(ev.Response.Usage) > 0 && string(ev.Response.Usage) != "null" {
 			if got := openAIUsage(ev.Response.Usage); got != nil {
-				u.prompt, u.completion, u.total, u.seen = got.PromptTokens, got.CompletionTokens, got.TotalTokens, true
+				u.set(got)
 			}
 		}
 		if s.typeOf(*e, &ev) == "response.failed" {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -42,19 +43,30 @@ func TestResponsesOnTheWire(t *testing.T) {
 
 // A Responses usage is read from input_tokens and output_tokens; chat's
 // names still win when they are the ones given, and garbage drops it.
+// The cached part of the prompt comes from input_tokens_details (or
+// chat's prompt_tokens_details); a cached count that cannot be right is
+// dropped, and the rest of the usage stands.
 func TestOpenAIUsageShapes(t *testing.T) {
+	cached := func(n int64) *messages.PromptTokensDetails { return &messages.PromptTokensDetails{CachedTokens: n} }
 	for _, tc := range []struct {
 		in   string
 		want *messages.Usage
 	}{
-		{`{"input_tokens":3,"output_tokens":4,"total_tokens":7,"input_tokens_details":{"cached_tokens":1}}`, &messages.Usage{PromptTokens: 3, CompletionTokens: 4, TotalTokens: 7}},
+		{`{"input_tokens":3,"output_tokens":4,"total_tokens":7,"input_tokens_details":{"cached_tokens":1}}`, &messages.Usage{PromptTokens: 3, CompletionTokens: 4, TotalTokens: 7, PromptTokensDetails: cached(1)}},
+		{`{"prompt_tokens":30,"completion_tokens":4,"total_tokens":34,"prompt_tokens_details":{"cached_tokens":20,"audio_tokens":0}}`, &messages.Usage{PromptTokens: 30, CompletionTokens: 4, TotalTokens: 34, PromptTokensDetails: cached(20)}},
+		{`{"prompt_tokens":30,"completion_tokens":4,"prompt_tokens_details":{"cached_tokens":0}}`, &messages.Usage{PromptTokens: 30, CompletionTokens: 4, TotalTokens: 34}},
+		{`{"prompt_tokens":30,"completion_tokens":4,"prompt_tokens_details":{"cached_tokens":31}}`, &messages.Usage{PromptTokens: 30, CompletionTokens: 4, TotalTokens: 34}},
+		{`{"prompt_tokens":30,"completion_tokens":4,"prompt_tokens_details":{"cached_tokens":-1}}`, &messages.Usage{PromptTokens: 30, CompletionTokens: 4, TotalTokens: 34}},
+		{`{"prompt_tokens":30,"completion_tokens":4,"prompt_tokens_details":{"cached_tokens":"20"}}`, &messages.Usage{PromptTokens: 30, CompletionTokens: 4, TotalTokens: 34}},
+		{`{"prompt_tokens":30,"completion_tokens":4,"prompt_tokens_details":"lots"}`, &messages.Usage{PromptTokens: 30, CompletionTokens: 4, TotalTokens: 34}},
+		{`{"input_tokens":30,"output_tokens":4,"prompt_tokens_details":{"cached_tokens":20}}`, &messages.Usage{PromptTokens: 30, CompletionTokens: 4, TotalTokens: 34}},
 		{`{"input_tokens":3}`, &messages.Usage{PromptTokens: 3, TotalTokens: 3}},
 		{`{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}`, &messages.Usage{PromptTokens: 3, CompletionTokens: 4, TotalTokens: 7}},
 		{`{"input_tokens":-3,"output_tokens":4}`, nil},
 		{`{"input_tokens":"3"}`, nil},
 	} {
 		got := openAIUsage([]byte(tc.in))
-		if (got == nil) != (tc.want == nil) || got != nil && *got != *tc.want {
+		if !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("%s: %+v, want %+v", tc.in, got, tc.want)
 		}
 	}

@@ -74,14 +74,21 @@ type sseDialect struct {
 // streamUsage accumulates what a stream's events report.
 type streamUsage struct {
 	prompt, completion, total int64
-	seen                      bool
+	// cached is the prompt tokens read from the provider's cache.
+	cached int64
+	seen   bool
 }
 
 func (u streamUsage) usage() *messages.Usage {
 	if !u.seen {
 		return nil
 	}
-	return usage(u.prompt, u.completion, u.total)
+	return usage(u.prompt, u.completion, u.total, u.cached)
+}
+
+// set takes the counts of a usage the stream reported.
+func (u *streamUsage) set(got *messages.Usage) {
+	u.prompt, u.completion, u.total, u.cached, u.seen = got.PromptTokens, got.CompletionTokens, got.TotalTokens, got.CachedTokens(), true
 }
 
 // stream posts body and reads the answer as a stream when it is one.
@@ -207,17 +214,17 @@ func openAIStream(limits func(http.Header) RateLimits, clientAsked bool) sseDial
 				return // [DONE]
 			}
 			var chunk struct {
-				Choices []json.RawMessage `json:"choices"`
-				Usage   *struct {
-					PromptTokens     int64 `json:"prompt_tokens"`
-					CompletionTokens int64 `json:"completion_tokens"`
-					TotalTokens      int64 `json:"total_tokens"`
-				} `json:"usage"`
+				Choices []json.RawMessage  `json:"choices"`
+				Usage   *openAIUsageFields `json:"usage"`
 			}
 			if json.Unmarshal(e.Data, &chunk) != nil || chunk.Usage == nil {
 				return
 			}
-			u.prompt, u.completion, u.total, u.seen = chunk.Usage.PromptTokens, chunk.Usage.CompletionTokens, chunk.Usage.TotalTokens, true
+			var cached int64
+			if d := chunk.Usage.PromptTokensDetails; d != nil {
+				cached = d.CachedTokens
+			}
+			u.prompt, u.completion, u.total, u.cached, u.seen = chunk.Usage.PromptTokens, chunk.Usage.CompletionTokens, chunk.Usage.TotalTokens, cached, true
 			e.Injected = !clientAsked && len(chunk.Choices) == 0
 		},
 		last: func(e Event) bool { return string(e.Data) == "[DONE]" },

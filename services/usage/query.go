@@ -13,17 +13,42 @@ import (
 	"github.com/sluicehq/sluice/messages"
 )
 
-// Total is one team's use of one pool at one tier over a span of hours,
-// with the queue-wait percentiles people ask for.
+// Total is one team's use of one pool at one tier over a span of hours
+// (or one day of it, Day), with the queue-wait percentiles people ask
+// for. Hour is the first hour with a roll-up.
 type Total struct {
 	Record
+	// Day is the UTC day (2006-01-02) the total is of, when the query
+	// was by day; "" for a total of the whole span.
+	Day       string  `json:"day,omitempty"`
 	WaitP50MS float64 `json:"wait_p50_ms"`
 	WaitP99MS float64 `json:"wait_p99_ms"`
 }
 
+// Period is how a query splits its span.
+type Period string
+
+// The periods of a query.
+const (
+	// Whole adds up the whole span: one total per team, pool and tier.
+	Whole Period = ""
+	// Daily adds up each UTC day of the span apart.
+	Daily Period = "day"
+)
+
 // Query adds up the roll-ups of the hours that overlap [since, until), per
 // team, pool and tier, sorted.
 func Query(ctx context.Context, kv jetstream.KeyValue, since, until time.Time) ([]Total, error) {
+	return QueryBy(ctx, kv, since, until, Whole)
+}
+
+// QueryBy is Query with each period of the span added up apart (Daily:
+// per UTC day, the first and last days holding only the hours of the span),
+// sorted by period, then team, pool and tier.
+func QueryBy(ctx context.Context, kv jetstream.KeyValue, since, until time.Time, by Period) ([]Total, error) {
+	if by != Whole && by != Daily {
+		return nil, fmt.Errorf("usage: unknown period %q (want %q)", by, Daily)
+	}
 	lister, err := kv.ListKeys(ctx)
 	if err != nil {
 		if errors.Is(err, jetstream.ErrNoKeysFound) {
@@ -47,10 +72,14 @@ func Query(ctx context.Context, kv jetstream.KeyValue, since, until time.Time) (
 			continue
 		}
 		rec := e.Value
-		k := rec.Team + "\x00" + rec.Pool + "\x00" + string(rec.Tier)
+		var day string
+		if by == Daily {
+			day = hour.Format(time.DateOnly)
+		}
+		k := day + "\x00" + rec.Team + "\x00" + rec.Pool + "\x00" + string(rec.Tier)
 		t, ok := totals[k]
 		if !ok {
-			t = &Total{Record: Record{Team: rec.Team, Pool: rec.Pool, Tier: rec.Tier, Hour: hour}}
+			t = &Total{Record: Record{Team: rec.Team, Pool: rec.Pool, Tier: rec.Tier, Hour: hour}, Day: day}
 			totals[k] = t
 		}
 		t.Add(&rec)
@@ -66,6 +95,9 @@ func Query(ctx context.Context, kv jetstream.KeyValue, since, until time.Time) (
 	}
 	sort.Slice(out, func(i, j int) bool {
 		a, b := out[i], out[j]
+		if a.Day != b.Day {
+			return a.Day < b.Day
+		}
 		if a.Team != b.Team {
 			return a.Team < b.Team
 		}

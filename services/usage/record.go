@@ -1,12 +1,19 @@
 // Package usage owns the figures people bring to a quota discussion: per
 // team, pool and tier, how many calls were made, how they ended, the
-// tokens they used, the 429s they met, and how long they waited, rolled up
-// per hour in KV bucket SLUICE_USAGE so that they survive restarts.
+// tokens they used (and how many of the prompt's were cached), what they
+// cost, the 429s they met, and how long they waited, rolled up per hour
+// in KV bucket SLUICE_USAGE so that they survive restarts (kept
+// streams.usage_max_age, 90 days).
+//
+// Costs are the results' (messages.Result.Cost, at the configured
+// prices), added up per currency, with the part estimated at
+// reservations, for answers that reported no usage, kept apart.
 //
 // Every service that ends calls (dispatchers for the calls they refuse,
 // executors for the rest) records into a Recorder, which merges its
 // figures into the bucket every few seconds with compare-and-swap, one
-// write per roll-up touched, whatever the traffic. Query reads them back.
+// write per roll-up touched, whatever the traffic. Query reads them back
+// over a span; QueryBy splits the span by UTC day (Daily).
 package usage
 
 import (
@@ -32,10 +39,18 @@ type Record struct {
 	Attempts int64 `json:"attempts"`
 	// RateLimited counts the provider 429s the team's attempts met.
 	RateLimited int64 `json:"provider_429s"`
-	// Tokens the providers reported.
-	PromptTokens     int64 `json:"prompt_tokens"`
-	CompletionTokens int64 `json:"completion_tokens"`
-	TotalTokens      int64 `json:"total_tokens"`
+	// Tokens the providers reported; CachedPromptTokens of the prompt
+	// tokens were read from the providers' prompt caches.
+	PromptTokens       int64 `json:"prompt_tokens"`
+	CachedPromptTokens int64 `json:"cached_prompt_tokens,omitempty"`
+	CompletionTokens   int64 `json:"completion_tokens"`
+	TotalTokens        int64 `json:"total_tokens"`
+	// Cost adds up the results' costs, per currency (one, unless
+	// prices.currency changed): what the calls of priced pools cost.
+	// EstimatedCost is the part of it charged at reservations, for
+	// answers without usage (messages.Cost.Estimated).
+	Cost          map[string]float64 `json:"cost,omitempty"`
+	EstimatedCost map[string]float64 `json:"estimated_cost,omitempty"`
 	// Wait is the distribution of the time calls waited for admission.
 	Wait Histogram `json:"wait"`
 }
@@ -53,9 +68,35 @@ func (r *Record) Add(o *Record) {
 	r.Attempts += o.Attempts
 	r.RateLimited += o.RateLimited
 	r.PromptTokens += o.PromptTokens
+	r.CachedPromptTokens += o.CachedPromptTokens
 	r.CompletionTokens += o.CompletionTokens
 	r.TotalTokens += o.TotalTokens
+	r.Cost = addCosts(r.Cost, o.Cost)
+	r.EstimatedCost = addCosts(r.EstimatedCost, o.EstimatedCost)
 	r.Wait.Add(&o.Wait)
+}
+
+// AddCost counts a result's cost.
+func (r *Record) AddCost(c *messages.Cost) {
+	if c == nil {
+		return
+	}
+	r.Cost = addCosts(r.Cost, map[string]float64{c.Currency: c.Total})
+	if c.Estimated {
+		r.EstimatedCost = addCosts(r.EstimatedCost, map[string]float64{c.Currency: c.Total})
+	}
+}
+
+// addCosts adds o to to, per currency, and returns to (made if nil and
+// o has something).
+func addCosts(to, o map[string]float64) map[string]float64 {
+	for cur, v := range o {
+		if to == nil {
+			to = map[string]float64{}
+		}
+		to[cur] += v
+	}
+	return to
 }
 
 // ErrorCount is the number of calls that ended in an error.

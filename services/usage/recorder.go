@@ -88,9 +88,11 @@ func (r *Recorder) Result(res *messages.Result) {
 		}
 		if u := res.Usage; u != nil {
 			rec.PromptTokens += u.PromptTokens
+			rec.CachedPromptTokens += u.CachedTokens()
 			rec.CompletionTokens += u.CompletionTokens
 			rec.TotalTokens += u.TotalTokens
 		}
+		rec.AddCost(res.Cost)
 		rec.Wait.Observe(time.Duration(res.Timings.QueuedMS * float64(time.Millisecond)))
 	})
 }

@@ -2,6 +2,7 @@ package usage_test
 
 import (
 	"context"
+	"math"
 	"sync"
 	"testing"
 	"time"
@@ -98,5 +99,69 @@ func TestRecordersMergeIntoKV(t *testing.T) {
 	// Hours outside the span are left out.
 	if none, _ := usage.Query(ctx, kv, hour.Add(2*time.Hour), hour.Add(3*time.Hour)); len(none) != 0 {
 		t.Fatalf("a later span found %+v", none)
+	}
+}
+
+// Roll-ups add up the results' costs per currency, with the part
+// estimated at reservations apart, and the cached prompt tokens; a query
+// by day splits them by UTC day, a query of the whole span adds them up.
+func TestCostsAddUpByDay(t *testing.T) {
+	srv := natstest.Start(t)
+	ctx := context.Background()
+	js, _ := jetstream.New(natstest.Connect(t, srv))
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: messages.BucketUsage})
+	if err != nil {
+		t.Fatal(err)
+	}
+	day1 := time.Date(2026, 12, 2, 23, 10, 0, 0, time.UTC)
+	day2 := time.Date(2026, 12, 3, 0, 20, 0, 0, time.UTC)
+	now := day1
+	r := usage.NewRecorder(kv, usage.RecorderConfig{Shared: knowing("a", "m"), Clock: func() time.Time { return now }})
+	exact := &messages.Result{Team: "a", Model: "m", Tier: messages.TierStandard,
+		Usage: &messages.Usage{PromptTokens: 100, CompletionTokens: 10, TotalTokens: 110, PromptTokensDetails: &messages.PromptTokensDetails{CachedTokens: 60}},
+		Cost:  &messages.Cost{Currency: "USD", Total: 0.25, Input: 0.1, CachedInput: 0.05, Output: 0.1}}
+	estimated := &messages.Result{Team: "a", Model: "m", Tier: messages.TierStandard,
+		Cost: &messages.Cost{Currency: "USD", Total: 0.5, Estimated: true, ReservedTokens: 300}}
+	unpriced := &messages.Result{Team: "a", Model: "m", Tier: messages.TierStandard, Usage: &messages.Usage{PromptTokens: 1, TotalTokens: 1}}
+	for range 3 {
+		r.Result(exact)
+	}
+	r.Result(estimated)
+	r.Result(unpriced)
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	now = day2
+	r.Result(exact)
+	r.Result(&messages.Result{Team: "a", Model: "m", Tier: messages.TierStandard, Cost: &messages.Cost{Currency: "EUR", Total: 2}})
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	near := func(a, b float64) bool { return math.Abs(a-b) < 1e-9 }
+
+	daily, err := usage.QueryBy(ctx, kv, day1.Add(-24*time.Hour), day2.Add(time.Hour), usage.Daily)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(daily) != 2 || daily[0].Day != "2026-12-02" || daily[1].Day != "2026-12-03" {
+		t.Fatalf("daily totals %+v, want 2026-12-02 and 2026-12-03", daily)
+	}
+	d1, d2 := daily[0], daily[1]
+	if d1.Calls != 5 || d1.CachedPromptTokens != 180 || d1.PromptTokens != 301 || len(d1.Cost) != 1 || !near(d1.Cost["USD"], 1.25) || !near(d1.EstimatedCost["USD"], 0.5) {
+		t.Errorf("day 1: %+v, want 5 calls, 180 cached of 301 prompt tokens, 1.25 USD of which 0.5 estimated", d1.Record)
+	}
+	if d2.Calls != 2 || !near(d2.Cost["USD"], 0.25) || !near(d2.Cost["EUR"], 2) || len(d2.EstimatedCost) != 0 {
+		t.Errorf("day 2: %+v, want 0.25 USD and 2 EUR, none estimated", d2.Record)
+	}
+	whole, err := usage.Query(ctx, kv, day1.Add(-24*time.Hour), day2.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(whole) != 1 || whole[0].Day != "" || whole[0].Calls != 7 || !near(whole[0].Cost["USD"], 1.5) || !near(whole[0].Cost["EUR"], 2) ||
+		!near(whole[0].EstimatedCost["USD"], 0.5) || whole[0].CachedPromptTokens != 240 {
+		t.Errorf("whole span: %+v", whole)
+	}
+	if _, err := usage.QueryBy(ctx, kv, day1, day2, usage.Period("week")); err == nil {
+		t.Error("a query by week is not one sluice knows, yet it was answered")
 	}
 }
