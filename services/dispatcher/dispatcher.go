@@ -149,7 +149,9 @@ type Dispatcher struct {
 	// admittedTotal, deadlineGaugeAt, reported and demand; the other
 	// goroutines post to inbox (see inbox.go).
 	inbox inbox
-	queue *queue
+	// decide carries out what the scheduler decides (see decisions.go).
+	decide decider
+	queue  *queue
 	// breakers by deployment id and regionKey; budgets by pool.
 	breakers map[string]*breaker
 	budgets  map[string]*retryBudget
@@ -194,14 +196,21 @@ func New(nc *nats.Conn, cfg Config) (*Dispatcher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dispatcher: %w", err)
 	}
-	m := telemetry.New(cfg.Registerer)
+	d := newDispatcher(cfg)
+	d.nc, d.js = nc, js
+	d.results = results.NewPublisher(js, d.metrics, cfg.Shared, cfg.Clock)
+	d.decide = carrier{d}
+	return d, nil
+}
+
+// newDispatcher returns a dispatcher with its parts that need no network:
+// what the scheduler owns, and what it learns from the other goroutines.
+// New adds the connection; Run the shared state, from JetStream.
+func newDispatcher(cfg Config) *Dispatcher {
 	return &Dispatcher{
 		cfg:      cfg,
-		nc:       nc,
-		js:       js,
 		log:      cfg.Logger.With("service", "dispatcher", "dispatcher", cfg.ID),
-		metrics:  m,
-		results:  results.NewPublisher(js, m, cfg.Shared, cfg.Clock),
+		metrics:  telemetry.New(cfg.Registerer),
 		tracer:   tracing.Tracer(cfg.TracerProvider),
 		queue:    newQueue(),
 		breakers: map[string]*breaker{},
@@ -215,7 +224,17 @@ func New(nc *nats.Conn, cfg Config) (*Dispatcher, error) {
 		wake:         make(chan struct{}, 1),
 		sweepNow:     make(chan struct{}, 1),
 		leads:        newLeads(),
-	}, nil
+		settle:       newSettlements(),
+		scheduled:    newSettlements(),
+	}
+}
+
+// shareCapacity makes the dispatcher admit against buckets and schedules,
+// through this process's leases and pacer.
+func (d *Dispatcher) shareCapacity(buckets limiter.Limiter, schedules limiter.Scheduler, live *config.Config) {
+	d.buckets, d.schedules = buckets, schedules
+	d.leases = limiter.NewLeases(buckets, limiter.LeaseOptions{Clock: d.cfg.Clock, TTL: live.Admission.LeaseTTL})
+	d.pacer = limiter.NewPacer(schedules, limiter.PacerOptions{Clock: d.cfg.Clock, Horizon: live.Admission.LeaseTTL})
 }
 
 // Run dispatches until ctx ends. On the way out it stops taking calls,
@@ -243,28 +262,25 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		return fmt.Errorf("dispatcher: concurrency slots: %w", err)
 	}
 
-	d.buckets = d.cfg.Limiter
-	if d.buckets == nil {
+	buckets := d.cfg.Limiter
+	if buckets == nil {
 		kv := limiter.NewKV(res.Limiter, limiter.KVOptions{Clock: d.cfg.Clock})
 		if err := kv.Start(ctx); err != nil {
 			return fmt.Errorf("dispatcher: limiter: %w", err)
 		}
 		defer kv.Stop()
-		d.buckets = kv
+		buckets = kv
 	}
-	d.leases = limiter.NewLeases(d.buckets, limiter.LeaseOptions{Clock: d.cfg.Clock, TTL: live.Admission.LeaseTTL})
-	d.settle = newSettlements()
-	d.schedules = d.cfg.Scheduler
-	if d.schedules == nil {
+	schedules := d.cfg.Scheduler
+	if schedules == nil {
 		kv := limiter.NewKVScheduler(res.Schedule, limiter.KVOptions{Clock: d.cfg.Clock})
 		if err := kv.Start(ctx); err != nil {
 			return fmt.Errorf("dispatcher: schedules: %w", err)
 		}
 		defer kv.Stop()
-		d.schedules = kv
+		schedules = kv
 	}
-	d.pacer = limiter.NewPacer(d.schedules, limiter.PacerOptions{Clock: d.cfg.Clock, Horizon: live.Admission.LeaseTTL})
-	d.scheduled = newSettlements()
+	d.shareCapacity(buckets, schedules, live)
 
 	cons, err := streams.EnsureConsumer(ctx, res.Calls, streams.DispatcherConsumerConfig(live.Streams, d.cfg.AckWait))
 	if err != nil {

@@ -82,7 +82,7 @@ func (d *Dispatcher) applyEvents() {
 		case callCanceled:
 			if w := d.queue.byID(e.id); w != nil {
 				d.dequeue(w)
-				d.finishAsync(w, messages.Errorf(messages.CodeCanceled, "the client canceled the call while it waited"))
+				d.answer(w, messages.Errorf(messages.CodeCanceled, "the client canceled the call while it waited"))
 			}
 		case attemptJudged:
 			d.judge(e.done, e.at)
@@ -98,12 +98,12 @@ func (d *Dispatcher) applyEvents() {
 func (d *Dispatcher) offer(w *waiting, fresh bool) {
 	t := w.ticket
 	if d.wasCanceled(t.Call.ID) {
-		d.finishAsync(w, messages.Errorf(messages.CodeCanceled, "the client canceled the call before it was admitted"))
+		d.answer(w, messages.Errorf(messages.CodeCanceled, "the client canceled the call before it was admitted"))
 		return
 	}
 	if fresh {
 		if full := d.checkQueueLimit(d.cfg.Shared.Load(), t.Team); full != nil {
-			d.finishAsync(w, full)
+			d.answer(w, full)
 			return
 		}
 	}

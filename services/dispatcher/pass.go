@@ -28,7 +28,7 @@ func (d *Dispatcher) pass(ctx context.Context) time.Duration {
 		if regions := d.stalledFor(cfg, w); len(regions) > 0 {
 			why += "; no executor of region " + strings.Join(regions, ", ") + " takes work"
 		}
-		d.finishAsync(w, messages.Errorf(messages.CodeDeadlineExceeded, "%s", why))
+		d.answer(w, messages.Errorf(messages.CodeDeadlineExceeded, "%s", why))
 	}
 
 	wait := maxPassWait
@@ -42,7 +42,7 @@ func (d *Dispatcher) pass(ctx context.Context) time.Duration {
 			for _, w := range d.queue.all() {
 				if w.pool() == name {
 					d.dequeue(w)
-					d.finishAsync(w, messages.Errorf(messages.CodeUnknownModel, "pool %q was removed from the configuration", name))
+					d.answer(w, messages.Errorf(messages.CodeUnknownModel, "pool %q was removed from the configuration", name))
 				}
 			}
 			continue
@@ -285,7 +285,7 @@ func (p *poolPass) admitOne(w *waiting) bool {
 	if fit := admitting(cands, w.need.Tokens); len(fit) < len(cands) {
 		if len(fit) == 0 {
 			d.dequeue(w)
-			d.finishAsync(w, neverFits(p.pool.Name(), cands, t.Call.Regions, int64(w.need.Tokens), ""))
+			d.answer(w, neverFits(p.pool.Name(), cands, t.Call.Regions, int64(w.need.Tokens), ""))
 			return false
 		}
 		cands = fit
@@ -293,7 +293,7 @@ func (p *poolPass) admitOne(w *waiting) bool {
 	if reason, out := d.outOfRotation(cands, p.now); out {
 		// Only an operator can bring these back: waiting helps no one.
 		d.dequeue(w)
-		d.finishAsync(w, &messages.Error{Code: messages.CodeProviderError,
+		d.answer(w, &messages.Error{Code: messages.CodeProviderError,
 			Message: "every deployment that could serve this call is out of rotation: " + reason})
 		return false
 	}
@@ -379,7 +379,7 @@ func (p *poolPass) admitOne(w *waiting) bool {
 	d.breakerOf(dep.ID).dispatched(p.now, attempt)
 	d.breakerOf(regionKey(dep.Region)).dispatched(p.now, attempt)
 	d.reserved(attempt, r)
-	d.dispatch(p.cfg, w, dep, r.sendAt)
+	d.admitTo(p.cfg, w, dep, r.sendAt)
 	return true
 }
 
