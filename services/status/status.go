@@ -2,6 +2,10 @@
 // status` shows: what every dispatcher holds (announced on
 // sluice.dispatchers.state), and the shared state in KV (configuration,
 // limiter buckets, what providers taught), gathered into one Snapshot.
+//
+// A deployment's headroom is what its schedule in KV could send at once
+// against the pace the dispatchers send it at (pace.Of): status measures
+// it with the dispatchers' own pace, reading only KV and announcements.
 package status
 
 import (
@@ -21,6 +25,7 @@ import (
 	"github.com/sluicehq/sluice/services/config"
 	"github.com/sluicehq/sluice/services/health"
 	"github.com/sluicehq/sluice/services/limiter"
+	"github.com/sluicehq/sluice/services/pace"
 )
 
 // Snapshot is sluice's state at one moment.
@@ -77,20 +82,9 @@ type Deployment struct {
 	ConfiguredTPM int64   `json:"configured_tpm"`
 }
 
-// Pace is the one thing status needs from the dispatchers' logic: the
-// schedule a deployment's calls are sent on at now, given the live
-// configuration and what was learned about it (health). A deployment's
-// headroom is what its schedule in KV could send at once against that
-// schedule, so status must measure it with the one the dispatchers use,
-// or it shows headroom they do not see. The dispatchers' is
-// dispatcher.DeploymentPace; the caller wires it in, so that status reads
-// KV and announcements without depending on the dispatcher.
-type Pace func(cfg *config.Config, dep *config.Deployment, h messages.DeploymentHealth, now time.Time) limiter.Limit
-
 // Watcher keeps the parts of a Snapshot that are pushed: dispatchers'
 // announcements and the KV buckets it watches.
 type Watcher struct {
-	pace    Pace
 	js      jetstream.JetStream
 	sub     *nats.Subscription
 	limits  *limiter.KVScheduler
@@ -110,17 +104,13 @@ type heard struct {
 // configuration.
 var ErrNoSluice = errors.New("status: no sluice configuration on this NATS server")
 
-// Watch starts following nc's sluice, measuring deployments' headroom
-// against the schedules pace gives. Stop it with Stop.
-func Watch(ctx context.Context, nc *nats.Conn, pace Pace) (*Watcher, error) {
-	if pace == nil {
-		return nil, errors.New("status: no Pace")
-	}
+// Watch starts following nc's sluice. Stop it with Stop.
+func Watch(ctx context.Context, nc *nats.Conn) (*Watcher, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, err
 	}
-	w := &Watcher{pace: pace, js: js, latest: map[string]heard{}, started: time.Now()}
+	w := &Watcher{js: js, latest: map[string]heard{}, started: time.Now()}
 	if w.cfgKV, err = js.KeyValue(ctx, messages.BucketConfig); err != nil {
 		return nil, fmt.Errorf("%w (%v)", ErrNoSluice, err)
 	}
@@ -228,7 +218,7 @@ func (w *Watcher) Snapshot(ctx context.Context) (*Snapshot, error) {
 	for _, pool := range cfg.Pools {
 		for _, dep := range pool.Deployments {
 			h := w.health.Get(dep.ID)
-			lim := w.pace(cfg, dep, h, now)
+			lim := pace.Of(cfg, dep, h, now)
 			rpm, tpm := health.Effective(dep.RPM, dep.TPM, h, now, cfg.Health.LearnedRecovery)
 			avail, err := w.limits.Free(ctx, dep.ID, lim)
 			if err != nil {
