@@ -11,7 +11,7 @@ import (
 )
 
 // How people's allocations become buckets in the shared limiter, next to
-// each deployment's own:
+// each deployment's send schedule (see pace.Of):
 //
 //   - a team's cap in a pool: a bucket at the capped rate that each of the
 //     team's calls must take from (hard);
@@ -26,8 +26,8 @@ import (
 //     charged by every other tier and taken from by batch calls, so batch
 //     runs only in the room the rest leaves below that level.
 //
-// All of them live in the same KV limiter as the deployments' buckets, so
-// every dispatcher enforces the same shares.
+// All of them live in one KV limiter (bucket SLUICE_LIMITER), shared by
+// every dispatcher, so every dispatcher enforces the same shares.
 
 // Keys of the shared buckets. Pool names and ids keep to KV key characters.
 func capKey(team, pool string) string       { return "team." + team + "." + pool + ".cap" }

@@ -1,7 +1,8 @@
 // Package status owns the live view of a running sluice that `sluice
 // status` shows: what every dispatcher holds (announced on
 // sluice.dispatchers.state), and the shared state in KV (configuration,
-// limiter buckets, what providers taught), gathered into one Snapshot.
+// deployments' send schedules, what providers taught), gathered into one
+// Snapshot.
 //
 // A deployment's headroom is what its schedule in KV could send at once
 // against the pace the dispatchers send it at (pace.Of): status measures
