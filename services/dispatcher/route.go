@@ -109,11 +109,11 @@ func (d *Dispatcher) admit(ctx context.Context, cfg *config.Config, sh *shares, 
 	}
 	options := make([]option, 0, len(open))
 	for _, dep := range open {
-		pace := d.paceOf(cfg, dep, now)
-		o := option{dep: dep, limit: pace, rank: preference(w.ticket.Call.PreferRegions, dep.Region)}
+		lim := d.paceOf(cfg, dep, now)
+		o := option{dep: dep, limit: lim, rank: preference(w.ticket.Call.PreferRegions, dep.Region)}
 		// Weighted random order (Efraimidis-Spirakis): sorting by u^(1/w)
 		// draws without replacement with probability proportional to w.
-		if weight := dep.Weight * d.headroom(ctx, dep.ID, pace); weight > 0 {
+		if weight := dep.Weight * d.headroom(ctx, dep.ID, lim); weight > 0 {
 			o.key = math.Pow(rand.Float64(), 1/weight)
 		} else {
 			o.key = -1 + rand.Float64()*1e-3
@@ -187,8 +187,8 @@ func (d *Dispatcher) admit(ctx context.Context, cfg *config.Config, sh *shares, 
 // horizon, from 0 (booked to the horizon, counting what this dispatcher
 // holds) to 1 (idle): the least over its limited dimensions. It costs no
 // KV operation: the schedule comes from the watched cache.
-func (d *Dispatcher) headroom(ctx context.Context, deployment string, pace limiter.Limit) float64 {
-	free, err := d.schedules.Free(ctx, deployment, pace)
+func (d *Dispatcher) headroom(ctx context.Context, deployment string, lim limiter.Limit) float64 {
+	free, err := d.schedules.Free(ctx, deployment, lim)
 	if err != nil {
 		return 0
 	}
@@ -196,8 +196,8 @@ func (d *Dispatcher) headroom(ctx context.Context, deployment string, pace limit
 	h := d.pacer.Horizon().Seconds()
 	out := 1.0
 	for _, dim := range []struct{ rate, capacity, free, held float64 }{
-		{pace.RPM / 60, pace.BurstRequests, free.Requests, held.Requests},
-		{pace.TPM / 60, pace.BurstTokens, free.Tokens, held.Tokens},
+		{lim.RPM / 60, lim.BurstRequests, free.Requests, held.Requests},
+		{lim.TPM / 60, lim.BurstTokens, free.Tokens, held.Tokens},
 	} {
 		if dim.rate <= 0 {
 			continue
