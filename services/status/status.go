@@ -61,10 +61,12 @@ type Deployment struct {
 	ID     string `json:"id"`
 	Pool   string `json:"pool"`
 	Region string `json:"region"`
-	// State is ok, limited (a provider reported less than configured),
-	// cooling, disabled, circuit_open / circuit_half_open (at some
-	// dispatcher), or no_executor (its region's executors take no work,
-	// as some dispatcher sees it).
+	// State is ok, limited (the limits in force are below the configured
+	// ones: see health.LimitedBecause), cooling, disabled (see
+	// health.StateOf), circuit_open (a breaker of the deployment or its
+	// region is open or half-open at some dispatcher: Detail says which),
+	// or no_executor (its region's executors take no work, as some
+	// dispatcher sees it).
 	State  string `json:"state"`
 	Detail string `json:"detail,omitempty"`
 	// HeadroomRequests and HeadroomTokens are what its schedule could send
@@ -226,15 +228,16 @@ func (w *Watcher) Snapshot(ctx context.Context) (*Snapshot, error) {
 				return nil, err
 			}
 			row := Deployment{
-				ID: dep.ID, Pool: dep.Pool(), Region: dep.Region, State: "ok",
+				ID: dep.ID, Pool: dep.Pool(), Region: dep.Region, State: health.StateOK,
 				HeadroomRequests: avail.Requests / lim.BurstRequests, HeadroomTokens: avail.Tokens / lim.BurstTokens,
 				RPM: rpm, TPM: tpm, PacedRPM: lim.RPM, PacedTPM: lim.TPM, ConfiguredRPM: dep.RPM, ConfiguredTPM: dep.TPM,
 			}
+			learned := health.StateOf(dep.RPM, dep.TPM, h, now, cfg.Health.LearnedRecovery)
 			switch {
-			case h.DisabledNow(now):
-				row.State, row.Detail = "disabled", h.DisabledReason
-			case h.CoolingAt(now):
-				row.State = "cooling"
+			case learned == health.StateDisabled:
+				row.State, row.Detail = learned, h.DisabledReason
+			case learned == health.StateCooling:
+				row.State = learned
 				row.Detail = fmt.Sprintf("%s, %s more", h.CooldownReason, h.CooldownUntil.Sub(now).Round(time.Millisecond))
 			case len(circuits["deployment:"+dep.ID]) > 0:
 				row.State, row.Detail = "circuit_open", fmt.Sprint(circuits["deployment:"+dep.ID])
@@ -243,8 +246,8 @@ func (w *Watcher) Snapshot(ctx context.Context) (*Snapshot, error) {
 			case len(stalled[dep.Region]) > 0:
 				sort.Strings(stalled[dep.Region])
 				row.State, row.Detail = "no_executor", "no executor of region "+dep.Region+" takes work (seen by "+strings.Join(stalled[dep.Region], ", ")+")"
-			case rpm < float64(dep.RPM) || tpm < float64(dep.TPM):
-				row.State, row.Detail = "limited", "the provider reported less than configured"
+			case learned == health.StateLimited:
+				row.State, row.Detail = learned, health.LimitedBecause(h, now)
 			}
 			s.Deployments = append(s.Deployments, row)
 		}
