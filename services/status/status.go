@@ -88,14 +88,14 @@ type Deployment struct {
 // Watcher keeps the parts of a Snapshot that are pushed: dispatchers'
 // announcements and the KV buckets it watches.
 type Watcher struct {
-	js      jetstream.JetStream
-	sub     *nats.Subscription
-	limits  *limiter.KVScheduler
-	health  *health.Store
-	cfgKV   jetstream.KeyValue
-	mu      sync.Mutex
-	latest  map[string]heard
-	started time.Time
+	js        jetstream.JetStream
+	sub       *nats.Subscription
+	schedules *limiter.KVScheduler
+	health    *health.Store
+	cfgKV     jetstream.KeyValue
+	mu        sync.Mutex
+	latest    map[string]heard
+	started   time.Time
 }
 
 type heard struct {
@@ -117,7 +117,7 @@ func Watch(ctx context.Context, nc *nats.Conn) (*Watcher, error) {
 	if w.cfgKV, err = js.KeyValue(ctx, messages.BucketConfig); err != nil {
 		return nil, fmt.Errorf("%w (%v)", ErrNoSluice, err)
 	}
-	limKV, err := js.KeyValue(ctx, messages.BucketSchedule)
+	scheduleKV, err := js.KeyValue(ctx, messages.BucketSchedule)
 	if err != nil {
 		return nil, fmt.Errorf("status: %w", err)
 	}
@@ -125,13 +125,13 @@ func Watch(ctx context.Context, nc *nats.Conn) (*Watcher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("status: %w", err)
 	}
-	w.limits = limiter.NewKVScheduler(limKV, limiter.KVOptions{})
-	if err := w.limits.Start(ctx); err != nil {
+	w.schedules = limiter.NewKVScheduler(scheduleKV, limiter.KVOptions{})
+	if err := w.schedules.Start(ctx); err != nil {
 		return nil, err
 	}
 	w.health = health.NewStore(healthKV)
 	if err := w.health.Start(ctx); err != nil {
-		w.limits.Stop()
+		w.schedules.Stop()
 		return nil, err
 	}
 	w.sub, err = nc.Subscribe(messages.StateSubject, func(m *nats.Msg) {
@@ -156,7 +156,7 @@ func (w *Watcher) Stop() {
 		_ = w.sub.Unsubscribe()
 	}
 	w.health.Stop()
-	w.limits.Stop()
+	w.schedules.Stop()
 }
 
 // Settled reports whether the Watcher has listened long enough to have
@@ -223,7 +223,7 @@ func (w *Watcher) Snapshot(ctx context.Context) (*Snapshot, error) {
 			h := w.health.Get(dep.ID)
 			lim := pace.Of(cfg, dep, h, now)
 			rpm, tpm := health.Effective(dep.RPM, dep.TPM, h, now, cfg.Health.LearnedRecovery)
-			avail, err := w.limits.Free(ctx, dep.ID, lim)
+			avail, err := w.schedules.Free(ctx, dep.ID, lim)
 			if err != nil {
 				return nil, err
 			}
