@@ -26,8 +26,8 @@ import (
 //     charged by every other tier and taken from by batch calls, so batch
 //     runs only in the room the rest leaves below that level.
 //
-// All of them live in one KV limiter (bucket SLUICE_LIMITER), shared by
-// every dispatcher, so every dispatcher enforces the same shares.
+// All of them live in one KV limiter (bucket SLUICE_LIMITER) that every
+// dispatcher shares, so all of them enforce the same shares.
 
 // Keys of the shared buckets. Pool names and ids keep to KV key characters.
 func capKey(team, pool string) string       { return "team." + team + "." + pool + ".cap" }
