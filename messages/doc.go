@@ -15,6 +15,12 @@
 //	{"id":"call-1","model":"gpt-4o-mini",
 //	 "body":{"messages":[{"role":"user","content":"hi"}],"max_tokens":50}}
 //
+// Or request it in one round trip: a NATS request on
+// sluice.request.<team>.<tier> ([RequestSubject], core NATS) with the
+// same body is answered with the call's terminal [Result], and the reply
+// carries the call id in [HeaderCallID]; [HeaderCancelAfter] says how
+// long the requester waits before sluice cancels the call.
+//
 // A W3C traceparent header ([HeaderTraceParent], and tracestate) on the
 // call continues the caller's trace: sluice carries it in the headers of
 // the call's work and retries ([TraceCarrier]) and on to the provider, and

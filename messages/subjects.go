@@ -72,7 +72,9 @@ const (
 	// AttemptSubject).
 	StreamAttempts = "SLUICE_ATTEMPTS"
 
-	// BucketLimiter holds the shared limiter state (one key per deployment).
+	// BucketLimiter holds the token buckets of the shares people allocate:
+	// team caps and guarantees, tier minimums, each deployment's critical
+	// reserve, pools' batch gates (one key per bucket).
 	BucketLimiter = "SLUICE_LIMITER"
 	// BucketSchedule holds each deployment's send schedule (one key per
 	// deployment): where its virtual time is free from.

@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"sort"
 	"strings"
 	"time"
@@ -16,9 +15,8 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/sluicehq/sluice/messages"
+	"github.com/sluicehq/sluice/services/bootstrap"
 	"github.com/sluicehq/sluice/services/config"
-	"github.com/sluicehq/sluice/services/regions"
-	"github.com/sluicehq/sluice/services/streams"
 )
 
 // configCommands are the subcommands of `sluice config`.
@@ -198,68 +196,26 @@ func runConfigApply(ctx context.Context, args []string, stdout, stderr io.Writer
 	defer nc.Close()
 	ctx, cancel := context.WithTimeout(ctx, natsTimeout)
 	defer cancel()
-	kv, err := js.KeyValue(ctx, messages.BucketConfig)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = nil, nil // nothing has run against this server yet
-	}
-	if err != nil {
-		return fmt.Errorf("open KV %s: %w", messages.BucketConfig, err)
-	}
-
-	// The revision this apply replaces is read first, so that an apply by
-	// someone else from now on is a conflict rather than lost.
-	var latest uint64
-	if kv != nil {
-		switch e, err := kv.Get(ctx, config.Key); {
-		case err == nil:
-			latest = e.Revision()
-		case !errors.Is(err, jetstream.ErrKeyNotFound):
-			return fmt.Errorf("read KV %s: %w", messages.BucketConfig, err)
-		}
-	}
-	expect := latest
-	if *ifRevision >= 0 {
-		expect = uint64(*ifRevision)
-	}
-	if kv != nil {
-		if live, rev, err := config.Fetch(ctx, kv); err == nil && rev == latest && rev == expect && config.Same(live, cfg) {
-			fmt.Fprintf(stdout, "%s is already live: revision %d (nothing stored)\n", *file, rev)
-			return nil
-		}
-	}
-
-	served, err := regions.Served(ctx, js, cfg.Regions(), *regionWait)
-	if err != nil {
+	done, err := bootstrap.Apply(ctx, js, bootstrap.Change{File: cfg, IfRevision: *ifRevision, Force: *force, RegionWait: *regionWait})
+	switch {
+	case errors.Is(err, bootstrap.ErrUnserved):
+		return &problemsError{header: "refused " + *file, err: err, footer: "nothing was stored"}
+	case errors.Is(err, config.ErrConflict):
+		return fmt.Errorf("%w\n(see it with `sluice config get`; apply with --if-revision N to replace revision N)\nnothing was stored", err)
+	case err != nil:
 		return err
+	case done.Unchanged:
+		fmt.Fprintf(stdout, "%s is already live: revision %d (nothing stored)\n", *file, done.Revision)
+		return nil
 	}
-	if err := cfg.CheckRegions(func(r string) bool { return served[r] }); err != nil {
-		if !*force {
-			return &problemsError{header: "refused " + *file, err: err, footer: "nothing was stored"}
-		}
-		fmt.Fprintf(stderr, "%s\n", &problemsError{header: "warning: storing anyway (--force); calls routed to these regions wait until their executors start", err: err})
-	}
-
-	if kv == nil {
-		// Create sluice's resources as the first service would, with this
-		// configuration's settings.
-		res, err := streams.Ensure(ctx, js, cfg.Streams)
-		if err != nil {
-			return err
-		}
-		kv = res.Config
-	}
-	rev, err := config.Apply(ctx, kv, cfg, config.IfRevision(expect))
-	if err != nil {
-		if errors.Is(err, config.ErrConflict) {
-			return fmt.Errorf("%w\n(see it with `sluice config get`; apply with --if-revision N to replace revision N)\nnothing was stored", err)
-		}
-		return err
+	if done.Unserved != nil {
+		fmt.Fprintf(stderr, "%s\n", &problemsError{header: "warning: stored anyway (--force); calls routed to these regions wait until their executors start", err: done.Unserved})
 	}
 	was := "no configuration was stored before"
-	if latest > 0 {
-		was = fmt.Sprintf("replaced revision %d", latest)
+	if done.Replaced > 0 {
+		was = fmt.Sprintf("replaced revision %d", done.Replaced)
 	}
-	fmt.Fprintf(stdout, "applied %s: revision %d (%s); %s\n", *file, rev, was, summary(cfg))
+	fmt.Fprintf(stdout, "applied %s: revision %d (%s); %s\n", *file, done.Revision, was, summary(cfg))
 	return nil
 }
 
@@ -316,19 +272,4 @@ func runConfigGet(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	fmt.Fprintf(stdout, "%s\n", out)
 	return nil
-}
-
-// runWatched runs a service while a watcher keeps live up to date with the
-// configuration in kv, and returns once both have stopped.
-func runWatched(ctx context.Context, kv jetstream.KeyValue, live *config.Live, log *slog.Logger, run func(context.Context) error) error {
-	wctx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = config.Watch(wctx, kv, live, log.With("component", "config"))
-	}()
-	err := run(ctx)
-	stop()
-	<-done
-	return err
 }

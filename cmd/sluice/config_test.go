@@ -172,7 +172,7 @@ func TestConfigApplyAndGet(t *testing.T) {
 	}
 
 	// --force stores it anyway (bootstrapping), with a warning.
-	stdout, _ := expect(t, 0, append([]string{"config", "apply", "-f", good, "--force"}, quick...), "warning: storing anyway", "pools.chat.deployments[0].region")
+	stdout, _ := expect(t, 0, append([]string{"config", "apply", "-f", good, "--force"}, quick...), "warning: stored anyway", "pools.chat.deployments[0].region")
 	first := revisionIn(t, stdout)
 	for _, b := range []*background{us, eu, disp} {
 		b.waitLog(t, "using the configuration stored in KV")

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"sort"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -84,15 +83,7 @@ func healthRows(cfg *config.Config, store *health.Store, now time.Time) []deploy
 		for _, d := range pool.Deployments {
 			h := store.Get(d.ID)
 			rpm, tpm := health.Effective(d.RPM, d.TPM, h, now, cfg.Health.LearnedRecovery)
-			state := "ok"
-			switch {
-			case h.DisabledNow(now):
-				state = "disabled"
-			case h.CoolingAt(now):
-				state = "cooling"
-			case rpm < float64(d.RPM) || tpm < float64(d.TPM):
-				state = "limited"
-			}
+			state := health.StateOf(d.RPM, d.TPM, h, now, cfg.Health.LearnedRecovery)
 			rows = append(rows, deploymentHealth{
 				Deployment: d.ID, Pool: d.Pool(), Region: d.Region, State: state,
 				ConfiguredRPM: d.RPM, ConfiguredTPM: d.TPM, EffectiveRPM: rpm, EffectiveTPM: tpm,
@@ -111,39 +102,18 @@ func printHealth(w io.Writer, rows []deploymentHealth) {
 	for _, r := range rows {
 		detail := ""
 		switch r.State {
-		case "disabled":
+		case health.StateDisabled:
 			detail = r.Learned.DisabledReason + "; re-enable with: sluice health -enable " + r.Deployment
 			if !r.Learned.DisabledUntil.IsZero() {
 				detail = r.Learned.DisabledReason + "; back in " + r.Learned.DisabledUntil.Sub(now).Round(time.Second).String()
 			}
-		case "cooling":
+		case health.StateCooling:
 			detail = fmt.Sprintf("%s; for %s more", r.Learned.CooldownReason, r.Learned.CooldownUntil.Sub(now).Round(time.Millisecond))
-		case "limited":
-			detail = limitedDetail(r.Learned, now)
+		case health.StateLimited:
+			detail = health.LimitedBecause(r.Learned, now)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.0f (%d)\t%.0f (%d)\t%s\n", r.Deployment, r.Pool, r.Region, r.State,
 			r.EffectiveRPM, r.ConfiguredRPM, r.EffectiveTPM, r.ConfiguredTPM, detail)
 	}
 	_ = tw.Flush()
-}
-
-// limitedDetail says why a deployment's limits in force are below the
-// configured ones: the provider reported lower limits, or refused calls
-// sent within the limits in force (it allows less than they say).
-func limitedDetail(h messages.DeploymentHealth, now time.Time) string {
-	var parts []string
-	if !h.LearnedAt.IsZero() && (h.LearnedRPM > 0 || h.LearnedTPM > 0) {
-		parts = append(parts, "the provider reported less than configured "+now.Sub(h.LearnedAt).Round(time.Second).String()+" ago")
-	}
-	for _, d := range []struct {
-		what    string
-		ceiling float64
-		at      time.Time
-	}{{"rpm", h.StrictRPM, h.StrictRPMAt}, {"tpm", h.StrictTPM, h.StrictTPMAt}} {
-		if !d.at.IsZero() && d.ceiling > 0 {
-			parts = append(parts, fmt.Sprintf("the provider refused at %.0f %s, within the limits in force, %s ago: lowered, climbing back",
-				d.ceiling, d.what, now.Sub(d.at).Round(time.Second)))
-		}
-	}
-	return strings.Join(parts, "; ")
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluicehq/sluice/services/bootstrap"
@@ -149,4 +150,19 @@ func serveService(ctx context.Context, name string, nf *natsFlags, sc bootstrap.
 		return err
 	}
 	return runWatched(ctx, kv, live, log, run)
+}
+
+// runWatched runs a service while a watcher keeps live up to date with the
+// configuration in kv, and returns once both have stopped.
+func runWatched(ctx context.Context, kv jetstream.KeyValue, live *config.Live, log *slog.Logger, run func(context.Context) error) error {
+	wctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = config.Watch(wctx, kv, live, log.With("component", "config"))
+	}()
+	err := run(ctx)
+	stop()
+	<-done
+	return err
 }

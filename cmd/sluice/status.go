@@ -8,7 +8,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/sluicehq/sluice/services/dispatcher"
 	"github.com/sluicehq/sluice/services/status"
 )
 
@@ -29,7 +28,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	defer nc.Close()
 	setup, cancel := context.WithTimeout(ctx, natsTimeout)
 	defer cancel()
-	w, err := status.Watch(setup, nc, dispatcher.DeploymentPace)
+	w, err := status.Watch(setup, nc)
 	if err != nil {
 		return err
 	}

@@ -1,10 +1,10 @@
 // Package config owns sluice's shared configuration: the pools of
 // deployments that serve each model, the teams that may call them, and the
-// settings of admission, retries and streams. Every dispatcher and executor
-// uses the same configuration, stored in the KV bucket SLUICE_CONFIG and
-// watched for changes (Apply, Fetch, Watch); provider secrets are never
-// part of it: a deployment names its key, and only the executors of
-// its region resolve that name to a secret.
+// settings of admission, retries and streams. Every service (dispatchers,
+// executors, gateways) uses the same configuration, stored in the KV
+// bucket SLUICE_CONFIG and watched for changes (Apply, Fetch, Watch);
+// provider secrets are never part of it: a deployment names its key, and
+// only the executors of its region resolve that name to a secret.
 //
 // Configuration is YAML. Load parses it strictly (unknown fields are errors),
 // fills defaults, and validates it; every error names the field it is about,

@@ -105,11 +105,11 @@ type TierPolicy struct {
 	// during OffPeak; otherwise they wait, until their deadline. Default
 	// 0.7.
 	MaxUtilization float64 `yaml:"max_utilization,omitempty"`
-	// OffPeak (batch only) are daily windows, such as "18:00-08:00
+	// OffPeak (batch only) are daily spans of local time, such as "18:00-08:00
 	// Europe/Berlin", in which batch calls ignore MaxUtilization.
 	OffPeak []string `yaml:"off_peak"`
 
-	windows []window
+	offPeak []offPeakSpan
 	// minShareWritten says that the YAML wrote 0 for MinShare, so that
 	// it holds rather than defaults.
 	minShareWritten bool
@@ -327,14 +327,14 @@ func (c *Config) validateTiers(v *validator) {
 	if u := t.Batch.MaxUtilization; u <= 0 || u > 1 {
 		v.add("tiers.batch.max_utilization", "must be above 0 and at most 1")
 	}
-	t.Batch.windows = nil
+	t.Batch.offPeak = nil
 	for i, s := range t.Batch.OffPeak {
-		w, err := parseWindow(s)
+		w, err := parseOffPeak(s)
 		if err != nil {
 			v.add(fmt.Sprintf("tiers.batch.off_peak[%d]", i), "%v", err)
 			continue
 		}
-		t.Batch.windows = append(t.Batch.windows, w)
+		t.Batch.offPeak = append(t.Batch.offPeak, w)
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
-	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -13,8 +12,8 @@ import (
 	"github.com/sluicehq/sluice/messages"
 	"github.com/sluicehq/sluice/services/concurrency"
 	"github.com/sluicehq/sluice/services/config"
-	"github.com/sluicehq/sluice/services/health"
 	"github.com/sluicehq/sluice/services/limiter"
+	"github.com/sluicehq/sluice/services/pace"
 	"github.com/sluicehq/sluice/services/providers"
 )
 
@@ -110,11 +109,11 @@ func (d *Dispatcher) admit(ctx context.Context, cfg *config.Config, sh *shares, 
 	}
 	options := make([]option, 0, len(open))
 	for _, dep := range open {
-		pace := d.paceOf(cfg, dep, now)
-		o := option{dep: dep, limit: pace, rank: preference(w.ticket.Call.PreferRegions, dep.Region)}
+		lim := d.paceOf(cfg, dep, now)
+		o := option{dep: dep, limit: lim, rank: preference(w.ticket.Call.PreferRegions, dep.Region)}
 		// Weighted random order (Efraimidis-Spirakis): sorting by u^(1/w)
 		// draws without replacement with probability proportional to w.
-		if weight := dep.Weight * d.headroom(ctx, dep.ID, pace); weight > 0 {
+		if weight := dep.Weight * d.headroom(ctx, dep.ID, lim); weight > 0 {
 			o.key = math.Pow(rand.Float64(), 1/weight)
 		} else {
 			o.key = -1 + rand.Float64()*1e-3
@@ -188,8 +187,8 @@ func (d *Dispatcher) admit(ctx context.Context, cfg *config.Config, sh *shares, 
 // horizon, from 0 (booked to the horizon, counting what this dispatcher
 // holds) to 1 (idle): the least over its limited dimensions. It costs no
 // KV operation: the schedule comes from the watched cache.
-func (d *Dispatcher) headroom(ctx context.Context, deployment string, pace limiter.Limit) float64 {
-	free, err := d.schedules.Free(ctx, deployment, pace)
+func (d *Dispatcher) headroom(ctx context.Context, deployment string, lim limiter.Limit) float64 {
+	free, err := d.schedules.Free(ctx, deployment, lim)
 	if err != nil {
 		return 0
 	}
@@ -197,8 +196,8 @@ func (d *Dispatcher) headroom(ctx context.Context, deployment string, pace limit
 	h := d.pacer.Horizon().Seconds()
 	out := 1.0
 	for _, dim := range []struct{ rate, capacity, free, held float64 }{
-		{pace.RPM / 60, pace.BurstRequests, free.Requests, held.Requests},
-		{pace.TPM / 60, pace.BurstTokens, free.Tokens, held.Tokens},
+		{lim.RPM / 60, lim.BurstRequests, free.Requests, held.Requests},
+		{lim.TPM / 60, lim.BurstTokens, free.Tokens, held.Tokens},
 	} {
 		if dim.rate <= 0 {
 			continue
@@ -230,54 +229,9 @@ func preference(prefer []string, region string) int {
 	return len(prefer)
 }
 
-// paceOf is the pace a deployment's calls are sent at now (see
-// DeploymentPace).
+// paceOf is the pace a deployment's calls are sent at now (see pace.Of).
 func (d *Dispatcher) paceOf(cfg *config.Config, dep *config.Deployment, now time.Time) limiter.Limit {
-	return DeploymentPace(cfg, dep, d.health.Get(dep.ID), now)
-}
-
-// DeploymentPace is the schedule a deployment's calls are sent on at now
-// (its key in the shared scheduler is the deployment id): the rate and
-// capacity that keep what reaches the provider inside every window it
-// enforces (the deployment's windows), at the limits configured or lower
-// ones the provider taught (h), with admission.jitter of room.
-//
-// A provider that refused calls sent within the deployment's windows
-// enforces something stricter: while that lesson holds, the deployment is
-// also paced for a one-second window, which takes away the burst a
-// longer window alone would allow (see health.ShortWindow).
-func DeploymentPace(cfg *config.Config, dep *config.Deployment, h messages.DeploymentHealth, now time.Time) limiter.Limit {
-	rpm, tpm := health.Effective(dep.RPM, dep.TPM, h, now, cfg.Health.LearnedRecovery)
-	windows := dep.EnforcedWindows()
-	if dep.Bursty() && health.ShortWindow(h, now, cfg.Health.LearnedRecovery) {
-		windows = append([]time.Duration{time.Second}, windows...)
-	}
-	return paceFor(cfg, windows, rpm, tpm, float64(dep.TokenBurst))
-}
-
-// paceFor fits windows to rpm and tpm. Configured limits always fit (the
-// configuration is refused otherwise); limits learned far below them may
-// leave a short window no room, and are then paced for the longest window
-// alone, or failing that at half their rate.
-func paceFor(cfg *config.Config, windows []time.Duration, rpm, tpm, tokenBurst float64) limiter.Limit {
-	e := limiter.Enforcement{RPM: rpm, TPM: tpm, Windows: windows, Jitter: cfg.Admission.Jitter, Burst: cfg.Admission.Burst, TokenBurst: tokenBurst}
-	if l, err := limiter.Fit(e); err == nil {
-		return l
-	}
-	// A learned tpm may leave the token burst no room: the default's.
-	if e.TokenBurst > 0 {
-		e.TokenBurst = 0
-		if l, err := limiter.Fit(e); err == nil {
-			return l
-		}
-	}
-	if n := len(e.Windows); n > 1 {
-		e.Windows = []time.Duration{slices.Max(e.Windows)}
-		if l, err := limiter.Fit(e); err == nil {
-			return l
-		}
-	}
-	return rateLimit(rpm/2, tpm/2, cfg.Admission.Jitter)
+	return pace.Of(cfg, dep, d.health.Get(dep.ID), now)
 }
 
 // breakerOf returns the breaker for a deployment id or a regionKey. Only

@@ -176,7 +176,7 @@ func TestSchedulerCapHolds(t *testing.T) {
 		return s.now.Sub(start) >= time.Minute
 	})
 	cfg := s.d.cfg.Shared.Load()
-	lim := rateLimit(600, 0, cfg.Admission.Burst)
+	lim := limiter.NewLimit(600, 0, cfg.Admission.Burst)
 	ttl := cfg.Admission.LeaseTTL
 	for i := range sends {
 		for j := i; j < len(sends); j++ {

@@ -11,7 +11,7 @@ import (
 )
 
 // How people's allocations become buckets in the shared limiter, next to
-// each deployment's own:
+// each deployment's send schedule (see pace.Of):
 //
 //   - a team's cap in a pool: a bucket at the capped rate that each of the
 //     team's calls must take from (hard);
@@ -26,8 +26,8 @@ import (
 //     charged by every other tier and taken from by batch calls, so batch
 //     runs only in the room the rest leaves below that level.
 //
-// All of them live in the same KV limiter as the deployments' buckets, so
-// every dispatcher enforces the same shares.
+// All of them live in one KV limiter (bucket SLUICE_LIMITER) that every
+// dispatcher shares, so all of them enforce the same shares.
 
 // Keys of the shared buckets. Pool names and ids keep to KV key characters.
 func capKey(team, pool string) string       { return "team." + team + "." + pool + ".cap" }
@@ -37,16 +37,6 @@ func minShareKey(pool string, tier messages.Tier) string {
 }
 func batchGateKey(pool string) string         { return "pool." + pool + ".batch" }
 func nonCriticalKey(deployment string) string { return deployment + ".noncritical" }
-
-// rateLimit is a bucket of the given per-minute rates holding burst of
-// them.
-func rateLimit(rpm, tpm float64, burst time.Duration) limiter.Limit {
-	return limiter.Limit{
-		RPM: rpm, TPM: tpm,
-		BurstRequests: max(1, rpm/60*burst.Seconds()),
-		BurstTokens:   max(1, tpm/60*burst.Seconds()),
-	}
-}
 
 // poolCapacity is the sum of the pool's deployments' limits now, per
 // minute.
@@ -80,14 +70,14 @@ func (s *shares) capLimit(q *config.Quota) (limiter.Limit, bool) {
 	if q.CapRPM == 0 && q.CapTPM == 0 {
 		return limiter.Limit{}, false
 	}
-	return rateLimit(float64(q.CapRPM), float64(q.CapTPM), s.burst), true
+	return limiter.NewLimit(float64(q.CapRPM), float64(q.CapTPM), s.burst), true
 }
 
 func (s *shares) guaranteeLimit(q *config.Quota) (limiter.Limit, bool) {
 	if !q.Guaranteed() {
 		return limiter.Limit{}, false
 	}
-	return rateLimit(float64(q.GuaranteedRPM), float64(q.GuaranteedTPM), s.burst), true
+	return limiter.NewLimit(float64(q.GuaranteedRPM), float64(q.GuaranteedTPM), s.burst), true
 }
 
 func (s *shares) minShareLimit(tier messages.Tier) (limiter.Limit, bool) {
@@ -95,7 +85,7 @@ func (s *shares) minShareLimit(tier messages.Tier) (limiter.Limit, bool) {
 	if f <= 0 || tier == messages.TierCritical {
 		return limiter.Limit{}, false
 	}
-	return rateLimit(f*s.rpm, f*s.tpm, s.burst), true
+	return limiter.NewLimit(f*s.rpm, f*s.tpm, s.burst), true
 }
 
 func (s *shares) batchGateLimit() (limiter.Limit, bool) {
@@ -103,7 +93,7 @@ func (s *shares) batchGateLimit() (limiter.Limit, bool) {
 	if u >= 1 {
 		return limiter.Limit{}, false
 	}
-	return rateLimit(u*s.rpm, u*s.tpm, s.burst), true
+	return limiter.NewLimit(u*s.rpm, u*s.tpm, s.burst), true
 }
 
 // nonCriticalLimit is a deployment's bucket for every tier but critical.
@@ -112,7 +102,7 @@ func (s *shares) nonCriticalLimit(main limiter.Limit) (limiter.Limit, bool) {
 	if r <= 0 {
 		return limiter.Limit{}, false
 	}
-	return rateLimit((1-r)*main.RPM, (1-r)*main.TPM, s.burst), true
+	return limiter.NewLimit((1-r)*main.RPM, (1-r)*main.TPM, s.burst), true
 }
 
 // credit reports whether the bucket key holds at least need now. It costs

@@ -1,8 +1,10 @@
 // Package executor owns the provider side of a region: it consumes the work
 // that dispatchers admitted for its region, calls the provider with the
 // secret only it holds, and ends each attempt in one of three ways: a
-// terminal result, a retry handed back to the dispatchers through JetStream
-// delayed redelivery, or (when it cannot even read the work) a dead letter.
+// terminal result, a retry handed back to the dispatchers on
+// sluice.retry.<team>.<tier> (which they delay by JetStream's delayed
+// redelivery, then admit again), or (when it cannot even read the work) a
+// dead letter.
 //
 // Executors of one region share a durable consumer, so any number of them
 // can run; a crashed executor's work is redelivered to another after the

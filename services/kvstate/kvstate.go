@@ -1,7 +1,7 @@
 // Package kvstate owns shared state kept in a JetStream KV bucket: a
 // watched cache of decoded values and compare-and-swap updates with
-// bounded, jittered retries. The limiter's buckets, the concurrency
-// slots and the deployments' health are kept with it.
+// bounded, jittered retries. The limiter's buckets and send schedules,
+// the concurrency slots and the deployments' health are kept with it.
 //
 // # The cache
 //

@@ -3,6 +3,7 @@ package limiter
 import (
 	"fmt"
 	"math"
+	"time"
 )
 
 // Amount is a quantity of requests and tokens.
@@ -57,6 +58,16 @@ type Limit struct {
 	// BurstRequests and BurstTokens are the bucket's capacity per dimension.
 	// Each must be > 0 when its rate is > 0.
 	BurstRequests, BurstTokens float64
+}
+
+// NewLimit is a bucket of the given per-minute rates holding burst of
+// them: time at the rate, at least one request and one token.
+func NewLimit(rpm, tpm float64, burst time.Duration) Limit {
+	return Limit{
+		RPM: rpm, TPM: tpm,
+		BurstRequests: max(1, rpm/60*burst.Seconds()),
+		BurstTokens:   max(1, tpm/60*burst.Seconds()),
+	}
 }
 
 // Capacity is the bucket's capacity per dimension.

@@ -1,8 +1,15 @@
-// Package limiter owns the shared rate-limit state of provider deployments:
-// one token bucket per deployment with two dimensions, requests per minute
-// (RPM) and tokens per minute (TPM).
+// Package limiter owns sluice's shared rate-limit state, in two kinds,
+// both with two dimensions, requests per minute (RPM) and tokens per
+// minute (TPM):
 //
-// # The model
+//   - send schedules ([Schedule], one per deployment): when each call to a
+//     deployment may be sent, so that what reaches its provider stays
+//     inside the windows it enforces ([Fit] picks the rate and capacity);
+//   - token buckets ([Bucket], one per key): the shares people allocate
+//     (team caps and guarantees, tier minimums, the critical reserve, the
+//     batch gate), which admission takes from or charges.
+//
+// # Token buckets
 //
 // A [Bucket] holds a level per dimension that refills at the limit's rate up
 // to its capacity (the burst). A bucket that was never used is full. A take
@@ -23,7 +30,7 @@
 //
 // # Implementations
 //
-// [Memory] keeps buckets in a map: one process, tests, `sluice dev`.
+// [Memory] keeps buckets in a map: one process, tests.
 //
 // [KV] keeps one JetStream KV key per bucket, shared by any number of
 // dispatcher processes. It updates a key with compare-and-swap and keeps a
@@ -39,6 +46,16 @@
 // spends it locally for a short TTL. Most admissions then need no KV
 // operation at all. Leasing costs a little precision: see [Leases] for the
 // bound it keeps.
+//
+// # Send schedules
+//
+// A [Schedule] is the shared state of one deployment's schedule (see its
+// doc for the model and the bound it keeps). [KVScheduler] keeps one
+// JetStream KV key per schedule, as [KV] does for buckets; a [Pacer] in
+// each process leases stretches of the shared schedules and gives each
+// admitted call its send time from them, so that a queue costs one KV
+// operation per lease rather than per call. The contract suite in package
+// limitertest holds every [Scheduler] to Schedule's semantics.
 //
 // # Clocks
 //

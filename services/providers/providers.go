@@ -11,10 +11,10 @@
 //	           /completions, /embeddings or /responses, "Authorization: Bearer",
 //	           x-ratelimit-* headers.
 //	azure      Azure OpenAI: {base_url}/openai/deployments/{model}/chat/completions
-//	           (or /completions, /embeddings) ?api-version=..., "api-key"
-//	           header, the body passed through (responses: {base_url}/openai/v1/responses,
-//	           the deployment named as the body's model)
-//	           byte for byte (the URL names the deployment), remaining counts
+//	           (or /completions, /embeddings) ?api-version=..., the body
+//	           passed through byte for byte (the URL names the deployment);
+//	           responses: {base_url}/openai/v1/responses, the deployment
+//	           named as the body's model; "api-key" header, remaining counts
 //	           and retry-after-ms.
 //	anthropic  Anthropic Messages: {base_url}/messages (and
 //	           /messages/count_tokens), "x-api-key" and

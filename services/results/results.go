@@ -8,9 +8,10 @@
 // id> and republishes there only what it stored. So when two services race
 // to answer the same call (a dispatcher redelivered after a crash, work run
 // twice after a NATS restart), the server keeps the first answer and
-// refuses the others, for as long as the first is stored (results_max_age;
-// also across server restarts and outside the duplicate window), and a
-// subscriber of the call's result subject receives that one answer.
+// refuses the others, for as long as the first is stored
+// (streams.results_max_age; also across server restarts and outside the
+// duplicate window), and a subscriber of the call's result subject
+// receives that one answer.
 package results
 
 import (

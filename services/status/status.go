@@ -1,7 +1,12 @@
 // Package status owns the live view of a running sluice that `sluice
 // status` shows: what every dispatcher holds (announced on
 // sluice.dispatchers.state), and the shared state in KV (configuration,
-// limiter buckets, what providers taught), gathered into one Snapshot.
+// deployments' send schedules, what providers taught), gathered into one
+// Snapshot.
+//
+// A deployment's headroom is what its schedule in KV could send at once
+// against the pace the dispatchers send it at (pace.Of): status measures
+// it with the dispatchers' own pace, reading only KV and announcements.
 package status
 
 import (
@@ -21,6 +26,7 @@ import (
 	"github.com/sluicehq/sluice/services/config"
 	"github.com/sluicehq/sluice/services/health"
 	"github.com/sluicehq/sluice/services/limiter"
+	"github.com/sluicehq/sluice/services/pace"
 )
 
 // Snapshot is sluice's state at one moment.
@@ -55,10 +61,12 @@ type Deployment struct {
 	ID     string `json:"id"`
 	Pool   string `json:"pool"`
 	Region string `json:"region"`
-	// State is ok, limited (a provider reported less than configured),
-	// cooling, disabled, circuit_open / circuit_half_open (at some
-	// dispatcher), or no_executor (its region's executors take no work,
-	// as some dispatcher sees it).
+	// State is ok, limited (the limits in force are below the configured
+	// ones: see health.LimitedBecause), cooling, disabled (see
+	// health.StateOf), circuit_open (a breaker of the deployment or its
+	// region is open or half-open at some dispatcher: Detail says which),
+	// or no_executor (its region's executors take no work, as some
+	// dispatcher sees it).
 	State  string `json:"state"`
 	Detail string `json:"detail,omitempty"`
 	// HeadroomRequests and HeadroomTokens are what its schedule could send
@@ -77,28 +85,17 @@ type Deployment struct {
 	ConfiguredTPM int64   `json:"configured_tpm"`
 }
 
-// Pace is the one thing status needs from the dispatchers' logic: the
-// schedule a deployment's calls are sent on at now, given the live
-// configuration and what was learned about it (health). A deployment's
-// headroom is what its schedule in KV could send at once against that
-// schedule, so status must measure it with the one the dispatchers use,
-// or it shows headroom they do not see. The dispatchers' is
-// dispatcher.DeploymentPace; the caller wires it in, so that status reads
-// KV and announcements without depending on the dispatcher.
-type Pace func(cfg *config.Config, dep *config.Deployment, h messages.DeploymentHealth, now time.Time) limiter.Limit
-
 // Watcher keeps the parts of a Snapshot that are pushed: dispatchers'
 // announcements and the KV buckets it watches.
 type Watcher struct {
-	pace    Pace
-	js      jetstream.JetStream
-	sub     *nats.Subscription
-	limits  *limiter.KVScheduler
-	health  *health.Store
-	cfgKV   jetstream.KeyValue
-	mu      sync.Mutex
-	latest  map[string]heard
-	started time.Time
+	js        jetstream.JetStream
+	sub       *nats.Subscription
+	schedules *limiter.KVScheduler
+	health    *health.Store
+	cfgKV     jetstream.KeyValue
+	mu        sync.Mutex
+	latest    map[string]heard
+	started   time.Time
 }
 
 type heard struct {
@@ -110,21 +107,17 @@ type heard struct {
 // configuration.
 var ErrNoSluice = errors.New("status: no sluice configuration on this NATS server")
 
-// Watch starts following nc's sluice, measuring deployments' headroom
-// against the schedules pace gives. Stop it with Stop.
-func Watch(ctx context.Context, nc *nats.Conn, pace Pace) (*Watcher, error) {
-	if pace == nil {
-		return nil, errors.New("status: no Pace")
-	}
+// Watch starts following nc's sluice. Stop it with Stop.
+func Watch(ctx context.Context, nc *nats.Conn) (*Watcher, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, err
 	}
-	w := &Watcher{pace: pace, js: js, latest: map[string]heard{}, started: time.Now()}
+	w := &Watcher{js: js, latest: map[string]heard{}, started: time.Now()}
 	if w.cfgKV, err = js.KeyValue(ctx, messages.BucketConfig); err != nil {
 		return nil, fmt.Errorf("%w (%v)", ErrNoSluice, err)
 	}
-	limKV, err := js.KeyValue(ctx, messages.BucketSchedule)
+	scheduleKV, err := js.KeyValue(ctx, messages.BucketSchedule)
 	if err != nil {
 		return nil, fmt.Errorf("status: %w", err)
 	}
@@ -132,13 +125,13 @@ func Watch(ctx context.Context, nc *nats.Conn, pace Pace) (*Watcher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("status: %w", err)
 	}
-	w.limits = limiter.NewKVScheduler(limKV, limiter.KVOptions{})
-	if err := w.limits.Start(ctx); err != nil {
+	w.schedules = limiter.NewKVScheduler(scheduleKV, limiter.KVOptions{})
+	if err := w.schedules.Start(ctx); err != nil {
 		return nil, err
 	}
 	w.health = health.NewStore(healthKV)
 	if err := w.health.Start(ctx); err != nil {
-		w.limits.Stop()
+		w.schedules.Stop()
 		return nil, err
 	}
 	w.sub, err = nc.Subscribe(messages.StateSubject, func(m *nats.Msg) {
@@ -163,7 +156,7 @@ func (w *Watcher) Stop() {
 		_ = w.sub.Unsubscribe()
 	}
 	w.health.Stop()
-	w.limits.Stop()
+	w.schedules.Stop()
 }
 
 // Settled reports whether the Watcher has listened long enough to have
@@ -228,22 +221,23 @@ func (w *Watcher) Snapshot(ctx context.Context) (*Snapshot, error) {
 	for _, pool := range cfg.Pools {
 		for _, dep := range pool.Deployments {
 			h := w.health.Get(dep.ID)
-			lim := w.pace(cfg, dep, h, now)
+			lim := pace.Of(cfg, dep, h, now)
 			rpm, tpm := health.Effective(dep.RPM, dep.TPM, h, now, cfg.Health.LearnedRecovery)
-			avail, err := w.limits.Free(ctx, dep.ID, lim)
+			avail, err := w.schedules.Free(ctx, dep.ID, lim)
 			if err != nil {
 				return nil, err
 			}
 			row := Deployment{
-				ID: dep.ID, Pool: dep.Pool(), Region: dep.Region, State: "ok",
+				ID: dep.ID, Pool: dep.Pool(), Region: dep.Region, State: health.StateOK,
 				HeadroomRequests: avail.Requests / lim.BurstRequests, HeadroomTokens: avail.Tokens / lim.BurstTokens,
 				RPM: rpm, TPM: tpm, PacedRPM: lim.RPM, PacedTPM: lim.TPM, ConfiguredRPM: dep.RPM, ConfiguredTPM: dep.TPM,
 			}
+			learned := health.StateOf(dep.RPM, dep.TPM, h, now, cfg.Health.LearnedRecovery)
 			switch {
-			case h.DisabledNow(now):
-				row.State, row.Detail = "disabled", h.DisabledReason
-			case h.CoolingAt(now):
-				row.State = "cooling"
+			case learned == health.StateDisabled:
+				row.State, row.Detail = learned, h.DisabledReason
+			case learned == health.StateCooling:
+				row.State = learned
 				row.Detail = fmt.Sprintf("%s, %s more", h.CooldownReason, h.CooldownUntil.Sub(now).Round(time.Millisecond))
 			case len(circuits["deployment:"+dep.ID]) > 0:
 				row.State, row.Detail = "circuit_open", fmt.Sprint(circuits["deployment:"+dep.ID])
@@ -252,8 +246,8 @@ func (w *Watcher) Snapshot(ctx context.Context) (*Snapshot, error) {
 			case len(stalled[dep.Region]) > 0:
 				sort.Strings(stalled[dep.Region])
 				row.State, row.Detail = "no_executor", "no executor of region "+dep.Region+" takes work (seen by "+strings.Join(stalled[dep.Region], ", ")+")"
-			case rpm < float64(dep.RPM) || tpm < float64(dep.TPM):
-				row.State, row.Detail = "limited", "the provider reported less than configured"
+			case learned == health.StateLimited:
+				row.State, row.Detail = learned, health.LimitedBecause(h, now)
 			}
 			s.Deployments = append(s.Deployments, row)
 		}

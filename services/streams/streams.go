@@ -1,6 +1,8 @@
 // Package streams owns sluice's JetStream resources: the streams that carry
-// calls, work, results, attempt claims and dead letters, the KV buckets that hold limiter
-// state and configuration, and the durable consumers the services share.
+// calls, work, results, attempt claims and dead letters, the KV buckets
+// that hold shared state (send schedules, share buckets, health, in-flight
+// slots, usage, stored responses) and the configuration, and the durable
+// consumers the services share.
 //
 // Whichever service starts first creates them; creation is idempotent and
 // safe when several services start at once, so no service needs an install
@@ -103,7 +105,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg config.Streams) (*R
 		ttl         time.Duration
 		maxBytes    int64
 	}{
-		{into: &r.Limiter, name: messages.BucketLimiter, about: "shared limiter state, one key per deployment"},
+		{into: &r.Limiter, name: messages.BucketLimiter, about: "the token buckets of teams' and tiers' shares"},
 		{into: &r.Schedule, name: messages.BucketSchedule, about: "each deployment's send schedule"},
 		{into: &r.Health, name: messages.BucketHealth, about: "what providers taught about each deployment"},
 		{into: &r.Concurrency, name: messages.BucketConcurrency, about: "in-flight slots leased by each dispatcher, per deployment"},

@@ -1,8 +1,10 @@
-// Package limitertest is the contract suite that every limiter.Limiter
-// implementation passes: the same tests, run against the in-memory and the
-// KV-backed limiter, so that they cannot drift apart.
+// Package limitertest is the contract suites that every limiter.Limiter
+// and limiter.Scheduler implementation passes: the same tests, run against
+// each implementation (the in-memory and the KV-backed limiter, the
+// KV-backed scheduler), so that they cannot drift apart.
 //
-// An implementation's test calls Run with a Backend:
+// A Limiter's test calls Run with a Backend (a Scheduler's, RunScheduler
+// with a SchedulerBackend):
 //
 //	func TestMemory(t *testing.T) {
 //		limitertest.Run(t, func(t *testing.T, clock limiter.Clock) func() limiter.Limiter {

@@ -1,23 +1,3 @@
-// Package bootstrap owns how a long-running service (dispatcher, executor,
-// gateway) comes by the configuration it starts with, and the policy of
-// who stores a configuration in KV on start-up: KV wins. The README's
-// "Live configuration" states the rules; Resolve applies them.
-//
-//   - Without a file, a service uses the configuration stored in KV
-//     (bucket SLUICE_CONFIG); while there is none it waits, saying what to
-//     do every 30 s.
-//   - With a file (--config FILE): once KV holds a configuration, KV's is
-//     used, and a file that differs is only warned about. While KV holds
-//     none, a service that may store (Config.Store: dispatchers) creates
-//     sluice's streams if they are missing and stores the file, unless
-//     another stored one first, which it then uses; a service that may
-//     not (executors and gateways, which may run at the edge with
-//     narrower permissions) waits for the bucket and uses the file until
-//     a configuration is stored.
-//   - Config.Force stores the file over whatever KV holds (--config-force).
-//
-// It only decides where the starting configuration comes from: following
-// changes afterwards is config.Watch's.
 package bootstrap
 
 import (
