@@ -1,18 +1,26 @@
 // Package dispatcher owns admission: it consumes calls, validates them
 // against the configuration, holds those that cannot go yet, admits each
-// against the shared RPM and TPM limits of the deployments serving its
-// model, picks the deployment with the most headroom, and publishes the
-// call to that deployment's region.
+// on the send schedule of one of the deployments serving its model and
+// against the shares people allocated (caps, guarantees, minimum shares,
+// the critical reserve, the batch gate), and publishes the call to that
+// deployment's region with the time it may be sent. The deployment is
+// drawn at random in proportion to weight times headroom (see route.go).
 //
-// Any number of dispatchers share one durable consumer and one limiter
-// state in JetStream KV. A waiting call stays unacknowledged in the
-// dispatcher that holds it, so if that dispatcher dies JetStream hands the
-// call to another; a call is acknowledged only once its work is stored in
+// One goroutine, the scheduler, owns the waiting calls and decides (see
+// inbox.go, pass.go and decisions.go); the others receive calls, attempt
+// reports, cancellations and peers' announcements and post them to it.
+//
+// Any number of dispatchers share one durable consumer, the deployments'
+// schedules (KV SLUICE_SCHEDULE) and the shares' buckets (KV
+// SLUICE_LIMITER). A waiting call stays unacknowledged in the dispatcher
+// that holds it, so if that dispatcher dies JetStream hands the call to
+// another; a call is acknowledged only once its work is stored in
 // SLUICE_EXEC or its terminal result in SLUICE_RESULTS.
 //
 // To keep the shared state off the hot-key cliff (many writers doing
 // compare-and-swap on one key), each dispatcher leases small blocks of
-// capacity and spends them locally; see the limiter package.
+// capacity and stretches of schedule, and spends them locally; see the
+// limiter package.
 package dispatcher
 
 import (
