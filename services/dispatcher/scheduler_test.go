@@ -8,15 +8,13 @@ import (
 
 	"github.com/sluicehq/sluice/messages"
 	"github.com/sluicehq/sluice/services/config"
-	"github.com/sluicehq/sluice/services/health"
 	"github.com/sluicehq/sluice/services/limiter"
 )
 
-// scheduler drives one dispatcher's scheduler event by event on a manual
-// clock: calls offered and canceled through its inbox, passes run when
-// asked, and every decision recorded, none carried out. It admits against
-// in-memory buckets and schedules through the real leases and pacer;
-// nothing leaves the process and nothing reads the wall clock.
+// scheduler drives an offline dispatcher's scheduler (see offline.go)
+// event by event on a manual clock: calls offered and canceled through its
+// inbox, passes run when asked, and every decision recorded, none carried
+// out.
 type scheduler struct {
 	t   *testing.T
 	now time.Time
@@ -43,16 +41,9 @@ func newScheduler(t *testing.T, yaml string) *scheduler {
 		t.Fatal(err)
 	}
 	s := &scheduler{t: t, now: time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC), got: &decisions{}, decided: map[string]int{}}
-	clock := func() time.Time { return s.now }
-	c := Config{ID: "d1", Shared: config.NewLive(cfg), Clock: clock}
-	if err := c.defaults(); err != nil {
+	if s.d, err = newOffline(cfg, func() time.Time { return s.now }, s.got); err != nil {
 		t.Fatal(err)
 	}
-	s.d = newDispatcher(c)
-	mem := limiter.NewMemory(clock)
-	s.d.shareCapacity(mem, mem, cfg)
-	s.d.health = health.NewStore(nil) // nothing learned: every deployment healthy
-	s.d.decide = s.got
 	return s
 }
 
@@ -246,4 +237,19 @@ func TestSchedulerQueueLimit(t *testing.T) {
 		t.Fatalf("%d calls waiting, want the 3 and the retry", n)
 	}
 	s.once(over)
+}
+
+// MeasureScheduler admits what it is asked to, from a queue as deep as
+// asked, and reports what it measured.
+func TestMeasureScheduler(t *testing.T) {
+	got, err := MeasureScheduler(SchedulerLoad{Waiting: 2000, Teams: 50, Admissions: 3000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.PerAdmission <= 0 || got.BytesPerWaiting <= 0 || got.Passes < 2 {
+		t.Fatalf("measured %+v: want a time per admission, bytes per waiting call and several passes", got)
+	}
+	if _, err := MeasureScheduler(SchedulerLoad{Waiting: 0, Teams: 1, Admissions: 1}); err == nil {
+		t.Fatal("no waiting calls: want an error")
+	}
 }
