@@ -1,6 +1,7 @@
 package dispatcher
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -244,6 +245,7 @@ func (d *Dispatcher) claimed(team, callID string, attempt, admission int) bool {
 // admitted (see offer); fresh when it is a new call, not a retry.
 func (d *Dispatcher) enqueue(msg jetstream.Msg, t messages.Ticket, tokens int64, fresh bool) {
 	now := d.cfg.Clock()
+	t.Call.Body = shareBody(msg.Data(), t.Call.Body)
 	d.post(callOffered{&waiting{msg: msg, ticket: t, need: limiter.Amount{Requests: 1, Tokens: float64(tokens)}, since: now, touched: now}, fresh})
 }
 
@@ -283,4 +285,18 @@ func (d *Dispatcher) deadLetter(msg jetstream.Msg, reason, why string) {
 		return
 	}
 	_ = msg.Term()
+}
+
+// shareBody returns body as the same bytes within data, the message it
+// was decoded from, when they are there (decoding copies them): a waiting
+// call holds its message until it is acknowledged, and so holds its body
+// once rather than twice.
+func shareBody(data []byte, body json.RawMessage) json.RawMessage {
+	if len(body) == 0 {
+		return body
+	}
+	if i := bytes.Index(data, body); i >= 0 {
+		return data[i : i+len(body) : i+len(body)]
+	}
+	return body
 }
