@@ -44,7 +44,12 @@ func (d *Dispatcher) schedule(ctx context.Context) {
 	defer gauges.Stop()
 	for {
 		d.applyEvents()
+		start, before := time.Now(), d.admittedTotal
 		timer.Reset(d.pass(ctx))
+		if n := d.admittedTotal - before; n > 0 {
+			d.metrics.ScheduleSeconds.Add(time.Since(start).Seconds())
+			d.metrics.Scheduled.Add(float64(n))
+		}
 		select {
 		case <-ctx.Done():
 			return

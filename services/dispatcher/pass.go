@@ -19,7 +19,6 @@ import (
 // its team's list in its tier waits for the next pass (FIFO within a team
 // and tier). pass returns how long to sleep. Only the scheduler calls it.
 func (d *Dispatcher) pass(ctx context.Context) time.Duration {
-	start := time.Now()
 	now := d.cfg.Clock()
 	cfg := d.cfg.Shared.Load()
 	for w := d.queue.earliestDeadline(); w != nil && !now.Before(w.ticket.Deadline); w = d.queue.earliestDeadline() {
@@ -60,11 +59,7 @@ func (d *Dispatcher) pass(ctx context.Context) time.Duration {
 		p.releaseDeferred()
 		wait = min(wait, p.wait)
 	}
-	if admitted > 0 {
-		d.admittedTotal += uint64(admitted)
-		d.metrics.ScheduleSeconds.Add(time.Since(start).Seconds())
-		d.metrics.Scheduled.Add(float64(admitted))
-	}
+	d.admittedTotal += uint64(admitted)
 	return max(wait, minPassWait)
 }
 
