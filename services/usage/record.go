@@ -53,6 +53,41 @@ type Record struct {
 	EstimatedCost map[string]float64 `json:"estimated_cost,omitempty"`
 	// Wait is the distribution of the time calls waited for admission.
 	Wait Histogram `json:"wait"`
+	// OverTarget counts the calls that waited for admission longer than
+	// their tier's target (tiers.<tier>.target_wait, as configured when
+	// the call ended), however they ended.
+	OverTarget int64 `json:"over_target,omitempty"`
+	// Unserved counts the calls that failed for lack of capacity: refused
+	// queue_full, past their deadline before any provider request
+	// (deadline_exceeded with no attempt: they waited it out), or given
+	// up on after the providers kept answering 429 (rate_limited).
+	Unserved int64 `json:"unserved,omitempty"`
+	// ByMinute counts the calls by the minute of the hour they arrived
+	// in (their results' accepted_at), so that a plan sees the busiest
+	// minute and not only the hour's average; nil when none was counted.
+	ByMinute []int64 `json:"by_minute,omitempty"`
+	// Regions counts the calls that made a provider request by the region
+	// of the deployment of their last (a region no deployment is in is
+	// config.Unknown): where the demand was served.
+	Regions map[string]int64 `json:"regions,omitempty"`
+}
+
+// Minutes is the length of Record.ByMinute.
+const Minutes = 60
+
+// Unserved reports whether a result is of a call that failed for lack of
+// capacity (see Record.Unserved).
+func Unserved(res *messages.Result) bool {
+	if res.Error == nil {
+		return false
+	}
+	switch res.Error.Code {
+	case messages.CodeQueueFull, messages.CodeRateLimited:
+		return true
+	case messages.CodeDeadlineExceeded:
+		return res.Attempts == 0
+	}
+	return false
 }
 
 // Add merges o into r.
@@ -74,6 +109,22 @@ func (r *Record) Add(o *Record) {
 	r.Cost = addCosts(r.Cost, o.Cost)
 	r.EstimatedCost = addCosts(r.EstimatedCost, o.EstimatedCost)
 	r.Wait.Add(&o.Wait)
+	r.OverTarget += o.OverTarget
+	r.Unserved += o.Unserved
+	if len(o.ByMinute) > 0 {
+		if len(r.ByMinute) != Minutes {
+			r.ByMinute = append(r.ByMinute, make([]int64, Minutes-min(len(r.ByMinute), Minutes))...)[:Minutes]
+		}
+		for i, n := range o.ByMinute[:min(len(o.ByMinute), Minutes)] {
+			r.ByMinute[i] += n
+		}
+	}
+	for region, n := range o.Regions {
+		if r.Regions == nil {
+			r.Regions = map[string]int64{}
+		}
+		r.Regions[region] += n
+	}
 }
 
 // AddCost counts a result's cost.
