@@ -53,10 +53,11 @@ type Record struct {
 	EstimatedCost map[string]float64 `json:"estimated_cost,omitempty"`
 	// Wait is the distribution of the time calls waited for admission.
 	Wait Histogram `json:"wait"`
-	// OverTarget counts the calls that waited for admission longer than
-	// their tier's target (tiers.<tier>.target_wait, as configured when
-	// the call ended), however they ended.
-	OverTarget int64 `json:"over_target,omitempty"`
+	// Late counts the calls that waited for admission longer than their
+	// tier's target (tiers.<tier>.target_wait, as configured when the
+	// call ended) and were not Unserved: Late plus Unserved is the unmet
+	// demand, each call counted once.
+	Late int64 `json:"late,omitempty"`
 	// Unserved counts the calls that failed for lack of capacity: refused
 	// queue_full, past their deadline before any provider request
 	// (deadline_exceeded with no attempt: they waited it out), or given
@@ -109,7 +110,7 @@ func (r *Record) Add(o *Record) {
 	r.Cost = addCosts(r.Cost, o.Cost)
 	r.EstimatedCost = addCosts(r.EstimatedCost, o.EstimatedCost)
 	r.Wait.Add(&o.Wait)
-	r.OverTarget += o.OverTarget
+	r.Late += o.Late
 	r.Unserved += o.Unserved
 	if len(o.ByMinute) > 0 {
 		if len(r.ByMinute) != Minutes {

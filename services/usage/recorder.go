@@ -93,11 +93,11 @@ func (r *Recorder) Result(res *messages.Result) {
 		region = regionLabel(cfg, res.Region)
 	}
 	r.with(res.Team, res.Model, res.Tier, func(rec *Record) {
-		if target > 0 && wait > target {
-			rec.OverTarget++
-		}
-		if Unserved(res) {
+		switch {
+		case Unserved(res):
 			rec.Unserved++
+		case target > 0 && wait > target:
+			rec.Late++
 		}
 		if rec.ByMinute == nil {
 			rec.ByMinute = make([]int64, Minutes)

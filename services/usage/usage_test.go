@@ -168,7 +168,8 @@ func TestCostsAddUpByDay(t *testing.T) {
 }
 
 // Roll-ups count what a capacity plan needs: the calls that waited past
-// their tier's target, those that failed for lack of capacity, the calls
+// their tier's target (late), those that failed for lack of capacity
+// (unserved, never late too), the calls
 // by the minute they arrived in, and the regions that served them.
 func TestRollupsCountUnmetDemand(t *testing.T) {
 	_, kv := usageBucket(t, jetstream.KeyValueConfig{Bucket: messages.BucketUsage})
@@ -195,7 +196,7 @@ func TestRollupsCountUnmetDemand(t *testing.T) {
 	call(2500, 7, 1, "r1", "")                                                  // waited past 1s
 	call(1000, 7, 1, "elsewhere", "")                                           // exactly the target: in time
 	call(0, 8, 0, "", messages.CodeQueueFull)                                   // refused: unserved
-	call(30000, 8, 0, "", messages.CodeDeadlineExceeded)                        // waited out its deadline: unserved, over target
+	call(30000, 8, 0, "", messages.CodeDeadlineExceeded)                        // waited out its deadline: unserved, not late
 	call(10, 9, 2, "r1", messages.CodeDeadlineExceeded)                         // timed out at the provider: not for lack of capacity
 	call(5, 9, 5, "r1", messages.CodeRateLimited)                               // the provider kept answering 429: unserved
 	call(5, 59, 1, "r1", messages.CodeProviderError)                            // a provider error: served
@@ -211,8 +212,8 @@ func TestRollupsCountUnmetDemand(t *testing.T) {
 		t.Fatalf("totals %+v", totals)
 	}
 	std, batch := totals[0], totals[1]
-	if std.Calls != 8 || std.OverTarget != 2 || std.Unserved != 3 {
-		t.Errorf("over target %d (want 2), unserved %d (want 3) of %d calls", std.OverTarget, std.Unserved, std.Calls)
+	if std.Calls != 8 || std.Late != 1 || std.Unserved != 3 {
+		t.Errorf("late %d (want 1), unserved %d (want 3) of %d calls", std.Late, std.Unserved, std.Calls)
 	}
 	want := make([]int64, usage.Minutes)
 	want[7], want[8], want[9], want[59] = 3, 2, 2, 1
@@ -227,7 +228,7 @@ func TestRollupsCountUnmetDemand(t *testing.T) {
 	if len(std.Regions) != 2 || std.Regions["r1"] != 5 || std.Regions[config.Unknown] != 1 {
 		t.Errorf("regions %v, want r1 5 and unknown 1 (calls that made no request have none)", std.Regions)
 	}
-	if batch.ByMinute[40] != 1 || batch.OverTarget != 0 {
+	if batch.ByMinute[40] != 1 || batch.Late != 0 {
 		t.Errorf("batch %+v", batch.Record)
 	}
 }
