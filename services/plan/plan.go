@@ -32,8 +32,11 @@
 package plan
 
 import (
+	"fmt"
 	"math"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/sluicehq/sluice/messages"
@@ -469,6 +472,38 @@ func draft(teams []Team) []DraftWeight {
 		out = append(out, DraftWeight{Team: t.Team, Pool: t.Pool, Weight: w, Current: t.Entitlement.Weight})
 	}
 	return out
+}
+
+// DraftYAML is the draft weights as the teams section of a configuration,
+// each line with the weight configured now, to be edited and merged into
+// the configuration by people; "" when there is no draft.
+func (p *Plan) DraftYAML() string {
+	if len(p.Draft) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString("# A draft from the demand each team offered: edit it before applying it\n")
+	b.WriteString("# (sluice config apply); sluice plan applies nothing.\n")
+	b.WriteString("teams:\n")
+	last := ""
+	for _, d := range p.Draft {
+		if d.Team != last {
+			fmt.Fprintf(&b, "  %s:\n    pools:\n", yamlKey(d.Team))
+			last = d.Team
+		}
+		fmt.Fprintf(&b, "      %s: {weight: %g}    # now %g\n", yamlKey(d.Pool), d.Weight, d.Current)
+	}
+	return b.String()
+}
+
+// yamlKey quotes a name that YAML would not read back as itself.
+func yamlKey(s string) string {
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return strconv.Quote(s)
+		}
+	}
+	return s
 }
 
 func ratio(a, b int64) float64 {
