@@ -147,7 +147,9 @@ func TestPlanFromTheStacksUsage(t *testing.T) {
 	if hourCalls != total.calls || capacity%(600*60) != 0 || capacity == 0 {
 		t.Errorf("hours of day hold %d calls, capacity %d", hourCalls, capacity)
 	}
-	if pl.PeakRPM < 40 || pl.Need.ExtraRPM <= 0 || pl.Need.RPM != 600+pl.Need.ExtraRPM || pl.Need.Hour.IsZero() {
+	if pl.PeakRPM < 40 || pl.Need.ExtraRPM <= 0 || pl.Need.RPM != 600+pl.Need.ExtraRPM || pl.Need.Hour.IsZero() ||
+		pl.Need.UpToRPM < 600+200*(total.late+total.unserved) { // each unmet call within 300ms, had they come at once
+
 		t.Errorf("peak %d, need %+v: the burst went unmet, so the plan should ask for more", pl.PeakRPM, pl.Need)
 	}
 	var extra int64

@@ -158,8 +158,10 @@ func printPlan(w io.Writer, p *plan.Plan) {
 		if n.Hour.IsZero() {
 			fmt.Fprintf(w, "all demand was met within target: %d RPM and %d TPM served it\n", n.RPM, n.TPM)
 		} else {
-			fmt.Fprintf(w, "to serve all demand within target: %d RPM (+%d), %d TPM (+%d), as %s UTC needed (%.0f tokens a call)\n",
+			fmt.Fprintf(w, "to serve all demand within target: %d RPM (+%d), %d TPM (+%d), as %s UTC needed (%.0f tokens a call);\n",
 				n.RPM, n.ExtraRPM, n.TPM, n.ExtraTPM, n.Hour.Format("2006-01-02 15:00"), n.TokensPerCall)
+			fmt.Fprintf(w, "  up to %d RPM (+%d) and %d TPM (+%d) if the unmet calls came in bursts shorter than a minute\n",
+				n.UpToRPM, n.UpToRPM-pl.RPM, n.UpToTPM, n.UpToTPM-pl.TPM)
 		}
 		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 		fmt.Fprintln(tw, "REGION\tRPM\tTPM\tCALLS SERVED\tEXTRA RPM\tEXTRA TPM\t")

@@ -201,7 +201,7 @@ Target waits: {{range $t, $ms := .TargetWaitsMS}}{{$t}} {{g $ms}} ms; {{end}}
 {{range $i, $p := .Pools}}
 <h2>Pool {{$p.Name}}</h2>
 <p>Capacity {{$p.RPM}} RPM, {{$p.TPM}} TPM. {{$p.Calls}} calls offered, {{$p.Unmet}} unmet ({{$p.Late}} late, {{$p.Unserved}} unserved), {{$p.Provider429s}} provider 429s, busiest minute {{$p.PeakRPM}} calls.
-To serve all of it within target: <strong>{{$p.Need.RPM}} RPM (+{{$p.Need.ExtraRPM}}), {{$p.Need.TPM}} TPM (+{{$p.Need.ExtraTPM}})</strong>{{if not $p.Need.Hour.IsZero}}, needed at {{$p.Need.Hour.Format "2006-01-02 15:00"}} UTC{{end}}.</p>
+To serve all of it within target: <strong>{{$p.Need.RPM}} RPM (+{{$p.Need.ExtraRPM}}), {{$p.Need.TPM}} TPM (+{{$p.Need.ExtraTPM}})</strong>{{if not $p.Need.Hour.IsZero}}, needed at {{$p.Need.Hour.Format "2006-01-02 15:00"}} UTC; up to {{$p.Need.UpToRPM}} RPM and {{$p.Need.UpToTPM}} TPM if the unmet calls came in bursts shorter than a minute{{end}}.</p>
 {{with index $.Days $i}}
 <svg class="day" data-pool="{{.Pool}}" xmlns="http://www.w3.org/2000/svg" width="{{.Width}}" height="{{.Height}}" viewBox="0 0 {{.Width}} {{.Height}}" role="img" aria-label="calls offered against capacity by hour of day, pool {{.Pool}}">
 {{range .Ticks}}<line class="axis" x1="55" x2="750" y1="{{px .Y}}" y2="{{px .Y}}" stroke-opacity="0.3"/><text x="50" y="{{px .Y}}" text-anchor="end">{{.Label}}</text>

@@ -23,12 +23,14 @@
 //     requests made (attempts, retries included) over the calls capacity,
 //     and the tokens the providers reported over the tokens capacity.
 //   - Unmet is late plus unserved (usage.Record.Late, Unserved).
-//   - Need: in every hour with unmet demand, the pool needed its RPM plus
-//     the unmet calls of the hour spread over its minutes, and, up to the
-//     unmet calls, as much as its busiest minute's arrivals; the plan
-//     asks for the most any hour needed. Its TPM is that RPM at the
-//     pool's tokens per answered call. The extra is split between the
-//     regions in proportion to the calls each served.
+//   - Need: in every hour with unmet demand, the pool needed at least its
+//     RPM plus the unmet calls of the hour spread over its minutes, and,
+//     up to the unmet calls, as much as its busiest minute's arrivals;
+//     the plan asks for the most any hour needed. Its TPM is that RPM at
+//     the pool's tokens per answered call. The extra is split between the
+//     regions in proportion to the calls each served. UpToRPM bounds it
+//     from above: each tier's unmet calls of an hour arriving at once,
+//     to be served within the tier's target.
 package plan
 
 import (
@@ -149,6 +151,12 @@ type Need struct {
 	// ExtraRPM and ExtraTPM are above the configured RPM and TPM.
 	ExtraRPM int64 `json:"extra_rpm"`
 	ExtraTPM int64 `json:"extra_tpm"`
+	// UpToRPM and UpToTPM bound the need from above: the most any hour
+	// would have needed had each tier's unmet calls of the hour all
+	// arrived at once, to be served within the tier's target wait. A burst shorter than a minute needs more than RPM, up to
+	// this; hourly roll-ups cannot tell.
+	UpToRPM int64 `json:"up_to_rpm"`
+	UpToTPM int64 `json:"up_to_tpm"`
 	// Hour is the hour that needed it; zero when no hour had unmet
 	// demand.
 	Hour time.Time `json:"hour,omitzero"`
@@ -231,6 +239,7 @@ func Build(records []usage.Record, cfg *config.Config, since, until time.Time) *
 	}
 	type hourAgg struct {
 		unmet    int64
+		byTier   map[messages.Tier]int64
 		byMinute [usage.Minutes]int64
 	}
 	pools := map[string]*Pool{}
@@ -259,6 +268,12 @@ func Build(records []usage.Record, cfg *config.Config, since, until time.Time) *
 			hours[hourKey{r.Pool, h}] = ha
 		}
 		ha.unmet += r.Late + r.Unserved
+		if r.Late+r.Unserved > 0 {
+			if ha.byTier == nil {
+				ha.byTier = map[messages.Tier]int64{}
+			}
+			ha.byTier[r.Tier] += r.Late + r.Unserved
+		}
 		for m, n := range r.ByMinute[:min(len(r.ByMinute), usage.Minutes)] {
 			ha.byMinute[m] += n
 		}
@@ -307,6 +322,17 @@ func Build(records []usage.Record, cfg *config.Config, since, until time.Time) *
 		if need := max(spread, burst); need > pl.Need.RPM {
 			pl.Need.RPM, pl.Need.Hour = need, k.hour
 		}
+		// At most: every tier's unmet calls arrived at once, and each
+		// had to be served within its target (an hour at the longest).
+		upTo := pl.RPM
+		for tier, n := range ha.byTier {
+			target := time.Duration(p.TargetWaitsMS[tier] * float64(time.Millisecond))
+			if target <= 0 || target > time.Hour {
+				target = time.Hour
+			}
+			upTo += ceil(float64(n) * float64(time.Minute) / float64(target))
+		}
+		pl.Need.UpToRPM = max(pl.Need.UpToRPM, upTo)
 	}
 
 	for _, name := range sortedKeys(pools) {
@@ -393,6 +419,8 @@ func (pl *Pool) finish() {
 		pl.Need.RPM = pl.RPM
 	}
 	pl.Need.TPM = max(pl.TPM, int64(math.Ceil(float64(pl.Need.RPM)*pl.Need.TokensPerCall)))
+	pl.Need.UpToRPM = max(pl.Need.UpToRPM, pl.Need.RPM)
+	pl.Need.UpToTPM = max(pl.Need.TPM, int64(math.Ceil(float64(pl.Need.UpToRPM)*pl.Need.TokensPerCall)))
 	pl.Need.ExtraRPM = pl.Need.RPM - pl.RPM
 	pl.Need.ExtraTPM = pl.Need.TPM - pl.TPM
 	splitExtra(pl)

@@ -108,11 +108,14 @@ func TestPoolFigures(t *testing.T) {
 // Day 1's 10:00 needed the most: 30 calls unmet, the busiest minute 500
 // arrivals, so 30 more than its 30 RPM (the unmet, had they come in one
 // minute); 14:00 on day 2 needed 10 more. At 100 tokens a call, 60 RPM is
-// 6000 TPM. us served a third of the calls, eu two thirds.
+// 6000 TPM. Had day 1's 30 unmet standard calls come at once, serving
+// them within standard's 30s would have needed 60 more: 90 RPM at most.
+// us served a third of the calls, eu two thirds.
 func TestNeed(t *testing.T) {
 	pl := build(t).Pools[0]
 	n := pl.Need
-	if n.RPM != 60 || n.ExtraRPM != 30 || n.TPM != 6000 || n.ExtraTPM != 3000 || !near(n.TokensPerCall, 100) || !n.Hour.Equal(day1.Add(10*time.Hour)) {
+	if n.RPM != 60 || n.ExtraRPM != 30 || n.TPM != 6000 || n.ExtraTPM != 3000 || !near(n.TokensPerCall, 100) || !n.Hour.Equal(day1.Add(10*time.Hour)) ||
+		n.UpToRPM != 90 || n.UpToTPM != 9000 {
 		t.Errorf("need %+v", n)
 	}
 	want := []plan.Region{
@@ -133,7 +136,7 @@ func TestNoUnmetDemandNeedsNothing(t *testing.T) {
 	h := history()[2:3]
 	p := plan.Build(h, cfg, day2, day2.Add(24*time.Hour))
 	n := p.Pools[0].Need
-	if n.RPM != 30 || n.TPM != 3000 || n.ExtraRPM != 0 || n.ExtraTPM != 0 || !n.Hour.IsZero() {
+	if n.RPM != 30 || n.TPM != 3000 || n.ExtraRPM != 0 || n.ExtraTPM != 0 || !n.Hour.IsZero() || n.UpToRPM != 30 || n.UpToTPM != 3000 {
 		t.Errorf("need %+v, want the configured 30 RPM and 3000 TPM", n)
 	}
 	for _, r := range p.Pools[0].Regions {
