@@ -1,7 +1,10 @@
 // Package usage owns the figures people bring to a quota discussion: per
 // team, pool and tier, how many calls were made, how they ended, the
 // tokens they used (and how many of the prompt's were cached), what they
-// cost, the 429s they met, and how long they waited, rolled up per hour
+// cost, the 429s they met, and how long they waited (and how many waited
+// past their tier's target_wait or failed for lack of capacity, when they
+// arrived by the minute, and which regions served them: what
+// services/plan needs), rolled up per hour
 // in KV bucket SLUICE_USAGE so that they survive restarts (kept
 // streams.usage_max_age, 90 days).
 //
