@@ -202,6 +202,7 @@ Target waits: {{range $t, $ms := .TargetWaitsMS}}{{$t}} {{g $ms}} ms; {{end}}
 <h2>Pool {{$p.Name}}</h2>
 <p>Capacity {{$p.RPM}} RPM, {{$p.TPM}} TPM. {{$p.Calls}} calls offered, {{$p.Unmet}} unmet ({{$p.Late}} late, {{$p.Unserved}} unserved), {{$p.Provider429s}} provider 429s, busiest minute {{$p.PeakRPM}} calls.
 To serve all of it within target: <strong>{{$p.Need.RPM}} RPM (+{{$p.Need.ExtraRPM}}), {{$p.Need.TPM}} TPM (+{{$p.Need.ExtraTPM}})</strong>{{if not $p.Need.Hour.IsZero}}, needed at {{$p.Need.Hour.Format "2006-01-02 15:00"}} UTC; up to {{$p.Need.UpToRPM}} RPM and {{$p.Need.UpToTPM}} TPM if the unmet calls came in bursts shorter than a minute{{end}}.</p>
+<p>Calls offered by UTC hour of day over the span: <span style="color:#4a78b5">met</span>, <span style="color:#c94a3a">unmet</span>; the black mark is the capacity of those hours.</p>
 {{with index $.Days $i}}
 <svg class="day" data-pool="{{.Pool}}" xmlns="http://www.w3.org/2000/svg" width="{{.Width}}" height="{{.Height}}" viewBox="0 0 {{.Width}} {{.Height}}" role="img" aria-label="calls offered against capacity by hour of day, pool {{.Pool}}">
 {{range .Ticks}}<line class="axis" x1="55" x2="750" y1="{{px .Y}}" y2="{{px .Y}}" stroke-opacity="0.3"/><text x="50" y="{{px .Y}}" text-anchor="end">{{.Label}}</text>
@@ -221,7 +222,7 @@ To serve all of it within target: <strong>{{$p.Need.RPM}} RPM (+{{$p.Need.ExtraR
 {{end}}
 <h2>Teams</h2>
 {{range .Shares}}
-<h3>Pool {{.Pool}}: share of attempts against the weight's share</h3>
+<h3>Pool {{.Pool}}: each team's share of the provider requests (green) against the share its weight gives it (black mark), with its cost</h3>
 <svg class="shares" data-pool="{{.Pool}}" xmlns="http://www.w3.org/2000/svg" width="{{.Width}}" height="{{.Height}}" viewBox="0 0 {{.Width}} {{.Height}}" role="img" aria-label="each team's share against its entitlement, pool {{.Pool}}">
 {{range .Ticks}}<line class="axis" x1="55" x2="750" y1="{{px .Y}}" y2="{{px .Y}}" stroke-opacity="0.3"/><text x="50" y="{{px .Y}}" text-anchor="end">{{.Label}}</text>
 {{end}}{{$cur := .Currency}}{{range .Bars}}<g class="team" data-team="{{.Team}}" data-share="{{g .Share}}" data-weight-share="{{g .WeightShare}}" data-calls="{{.Calls}}"{{if .HasCost}} data-cost="{{g .Cost}}"{{end}}><title>{{.Team}}: {{pct .Share}} of attempts, entitled by weight to {{pct .WeightShare}}{{if .HasCost}}, {{g .Cost}} {{$cur}}{{end}}</title>
