@@ -63,8 +63,7 @@ func TestPlanFromTheStacksUsage(t *testing.T) {
 	demo.waitFor(t, demoIDs, 60*time.Second)
 	small.waitFor(t, smallIDs, 60*time.Second)
 	results := map[string][]messages.Result{"demo": {}, "small": {}}
-	for id, r := range demo.exactlyOnce(t, demoIDs) {
-		_ = id
+	for _, r := range demo.exactlyOnce(t, demoIDs) {
 		results["demo"] = append(results["demo"], r)
 	}
 	for _, r := range small.exactlyOnce(t, smallIDs) {
@@ -147,7 +146,8 @@ func TestPlanFromTheStacksUsage(t *testing.T) {
 	if hourCalls != total.calls || capacity%(600*60) != 0 || capacity == 0 {
 		t.Errorf("hours of day hold %d calls, capacity %d", hourCalls, capacity)
 	}
-	if pl.PeakRPM < 40 || pl.Need.ExtraRPM <= 0 || pl.Need.RPM != 600+pl.Need.ExtraRPM || pl.Need.Hour.IsZero() ||
+	// The burst came within a minute, or two if it straddled one.
+	if pl.PeakRPM < int64(len(demoIDs)+len(smallIDs))/2 || pl.Need.ExtraRPM <= 0 || pl.Need.RPM != 600+pl.Need.ExtraRPM || pl.Need.Hour.IsZero() ||
 		pl.Need.UpToRPM < 600+200*(total.late+total.unserved) { // each unmet call within 300ms, had they come at once
 
 		t.Errorf("peak %d, need %+v: the burst went unmet, so the plan should ask for more", pl.PeakRPM, pl.Need)
