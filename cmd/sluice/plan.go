@@ -172,14 +172,14 @@ func printPlan(w io.Writer, p *plan.Plan) {
 	}
 	fmt.Fprintf(w, "\nteams: their share of each pool's provider requests against their entitlement (budgets do not exist yet: -)\n")
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "TEAM\tPOOL\tCALLS\tUNMET\tTOKENS\tAVG RPM\tSHARE\tWEIGHT\tWEIGHT SHARE\tGUARANTEED RPM/TPM\tCAP RPM/TPM\tCOST\tBUDGET\t")
+	fmt.Fprintln(tw, "TEAM\tPOOL\tCALLS\tUNMET\tTOKENS\tAVG RPM\tPEAK RPM\tSHARE\tWEIGHT\tWEIGHT SHARE\tGUARANTEED RPM/TPM\tCAP RPM/TPM\tCOST\tBUDGET\t")
 	for _, t := range p.Teams {
 		e := t.Entitlement
 		weight, share := fmt.Sprintf("%g", e.Weight), fmt.Sprintf("%.1f%%", e.WeightShare*100)
 		if !e.Allowed {
 			weight, share = "(not allowed)", "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%.2f\t%.1f%%\t%s\t%s\t%s\t%s\t%s\t-\t\n", t.Team, t.Pool, t.Calls, t.Unmet, t.Tokens, t.AvgRPM, t.Share*100,
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%.2f\t%d\t%.1f%%\t%s\t%s\t%s\t%s\t%s\t-\t\n", t.Team, t.Pool, t.Calls, t.Unmet, t.Tokens, t.AvgRPM, t.PeakRPM, t.Share*100,
 			weight, share, pair(e.GuaranteedRPM, e.GuaranteedTPM), pair(e.CapRPM, e.CapTPM), costSummary(t.Cost, nil))
 	}
 	_ = tw.Flush()

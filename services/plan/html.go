@@ -231,8 +231,8 @@ To serve all of it within target: <strong>{{$p.Need.RPM}} RPM (+{{$p.Need.ExtraR
 {{end}}</svg>
 {{end}}
 <table class="teams">
-<tr><th>team</th><th>pool</th><th>calls</th><th>unmet</th><th>tokens</th><th>share</th><th>weight</th><th>weight share</th><th>guaranteed RPM</th><th>cap RPM</th><th>guaranteed TPM</th><th>cap TPM</th><th>cost</th><th>budget</th></tr>
-{{range .Teams}}<tr><td>{{.Team}}</td><td>{{.Pool}}</td><td>{{.Calls}}</td><td>{{.Unmet}}</td><td>{{.Tokens}}</td><td>{{pct .Share}}</td><td>{{g .Entitlement.Weight}}</td><td>{{pct .Entitlement.WeightShare}}</td><td>{{orDash .Entitlement.GuaranteedRPM}}</td><td>{{orDash .Entitlement.CapRPM}}</td><td>{{orDash .Entitlement.GuaranteedTPM}}</td><td>{{orDash .Entitlement.CapTPM}}</td><td>{{cost .Cost}}</td><td>-</td></tr>
+<tr><th>team</th><th>pool</th><th>calls</th><th>unmet</th><th>tokens</th><th>peak RPM</th><th>share</th><th>weight</th><th>weight share</th><th>guaranteed RPM</th><th>cap RPM</th><th>guaranteed TPM</th><th>cap TPM</th><th>cost</th><th>budget</th></tr>
+{{range .Teams}}<tr><td>{{.Team}}</td><td>{{.Pool}}</td><td>{{.Calls}}</td><td>{{.Unmet}}</td><td>{{.Tokens}}</td><td>{{.PeakRPM}}</td><td>{{pct .Share}}</td><td>{{g .Entitlement.Weight}}</td><td>{{pct .Entitlement.WeightShare}}</td><td>{{orDash .Entitlement.GuaranteedRPM}}</td><td>{{orDash .Entitlement.CapRPM}}</td><td>{{orDash .Entitlement.GuaranteedTPM}}</td><td>{{orDash .Entitlement.CapTPM}}</td><td>{{cost .Cost}}</td><td>-</td></tr>
 {{end}}</table>
 {{with .DraftYAML}}<h2>Draft weights</h2>
 <pre class="draft">{{.}}</pre>{{end}}

@@ -177,9 +177,11 @@ type Team struct {
 	Share      float64 `json:"share"`
 	TokenShare float64 `json:"token_share"`
 	// AvgRPM and AvgTPM are the team's attempts and tokens per minute
-	// over the span.
-	AvgRPM float64 `json:"avg_rpm"`
-	AvgTPM float64 `json:"avg_tpm"`
+	// over the span; PeakRPM the most calls it offered in one minute, to
+	// hold against its guarantee and cap.
+	AvgRPM  float64 `json:"avg_rpm"`
+	AvgTPM  float64 `json:"avg_tpm"`
+	PeakRPM int64   `json:"peak_rpm"`
 	// Entitlement is what the configuration gives the team in the pool.
 	Entitlement Entitlement `json:"entitlement"`
 	// Budget is the team's budget for the span: budgets do not exist yet,
@@ -244,6 +246,12 @@ func Build(records []usage.Record, cfg *config.Config, since, until time.Time) *
 	}
 	pools := map[string]*Pool{}
 	hours := map[hourKey]*hourAgg{}
+	// teamMinutes are each team's arrivals by minute, per pool and hour.
+	type teamHour struct {
+		team, pool string
+		hour       time.Time
+	}
+	teamMinutes := map[teamHour]*[usage.Minutes]int64{}
 	teams := map[[2]string]*Team{}
 	for _, name := range sortedKeys(cfg.Pools) {
 		pools[name] = newPool(name, cfg.Pools[name], hoursOfDay)
@@ -274,8 +282,14 @@ func Build(records []usage.Record, cfg *config.Config, since, until time.Time) *
 			}
 			ha.byTier[r.Tier] += r.Late + r.Unserved
 		}
+		tm := teamMinutes[teamHour{r.Team, r.Pool, h}]
+		if tm == nil {
+			tm = &[usage.Minutes]int64{}
+			teamMinutes[teamHour{r.Team, r.Pool, h}] = tm
+		}
 		for m, n := range r.ByMinute[:min(len(r.ByMinute), usage.Minutes)] {
 			ha.byMinute[m] += n
+			tm[m] += n
 		}
 		for region, n := range r.Regions {
 			pl.region(region).Calls += n
@@ -350,6 +364,12 @@ func Build(records []usage.Record, cfg *config.Config, since, until time.Time) *
 					teams[[2]string{team, pool}] = &Team{Team: team, Pool: pool}
 				}
 			}
+		}
+	}
+	for k, tm := range teamMinutes {
+		t := teams[[2]string{k.team, k.pool}]
+		for _, n := range tm {
+			t.PeakRPM = max(t.PeakRPM, n)
 		}
 	}
 	minutes := float64(p.Hours) * 60

@@ -153,13 +153,13 @@ func TestTeamsAgainstEntitlement(t *testing.T) {
 	}
 	a, b := p.Teams[0], p.Teams[1]
 	if a.Team != "a" || a.Pool != "m" || a.Calls != 900 || a.Attempts != 920 || a.Tokens != 89000 || a.Unmet != 30 ||
-		!near(a.Share, 920.0/1100) || !near(a.TokenShare, 89000.0/106000) || !near(a.AvgRPM, 920.0/2880) || !near(a.Cost["USD"], 2) {
+		!near(a.Share, 920.0/1100) || !near(a.TokenShare, 89000.0/106000) || !near(a.AvgRPM, 920.0/2880) || !near(a.Cost["USD"], 2) || a.PeakRPM != 500 {
 		t.Errorf("team a %+v", a)
 	}
 	if e := a.Entitlement; !e.Allowed || e.Weight != 3 || !near(e.WeightShare, 0.75) || e.GuaranteedRPM != 5 || e.CapRPM != 20 {
 		t.Errorf("team a's entitlement %+v", e)
 	}
-	if b.Team != "b" || b.Calls != 180 || b.Entitlement.Weight != 1 || !near(b.Entitlement.WeightShare, 0.25) || b.Budget != nil || b.Cost != nil {
+	if b.Team != "b" || b.Calls != 180 || b.PeakRPM != 60 || b.Entitlement.Weight != 1 || !near(b.Entitlement.WeightShare, 0.25) || b.Budget != nil || b.Cost != nil {
 		t.Errorf("team b %+v", b)
 	}
 	want := []plan.DraftWeight{{Team: "a", Pool: "m", Weight: 5, Current: 3}, {Team: "b", Pool: "m", Weight: 1, Current: 1}}
