@@ -90,7 +90,7 @@ func (r *Recorder) Result(res *messages.Result) {
 	}
 	region := ""
 	if res.Region != "" && res.Attempts > 0 {
-		region = regionLabel(cfg, res.Region)
+		region = regionLabel(cfg, res.Deployment, res.Region)
 	}
 	r.with(res.Team, res.Model, res.Tier, func(rec *Record) {
 		switch {
@@ -130,10 +130,14 @@ func (r *Recorder) Result(res *messages.Result) {
 	})
 }
 
-// regionLabel is region if a deployment of cfg is in it, else
-// config.Unknown.
-func regionLabel(cfg *config.Config, region string) string {
+// regionLabel is region if a deployment of cfg is in it (looked up by
+// the result's deployment first: no walk of every pool for most
+// results), else config.Unknown.
+func regionLabel(cfg *config.Config, deployment, region string) string {
 	if cfg != nil {
+		if d, ok := cfg.Deployment(deployment); ok && d.Region == region {
+			return region
+		}
 		for _, p := range cfg.Pools {
 			for _, d := range p.Deployments {
 				if d.Region == region {
