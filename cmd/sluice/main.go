@@ -34,6 +34,7 @@ var commands = map[string]command{
 	"health":       {"show what providers taught sluice about each deployment; re-enable a key", runHealth},
 	"status":       {"show queues, headroom, cooldowns and open circuits, live", runStatus},
 	"usage":        {"print calls, tokens, errors, 429s and waits per team, pool and tier", runUsage},
+	"plan":         {planSummary, runPlan},
 	"bench":        {"measure throughput and added latency", runBench},
 }
 

@@ -106,6 +106,8 @@ func TestInvalidConfigNamesTheField(t *testing.T) {
 `, "pools.unknown"},
 		{"replicas", minimal + "streams: {replicas: 2}\n", "streams.replicas"},
 		{"negative duration", minimal + "retry: {base_delay: -1s}\n", "retry.base_delay"},
+		{"negative target wait", minimal + "tiers: {high: {target_wait: -5s}}\n", "tiers.high.target_wait"},
+		{"zero target wait", minimal + "tiers: {batch: {target_wait: 0s}}\n", "tiers.batch.target_wait"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

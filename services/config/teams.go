@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"sort"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -108,6 +109,11 @@ type TierPolicy struct {
 	// OffPeak (batch only) are daily spans of local time, such as "18:00-08:00
 	// Europe/Berlin", in which batch calls ignore MaxUtilization.
 	OffPeak []string `yaml:"off_peak"`
+	// TargetWait is how long a call of the tier may wait for admission
+	// and still count as served in time: what sluice plan measures
+	// demand against (a call that waited longer was unmet demand).
+	// Defaults: critical 1s, high 5s, standard 30s, batch 1h.
+	TargetWait time.Duration `yaml:"target_wait,omitempty"`
 
 	offPeak []offPeakSpan
 	// minShareWritten says that the YAML wrote 0 for MinShare, so that
@@ -317,6 +323,7 @@ func (c *Config) validateTiers(v *validator) {
 		if p.MinShare < 0 || p.MinShare >= 1 {
 			v.add(f+".min_share", "must be at least 0 and below 1")
 		}
+		v.positiveDuration(f+".target_wait", p.TargetWait)
 	}
 	if t.Critical.Reserve < 0 || t.Critical.Reserve >= 1 {
 		v.add("tiers.critical.reserve", "must be at least 0 and below 1")
@@ -346,6 +353,18 @@ func (c *Config) tierDefaults(v *validator) {
 		t.Standard.MinShare = 0.05
 	}
 	setDefault(v, "tiers.batch.max_utilization", &t.Batch.MaxUtilization, 0.7)
+	for _, tier := range messages.Tiers {
+		setDefault(v, "tiers."+string(tier)+".target_wait", &t.Policy(tier).TargetWait, DefaultTargetWait[tier])
+	}
+}
+
+// DefaultTargetWait is each tier's target_wait when the configuration
+// sets none.
+var DefaultTargetWait = map[messages.Tier]time.Duration{
+	messages.TierCritical: time.Second,
+	messages.TierHigh:     5 * time.Second,
+	messages.TierStandard: 30 * time.Second,
+	messages.TierBatch:    time.Hour,
 }
 
 // lowest is the lowest-priority tier of tiers.

@@ -49,29 +49,14 @@ func QueryBy(ctx context.Context, kv jetstream.KeyValue, since, until time.Time,
 	if by != Whole && by != Daily {
 		return nil, fmt.Errorf("usage: unknown period %q (want %q)", by, Daily)
 	}
-	lister, err := kv.ListKeys(ctx)
+	records, err := Records(ctx, kv, since, until)
 	if err != nil {
-		if errors.Is(err, jetstream.ErrNoKeysFound) {
-			return nil, nil
-		}
-		return nil, fmt.Errorf("usage: list: %w", err)
+		return nil, err
 	}
-	first, last := since.UTC().Truncate(time.Hour), until.UTC()
-	store := newStore(kv)
 	totals := map[string]*Total{}
-	for key := range lister.Keys() {
-		hour, ok := hourOf(key)
-		if !ok || hour.Before(first) || !hour.Before(last) {
-			continue
-		}
-		e, err := store.Get(ctx, key)
-		if err != nil {
-			return nil, err
-		}
-		if !e.Exists {
-			continue
-		}
-		rec := e.Value
+	for i := range records {
+		rec := &records[i]
+		hour := rec.Hour
 		var day string
 		if by == Daily {
 			day = hour.Format(time.DateOnly)
@@ -82,7 +67,7 @@ func QueryBy(ctx context.Context, kv jetstream.KeyValue, since, until time.Time,
 			t = &Total{Record: Record{Team: rec.Team, Pool: rec.Pool, Tier: rec.Tier, Hour: hour}, Day: day}
 			totals[k] = t
 		}
-		t.Add(&rec)
+		t.Add(rec)
 		if hour.Before(t.Hour) {
 			t.Hour = hour
 		}
@@ -106,6 +91,39 @@ func QueryBy(ctx context.Context, kv jetstream.KeyValue, since, until time.Time,
 		}
 		return tierOrder(a.Tier) < tierOrder(b.Tier)
 	})
+	return out, nil
+}
+
+// Records returns the hourly roll-ups of the hours that overlap [since,
+// until), each with its hour (from its key), unsorted: what a capacity
+// plan reads (services/plan).
+func Records(ctx context.Context, kv jetstream.KeyValue, since, until time.Time) ([]Record, error) {
+	lister, err := kv.ListKeys(ctx)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrNoKeysFound) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("usage: list: %w", err)
+	}
+	first, last := since.UTC().Truncate(time.Hour), until.UTC()
+	store := newStore(kv)
+	var out []Record
+	for key := range lister.Keys() {
+		hour, ok := hourOf(key)
+		if !ok || hour.Before(first) || !hour.Before(last) {
+			continue
+		}
+		e, err := store.Get(ctx, key)
+		if err != nil {
+			return nil, err
+		}
+		if !e.Exists {
+			continue
+		}
+		rec := e.Value
+		rec.Hour = hour
+		out = append(out, rec)
+	}
 	return out, nil
 }
 

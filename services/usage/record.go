@@ -1,7 +1,10 @@
 // Package usage owns the figures people bring to a quota discussion: per
 // team, pool and tier, how many calls were made, how they ended, the
 // tokens they used (and how many of the prompt's were cached), what they
-// cost, the 429s they met, and how long they waited, rolled up per hour
+// cost, the 429s they met, and how long they waited (and how many waited
+// past their tier's target_wait or failed for lack of capacity, when they
+// arrived by the minute, and which regions served them: what
+// services/plan needs), rolled up per hour
 // in KV bucket SLUICE_USAGE so that they survive restarts (kept
 // streams.usage_max_age, 90 days).
 //
@@ -53,6 +56,42 @@ type Record struct {
 	EstimatedCost map[string]float64 `json:"estimated_cost,omitempty"`
 	// Wait is the distribution of the time calls waited for admission.
 	Wait Histogram `json:"wait"`
+	// Late counts the calls that waited for admission longer than their
+	// tier's target (tiers.<tier>.target_wait, as configured when the
+	// call ended) and were not Unserved: Late plus Unserved is the unmet
+	// demand, each call counted once.
+	Late int64 `json:"late,omitempty"`
+	// Unserved counts the calls that failed for lack of capacity: refused
+	// queue_full, past their deadline before any provider request
+	// (deadline_exceeded with no attempt: they waited it out), or given
+	// up on after the providers kept answering 429 (rate_limited).
+	Unserved int64 `json:"unserved,omitempty"`
+	// ByMinute counts the calls by the minute of the hour they arrived
+	// in (their results' accepted_at), so that a plan sees the busiest
+	// minute and not only the hour's average; nil when none was counted.
+	ByMinute []int64 `json:"by_minute,omitempty"`
+	// Regions counts the calls that made a provider request by the region
+	// of the deployment of their last (a region no deployment is in is
+	// config.Unknown): where the demand was served.
+	Regions map[string]int64 `json:"regions,omitempty"`
+}
+
+// Minutes is the length of Record.ByMinute.
+const Minutes = 60
+
+// Unserved reports whether a result is of a call that failed for lack of
+// capacity (see Record.Unserved).
+func Unserved(res *messages.Result) bool {
+	if res.Error == nil {
+		return false
+	}
+	switch res.Error.Code {
+	case messages.CodeQueueFull, messages.CodeRateLimited:
+		return true
+	case messages.CodeDeadlineExceeded:
+		return res.Attempts == 0
+	}
+	return false
 }
 
 // Add merges o into r.
@@ -74,6 +113,22 @@ func (r *Record) Add(o *Record) {
 	r.Cost = addCosts(r.Cost, o.Cost)
 	r.EstimatedCost = addCosts(r.EstimatedCost, o.EstimatedCost)
 	r.Wait.Add(&o.Wait)
+	r.Late += o.Late
+	r.Unserved += o.Unserved
+	if len(o.ByMinute) > 0 {
+		if len(r.ByMinute) != Minutes {
+			r.ByMinute = append(r.ByMinute, make([]int64, Minutes-min(len(r.ByMinute), Minutes))...)[:Minutes]
+		}
+		for i, n := range o.ByMinute[:min(len(o.ByMinute), Minutes)] {
+			r.ByMinute[i] += n
+		}
+	}
+	for region, n := range o.Regions {
+		if r.Regions == nil {
+			r.Regions = map[string]int64{}
+		}
+		r.Regions[region] += n
+	}
 }
 
 // AddCost counts a result's cost.

@@ -75,7 +75,40 @@ func NewRecorder(kv jetstream.KeyValue, c RecorderConfig) *Recorder {
 // Result records a call's terminal result, under the pool of the model it
 // asked for.
 func (r *Recorder) Result(res *messages.Result) {
+	var cfg *config.Config
+	if r.shared != nil {
+		cfg = r.shared.Load()
+	}
+	wait := time.Duration(res.Timings.QueuedMS * float64(time.Millisecond))
+	target := config.DefaultTargetWait[res.Tier]
+	if cfg != nil && res.Tier.Valid() && cfg.Tiers.Policy(res.Tier).TargetWait > 0 {
+		target = cfg.Tiers.Policy(res.Tier).TargetWait
+	}
+	arrived := res.Timings.AcceptedAt
+	if arrived.IsZero() {
+		arrived = r.clock()
+	}
+	region := ""
+	if res.Region != "" && res.Attempts > 0 {
+		region = regionLabel(cfg, res.Deployment, res.Region)
+	}
 	r.with(res.Team, res.Model, res.Tier, func(rec *Record) {
+		switch {
+		case Unserved(res):
+			rec.Unserved++
+		case target > 0 && wait > target:
+			rec.Late++
+		}
+		if rec.ByMinute == nil {
+			rec.ByMinute = make([]int64, Minutes)
+		}
+		rec.ByMinute[arrived.UTC().Minute()]++
+		if region != "" {
+			if rec.Regions == nil {
+				rec.Regions = map[string]int64{}
+			}
+			rec.Regions[region]++
+		}
 		rec.Calls++
 		rec.Attempts += int64(res.Attempts)
 		if res.Error == nil {
@@ -93,8 +126,27 @@ func (r *Recorder) Result(res *messages.Result) {
 			rec.TotalTokens += u.TotalTokens
 		}
 		rec.AddCost(res.Cost)
-		rec.Wait.Observe(time.Duration(res.Timings.QueuedMS * float64(time.Millisecond)))
+		rec.Wait.Observe(wait)
 	})
+}
+
+// regionLabel is region if a deployment of cfg is in it (looked up by
+// the result's deployment first: no walk of every pool for most
+// results), else config.Unknown.
+func regionLabel(cfg *config.Config, deployment, region string) string {
+	if cfg != nil {
+		if d, ok := cfg.Deployment(deployment); ok && d.Region == region {
+			return region
+		}
+		for _, p := range cfg.Pools {
+			for _, d := range p.Deployments {
+				if d.Region == region {
+					return region
+				}
+			}
+		}
+	}
+	return config.Unknown
 }
 
 // Met429 records a provider 429 met by one of team's attempts.

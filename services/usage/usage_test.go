@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicehq/sluice/messages"
+	"github.com/sluicehq/sluice/services/config"
 	"github.com/sluicehq/sluice/services/usage"
 	"github.com/sluicehq/sluice/test/natstest"
 )
@@ -163,5 +164,71 @@ func TestCostsAddUpByDay(t *testing.T) {
 	}
 	if _, err := usage.QueryBy(ctx, kv, day1, day2, usage.Period("week")); err == nil {
 		t.Error("a query by week is not one sluice knows, yet it was answered")
+	}
+}
+
+// Roll-ups count what a capacity plan needs: the calls that waited past
+// their tier's target (late), those that failed for lack of capacity
+// (unserved, never late too), the calls
+// by the minute they arrived in, and the regions that served them.
+func TestRollupsCountUnmetDemand(t *testing.T) {
+	_, kv := usageBucket(t, jetstream.KeyValueConfig{Bucket: messages.BucketUsage})
+	ctx := t.Context()
+	hour := time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC)
+	cfg := &config.Config{
+		Teams: map[string]*config.Team{"a": {}},
+		Pools: map[string]*config.Pool{"m": {Deployments: []*config.Deployment{{ID: "d1", Region: "r1"}}}},
+	}
+	cfg.Tiers.Standard.TargetWait = time.Second
+	r := usage.NewRecorder(kv, usage.RecorderConfig{Shared: config.NewLive(cfg), Clock: func() time.Time { return hour.Add(40 * time.Minute) }})
+	at := func(min int) messages.Timings {
+		return messages.Timings{AcceptedAt: hour.Add(time.Duration(min) * time.Minute)}
+	}
+	call := func(waitMS float64, minute, attempts int, region string, code messages.Code) {
+		res := &messages.Result{Team: "a", Model: "m", Tier: messages.TierStandard, Attempts: attempts, Region: region, Timings: at(minute)}
+		res.Timings.QueuedMS = waitMS
+		if code != "" {
+			res.Error = &messages.Error{Code: code}
+		}
+		r.Result(res)
+	}
+	call(10, 7, 1, "r1", "")                                                    // in time
+	call(2500, 7, 1, "r1", "")                                                  // waited past 1s
+	call(1000, 7, 1, "elsewhere", "")                                           // exactly the target: in time
+	call(0, 8, 0, "", messages.CodeQueueFull)                                   // refused: unserved
+	call(30000, 8, 0, "", messages.CodeDeadlineExceeded)                        // waited out its deadline: unserved, not late
+	call(10, 9, 2, "r1", messages.CodeDeadlineExceeded)                         // timed out at the provider: not for lack of capacity
+	call(5, 9, 5, "r1", messages.CodeRateLimited)                               // the provider kept answering 429: unserved
+	call(5, 59, 1, "r1", messages.CodeProviderError)                            // a provider error: served
+	r.Result(&messages.Result{Team: "a", Model: "m", Tier: messages.TierBatch}) // no accepted_at: the clock's minute
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	totals, err := usage.Query(ctx, kv, hour, hour.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(totals) != 2 {
+		t.Fatalf("totals %+v", totals)
+	}
+	std, batch := totals[0], totals[1]
+	if std.Calls != 8 || std.Late != 1 || std.Unserved != 3 {
+		t.Errorf("late %d (want 1), unserved %d (want 3) of %d calls", std.Late, std.Unserved, std.Calls)
+	}
+	want := make([]int64, usage.Minutes)
+	want[7], want[8], want[9], want[59] = 3, 2, 2, 1
+	if len(std.ByMinute) != usage.Minutes {
+		t.Fatalf("by minute %v", std.ByMinute)
+	}
+	for i := range want {
+		if std.ByMinute[i] != want[i] {
+			t.Fatalf("by minute %v, want %v", std.ByMinute, want)
+		}
+	}
+	if len(std.Regions) != 2 || std.Regions["r1"] != 5 || std.Regions[config.Unknown] != 1 {
+		t.Errorf("regions %v, want r1 5 and unknown 1 (calls that made no request have none)", std.Regions)
+	}
+	if batch.ByMinute[40] != 1 || batch.Late != 0 {
+		t.Errorf("batch %+v", batch.Record)
 	}
 }
