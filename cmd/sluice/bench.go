@@ -19,7 +19,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var acc bench.AccuracyOptions
 	var gw bench.GatewayOptions
 	mode := fs.String("mode", "throughput", "throughput: calls/s and added latency against a JetStream baseline; accuracy: 429s and capacity used under twice the demand; fairness: teams' shares and critical waits under three times the demand; gateway: latency the HTTP gateway and sluice add over calling the provider directly; drain: how fast a backlog drains against the unsaturated end-to-end rate, and critical waits meanwhile")
-	fs.DurationVar(&acc.Duration, "duration", 60*time.Second, "accuracy, fairness: how long to offer the demand (default for accuracy 65s); gateway: each measurement (default there 5s)")
+	fs.DurationVar(&acc.Duration, "duration", 60*time.Second, "accuracy, fairness: how long to offer the demand (default for accuracy 65s); gateway: each measurement (default there 5s); drain: the longest the backlog drains after publishing, what is left then is abandoned")
 	rates := fs.String("rates", "100,1000", "gateway: arrival rates, calls per second, comma-separated")
 	fs.DurationVar(&gw.ProviderLatency, "provider-latency", time.Millisecond, "gateway: the fake provider's fixed latency, the same on both paths")
 	fs.Float64Var(&acc.Demand, "demand", 2, "accuracy: demand as a multiple of the capacity")
@@ -108,6 +108,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		if set["rate"] {
 			dr.CriticalRate = o.Rate
+		}
+		if durationSet {
+			dr.Duration = acc.Duration
 		}
 		dr.Dispatchers, dr.Logger = o.Dispatchers, log
 		rep, err := bench.RunDrain(ctx, dr)

@@ -14,19 +14,23 @@ func printDrain(w io.Writer, r *bench.DrainReport) {
 	b, d := r.Baseline, r.Drain
 	fmt.Fprintf(w, "unsaturated end to end (%d calls, at most %d in flight): %8.0f calls/s  (%d failed, %.0f µs CPU/call)\n", b.Calls, b.Window, b.PerSecond, b.Failed, b.CPUMicrosPerCall)
 	fmt.Fprintf(w, "backlog of %d batch calls, published in %.1fs, %d still waiting then\n", d.Backlog, d.PublishSeconds, d.WaitingAfterPublish)
-	fmt.Fprintf(w, "  drain, after publishing:      %8.0f calls/s  over %.1fs  (%d failed, %.0f µs CPU/call)\n", d.PerSecond, d.Seconds, d.Failed, d.CPUMicrosPerCall)
+	fmt.Fprintf(w, "  drain, after publishing:      %8.0f calls/s  (%d calls over %.1fs, %d failed, %.0f µs CPU/call)\n", d.PerSecond, d.Drained, d.Seconds, d.Failed, d.CPUMicrosPerCall)
+	if d.Left > 0 {
+		fmt.Fprintf(w, "  left undrained when the time (--duration) was up: %d\n", d.Left)
+	}
 	fmt.Fprintf(w, "  overall, publishing included: %8.0f calls/s\n", d.OverallPerSecond)
 	fmt.Fprintf(w, "  drain / unsaturated:          %8.2f\n\n", r.Ratio)
 	c := r.Critical
-	fmt.Fprintf(w, "critical calls at %.0f/s meanwhile (%d, %d failed), ms      p50      p99      max\n", c.Rate, c.Calls, c.Failed)
+	fmt.Fprintf(w, "critical calls at %.0f/s meanwhile (%d, %d failed, %d unanswered), ms  p50      p99      max\n", c.Rate, c.Calls, c.Failed, c.Unanswered)
 	fmt.Fprintf(w, "  queued (Timings.QueuedMS)                       %8.2f %8.2f %8.2f\n", c.QueuedP50MS, c.QueuedP99MS, c.QueuedMaxMS)
 	fmt.Fprintf(w, "  publish to result                               %8.2f %8.2f %8.2f\n\n", c.ResultP50MS, c.ResultP99MS, c.ResultMaxMS)
 	m := r.Memory
 	fmt.Fprintf(w, "heap in use (whole process, after a GC): %.1f MiB before the backlog, %.1f MiB with %d calls waiting\n", mib(m.HeapBeforeBytes), mib(m.HeapPeakBytes), m.Waiting)
-	fmt.Fprintf(w, "  %.0f bytes per waiting call (an upper bound for the dispatchers: NATS's share included); the calls stream stores %.0f bytes per call\n\n", m.BytesPerWaiting, m.StreamBytesPerWaiting)
+	fmt.Fprintf(w, "  %.0f bytes per waiting call (an upper bound for the dispatchers: NATS's share included); the calls stream stores %.0f bytes per call\n", m.BytesPerWaiting, m.StreamBytesPerWaiting)
+	fmt.Fprintf(w, "  calls held by the dispatchers (delivered, unacknowledged) / not yet delivered: %d / %d then, %d / %d at the end\n\n", m.HeldByDispatchers, m.NotDelivered, m.HeldByDispatchersAtEnd, m.NotDeliveredAtEnd)
 	fmt.Fprintf(w, "targets (issue 11)\n")
 	fmt.Fprintf(w, "  drain >= %.1f x unsaturated:  %s (%.2f)\n", bench.DrainTargetRatio, met(r.DrainTargetMet), r.Ratio)
-	fmt.Fprintf(w, "  critical p99 <= %.0f ms:       %s (%.2f ms)\n", bench.CriticalTargetP99MS, met(r.CriticalTargetMet), c.QueuedP99MS)
+	fmt.Fprintf(w, "  critical p99 <= %.0f ms:       %s (%.2f ms, %d unanswered)\n", bench.CriticalTargetP99MS, met(r.CriticalTargetMet), c.QueuedP99MS, c.Unanswered)
 }
 
 func met(ok bool) string {

@@ -33,14 +33,17 @@ func TestRunDrain(t *testing.T) {
 	if d.WaitingAfterPublish < 0 || d.WaitingAfterPublish > d.Backlog {
 		t.Errorf("drain: %d waiting after publishing a backlog of %d", d.WaitingAfterPublish, d.Backlog)
 	}
-	if d.WaitingAfterPublish > 0 && (d.Seconds <= 0 || d.PerSecond <= 0) {
+	if done := d.Backlog - d.WaitingAfterPublish; done+d.Drained+d.Left != d.Backlog || d.Left < 0 {
+		t.Errorf("drain: %d done while publishing, %d drained, %d left, of %d", done, d.Drained, d.Left, d.Backlog)
+	}
+	if d.Drained > 0 && (d.Seconds <= 0 || d.PerSecond <= 0) {
 		t.Errorf("drain: %d waiting, drained at %v/s over %vs", d.WaitingAfterPublish, d.PerSecond, d.Seconds)
 	}
 	if rep.Ratio != ratio(d.PerSecond, b.PerSecond) {
 		t.Errorf("ratio %v, want %v / %v", rep.Ratio, d.PerSecond, b.PerSecond)
 	}
 	c := rep.Critical
-	if c.Rate != 50 || c.Calls == 0 || c.Failed != 0 {
+	if c.Rate != 50 || c.Calls == 0 || c.Failed != 0 || c.Unanswered < 0 || c.Unanswered > c.Calls {
 		t.Errorf("critical: %+v", c)
 	}
 	if c.QueuedP50MS < 0 || c.QueuedP99MS < c.QueuedP50MS || c.QueuedMaxMS < c.QueuedP99MS ||
@@ -51,10 +54,13 @@ func TestRunDrain(t *testing.T) {
 	if m.HeapBeforeBytes == 0 || m.HeapPeakBytes == 0 || m.Waiting < 0 || m.Waiting > d.WaitingAfterPublish {
 		t.Errorf("memory: %+v, with %d waiting after publishing", m, d.WaitingAfterPublish)
 	}
+	if m.HeldByDispatchers < 0 || m.HeldByDispatchers > d.Backlog+c.Calls || m.NotDelivered > uint64(d.Backlog+c.Calls) {
+		t.Errorf("memory: %+v", m)
+	}
 	if m.Waiting > 0 && (m.BytesPerWaiting == 0 || m.StreamBytesPerWaiting <= 0) {
 		t.Errorf("memory: %+v", m)
 	}
-	if rep.DrainTargetMet != (rep.Ratio >= DrainTargetRatio) || rep.CriticalTargetMet != (c.QueuedP99MS <= CriticalTargetP99MS) {
+	if rep.DrainTargetMet != (rep.Ratio >= DrainTargetRatio) || rep.CriticalTargetMet != (c.Unanswered == 0 && c.QueuedP99MS <= CriticalTargetP99MS) {
 		t.Errorf("targets met %v and %v, for a ratio of %v and a critical p99 of %v ms", rep.DrainTargetMet, rep.CriticalTargetMet, rep.Ratio, c.QueuedP99MS)
 	}
 }
