@@ -27,7 +27,14 @@ func printDrain(w io.Writer, r *bench.DrainReport) {
 	m := r.Memory
 	fmt.Fprintf(w, "heap in use (whole process, after a GC): %.1f MiB before the backlog, %.1f MiB with %d calls waiting\n", mib(m.HeapBeforeBytes), mib(m.HeapPeakBytes), m.Waiting)
 	fmt.Fprintf(w, "  %.0f bytes per waiting call (an upper bound for the dispatchers: NATS's share included); the calls stream stores %.0f bytes per call\n", m.BytesPerWaiting, m.StreamBytesPerWaiting)
-	fmt.Fprintf(w, "  calls held by the dispatchers (delivered, unacknowledged) / not yet delivered: %d / %d then, %d / %d at the end\n\n", m.HeldByDispatchers, m.NotDelivered, m.HeldByDispatchersAtEnd, m.NotDeliveredAtEnd)
+	fmt.Fprintf(w, "  where the calls without a result were   not delivered  held by dispatchers  at executors\n")
+	for _, at := range []struct {
+		name string
+		b    bench.Backlog
+	}{{"all published", r.AfterPublish}, {"end of the drain", r.AtEnd}} {
+		fmt.Fprintf(w, "    %-36s %13d  %19d  %12d\n", at.name, at.b.NotDelivered, at.b.HeldByDispatchers, at.b.AtExecutors)
+	}
+	fmt.Fprintln(w)
 	fmt.Fprintf(w, "targets (issue 11)\n")
 	fmt.Fprintf(w, "  drain >= %.1f x unsaturated:  %s (%.2f)\n", bench.DrainTargetRatio, met(r.DrainTargetMet), r.Ratio)
 	fmt.Fprintf(w, "  critical p99 <= %.0f ms:       %s (%.2f ms, %d unanswered)\n", bench.CriticalTargetP99MS, met(r.CriticalTargetMet), c.QueuedP99MS, c.Unanswered)

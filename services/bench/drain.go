@@ -91,6 +91,10 @@ type DrainReport struct {
 	Ratio    float64       `json:"ratio"`
 	Critical CriticalWaits `json:"critical"`
 	Memory   DrainMemory   `json:"memory"`
+	// AfterPublish is where the backlog was when it was all published,
+	// AtEnd when the drain was over.
+	AfterPublish Backlog `json:"after_publish"`
+	AtEnd        Backlog `json:"at_end"`
 	// ProviderRefused counts the fake provider's 429s: there should be
 	// none, its limits are far above the load, so that the dispatchers
 	// (and the machine), not the provider, bound the drain.
@@ -174,14 +178,19 @@ type DrainMemory struct {
 	// StreamBytesPerWaiting is what the calls stream stores per message
 	// at the same moment, for scale.
 	StreamBytesPerWaiting float64 `json:"stream_bytes_per_waiting_call"`
-	// HeldByDispatchers counts the calls the dispatchers' consumer had
-	// delivered and not yet acknowledged at the same moment (what the
-	// dispatchers hold in memory), NotDelivered those still only in the
-	// stream; and the same at the end of the drain.
-	HeldByDispatchers      int    `json:"held_by_dispatchers"`
-	NotDelivered           uint64 `json:"not_delivered"`
-	HeldByDispatchersAtEnd int    `json:"held_by_dispatchers_at_end"`
-	NotDeliveredAtEnd      uint64 `json:"not_delivered_at_end"`
+}
+
+// Backlog is where the calls without a result were at one moment.
+type Backlog struct {
+	// NotDelivered counts the calls the calls stream holds that the
+	// dispatchers' consumer has not delivered yet; HeldByDispatchers
+	// those it delivered and the dispatchers have not acknowledged yet
+	// (waiting in their queues, or being admitted).
+	NotDelivered      uint64 `json:"not_delivered"`
+	HeldByDispatchers int    `json:"held_by_dispatchers"`
+	// AtExecutors counts the admitted work waiting for, or held by, the
+	// executors, over every region.
+	AtExecutors uint64 `json:"at_executors"`
 }
 
 // drainYAML is benchYAML with room for the whole backlog: the team's
@@ -346,8 +355,9 @@ func drain(ctx context.Context, stack *devstack.Stack, js jetstream.JetStream, c
 	runtime.GC()
 	runtime.ReadMemStats(&peak)
 	waiting := o.Backlog - int(col.backlog.got.Load())
-	streamBytes, held, undelivered := callsState(ctx, js)
-	rep.Memory = DrainMemory{HeapBeforeBytes: before.HeapInuse, HeapPeakBytes: peak.HeapInuse, Waiting: waiting, HeldByDispatchers: held, NotDelivered: undelivered}
+	var streamBytes uint64
+	rep.AfterPublish, streamBytes = where(ctx, js, stack)
+	rep.Memory = DrainMemory{HeapBeforeBytes: before.HeapInuse, HeapPeakBytes: peak.HeapInuse, Waiting: waiting}
 	if waiting > 0 {
 		rep.Memory.BytesPerWaiting = (float64(peak.HeapInuse) - float64(before.HeapInuse)) / float64(waiting)
 		rep.Memory.StreamBytesPerWaiting = float64(streamBytes) / float64(max(waiting, 1))
@@ -364,7 +374,7 @@ func drain(ctx context.Context, stack *devstack.Stack, js jetstream.JetStream, c
 	}
 	got := int(col.backlog.got.Load())
 	cpuUsed := processCPU() - cpu
-	_, rep.Memory.HeldByDispatchersAtEnd, rep.Memory.NotDeliveredAtEnd = callsState(ctx, js)
+	rep.AtEnd, _ = where(ctx, js, stack)
 	if err := stop(); err != nil {
 		return fmt.Errorf("critical calls: %w", err)
 	}
@@ -384,23 +394,25 @@ func drain(ctx context.Context, stack *devstack.Stack, js jetstream.JetStream, c
 	return nil
 }
 
-// callsState is what the calls stream stores, and how many of its calls
-// the dispatchers' consumer has delivered and not yet had acknowledged,
-// and not yet delivered.
-func callsState(ctx context.Context, js jetstream.JetStream) (bytes uint64, held int, undelivered uint64) {
-	name, err := js.StreamNameBySubject(ctx, messages.CallSubject("bench", messages.TierBatch))
-	if err != nil {
-		return 0, 0, 0
+// where finds where the calls without a result are, and what the calls
+// stream stores.
+func where(ctx context.Context, js jetstream.JetStream, stack *devstack.Stack) (b Backlog, streamBytes uint64) {
+	if name, err := js.StreamNameBySubject(ctx, messages.CallSubject("bench", messages.TierBatch)); err == nil {
+		if s, err := js.Stream(ctx, name); err == nil {
+			streamBytes = s.CachedInfo().State.Bytes
+			if c, err := s.Consumer(ctx, streams.DispatcherConsumer); err == nil {
+				b.NotDelivered, b.HeldByDispatchers = c.CachedInfo().NumPending, c.CachedInfo().NumAckPending
+			}
+		}
 	}
-	s, err := js.Stream(ctx, name)
-	if err != nil {
-		return 0, 0, 0
+	for _, region := range stack.Shared.Load().Regions() {
+		name, err := js.StreamNameBySubject(ctx, messages.ExecSubject(region))
+		if err != nil {
+			continue
+		}
+		if c, err := js.Consumer(ctx, name, streams.ExecConsumer(region)); err == nil {
+			b.AtExecutors += c.CachedInfo().NumPending + uint64(c.CachedInfo().NumAckPending)
+		}
 	}
-	bytes = s.CachedInfo().State.Bytes
-	c, err := s.Consumer(ctx, streams.DispatcherConsumer)
-	if err != nil {
-		return bytes, 0, 0
-	}
-	info := c.CachedInfo()
-	return bytes, info.NumAckPending, info.NumPending
+	return b, streamBytes
 }
