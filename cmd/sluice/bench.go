@@ -18,17 +18,19 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var o bench.Options
 	var acc bench.AccuracyOptions
 	var gw bench.GatewayOptions
-	mode := fs.String("mode", "throughput", "throughput: calls/s and added latency against a JetStream baseline; accuracy: 429s and capacity used under twice the demand; fairness: teams' shares and critical waits under three times the demand; gateway: latency the HTTP gateway and sluice add over calling the provider directly")
-	fs.DurationVar(&acc.Duration, "duration", 60*time.Second, "accuracy, fairness: how long to offer the demand (default for accuracy 65s); gateway: each measurement (default there 5s)")
+	mode := fs.String("mode", "throughput", "throughput: calls/s and added latency against a JetStream baseline; accuracy: 429s and capacity used under twice the demand; fairness: teams' shares and critical waits under three times the demand; gateway: latency the HTTP gateway and sluice add over calling the provider directly; drain: how fast a backlog drains against the unsaturated end-to-end rate, and critical waits meanwhile")
+	fs.DurationVar(&acc.Duration, "duration", 60*time.Second, "accuracy, fairness: how long to offer the demand (default for accuracy 65s); gateway: each measurement (default there 5s); drain: the longest the backlog drains after publishing, what is left then is abandoned")
 	rates := fs.String("rates", "100,1000", "gateway: arrival rates, calls per second, comma-separated")
 	fs.DurationVar(&gw.ProviderLatency, "provider-latency", time.Millisecond, "gateway: the fake provider's fixed latency, the same on both paths")
 	fs.Float64Var(&acc.Demand, "demand", 2, "accuracy: demand as a multiple of the capacity")
 	enforcement := fs.String("enforcement", "all", "accuracy: how the fake provider enforces its limits, comma-separated: "+strings.Join(bench.ModelNames(), ", ")+"; or all")
 	rpms := fs.String("rpm", "600,6000", "accuracy: each key's requests per minute, one run per value, comma-separated")
-	fs.IntVar(&o.Calls, "calls", 20000, "calls (and baseline messages) for the throughput measurement")
-	fs.Float64Var(&o.Rate, "rate", 200, "calls per second for the latency measurement")
+	fs.IntVar(&o.Calls, "calls", 20000, "calls (and baseline messages) for the throughput measurement; drain: calls of the unsaturated baseline (default there 10000)")
+	fs.Float64Var(&o.Rate, "rate", 200, "calls per second for the latency measurement; drain: of the critical calls published while the backlog drains (default there 20)")
 	fs.IntVar(&o.LatencyCalls, "latency-calls", 2000, "calls for the latency measurement, through sluice and directly each")
-	fs.IntVar(&o.Dispatchers, "dispatchers", 0, "dispatchers to run (default 1 for throughput, 3 for accuracy)")
+	fs.IntVar(&o.Dispatchers, "dispatchers", 0, "dispatchers to run (default 1 for throughput, 3 for accuracy, 2 for fairness and drain)")
+	var dr bench.DrainOptions
+	fs.IntVar(&dr.Backlog, "backlog", 100_000, "drain: batch calls published at once")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	logLevel := fs.String("log-level", "warn", "debug, info, warn or error")
 	if err := parse(fs, args); err != nil {
@@ -39,8 +41,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	o.Logger = log
-	durationSet := false
-	fs.Visit(func(f *flag.Flag) { durationSet = durationSet || f.Name == "duration" })
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	durationSet := set["duration"]
 	switch *mode {
 	case "gateway":
 		// --duration's default suits the other modes' single
@@ -97,8 +100,29 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return writeJSON(stdout, rep)
 		}
 		printAccuracy(stdout, rep)
+	case "drain":
+		// --calls and --rate default to the throughput mode's figures;
+		// the drain mode has its own unless they are given.
+		if set["calls"] {
+			dr.BaselineCalls = o.Calls
+		}
+		if set["rate"] {
+			dr.CriticalRate = o.Rate
+		}
+		if durationSet {
+			dr.Duration = acc.Duration
+		}
+		dr.Dispatchers, dr.Logger = o.Dispatchers, log
+		rep, err := bench.RunDrain(ctx, dr)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return writeJSON(stdout, rep)
+		}
+		printDrain(stdout, rep)
 	default:
-		return fmt.Errorf("-mode %q: use throughput, accuracy, fairness or gateway", *mode)
+		return fmt.Errorf("-mode %q: use throughput, accuracy, fairness, gateway or drain", *mode)
 	}
 	return nil
 }

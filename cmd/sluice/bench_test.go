@@ -63,3 +63,56 @@ func TestBenchText(t *testing.T) {
 		}
 	}
 }
+
+func TestBenchDrain(t *testing.T) {
+	t.Parallel()
+	code, stdout, stderr := runExecute("bench", "--mode", "drain", "--backlog", "500", "--calls", "200", "--rate", "50", "--json")
+	if code != 0 {
+		t.Fatalf("exit code %d, want 0\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	var rep struct {
+		Baseline struct {
+			Calls     int     `json:"calls"`
+			PerSecond float64 `json:"per_second"`
+		} `json:"baseline"`
+		Drain struct {
+			Backlog   int     `json:"backlog"`
+			PerSecond float64 `json:"per_second"`
+		} `json:"drain"`
+		Ratio    *float64 `json:"ratio"`
+		Critical struct {
+			Rate  float64 `json:"rate"`
+			Calls int     `json:"calls"`
+		} `json:"critical"`
+		Memory struct {
+			BytesPerWaiting *float64 `json:"bytes_per_waiting_call"`
+		} `json:"memory"`
+		DrainMet    *bool `json:"drain_target_met"`
+		CriticalMet *bool `json:"critical_target_met"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatalf("stdout is not the drain report: %v\n%s", err, stdout)
+	}
+	if rep.Baseline.Calls != 200 || rep.Baseline.PerSecond <= 0 {
+		t.Errorf("baseline %+v, want the --calls 200 at a positive rate", rep.Baseline)
+	}
+	if rep.Drain.Backlog != 500 || rep.Critical.Rate != 50 || rep.Critical.Calls == 0 {
+		t.Errorf("drain %+v, critical %+v; want the --backlog 500 and --rate 50", rep.Drain, rep.Critical)
+	}
+	if rep.Ratio == nil || rep.Memory.BytesPerWaiting == nil || rep.DrainMet == nil || rep.CriticalMet == nil {
+		t.Errorf("fields missing:\n%s", stdout)
+	}
+}
+
+func TestBenchDrainText(t *testing.T) {
+	t.Parallel()
+	code, stdout, stderr := runExecute("bench", "--mode", "drain", "--backlog", "300", "--calls", "100")
+	if code != 0 {
+		t.Fatalf("exit code %d, want 0\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	for _, want := range []string{"sluice bench drain on", "unsaturated end to end", "drain, after publishing", "drain / unsaturated", "queued (Timings.QueuedMS)", "bytes per waiting call", "targets (issue 11)", "critical p99 <= 50 ms"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("the report does not say %q:\n%s", want, stdout)
+		}
+	}
+}
