@@ -208,6 +208,16 @@ tiers:
 				capped := sends(func(a simAdmission) bool { return a.team == "capped" })
 				checkAtMost(t, "team capped's sends", capped, limiter.NewLimit(600, 0, burst), ttl)
 			})
+			// The cap binds, not the pool: the team's share of the high
+			// tier by weight (a sixth of what the critical calls, the
+			// guarantee and batch's share leave) is more than its cap.
+			t.Run("cap reached", func(t *testing.T) {
+				capped := sends(func(a simAdmission) bool { return a.team == "capped" && a.at.After(simStart.Add(5*time.Second)) })
+				want := 0.9 * 600 / 60 * (run - 5*time.Second).Seconds()
+				if float64(len(capped)) < want {
+					t.Errorf("team capped (high tier, capped at 600 rpm, a deep queue) had %d calls admitted after the first 5s of %s, want at least %.0f (90%% of its cap)", len(capped), run, want)
+				}
+			})
 			t.Run("critical reserve", func(t *testing.T) {
 				reserve := cfg.Tiers.Critical.Reserve
 				for _, dep := range cfg.Pools["m"].Deployments {
@@ -322,7 +332,7 @@ func TestSimOnceAcrossCrashes(t *testing.T) {
 			// Two crashes at seeded times; the first comes back a minute
 			// later under a new id.
 			for i := range 2 {
-				at := time.Duration(s.rng.Int64N(int64(hour - 5*time.Minute)))
+				at := time.Duration(s.rng.Int64N(int64(hour * 3 / 4)))
 				s.at(simStart.Add(at), func() {
 					if live := s.up(); len(live) > 1 {
 						s.crash(live[s.rng.IntN(len(live))], time.Duration(1-i)*time.Minute)
