@@ -49,6 +49,13 @@ import (
 //     the reports of its attempts go nowhere; it may come back under a
 //     new id.
 //
+// A dispatcher runs a pass when the last one's wait is up, a millisecond
+// after a call is posted to it, and a few after an attempt report (see
+// simReportCoalesce). Left out: the health the executors learn (429s
+// lower no limits here, nothing cools down), max_in_flight slots, late
+// work handed back, stalled regions, cancellations, and the KV's latency
+// and conflicts (limiter.Memory answers at once).
+//
 // Everything random draws from one seeded source, dispatchers' routing
 // included, so a seed replays exactly.
 type sim struct {
