@@ -184,6 +184,9 @@ type Dispatcher struct {
 	claims       *attempts.Store
 	// inflight counts publishes to SLUICE_EXEC not yet acknowledged.
 	inflight sync.WaitGroup
+	// rng orders deployments and jitters retries in route.go: the global
+	// source, or a seeded one in a simulation. Only the scheduler uses it.
+	rng randomness
 }
 
 // publishAckTimeout bounds the wait for JetStream to acknowledge a work
@@ -234,6 +237,7 @@ func newDispatcher(cfg Config) *Dispatcher {
 		leads:        newLeads(),
 		settle:       newSettlements(),
 		scheduled:    newSettlements(),
+		rng:          globalRand{},
 	}
 }
 

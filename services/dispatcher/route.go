@@ -114,9 +114,9 @@ func (d *Dispatcher) admit(ctx context.Context, cfg *config.Config, sh *shares, 
 		// Weighted random order (Efraimidis-Spirakis): sorting by u^(1/w)
 		// draws without replacement with probability proportional to w.
 		if weight := dep.Weight * d.headroom(ctx, dep.ID, lim); weight > 0 {
-			o.key = math.Pow(rand.Float64(), 1/weight)
+			o.key = math.Pow(d.rng.Float64(), 1/weight)
 		} else {
-			o.key = -1 + rand.Float64()*1e-3
+			o.key = -1 + d.rng.Float64()*1e-3
 		}
 		switch {
 		case dep.ID == w.ticket.LastDeployment:
@@ -161,7 +161,7 @@ func (d *Dispatcher) admit(ctx context.Context, cfg *config.Config, sh *shares, 
 			key := nonCriticalKey(o.dep.ID)
 			if err := d.leases.Take(ctx, key, nl, w.need); err != nil {
 				release()
-				wait = min(wait, jittered(err))
+				wait = min(wait, d.jittered(err))
 				continue
 			}
 			got = append(got, taken{key, nl, w.need})
@@ -169,7 +169,7 @@ func (d *Dispatcher) admit(ctx context.Context, cfg *config.Config, sh *shares, 
 		sendAt, err := d.pacer.Admit(ctx, o.dep.ID, o.limit, w.need, ahead, d.leadOf(o.dep.Region))
 		if err != nil {
 			release()
-			wait = min(wait, jittered(err))
+			wait = min(wait, d.jittered(err))
 			if !errors.Is(err, limiter.ErrInsufficient) {
 				d.log.Warn("limiter", "deployment", o.dep.ID, "err", err)
 			}
@@ -211,13 +211,26 @@ func (d *Dispatcher) headroom(ctx context.Context, deployment string, lim limite
 // jittered is how long to wait after a limiter refusal. The jitter keeps
 // dispatchers that found the same bucket short from all coming back at the
 // same instant and racing.
-func jittered(err error) time.Duration {
+func (d *Dispatcher) jittered(err error) time.Duration {
 	wait := shortOf(err)
 	if errors.Is(err, limiter.ErrInsufficient) {
-		wait += time.Duration(rand.Int64N(int64(contendedJitter)))
+		wait += time.Duration(d.rng.Int64N(int64(contendedJitter)))
 	}
 	return wait
 }
+
+// randomness is where routing draws its random numbers: math/rand/v2's
+// global source, or a seeded *rand.Rand in a simulation.
+type randomness interface {
+	Float64() float64
+	Int64N(n int64) int64
+}
+
+// globalRand is math/rand/v2's global source.
+type globalRand struct{}
+
+func (globalRand) Float64() float64     { return rand.Float64() }
+func (globalRand) Int64N(n int64) int64 { return rand.Int64N(n) }
 
 // preference is region's place in prefer (len(prefer) when absent).
 func preference(prefer []string, region string) int {

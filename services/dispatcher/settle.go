@@ -161,6 +161,11 @@ func (d *Dispatcher) onDone(m *nats.Msg) {
 		d.log.Warn("undecodable attempt report", "subject", m.Subject)
 		return
 	}
+	d.noteDone(done)
+}
+
+// noteDone takes an attempt report, decoded (see onDone).
+func (d *Dispatcher) noteDone(done messages.AttemptDone) {
 	key := attemptKey(done.CallID, done.Attempt, done.Admission)
 	if r := d.claim(key); r != nil {
 		if dep, ok := d.cfg.Shared.Load().Deployment(done.Deployment); ok && !done.ReceivedAt.IsZero() {

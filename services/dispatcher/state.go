@@ -40,7 +40,16 @@ func newPeers() *peers { return &peers{state: map[string]peerState{}} }
 // onState records a peer's announcement.
 func (d *Dispatcher) onState(m *nats.Msg) {
 	var s messages.DispatcherState
-	if err := json.Unmarshal(m.Data, &s); err != nil || s.Dispatcher == d.cfg.ID {
+	if err := json.Unmarshal(m.Data, &s); err != nil {
+		return
+	}
+	d.notePeer(s)
+}
+
+// notePeer records a peer's announcement, decoded; this dispatcher's own
+// is ignored.
+func (d *Dispatcher) notePeer(s messages.DispatcherState) {
+	if s.Dispatcher == d.cfg.ID {
 		return
 	}
 	p := peerState{heard: d.cfg.Clock(), waiting: map[string]int{}, served: map[queueKey]float64{}, hungry: map[string]bool{}}
