@@ -115,8 +115,12 @@ func Fit(e Enforcement) (Limit, error) {
 func fitDim(requests bool, perMinute float64, windows []time.Duration, jitter, burst time.Duration, least float64) (float64, float64, error) {
 	sustained := perMinute / 60
 	if len(windows) == 0 {
-		// Whole requests and tokens: a bucket must hold at least one.
-		return sustained, math.Max(math.Max(1, least), sustained*burst.Seconds()), nil
+		// A token bucket of capacity B takes, over any span T, B + r*T;
+		// requests arriving within jitter of their send times, a schedule
+		// of capacity C sends C + r*(T + jitter): C leaves the jitter's
+		// worth of the bucket unused. Whole requests and tokens: a bucket
+		// must hold at least one.
+		return sustained, math.Max(math.Max(1, least), sustained*(burst-jitter).Seconds()), nil
 	}
 	minCap := 1.0
 	type win struct{ span, limit float64 }
@@ -140,7 +144,7 @@ func fitDim(requests bool, perMinute float64, windows []time.Duration, jitter, b
 		smallest = math.Min(smallest, allowed)
 	}
 	if len(ws) == 0 {
-		return sustained, math.Max(math.Max(1, least), sustained*burst.Seconds()), nil
+		return sustained, math.Max(math.Max(1, least), sustained*(burst-jitter).Seconds()), nil
 	}
 	slack := 0.0 // requests come whole: C + r*T < L + 1 keeps the count at L
 	utilization := tokensUtilization

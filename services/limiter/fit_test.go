@@ -202,3 +202,26 @@ func TestTokenBurstOfTheCallsSendsThemBackToBack(t *testing.T) {
 		t.Errorf("%d calls with a burst of %d against %d with the default: want about half again as many", backToBack, reserved, gapped)
 	}
 }
+
+// With no windows, the provider is a token bucket of the rate holding
+// Burst of it: the schedule's capacity leaves the jitter's worth of it
+// free, so that its bound, C + r*(T + jitter), stays within the bucket's,
+// B + r*T.
+func TestFitLeavesATokenBucketTheJitter(t *testing.T) {
+	e := limiter.Enforcement{RPM: 1200, TPM: 120000, Windows: []time.Duration{}, Jitter: 10 * time.Millisecond, Burst: 500 * time.Millisecond}
+	l, err := limiter.Fit(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []struct {
+		name              string
+		rate, capacity, b float64
+	}{{"requests", l.RPM / 60, l.BurstRequests, 1200.0 / 60 * 0.5}, {"tokens", l.TPM / 60, l.BurstTokens, 120000.0 / 60 * 0.5}} {
+		if d.capacity+d.rate*e.Jitter.Seconds() > d.b+1e-9 {
+			t.Errorf("%s: capacity %g + rate %g × jitter exceeds the bucket's %g", d.name, d.capacity, d.rate, d.b)
+		}
+		if d.rate*60 < 0.999*map[string]float64{"requests": 1200, "tokens": 120000}[d.name] {
+			t.Errorf("%s: rate %g/min, want the bucket's whole rate", d.name, d.rate*60)
+		}
+	}
+}
