@@ -248,7 +248,7 @@ func (p *poolPass) yields(t messages.Ticket, open []string, yieldToHigher bool) 
 			continue
 		}
 		for _, k := range c.starved {
-			if k.tier.Rank() < t.Tier.Rank() {
+			if k.tier.Rank() < t.Tier.Rank() || (k.team != t.Team && p.behindShare(k)) {
 				if yieldToHigher {
 					return true
 				}
@@ -266,6 +266,23 @@ func (p *poolPass) yields(t messages.Ticket, open []string, yieldToHigher bool) 
 		}
 	}
 	return false
+}
+
+// behindShare reports whether a peer's starved queue k is behind its
+// team's guarantee or its tier's minimum share in this pool: here, such
+// calls go before every other (see pick), so a peer's go before this
+// dispatcher's ordinary calls too. The buckets are shared, so this
+// dispatcher reads them itself (from the watched cache, no KV operation).
+func (p *poolPass) behindShare(k queueKey) bool {
+	if t, ok := p.cfg.Teams[k.team]; ok {
+		if q, ok := t.Quota(p.pool.Name()); ok {
+			if l, ok := p.shares.guaranteeLimit(q); ok && p.d.credit(p.ctx, guaranteeKey(k.team, p.pool.Name()), l, oneCall) {
+				return true
+			}
+		}
+	}
+	l, ok := p.shares.minShareLimit(k.tier)
+	return ok && p.d.credit(p.ctx, minShareKey(p.pool.Name(), k.tier), l, oneCall)
 }
 
 // releaseDeferred hands back at once what this dispatcher leased on the
