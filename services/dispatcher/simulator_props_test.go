@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -17,6 +18,13 @@ import (
 // Properties of sluice's admission, checked on the simulator (see
 // simulator_test.go) over a handful of seeds each. A failing seed is
 // logged, and replays exactly.
+
+// simFull reports whether the properties run at their full sizes
+// (SLUICE_SIM=full): 100,000 admissions per seed for the shares, an hour
+// of traffic for exactly-once, three to five seeds each. That takes about
+// 25 s, and minutes under the race detector, so the test run (and CI, with
+// -race) checks every property on fewer seeds and shorter runs.
+func simFull() bool { return os.Getenv("SLUICE_SIM") == "full" }
 
 // simSeeds are the seeds each property runs over.
 var simSeeds = []uint64{1, 2, 3, 4, 5}
@@ -73,7 +81,7 @@ func TestSimSharesByWeight(t *testing.T) {
 	// before dispatchers know of each other, too large a part).
 	admissions := 100_000
 	seeds := simSeeds[:3]
-	if testing.Short() {
+	if !simFull() {
 		admissions, seeds = 20_000, seeds[:1]
 	}
 	for _, seed := range seeds {
@@ -114,7 +122,7 @@ func TestSimSharesByWeight(t *testing.T) {
 // batch call decided after it was offered goes out before it.
 func TestSimCriticalBehindBatch(t *testing.T) {
 	seeds := simSeeds
-	if testing.Short() {
+	if !simFull() {
 		seeds = seeds[:1]
 	}
 	for _, seed := range seeds {
@@ -158,7 +166,7 @@ func TestSimCriticalBehindBatch(t *testing.T) {
 // batch tier its minimum share.
 func TestSimSharesHold(t *testing.T) {
 	run, seeds := 3*time.Minute, simSeeds[:3]
-	if testing.Short() {
+	if !simFull() {
 		run, seeds = 30*time.Second, seeds[:2]
 	}
 	for _, seed := range seeds {
@@ -210,12 +218,15 @@ tiers:
 			})
 			// The cap binds, not the pool: the team's share of the high
 			// tier by weight (a sixth of what the critical calls, the
-			// guarantee and batch's share leave) is more than its cap.
+			// guarantee and batch's share leave: about 670 rpm) is more
+			// than its cap, if only by a tenth, so that the high tier's
+			// yielding to peers' guarantees and minimum shares may keep it
+			// a little below.
 			t.Run("cap reached", func(t *testing.T) {
 				capped := sends(func(a simAdmission) bool { return a.team == "capped" && a.at.After(simStart.Add(5*time.Second)) })
-				want := 0.9 * 600 / 60 * (run - 5*time.Second).Seconds()
+				want := 0.85 * 600 / 60 * (run - 5*time.Second).Seconds()
 				if float64(len(capped)) < want {
-					t.Errorf("team capped (high tier, capped at 600 rpm, a deep queue) had %d calls admitted after the first 5s of %s, want at least %.0f (90%% of its cap)", len(capped), run, want)
+					t.Errorf("team capped (high tier, capped at 600 rpm, a deep queue) had %d calls admitted after the first 5s of %s, want at least %.0f (85%% of its cap)", len(capped), run, want)
 				}
 			})
 			t.Run("critical reserve", func(t *testing.T) {
@@ -243,10 +254,10 @@ tiers:
 			}
 			from, until := simStart.Add(5*time.Second), s.now.Add(-10*time.Second)
 			t.Run("guarantee", func(t *testing.T) {
-				checkAtLeast(t, "team guar's sends", sends(func(a simAdmission) bool { return a.team == "guar" }), 1200, burst+ttl+3*50*time.Millisecond, from, until)
+				checkAtLeast(t, "team guar's sends", sends(func(a simAdmission) bool { return a.team == "guar" }), 1200, burst+2*ttl+3*50*time.Millisecond, from, until)
 			})
 			t.Run("minimum share", func(t *testing.T) {
-				checkAtLeast(t, "batch sends", sends(func(a simAdmission) bool { return a.tier == messages.TierBatch }), 0.1*capacity, burst+ttl+3*50*time.Millisecond, from, until)
+				checkAtLeast(t, "batch sends", sends(func(a simAdmission) bool { return a.tier == messages.TierBatch }), 0.1*capacity, burst+2*ttl+3*50*time.Millisecond, from, until)
 			})
 		})
 	}
@@ -279,8 +290,10 @@ func checkAtMost(t *testing.T, what string, sends []time.Time, l limiter.Limit, 
 // checkAtLeast fails t unless every ten seconds from from to until hold
 // at least rpm's share of sends, less slack's worth of it and 2%. The
 // slack is a bucket's capacity, a lease's time between admission and
-// send, and a settlement interval per dispatcher: a soft share is charged
-// when settlements are written, so each dispatcher may admit that much on
+// send, another for what a peer had admitted before it heard it should
+// yield (its deferral frees only what it has not placed yet), and a
+// settlement interval per dispatcher: a soft share is charged when
+// settlements are written, so each dispatcher may admit that much on
 // credit another has spent.
 func checkAtLeast(t *testing.T, what string, sends []time.Time, rpm float64, slack time.Duration, from, until time.Time) {
 	t.Helper()
@@ -310,7 +323,7 @@ func checkAtLeast(t *testing.T, what string, sends []time.Time, rpm float64, sla
 // succeeded, given up by its executor, or answered by a dispatcher.
 func TestSimOnceAcrossCrashes(t *testing.T) {
 	hour, seeds := time.Hour, simSeeds[:3]
-	if testing.Short() {
+	if !simFull() {
 		hour, seeds = 5*time.Minute, seeds[:1]
 	}
 	for _, seed := range seeds {
@@ -367,7 +380,7 @@ func TestSimOnceAcrossCrashes(t *testing.T) {
 // key shared with an outside user (sluice configured for what it leaves).
 func TestSimProviderLimits(t *testing.T) {
 	seeds := simSeeds[:3]
-	if testing.Short() {
+	if !simFull() {
 		seeds = seeds[:1]
 	}
 	for _, seed := range seeds {
@@ -382,7 +395,7 @@ func TestSimProviderLimits(t *testing.T) {
 			s.arrive(arrivals{team: "a", tier: messages.TierStandard, pattern: "bursty", burst: 100, rate: 50, prefill: 1000})
 			s.arrive(arrivals{team: "b", tier: messages.TierStandard, pattern: "poisson", rate: 50, prefill: 1000})
 			run := 5 * time.Minute
-			if testing.Short() {
+			if !simFull() {
 				run = time.Minute
 			}
 			s.run(run, nil)
@@ -420,7 +433,7 @@ func TestSimReplays(t *testing.T) {
 		return h.Sum64(), len(s.admissions)
 	}
 	run, seeds := 4*time.Minute, simSeeds[:2]
-	if testing.Short() {
+	if !simFull() {
 		run, seeds = time.Minute, seeds[:1]
 	}
 	for _, seed := range seeds {
