@@ -18,7 +18,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var o bench.Options
 	var acc bench.AccuracyOptions
 	var gw bench.GatewayOptions
-	mode := fs.String("mode", "throughput", "throughput: calls/s and added latency against a JetStream baseline; accuracy: 429s and capacity used under twice the demand; fairness: teams' shares and critical waits under three times the demand; gateway: latency the HTTP gateway and sluice add over calling the provider directly; drain: how fast a backlog drains against the unsaturated end-to-end rate, and critical waits meanwhile")
+	mode := fs.String("mode", "throughput", "throughput: calls/s and added latency against a JetStream baseline; accuracy: 429s and capacity used under twice the demand; fairness: teams' shares and critical waits under three times the demand; gateway: latency the HTTP gateway and sluice add over calling the provider directly; drain: how fast a backlog drains against the unsaturated end-to-end rate, and critical waits meanwhile; scheduler: one dispatcher's scheduling cost per admission and memory per waiting call at 1,000 to 100,000 waiting over 10 to 1,000 teams, with no NATS")
 	fs.DurationVar(&acc.Duration, "duration", 60*time.Second, "accuracy, fairness: how long to offer the demand (default for accuracy 65s); gateway: each measurement (default there 5s); drain: the longest the backlog drains after publishing, what is left then is abandoned")
 	rates := fs.String("rates", "100,1000", "gateway: arrival rates, calls per second, comma-separated")
 	fs.DurationVar(&gw.ProviderLatency, "provider-latency", time.Millisecond, "gateway: the fake provider's fixed latency, the same on both paths")
@@ -121,8 +121,17 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			return writeJSON(stdout, rep)
 		}
 		printDrain(stdout, rep)
+	case "scheduler":
+		rep, err := bench.RunScheduler(ctx, bench.SchedulerOptions{})
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return writeJSON(stdout, rep)
+		}
+		printScheduler(stdout, rep)
 	default:
-		return fmt.Errorf("-mode %q: use throughput, accuracy, fairness, gateway or drain", *mode)
+		return fmt.Errorf("-mode %q: use throughput, accuracy, fairness, gateway, drain or scheduler", *mode)
 	}
 	return nil
 }

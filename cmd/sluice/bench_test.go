@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"github.com/sluicehq/sluice/services/bench"
 	"strings"
 	"testing"
 )
@@ -113,6 +114,22 @@ func TestBenchDrainText(t *testing.T) {
 	for _, want := range []string{"sluice bench drain on", "unsaturated end to end", "drain, after publishing", "drain / unsaturated", "queued (Timings.QueuedMS)", "bytes per waiting call", "targets (issue 11)", "critical p99 <= 50 ms"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("the report does not say %q:\n%s", want, stdout)
+		}
+	}
+}
+
+// The scheduler mode's report names each row's queue and its figures, and
+// the target.
+func TestBenchSchedulerText(t *testing.T) {
+	rep := &bench.SchedulerReport{Admissions: 100, Rows: []bench.SchedulerRow{
+		{Waiting: 1000, Teams: 10, MicrosPerAdmission: 4, BytesPerWaiting: 470, Ratio: 1, LogRatio: 1},
+		{Waiting: 100000, Teams: 1000, MicrosPerAdmission: 25, BytesPerWaiting: 500, Ratio: 6.25, LogRatio: 1.67},
+	}}
+	var out strings.Builder
+	printScheduler(&out, rep)
+	for _, want := range []string{"sluice bench scheduler on", "µs/admission", "100000    1000         25.00      6.25       1.67            500", "NOT met (worst 25.00 µs, 100000 waiting over 1000 teams)"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("the report does not say %q:\n%s", want, out.String())
 		}
 	}
 }
