@@ -2,9 +2,10 @@ package main
 
 import (
 	"encoding/json"
-	"github.com/sluicehq/sluice/services/bench"
 	"strings"
 	"testing"
+
+	"github.com/sluicehq/sluice/services/bench"
 )
 
 func TestBenchJSON(t *testing.T) {
