@@ -1,6 +1,7 @@
 package dispatcher
 
 import (
+	"container/heap"
 	"math/bits"
 	"sort"
 	"time"
@@ -92,7 +93,7 @@ type tierQueue struct {
 	vtime float64
 	// order is the teams with calls waiting, a heap by start tag and then
 	// name: the order fair queuing serves them in.
-	order []*teamQueue
+	order teamOrder
 	// classes are the waiting calls by the length of their deadline
 	// budget, for deadlineUsed; unbudgeted counts the calls whose
 	// deadline is not after their acceptance.
@@ -512,137 +513,71 @@ func teamBefore(a, b *teamQueue) bool {
 	return a.start < b.start || (a.start == b.start && a.name < b.name)
 }
 
-func (tq *tierQueue) swapOrder(i, j int) {
-	o := tq.order
+// teamOrder is a tier's teams with calls waiting, as a container/heap
+// by teamBefore; each team keeps its index (teamQueue.order).
+type teamOrder []*teamQueue
+
+func (o teamOrder) Len() int           { return len(o) }
+func (o teamOrder) Less(i, j int) bool { return teamBefore(o[i], o[j]) }
+func (o teamOrder) Swap(i, j int) {
 	o[i], o[j] = o[j], o[i]
 	o[i].order, o[j].order = i, j
 }
-
-func (tq *tierQueue) upOrder(i int) {
-	for i > 0 {
-		parent := (i - 1) / 2
-		if !teamBefore(tq.order[i], tq.order[parent]) {
-			return
-		}
-		tq.swapOrder(i, parent)
-		i = parent
-	}
+func (o *teamOrder) Push(x any) {
+	t := x.(*teamQueue)
+	t.order = len(*o)
+	*o = append(*o, t)
 }
-
-func (tq *tierQueue) downOrder(i int) bool {
-	start, n := i, len(tq.order)
-	for {
-		least := 2*i + 1
-		if least >= n {
-			break
-		}
-		if r := least + 1; r < n && teamBefore(tq.order[r], tq.order[least]) {
-			least = r
-		}
-		if !teamBefore(tq.order[least], tq.order[i]) {
-			break
-		}
-		tq.swapOrder(i, least)
-		i = least
-	}
-	return i > start
-}
-
-func (tq *tierQueue) pushOrder(t *teamQueue) {
-	t.order = len(tq.order)
-	tq.order = append(tq.order, t)
-	tq.upOrder(t.order)
-}
-
-func (tq *tierQueue) fixOrder(t *teamQueue) {
-	if !tq.downOrder(t.order) {
-		tq.upOrder(t.order)
-	}
-}
-
-func (tq *tierQueue) removeOrder(t *teamQueue) {
-	i, last := t.order, len(tq.order)-1
-	if i != last {
-		tq.swapOrder(i, last)
-	}
-	tq.order[last] = nil
-	tq.order = shrink(tq.order[:last])
+func (o *teamOrder) Pop() any {
+	old := *o
+	t := old[len(old)-1]
+	old[len(old)-1] = nil
+	*o = shrink(old[:len(old)-1])
 	t.order = -1
-	if i != last {
-		tq.fixOrder(tq.order[i])
-	}
+	return t
 }
 
-// callHeap is a heap of calls by deadline (slot atDeadline) or by
-// acceptance (atAccepted); slot is also which of a call's places
+func (tq *tierQueue) pushOrder(t *teamQueue)   { heap.Push(&tq.order, t) }
+func (tq *tierQueue) fixOrder(t *teamQueue)    { heap.Fix(&tq.order, t.order) }
+func (tq *tierQueue) removeOrder(t *teamQueue) { heap.Remove(&tq.order, t.order) }
+
+// callHeap is a container/heap of calls by deadline (slot atDeadline) or
+// by acceptance (atAccepted); slot is also which of a call's places
 // (waiting.at) it keeps.
 type callHeap struct {
 	calls []*waiting
 	slot  int
 }
 
-func (h *callHeap) less(i, j int) bool {
+func (h *callHeap) Len() int { return len(h.calls) }
+func (h *callHeap) Less(i, j int) bool {
 	a, b := &h.calls[i].ticket, &h.calls[j].ticket
 	if h.slot == atDeadline {
 		return a.Deadline.Before(b.Deadline)
 	}
 	return a.AcceptedAt.Before(b.AcceptedAt)
 }
-
-func (h *callHeap) swap(i, j int) {
+func (h *callHeap) Swap(i, j int) {
 	c := h.calls
 	c[i], c[j] = c[j], c[i]
 	c[i].at[h.slot], c[j].at[h.slot] = int32(i), int32(j)
 }
-
-func (h *callHeap) up(i int) {
-	for i > 0 {
-		parent := (i - 1) / 2
-		if !h.less(i, parent) {
-			return
-		}
-		h.swap(i, parent)
-		i = parent
-	}
-}
-
-func (h *callHeap) down(i int) bool {
-	start, n := i, len(h.calls)
-	for {
-		least := 2*i + 1
-		if least >= n {
-			break
-		}
-		if r := least + 1; r < n && h.less(r, least) {
-			least = r
-		}
-		if !h.less(least, i) {
-			break
-		}
-		h.swap(i, least)
-		i = least
-	}
-	return i > start
-}
-
-func (h *callHeap) push(w *waiting) {
+func (h *callHeap) Push(x any) {
+	w := x.(*waiting)
 	w.at[h.slot] = int32(len(h.calls))
 	h.calls = append(h.calls, w)
-	h.up(len(h.calls) - 1)
 }
-
-func (h *callHeap) remove(w *waiting) {
-	i, last := int(w.at[h.slot]), len(h.calls)-1
-	if i != last {
-		h.swap(i, last)
-	}
+func (h *callHeap) Pop() any {
+	last := len(h.calls) - 1
+	w := h.calls[last]
 	h.calls[last] = nil
 	h.calls = shrink(h.calls[:last])
 	w.at[h.slot] = -1
-	if i != last && !h.down(i) {
-		h.up(i)
-	}
+	return w
 }
+
+func (h *callHeap) push(w *waiting)   { heap.Push(h, w) }
+func (h *callHeap) remove(w *waiting) { heap.Remove(h, int(w.at[h.slot])) }
 
 // shrink gives back most of a slice's array once it is mostly unused, so
 // a drained backlog does not keep its heaps' size.
