@@ -57,7 +57,8 @@ const (
 // Streams and key-value buckets.
 const (
 	// StreamCalls holds accepted calls and retries until a dispatcher has
-	// settled their fate (work-queue retention).
+	// settled their fate (interest retention: two consumers take calls,
+	// see streams.CallsConfig).
 	StreamCalls = "SLUICE_CALLS"
 	// StreamExec holds admitted work per region until an executor has
 	// finished it (work-queue retention).

@@ -15,6 +15,7 @@ import (
 
 	"github.com/sluicehq/sluice/messages"
 	"github.com/sluicehq/sluice/services/dispatcher"
+	"github.com/sluicehq/sluice/services/streams"
 )
 
 // sharedPoolYAML is pool "m" of one deployment at rpm, teams and tiers as
@@ -460,5 +461,56 @@ func TestRestartEveryDispatcherWithAQueue(t *testing.T) {
 	t.Logf("the last critical call finished %s after the restart; %d of %d batch calls finished after it", lastCritical.Sub(restarted).Round(time.Millisecond), after, len(batch))
 	if after < len(batch)/2 {
 		t.Fatalf("only %d batch calls finished after the last critical one: priorities must hold across the restart", after)
+	}
+}
+
+// Critical calls published behind a backlog that waits in the calls
+// stream itself (more than streams.max_waiting, so the dispatchers hold
+// only part of it) reach a dispatcher through the critical lane and are
+// served next, long before the calls ahead of them in the stream.
+func TestCriticalPassesABacklogInTheStream(t *testing.T) {
+	yaml := sharedPoolYAML(600, "  ops: {}\n", "  batch: {max_utilization: 1}\n")
+	s := startStack(t, stackOptions{yaml: func(u string) string { return yaml(u) + "streams: {max_waiting: 100}\n" }})
+	startDispatcher(t, s, "d1", nil)
+	startExecutors(t, s)
+	nc := connect(t, s)
+	js, _ := jetstream.New(nc)
+	log := watchResults(t, nc, "ops")
+	ctx := t.Context()
+	const backlog = 1000
+	for i := 0; i < backlog; i++ {
+		id := fmt.Sprintf("batch-%04d", i)
+		if _, err := js.PublishAsync("sluice.call.ops.batch", []byte(chatCall(id, "m", 5, `,"timeout_ms":600000`)), jetstream.WithMsgID(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-js.PublishAsyncComplete()
+	// The dispatcher holds max_waiting of them; the rest wait in the
+	// stream, ahead of anything published now.
+	calls, err := js.Stream(ctx, messages.StreamCalls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the dispatcher holds max_waiting calls", 30*time.Second, func() bool {
+		c, err := calls.Consumer(ctx, streams.DispatcherConsumer)
+		return err == nil && c.CachedInfo().NumAckPending == 100
+	})
+	var critical []string
+	for i := 0; i < 5; i++ {
+		id := fmt.Sprintf("critical-%d", i)
+		critical = append(critical, id)
+		if err := publishCall(ctx, js, "ops", "critical", id, chatCall(id, "m", 5, "")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// At 10 calls/s, the 900 calls ahead in the stream take 90 s.
+	log.waitFor(t, critical, 20*time.Second)
+	for _, id := range critical {
+		if r := log.one(t, id); r.Status != messages.StatusOK {
+			t.Fatalf("critical call %s: %+v", id, r.Error)
+		}
+	}
+	if served := len(log.byIDPrefix("batch-")); served > backlog/2 {
+		t.Fatalf("%d of %d batch calls were served before the critical calls: the test must measure behind the backlog", served, backlog)
 	}
 }

@@ -287,8 +287,10 @@ type Streams struct {
 	// UsageMaxAge is how long hourly usage roll-ups are kept. Default 90
 	// days.
 	UsageMaxAge time.Duration `yaml:"usage_max_age,omitempty"`
-	// MaxWaiting bounds the calls that may wait for admission, across all
-	// dispatchers. Default 100000.
+	// MaxWaiting bounds the calls that may wait for admission in the
+	// dispatchers, across all of them, and again the critical calls
+	// (which have a lane of their own: see streams.CallsConfig); the
+	// rest wait in stream SLUICE_CALLS. Default 100000.
 	MaxWaiting int `yaml:"max_waiting,omitempty"`
 	// ResponsesMaxAge is how long the gateways remember which deployment
 	// holds a stored Responses API response (OpenAI keeps them 30 days).

@@ -10,8 +10,8 @@
 // inbox.go, pass.go and decisions.go); the others receive calls, attempt
 // reports, cancellations and peers' announcements and post them to it.
 //
-// Any number of dispatchers share one durable consumer, the deployments'
-// schedules (KV SLUICE_SCHEDULE) and the shares' buckets (KV
+// Any number of dispatchers share two durable consumers (every call, and
+// the critical lane: see streams.CallsConfig), the deployments' schedules (KV SLUICE_SCHEDULE) and the shares' buckets (KV
 // SLUICE_LIMITER). A waiting call stays unacknowledged in the dispatcher
 // that holds it, so if that dispatcher dies JetStream hands the call to
 // another; a call is acknowledged only once its work is stored in
@@ -105,7 +105,7 @@ func (c *Config) defaults() error {
 		return fmt.Errorf("dispatcher: id %q must be 1 to 64 letters, digits, '-' or '_'", c.ID)
 	}
 	if c.AckWait <= 0 {
-		c.AckWait = 30 * time.Second
+		c.AckWait = streams.DefaultAckWait
 	}
 	if c.SettleInterval <= 0 {
 		c.SettleInterval = 50 * time.Millisecond
@@ -135,6 +135,10 @@ type Dispatcher struct {
 	results *results.Publisher
 	stream  jetstream.Stream // SLUICE_RESULTS
 	tracer  trace.Tracer
+	// criticalLane: SLUICE_CALLS has the critical lane (see
+	// streams.CallsConfig), so the critical calls DispatcherConsumer
+	// delivers are copies, acknowledged unread. Set before intake runs.
+	criticalLane bool
 
 	// buckets are the shared buckets of teams' and tiers' shares (caps,
 	// guarantees, minimum shares, the batch gate), leased through leases.
@@ -294,9 +298,19 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	}
 	d.shareCapacity(buckets, schedules, live)
 
-	cons, err := streams.EnsureConsumer(ctx, res.Calls, streams.DispatcherConsumerConfig(live.Streams, d.cfg.AckWait))
-	if err != nil {
-		return err
+	lanes := []jetstream.ConsumerConfig{streams.DispatcherConsumerConfig(live.Streams, d.cfg.AckWait)}
+	if d.criticalLane = streams.HasCriticalLane(res.Calls); d.criticalLane {
+		lanes = append(lanes, streams.CriticalConsumerConfig(live.Streams, d.cfg.AckWait))
+	} else {
+		d.log.Warn("stream " + messages.StreamCalls + " has work-queue retention (made by an older sluice): critical calls wait behind other tiers' backlog in it; delete it while it is empty, and a service makes it again with the critical lane")
+	}
+	var cons []jetstream.Consumer
+	for _, lane := range lanes {
+		c, err := streams.EnsureConsumer(ctx, res.Calls, lane)
+		if err != nil {
+			return err
+		}
+		cons = append(cons, c)
 	}
 	doneSub, err := d.nc.Subscribe(messages.DoneSubject(d.cfg.ID), d.onDone)
 	if err != nil {
@@ -313,17 +327,34 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		return fmt.Errorf("dispatcher: subscribe cancellations: %w", err)
 	}
 	defer func() { _ = cancelSub.Unsubscribe() }()
-	cc, err := cons.Consume(d.intake,
-		jetstream.PullMaxMessages(1024),
-		streams.PullExpiry,
-		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			if !errors.Is(err, jetstream.ErrNoHeartbeat) {
-				d.log.Warn("consume", "err", err)
-			}
-		}))
-	if err != nil {
-		_ = doneSub.Unsubscribe()
-		return fmt.Errorf("dispatcher: consume: %w", err)
+	var consuming []jetstream.ConsumeContext
+	stopConsuming := func() {
+		for _, cc := range consuming {
+			cc.Stop()
+			<-cc.Closed()
+		}
+	}
+	for i, c := range cons {
+		// The critical lane pulls less at a time: its calls are few, and
+		// each waits for none pulled with it.
+		batch := 1024
+		if i > 0 {
+			batch = 64
+		}
+		cc, err := c.Consume(d.intake,
+			jetstream.PullMaxMessages(batch),
+			streams.PullExpiry,
+			jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+				if !errors.Is(err, jetstream.ErrNoHeartbeat) {
+					d.log.Warn("consume", "consumer", c.CachedInfo().Name, "err", err)
+				}
+			}))
+		if err != nil {
+			stopConsuming()
+			_ = doneSub.Unsubscribe()
+			return fmt.Errorf("dispatcher: consume %s: %w", c.CachedInfo().Name, err)
+		}
+		consuming = append(consuming, cc)
 	}
 	d.log.Info("dispatcher started")
 
@@ -338,8 +369,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	go func() { defer loops.Done(); d.usage.Run(loopCtx) }()
 
 	<-ctx.Done()
-	cc.Stop()
-	<-cc.Closed()
+	stopConsuming()
 	stopLoop()
 	loops.Wait()
 

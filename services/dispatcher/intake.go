@@ -14,6 +14,7 @@ import (
 	"github.com/sluicehq/sluice/services/config"
 	"github.com/sluicehq/sluice/services/limiter"
 	"github.com/sluicehq/sluice/services/results"
+	"github.com/sluicehq/sluice/services/streams"
 	"github.com/sluicehq/sluice/services/tokens"
 )
 
@@ -32,6 +33,12 @@ func (d *Dispatcher) intake(msg jetstream.Msg) {
 	kind, team, tier, err := messages.ParseCallSubject(msg.Subject())
 	if err != nil {
 		d.deadLetter(msg, "bad_subject", err.Error())
+		return
+	}
+	if tier == messages.TierCritical && d.criticalLane && meta.Consumer == streams.DispatcherConsumer {
+		// The critical lane has this one (or had it: it stays stored
+		// until both lanes acknowledge it).
+		_ = msg.Ack()
 		return
 	}
 	switch kind {

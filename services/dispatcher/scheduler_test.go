@@ -253,3 +253,22 @@ func TestMeasureScheduler(t *testing.T) {
 		t.Fatal("no waiting calls: want an error")
 	}
 }
+
+// With capacity for a whole backlog at once, a pass admits at most
+// passAdmissions calls of a pool and asks for the next pass at once, so a
+// critical call offered meanwhile waits for that many admissions, not for
+// the backlog.
+func TestSchedulerPassesAreShortUnderABacklog(t *testing.T) {
+	s := newScheduler(t, schedulerYAML(60_000_000, "  ops: {}\n  bulk: {}\n", "tiers:\n  batch: {max_utilization: 1}\n"))
+	bulk := s.offer("bulk", "bulk", messages.TierBatch, 1000, 10, time.Hour)
+	adm, _, wait := s.step()
+	if len(adm) != passAdmissions || wait != 0 {
+		t.Fatalf("first pass admitted %d and would sleep %s; want %d and no sleep", len(adm), wait, passAdmissions)
+	}
+	crit := s.offer("crit", "ops", messages.TierCritical, 1, 10, time.Hour)
+	if adm, _, _ = s.step(); len(adm) == 0 || adm[0].w.ticket.Call.ID != crit[0] {
+		t.Fatalf("the pass after the critical call was offered admitted %d calls, first %v; want %s first", len(adm), adm, crit[0])
+	}
+	s.run(time.Minute, func([]admission, []answer) bool { return s.d.queue.len() == 0 })
+	s.once(bulk, crit)
+}

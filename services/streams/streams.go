@@ -26,9 +26,19 @@ import (
 // Consumer names.
 const (
 	// DispatcherConsumer is the durable consumer on SLUICE_CALLS that every
-	// dispatcher pulls from.
+	// dispatcher pulls from: every call and retry, in stream order.
 	DispatcherConsumer = "dispatchers"
+	// CriticalConsumer is the durable consumer on SLUICE_CALLS of the
+	// critical lane: the calls and retries of tier critical only, so
+	// that they reach a dispatcher ahead of a backlog of other tiers that
+	// waits in the stream (see CallsConfig).
+	CriticalConsumer = "dispatchers_critical"
 )
+
+// DefaultAckWait is the AckWait of the dispatchers' consumers when
+// nothing sets another: how long the calls of a dispatcher that died stay
+// invisible before JetStream hands them to another.
+const DefaultAckWait = 30 * time.Second
 
 // ExecConsumer is the durable consumer on SLUICE_EXEC that the executors of
 // region pull from.
@@ -57,15 +67,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg config.Streams) (*R
 	var r Resources
 	var err error
 	dupWindow := cfg.DuplicateWindow
-	if r.Calls, err = ensureStream(ctx, js, jetstream.StreamConfig{
-		Name:        messages.StreamCalls,
-		Description: "sluice: accepted calls and retries, until a dispatcher settles them",
-		Subjects:    []string{messages.CallSubjects, messages.RetrySubjects},
-		Retention:   jetstream.WorkQueuePolicy,
-		Storage:     jetstream.FileStorage,
-		Replicas:    cfg.Replicas,
-		Duplicates:  dupWindow,
-	}); err != nil {
+	if r.Calls, err = ensureCalls(ctx, js, cfg); err != nil {
 		return nil, err
 	}
 	if r.Exec, err = ensureStream(ctx, js, jetstream.StreamConfig{
@@ -129,6 +131,77 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg config.Streams) (*R
 		*b.into = kv
 	}
 	return &r, nil
+}
+
+// CallsConfig is stream SLUICE_CALLS: accepted calls and retries, until a
+// dispatcher settles them.
+//
+// Its retention is by interest: a message is removed once every consumer
+// whose filter takes it has acknowledged it. Two consumers take calls
+// (see Ensure): DispatcherConsumer takes every call and retry, in stream
+// order, so that one of any subject, a tier nobody knows among them, is
+// answered; CriticalConsumer takes tier critical alone, so that a
+// critical call published behind a backlog of 100,000 batch calls
+// reaches a dispatcher at once instead of after them. A dispatcher
+// handles a critical call from the critical lane and acknowledges the
+// copy DispatcherConsumer delivers at once (see HasCriticalLane). A
+// work-queue stream could not do that: its consumers' filters may not
+// overlap, and no filter says "every tier but critical".
+//
+// An interest stream with no consumer stores nothing it is sent, so
+// Ensure creates both consumers with the stream, before any service
+// publishes a call.
+func CallsConfig(cfg config.Streams) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        messages.StreamCalls,
+		Description: "sluice: accepted calls and retries, until a dispatcher settles them",
+		Subjects:    []string{messages.CallSubjects, messages.RetrySubjects},
+		Retention:   jetstream.InterestPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+		Duplicates:  cfg.DuplicateWindow,
+	}
+}
+
+// ensureCalls creates or updates SLUICE_CALLS and its two consumers.
+//
+// A stream made by a sluice from before the critical lane has
+// work-queue retention, which JetStream cannot change in place. It is
+// kept as it is, with its one consumer: calls of every tier then share
+// one lane (HasCriticalLane says false), as they did, until an operator
+// deletes the stream while it is empty and a service makes it again.
+func ensureCalls(ctx context.Context, js jetstream.JetStream, cfg config.Streams) (jetstream.Stream, error) {
+	s, err := racing(ctx, "stream "+messages.StreamCalls, func(ctx context.Context) (jetstream.Stream, error) {
+		want := CallsConfig(cfg)
+		old, err := js.Stream(ctx, want.Name)
+		switch {
+		case err == nil && old.CachedInfo().Config.Retention == jetstream.WorkQueuePolicy:
+			want.Retention = jetstream.WorkQueuePolicy
+		case err != nil && !errors.Is(err, jetstream.ErrStreamNotFound):
+			return nil, err
+		}
+		return js.CreateOrUpdateStream(ctx, want)
+	}, jetstream.ErrStreamNameAlreadyInUse)
+	if err != nil {
+		return nil, err
+	}
+	lanes := []jetstream.ConsumerConfig{DispatcherConsumerConfig(cfg, DefaultAckWait)}
+	if HasCriticalLane(s) {
+		lanes = append(lanes, CriticalConsumerConfig(cfg, DefaultAckWait))
+	}
+	for _, c := range lanes {
+		if err := createConsumer(ctx, s, c); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// HasCriticalLane reports whether the calls stream s has the critical
+// lane (see CallsConfig): false for a work-queue stream made by an older
+// sluice.
+func HasCriticalLane(s jetstream.Stream) bool {
+	return s.CachedInfo().Config.Retention == jetstream.InterestPolicy
 }
 
 // ResultsConfig is stream SLUICE_RESULTS: one terminal result per call,
@@ -205,6 +278,17 @@ func DispatcherConsumerConfig(cfg config.Streams, ackWait time.Duration) jetstre
 	}
 }
 
+// CriticalConsumerConfig is the durable consumer of the critical lane,
+// which every dispatcher shares too: the calls and retries of tier
+// critical, held as DispatcherConsumerConfig's are.
+func CriticalConsumerConfig(cfg config.Streams, ackWait time.Duration) jetstream.ConsumerConfig {
+	c := DispatcherConsumerConfig(cfg, ackWait)
+	c.Durable = CriticalConsumer
+	c.Description = "sluice dispatchers: critical calls waiting for admission"
+	c.FilterSubjects = []string{messages.CallSubject("*", messages.TierCritical), messages.RetrySubject("*", messages.TierCritical)}
+	return c
+}
+
 // ResponsesMaxBytes bounds bucket SLUICE_RESPONSES (about 100 bytes an
 // entry: ten million responses). A full bucket refuses new entries: the
 // gateway then answers those responses as usual and logs that it could
@@ -248,6 +332,21 @@ func ensureBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.Key
 	return racing(ctx, "bucket "+cfg.Bucket, func(ctx context.Context) (jetstream.KeyValue, error) {
 		return js.CreateOrUpdateKeyValue(ctx, cfg)
 	}, jetstream.ErrStreamNameAlreadyInUse, jetstream.ErrBucketExists)
+}
+
+// createConsumer creates a durable consumer unless it exists: a service
+// that only needs the consumer to exist leaves the settings of the
+// services that use it (the dispatchers' AckWait) as they are.
+func createConsumer(ctx context.Context, s jetstream.Stream, cfg jetstream.ConsumerConfig) error {
+	_, err := racing(ctx, "consumer "+cfg.Durable, func(ctx context.Context) (jetstream.Consumer, error) {
+		c, err := s.CreateConsumer(ctx, cfg)
+		if errors.Is(err, jetstream.ErrConsumerExists) {
+			// It exists with other settings, a dispatcher's: keep them.
+			return s.Consumer(ctx, cfg.Durable)
+		}
+		return c, err
+	})
+	return err
 }
 
 // EnsureConsumer creates or updates a durable consumer, tolerating a race

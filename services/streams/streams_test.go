@@ -368,3 +368,98 @@ func TestEnsureWidensTheResultsStreamToIDsOfSeveralTokens(t *testing.T) {
 		t.Fatalf("SLUICE_RESULTS holds %+v, %v; want 2 results", info, err)
 	}
 }
+
+// SLUICE_CALLS keeps by interest, so Ensure makes both dispatcher lanes
+// with it: a call published before any dispatcher ever ran is stored; a
+// critical call stays stored until both lanes acknowledge it, and a
+// batch call until the one lane that takes it does.
+func TestCallsStreamHasBothLanesFromTheStart(t *testing.T) {
+	srv := natstest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	js, _ := jetstream.New(natstest.Connect(t, srv))
+	res, err := streams.Ensure(ctx, js, streamsConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !streams.HasCriticalLane(res.Calls) {
+		t.Fatalf("a new calls stream has no critical lane: retention %v", res.Calls.CachedInfo().Config.Retention)
+	}
+	for _, subj := range []string{messages.CallSubject("t", messages.TierCritical), messages.CallSubject("t", messages.TierBatch)} {
+		if _, err := js.Publish(ctx, subj, []byte(`{}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stored := func() uint64 {
+		info, err := res.Calls.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.Msgs
+	}
+	if n := stored(); n != 2 {
+		t.Fatalf("calls stored before any dispatcher: %d, want 2", n)
+	}
+	fetchAck := func(consumer string, want int) []string {
+		c, err := res.Calls.Consumer(ctx, consumer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		batch, err := c.FetchNoWait(10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var subjects []string
+		for m := range batch.Messages() {
+			subjects = append(subjects, m.Subject())
+			if err := m.DoubleAck(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if len(subjects) != want {
+			t.Fatalf("consumer %s delivered %v, want %d calls", consumer, subjects, want)
+		}
+		return subjects
+	}
+	fetchAck(streams.DispatcherConsumer, 2)
+	if n := stored(); n != 1 {
+		t.Fatalf("after the general lane acknowledged both calls, %d stored, want the critical one", n)
+	}
+	if got := fetchAck(streams.CriticalConsumer, 1); got[0] != messages.CallSubject("t", messages.TierCritical) {
+		t.Fatalf("critical lane delivered %v", got)
+	}
+	if n := stored(); n != 0 {
+		t.Fatalf("after both lanes acknowledged, %d stored, want 0", n)
+	}
+}
+
+// A calls stream made with work-queue retention (by a sluice from before
+// the critical lane) cannot become an interest stream in place: Ensure
+// keeps it, and its one lane.
+func TestWorkQueueCallsStreamIsKept(t *testing.T) {
+	srv := natstest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	js, _ := jetstream.New(natstest.Connect(t, srv))
+	old := streams.CallsConfig(streamsConfig())
+	old.Retention = jetstream.WorkQueuePolicy
+	if _, err := js.CreateStream(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, messages.CallSubject("t", messages.TierCritical), []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	res, err := streams.Ensure(ctx, js, streamsConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if streams.HasCriticalLane(res.Calls) {
+		t.Fatal("a work-queue calls stream reports a critical lane")
+	}
+	if _, err := res.Calls.Consumer(ctx, streams.CriticalConsumer); !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		t.Fatalf("critical lane on a work-queue stream: %v", err)
+	}
+	if info, _ := res.Calls.Info(ctx); info.State.Msgs != 1 {
+		t.Fatalf("the call stored before Ensure: %d stored, want 1", info.State.Msgs)
+	}
+}
