@@ -45,7 +45,17 @@
 // shared by every dispatcher, and changes it with one compare-and-swap
 // per scope (kvstate.Store.Update): the check and the charge are one
 // atomic step, so concurrent calls never overspend a budget. A call
-// bounded by several scopes is reserved in each, all or nothing.
+// bounded by several scopes is reserved in each, all or nothing. A
+// refusal writes nothing, so a refusal made on the watched cache is
+// made again on the stored count before it stands. [Charges], [Need]
+// and [Spent] turn the configuration and a result into what the ledger
+// counts.
+//
+// Fallbacks: a call a budget cannot hold goes where
+// config.TeamBudget.Fallback (or PoolFallback) says; when it moves (to
+// the batch tier, or another pool), it is charged to the budget that
+// refused it without that budget's limits ([Charge.Unbounded]): its
+// spend counts there, beyond the limit, and shows.
 //
 // What the package does not do: choose what happens to a refused call
 // (config.TeamBudget.Fallback says; admission acts on it), or expire a
