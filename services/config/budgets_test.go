@@ -76,6 +76,14 @@ func TestBudgetsInEffect(t *testing.T) {
 	if _, ok := cfg.Pools["free"].WorstCost(1000); ok {
 		t.Error("an unpriced pool has a worst cost")
 	}
+	// Marshal and Parse keep the budgets.
+	data, err := cfg.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, err := Parse(data); err != nil || !Same(cfg, again) || again.Teams["t"].Budget.PoolFallback("big") != b.PoolFallback("big") {
+		t.Fatalf("round trip: %v\n%s", err, data)
+	}
 
 	cfg, err = Parse([]byte(budgeted("      day: {tokens: 1000}\n      at_limit: batch\n",
 		"budgets: {time_zone: Europe/Paris, warn_at: [0.5, 0.8, 1]}\n")))
@@ -94,7 +102,7 @@ func TestBudgetsInEffect(t *testing.T) {
 		t.Fatalf("warn_at []: %v %v", err, cfg.WarnAt())
 	}
 	// Marshal and Parse keep it all, [] included.
-	data, err := cfg.Marshal()
+	data, err = cfg.Marshal()
 	if err != nil {
 		t.Fatal(err)
 	}
