@@ -32,7 +32,12 @@
 //     soft threshold (config.Config.WarnAt) that the spend crosses is
 //     reported once, as a [Crossing];
 //   - [State.Release] gives back a reservation whose call spent nothing
-//     (it was never sent).
+//     (it was never sent);
+//   - [State.ReserveUntil] is Reserve for a reservation that expires:
+//     one whose settlement never comes (its dispatcher died) is charged
+//     at its worst case at the start of the hour after its until, and
+//     shown as such ([Counter].Expired), rather than held until the
+//     month ends; a late settlement puts the real spend in its place.
 //
 // A state of a past period is never charged: the first operation of a
 // new day or month rolls the count over, and the new period starts at
@@ -58,7 +63,5 @@
 // spend counts there, beyond the limit, and shows.
 //
 // What the package does not do: choose what happens to a refused call
-// (config.TeamBudget.Fallback says; admission acts on it), or expire a
-// reservation whose settlement never comes (it holds its part of the
-// budget until the period ends).
+// (config.TeamBudget.Fallback says; admission acts on it).
 package budget

@@ -150,9 +150,21 @@ func (l *Ledger) State(ctx context.Context, scope Scope) (State, error) {
 // scopes already reserved fails too, the error joins both, and what
 // they held stays reserved until their periods end.
 func (l *Ledger) Reserve(ctx context.Context, charges []Charge, need Amount) (Hold, error) {
+	return l.ReserveUntil(ctx, charges, need, time.Time{})
+}
+
+// ReserveUntil is Reserve for a hold that expires unsettled at the first
+// hour that starts at or after until (State.ReserveUntil): admission
+// passes the call's deadline and a margin, so that the hold of a call
+// whose settlement never comes (its dispatcher died) is charged at its
+// worst case then, rather than held until the month ends. A zero until
+// never expires.
+//
+// Errors: as Reserve's.
+func (l *Ledger) ReserveUntil(ctx context.Context, charges []Charge, need Amount, until time.Time) (Hold, error) {
 	var h Hold
 	for _, c := range charges {
-		res, err := l.reserve(ctx, c, need)
+		res, err := l.reserve(ctx, c, need, until)
 		if err != nil {
 			var r *Refusal
 			if errors.As(err, &r) {
@@ -179,10 +191,10 @@ const releaseTimeout = 5 * time.Second
 // reserve reserves need in one scope. A refusal made on the watched
 // cache, which may be a moment behind, is made again on the stored
 // count: a budget never looks fuller than it is for want of a read.
-func (l *Ledger) reserve(ctx context.Context, c Charge, need Amount) (Reservation, error) {
+func (l *Ledger) reserve(ctx context.Context, c Charge, need Amount, until time.Time) (Reservation, error) {
 	var res Reservation
 	f := func(s State) (State, error) {
-		next, r, err := s.Reserve(l.clock(), l.loc(), c.Limits, need)
+		next, r, err := s.ReserveUntil(l.clock(), l.loc(), c.Limits, need, until)
 		res = r
 		return next, err
 	}

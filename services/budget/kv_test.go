@@ -308,3 +308,30 @@ func TestNoRefusalOnAStaleCache(t *testing.T) {
 		}
 	}
 }
+
+// A hold whose settlement never comes (its dispatcher is gone) is
+// charged at its worst case once its hour of expiry has come, and the
+// budget it held is free again for others.
+func TestHoldOfADeadDispatcherExpires(t *testing.T) {
+	srv := natstest.Start(t)
+	ensure(t, srv)
+	c := &syncClock{t: time.Date(2026, 12, 4, 10, 0, 0, 0, time.UTC)}
+	dead, alive := dispatcher(t, srv, c.now, time.UTC, false), dispatcher(t, srv, c.now, time.UTC, true)
+	ctx := t.Context()
+	ch := []budget.Charge{{Scope: budget.Scope{Team: "t", Pool: "m"}, Limits: budget.Limits{Day: budget.Amount{Tokens: 1000}}}}
+	if _, err := dead.ReserveUntil(ctx, ch, budget.Amount{Tokens: 800}, c.now().Add(5*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alive.ReserveUntil(ctx, ch, budget.Amount{Tokens: 800}, c.now().Add(5*time.Minute)); !errors.Is(err, budget.ErrExhausted) {
+		t.Fatalf("while the dead dispatcher's hold stands: %v", err)
+	}
+	c.set(time.Date(2026, 12, 4, 11, 0, 0, 0, time.UTC))
+	s, err := alive.State(ctx, ch[0].Scope)
+	if err != nil || s.Day.Expired.Tokens != 800 || s.Day.Spent.Tokens != 800 || !s.Day.Reserved.IsZero() {
+		t.Fatalf("after its expiry: %+v %v", s.Day, err)
+	}
+	// Charged at its worst case: 200 of the day are left.
+	if _, err := alive.Reserve(ctx, ch, budget.Amount{Tokens: 200}); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -3,6 +3,7 @@ package budget
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -52,20 +53,94 @@ type Counter struct {
 	// first operation.
 	Period string `json:"period,omitempty"`
 	// Spent is what settled calls spent, their excess included.
-	Spent Amount `json:"spent"`
+	Spent Amount `json:"spent,omitzero"`
 	// Reserved is the worst case of the calls admitted and not settled.
-	Reserved Amount `json:"reserved"`
+	Reserved Amount `json:"reserved,omitzero"`
 	// Over is what settled calls spent beyond their reservations: part
 	// of Spent, counted apart because it is the one way a budget can be
 	// overspent (a provider that charged more than the worst case).
-	Over Amount `json:"over"`
+	Over Amount `json:"over,omitzero"`
 	// Warned is the highest soft threshold that Spent has crossed and
 	// that a Crossing reported; 0 for none.
 	Warned float64 `json:"warned,omitempty"`
+	// Expiring is the part of Reserved that expires unsettled, by the
+	// hour it expires at (ReserveUntil), soonest first.
+	Expiring []Expiring `json:"expiring,omitempty"`
+	// Expired is what reservations that expired unsettled were charged,
+	// at their worst case (their call's settlement never came, as when
+	// its dispatcher died): part of Spent, until a late settlement puts
+	// the real spend in its place.
+	Expired Amount `json:"expired,omitzero"`
 	// Admitted counts the reservations of the period. (Refusals write
 	// nothing, so that a flood of them costs no KV writes: metrics count
 	// them.)
 	Admitted int64 `json:"admitted,omitempty"`
+}
+
+// Expiring is what a counter holds reserved until an hour: Hour is in
+// hours since the Unix epoch, the first hour at whose start it expires.
+type Expiring struct {
+	Hour   int64  `json:"hour"`
+	Amount Amount `json:"amount"`
+}
+
+// expiryHour is the hour (since the Unix epoch) at whose start a
+// reservation held until until expires: the first at or after it.
+func expiryHour(until time.Time) int64 {
+	const h = int64(time.Hour / time.Second)
+	u := until.Unix()
+	return (u + h - 1) / h
+}
+
+// hold adds a to the reservations expiring at hour.
+func (c *Counter) hold(hour int64, a Amount) {
+	for i := range c.Expiring {
+		if c.Expiring[i].Hour == hour {
+			c.Expiring[i].Amount = c.Expiring[i].Amount.Add(a)
+			return
+		}
+	}
+	c.Expiring = append(c.Expiring, Expiring{Hour: hour, Amount: a})
+	slices.SortFunc(c.Expiring, func(x, y Expiring) int { return int(x.Hour - y.Hour) })
+}
+
+// unhold takes a back from the reservations expiring at hour, and
+// reports whether they were still held (not expired).
+func (c *Counter) unhold(hour int64, a Amount) bool {
+	for i := range c.Expiring {
+		if c.Expiring[i].Hour == hour {
+			left := c.Expiring[i].Amount.Sub(a).floor()
+			if left.IsZero() {
+				c.Expiring = slices.Delete(c.Expiring, i, i+1)
+			} else {
+				c.Expiring[i].Amount = left
+			}
+			return true
+		}
+	}
+	return false
+}
+
+// expire charges the reservations that expired by now at their worst
+// case.
+func (c *Counter) expire(now time.Time) {
+	hour := now.Unix() / int64(time.Hour/time.Second)
+	n := 0
+	for _, e := range c.Expiring {
+		if e.Hour > hour {
+			break
+		}
+		c.Reserved = c.Reserved.Sub(e.Amount).floor()
+		c.Spent = c.Spent.Add(e.Amount)
+		c.Expired = c.Expired.Add(e.Amount)
+		n++
+	}
+	if n > 0 {
+		c.Expiring = slices.Delete(c.Expiring, 0, n)
+		if len(c.Expiring) == 0 {
+			c.Expiring = nil
+		}
+	}
 }
 
 // Committed is what the period holds: spent and reserved.
@@ -89,10 +164,10 @@ func (c Counter) Fraction(limit Amount) float64 {
 // and to show yesterday's and last month's totals). The zero State is a
 // scope that has spent nothing.
 type State struct {
-	Day       Counter `json:"day"`
-	Month     Counter `json:"month"`
-	PrevDay   Counter `json:"prev_day"`
-	PrevMonth Counter `json:"prev_month"`
+	Day       Counter `json:"day,omitzero"`
+	Month     Counter `json:"month,omitzero"`
+	PrevDay   Counter `json:"prev_day,omitzero"`
+	PrevMonth Counter `json:"prev_month,omitzero"`
 }
 
 // counters returns the current and previous counters of span.
@@ -108,7 +183,8 @@ var spans = [...]Span{Day, Month}
 
 // At returns the state rolled over to the periods that contain now in
 // loc: a counter of an earlier period becomes the previous one (or is
-// dropped, when it is older still), and the period starts at zero.
+// dropped, when it is older still), and the period starts at zero; and
+// reservations whose hour of expiry has come are charged (Expired).
 // A counter of a later period than now's (written by a dispatcher whose
 // clock is ahead, across a reset) stays current: time never goes back
 // for a scope, and now counts in that later period.
@@ -126,6 +202,12 @@ func (s State) At(now time.Time, loc *time.Location) State {
 		default:
 			*prev = Counter{}
 			*cur = Counter{Period: id}
+		}
+		// Expiring lists are the counters' own: copy before changing,
+		// as s shares them with the value it was passed as.
+		for _, c := range []*Counter{cur, prev} {
+			c.Expiring = slices.Clone(c.Expiring)
+			c.expire(now)
 		}
 	}
 	return s
@@ -149,6 +231,9 @@ type Reservation struct {
 	Amount Amount `json:"amount"`
 	Day    string `json:"day"`
 	Month  string `json:"month"`
+	// Until is the hour it expires at (Expiring.Hour); 0 for one held
+	// until settled or released, or its periods end.
+	Until int64 `json:"until,omitempty"`
 }
 
 // of returns the period ID of span.
@@ -209,7 +294,21 @@ func (r *Refusal) Is(target error) bool { return target == ErrExhausted }
 // state (rolled over) and a *Refusal for the first
 // bound that cannot hold it (the day's before the month's, tokens
 // before money). need is held to 0 and above.
+//
+// The reservation is held until it is settled or released, or its
+// periods end; ReserveUntil bounds it.
 func (s State) Reserve(now time.Time, loc *time.Location, limits Limits, need Amount) (State, Reservation, error) {
+	return s.ReserveUntil(now, loc, limits, need, time.Time{})
+}
+
+// ReserveUntil is Reserve for a reservation that expires, unless it is
+// settled or released before, at the first hour that starts at or after
+// until (the call's deadline and some margin, say): it is then charged
+// at its worst case, as a call without usage is (Counter.Expired), so
+// that a call whose settlement never comes (its dispatcher died) holds
+// its part of the budget for hours, not for the rest of the month. A
+// zero until never expires.
+func (s State) ReserveUntil(now time.Time, loc *time.Location, limits Limits, need Amount, until time.Time) (State, Reservation, error) {
 	s = s.At(now, loc)
 	need = need.floor()
 	for _, span := range spans {
@@ -223,12 +322,22 @@ func (s State) Reserve(now time.Time, loc *time.Location, limits Limits, need Am
 			return s, Reservation{}, r
 		}
 	}
+	var hour int64
+	if !until.IsZero() && !need.IsZero() {
+		// An hour still to come, even for an until already past: an
+		// hour that has come never gets a reservation again, so that
+		// one settled after it expired is told from those held.
+		hour = max(expiryHour(until), now.Unix()/int64(time.Hour/time.Second)+1)
+	}
 	for _, span := range spans {
 		cur, _ := s.counters(span)
 		cur.Reserved = cur.Reserved.Add(need)
 		cur.Admitted++
+		if hour != 0 {
+			cur.hold(hour, need)
+		}
 	}
-	return s, Reservation{Amount: need, Day: s.Day.Period, Month: s.Month.Period}, nil
+	return s, Reservation{Amount: need, Day: s.Day.Period, Month: s.Month.Period, Until: hour}, nil
 }
 
 // Crossing reports a soft threshold that a scope's spend crossed.
@@ -287,8 +396,14 @@ func (s State) Settle(now time.Time, loc *time.Location, res Reservation, actual
 			out.Unrecorded = append(out.Unrecorded, span)
 			continue
 		}
-		c.Reserved = c.Reserved.Sub(res.Amount).floor()
-		c.Spent = c.Spent.Add(charge)
+		if c.release(res) {
+			c.Spent = c.Spent.Add(charge)
+		} else {
+			// It expired, charged at its worst case: the real spend
+			// takes that charge's place.
+			c.Spent = c.Spent.Sub(res.Amount).Add(charge).floor()
+			c.Expired = c.Expired.Sub(res.Amount).floor()
+		}
 		c.Over = c.Over.Add(out.Over)
 		lim := limits.of(span)
 		f := c.Fraction(lim)
@@ -318,9 +433,23 @@ func (s State) Release(now time.Time, loc *time.Location, res Reservation) (Stat
 			gone = append(gone, span)
 			continue
 		}
-		c.Reserved = c.Reserved.Sub(res.Amount).floor()
+		if !c.release(res) {
+			// It expired, charged at its worst case: take that back.
+			c.Spent = c.Spent.Sub(res.Amount).floor()
+			c.Expired = c.Expired.Sub(res.Amount).floor()
+		}
 	}
 	return s, gone
+}
+
+// release takes res back from what c holds reserved, and reports
+// whether it was still held: false when it had expired.
+func (c *Counter) release(res Reservation) bool {
+	if res.Until != 0 && !c.unhold(res.Until, res.Amount) {
+		return false
+	}
+	c.Reserved = c.Reserved.Sub(res.Amount).floor()
+	return true
 }
 
 // find returns the counter of span counting period id: the current or

@@ -1,6 +1,7 @@
 package budget_test
 
 import (
+	"encoding/json"
 	"errors"
 	"slices"
 	"testing"
@@ -244,5 +245,86 @@ func TestNegativeAmountsCountAsZero(t *testing.T) {
 	s, _ = s.Settle(c.now(), time.UTC, r, &budget.Amount{Tokens: -3, Micros: -1}, budget.Limits{}, nil)
 	if !s.Day.Spent.IsZero() {
 		t.Fatalf("spent %+v", s.Day)
+	}
+}
+
+// A reservation that expires unsettled (its dispatcher died) is charged
+// at its worst case at the start of the hour after its until, in every
+// period it was counted in, and shown as expired; a settlement that
+// comes after all puts the real spend in its place, and a release takes
+// it back. One held without an until waits for its settlement.
+func TestReservationsExpireUnsettled(t *testing.T) {
+	c := &clock{time.Date(2026, 12, 4, 10, 10, 0, 0, time.UTC)}
+	var s budget.State
+	lim := budget.Limits{Day: tokens(1000)}
+	reserveUntil := func(n int64, until time.Time) budget.Reservation {
+		t.Helper()
+		next, r, err := s.ReserveUntil(c.now(), time.UTC, lim, tokens(n), until)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s = next
+		return r
+	}
+	a := reserveUntil(300, c.now().Add(20*time.Minute)) // expires at 11:00
+	b := reserveUntil(200, c.now().Add(30*time.Minute)) // 11:00 too
+	d := reserveUntil(100, c.now().Add(-time.Hour))     // past already: 11:00 as well
+	e := reserveUntil(50, c.now().Add(2*time.Hour))     // 13:00
+	forever := reserveUntil(10, time.Time{})
+	c.set(time.Date(2026, 12, 4, 10, 59, 59, 0, time.UTC))
+	if s = s.At(c.now(), time.UTC); s.Day.Reserved.Tokens != 660 || !s.Day.Expired.IsZero() {
+		t.Fatalf("before 11:00: %+v", s.Day)
+	}
+	c.set(time.Date(2026, 12, 4, 11, 0, 0, 0, time.UTC))
+	if s = s.At(c.now(), time.UTC); s.Day.Reserved.Tokens != 60 || s.Day.Spent.Tokens != 600 || s.Day.Expired.Tokens != 600 || s.Month.Expired.Tokens != 600 || len(s.Day.Expiring) != 1 {
+		t.Fatalf("at 11:00: %+v", s.Day)
+	}
+	// A reservation made now for 11:00 goes to 12:00: it is not one of
+	// those that expired.
+	f := reserveUntil(5, c.now())
+	// a settles late, at 100: its 300 become 100.
+	s, st := s.Settle(c.now(), time.UTC, a, &budget.Amount{Tokens: 100}, lim, nil)
+	if s.Day.Spent.Tokens != 400 || s.Day.Expired.Tokens != 300 || s.Day.Reserved.Tokens != 65 || !st.Over.IsZero() {
+		t.Fatalf("a settled late: %+v, %+v", s.Day, st)
+	}
+	// b settles late above its worst case: all of it counts, the excess too.
+	s, st = s.Settle(c.now(), time.UTC, b, &budget.Amount{Tokens: 260}, lim, nil)
+	if s.Day.Spent.Tokens != 460 || s.Day.Over.Tokens != 60 || st.Over.Tokens != 60 || s.Day.Expired.Tokens != 100 {
+		t.Fatalf("b settled late: %+v, %+v", s.Day, st)
+	}
+	// d is released late: it spent nothing.
+	s, _ = s.Release(c.now(), time.UTC, d)
+	if s.Day.Spent.Tokens != 360 || !s.Day.Expired.IsZero() {
+		t.Fatalf("d released late: %+v", s.Day)
+	}
+	// e and f settle in time; forever has not expired.
+	s, _ = s.Settle(c.now(), time.UTC, e, &budget.Amount{Tokens: 40}, lim, nil)
+	s, _ = s.Settle(c.now(), time.UTC, f, &budget.Amount{Tokens: 5}, lim, nil)
+	c.set(time.Date(2026, 12, 4, 23, 0, 0, 0, time.UTC))
+	if s = s.At(c.now(), time.UTC); s.Day.Reserved.Tokens != 10 || s.Day.Spent.Tokens != 405 || !s.Day.Expired.IsZero() || len(s.Day.Expiring) != 0 {
+		t.Fatalf("in the evening: %+v", s.Day)
+	}
+	s, _ = s.Settle(c.now(), time.UTC, forever, &budget.Amount{Tokens: 10}, lim, nil)
+	if !s.Day.Reserved.IsZero() || s.Day.Spent.Tokens != 415 {
+		t.Fatalf("at the end: %+v", s.Day)
+	}
+}
+
+// State's methods leave the value they are called on as it was, lists
+// included: the KV's cache hands its values to them, and a refusal or a
+// lost compare-and-swap must leave the cache unchanged.
+func TestStateMethodsChangeNoSharedMemory(t *testing.T) {
+	now := time.Date(2026, 12, 4, 10, 0, 0, 0, time.UTC)
+	var s budget.State
+	s, a, _ := s.ReserveUntil(now, time.UTC, budget.Limits{}, tokens(10), now.Add(time.Hour))
+	s, _, _ = s.ReserveUntil(now, time.UTC, budget.Limits{}, tokens(20), now.Add(3*time.Hour))
+	before, _ := json.Marshal(s)
+	later := now.Add(90 * time.Minute)
+	s.At(later, time.UTC)
+	s.ReserveUntil(now, time.UTC, budget.Limits{}, tokens(5), now.Add(time.Hour))
+	s.Settle(now, time.UTC, a, nil, budget.Limits{}, nil)
+	s.Release(later, time.UTC, a)
+	if after, _ := json.Marshal(s); string(after) != string(before) {
+		t.Fatalf("changed:\n%s\n%s", before, after)
 	}
 }
