@@ -135,6 +135,34 @@ func (l *Ledger) State(ctx context.Context, scope Scope) (State, error) {
 	return e.Value.At(l.clock(), l.loc()), nil
 }
 
+// States returns the count of every scope in the bucket, rolled over to
+// now, for `sluice status`: from the watched cache while the watcher
+// runs, else read from the KV. Keys that are no scope's are left out;
+// a count that cannot be decoded is an error naming its key, with the
+// others returned.
+//
+// Errors: ErrUnreadable (joined, one per key), the KV's, and ctx's.
+func (l *Ledger) States(ctx context.Context) (map[Scope]State, error) {
+	all, err := l.store.All(ctx)
+	if err != nil {
+		return nil, err
+	}
+	now, loc := l.clock(), l.loc()
+	out := make(map[Scope]State, len(all))
+	var errs []error
+	for key, e := range all {
+		scope, ok := ScopeOfKey(key)
+		switch {
+		case !ok:
+		case e.Err != nil:
+			errs = append(errs, e.Err)
+		default:
+			out[scope] = e.Value.At(now, loc)
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
 // Reserve reserves need (a call's worst case: its tokens, and its money
 // at the highest price it may cost) in each scope of charges, in their
 // order, all or nothing: when a scope refuses, or its update fails, the

@@ -286,6 +286,30 @@ func TestUnreadableCount(t *testing.T) {
 	if _, err := l.State(t.Context(), scope); !errors.Is(err, budget.ErrUnreadable) {
 		t.Fatalf("state of an unreadable count: %v", err)
 	}
+	// The others are listed all the same.
+	other := budget.Scope{Team: "u", Pool: "gpt-4.1"}
+	if _, err := l.Reserve(t.Context(), []budget.Charge{{Scope: other}}, budget.Amount{Tokens: 7}); err != nil {
+		t.Fatal(err)
+	}
+	states, err := l.States(t.Context())
+	if !errors.Is(err, budget.ErrUnreadable) || len(states) != 1 || states[other].Day.Reserved.Tokens != 7 {
+		t.Fatalf("states: %+v, %v", states, err)
+	}
+}
+
+// Keys name their scopes and back; pool names may hold dots.
+func TestScopeKeys(t *testing.T) {
+	for _, s := range []budget.Scope{{Team: "search"}, {Team: "search", Pool: "gpt-4o"}, {Team: "a_b-c", Pool: "gpt-4.1.mini"}} {
+		got, ok := budget.ScopeOfKey(s.Key())
+		if !ok || got != s {
+			t.Errorf("%s: %+v %v", s.Key(), got, ok)
+		}
+	}
+	for _, k := range []string{"", "team.", "team.a.b", "pool.a", "pool..m", "pool.a.", "other.a"} {
+		if s, ok := budget.ScopeOfKey(k); ok {
+			t.Errorf("%q is scope %+v", k, s)
+		}
+	}
 }
 
 // A refusal is never made on a stale view: a dispatcher whose watched

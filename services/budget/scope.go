@@ -1,5 +1,7 @@
 package budget
 
+import "strings"
+
 // Scope is what a budget bounds: a team in all its pools (Pool ""), or
 // a team in one pool.
 type Scope struct {
@@ -22,4 +24,19 @@ func (s Scope) String() string {
 		return "team " + s.Team
 	}
 	return "team " + s.Team + " in pool " + s.Pool
+}
+
+// ScopeOfKey is the scope whose key (Scope.Key) is key, and false for a
+// key that is no scope's.
+func ScopeOfKey(key string) (Scope, bool) {
+	if team, ok := strings.CutPrefix(key, "team."); ok && team != "" && !strings.Contains(team, ".") {
+		return Scope{Team: team}, true
+	}
+	if rest, ok := strings.CutPrefix(key, "pool."); ok {
+		team, pool, ok := strings.Cut(rest, ".")
+		if ok && team != "" && pool != "" {
+			return Scope{Team: team, Pool: pool}, true
+		}
+	}
+	return Scope{}, false
 }
