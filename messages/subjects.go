@@ -87,6 +87,10 @@ const (
 	BucketConcurrency = "SLUICE_CONCURRENCY"
 	// BucketUsage holds usage roll-ups per hour, team, pool and tier.
 	BucketUsage = "SLUICE_USAGE"
+	// BucketBudget holds what each team spent and holds reserved against
+	// its budgets, this day and month and the ones before (one key per
+	// team, and per team and pool: see package budget).
+	BucketBudget = "SLUICE_BUDGET"
 	// BucketConfig holds the live configuration.
 	BucketConfig = "SLUICE_CONFIG"
 	// BucketResponses holds where each stored Responses API response

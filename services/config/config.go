@@ -11,7 +11,9 @@
 // such as pools.gpt-4o-mini.deployments[1].rpm, and all of them are
 // collected in one *ValidationError, which errors.Is matches with
 // ErrInvalid and with the kind of each problem that has one
-// (ErrInvalidPrice, ErrMissingPrice, ErrUnknownCurrency).
+// (ErrInvalidPrice, ErrMissingPrice, ErrUnknownCurrency, ErrInvalidBudget,
+// ErrBudgetTooSmall, ErrUnknownTimeZone, ErrInvalidFallback,
+// ErrFallbackLoop).
 //
 // Prices: a pool's price table (Pool.Prices: per million input, cached
 // input and output tokens, and per request), overridden entry by entry
@@ -20,6 +22,12 @@
 // its Rates, by which executors cost every answer (Rates.Cost from the
 // provider's usage, Rates.Estimate from the reservation when there is
 // none).
+//
+// Budgets: a team's budget (Team.Budget) bounds what it spends, in
+// tokens and in money, per calendar day and month of budgets.time_zone
+// (BudgetLocation), in all its pools and in some of them, and says what
+// happens to a call a budget cannot hold (Fallback, PoolFallback);
+// package budget keeps the count.
 package config
 
 import (
@@ -55,6 +63,9 @@ type Config struct {
 	// Prices sets the currency of the pools' and deployments' price
 	// tables, by which every result's cost is computed.
 	Prices Prices `yaml:"prices,omitempty"`
+	// Budgets sets the time zone of the teams' budgets (Team.Budget) and
+	// their soft thresholds.
+	Budgets Budgets `yaml:"budgets,omitempty"`
 
 	deployments map[string]*Deployment
 	tokens      map[string]string // gateway token hash -> team

@@ -368,6 +368,9 @@ func lookupIn(v reflect.Value, path string) (reflect.Value, reflect.Type, bool) 
 			index, _ = strconv.Atoi(strings.TrimSuffix(part[j+1:], "]"))
 		}
 		for v.Kind() == reflect.Pointer {
+			if v.IsNil() { // a section left out (a team's budget): its type
+				v = reflect.New(v.Type().Elem())
+			}
 			v = v.Elem()
 		}
 		switch v.Kind() {

@@ -80,6 +80,20 @@ var (
 	ErrMissingPrice = errors.New("missing price")
 	// ErrUnknownCurrency: prices.currency is no ISO 4217 currency code.
 	ErrUnknownCurrency = errors.New("unknown currency")
+	// ErrInvalidBudget: a budget is negative, 0, not a number, or names
+	// a pool that does not exist or that the team may not use.
+	ErrInvalidBudget = errors.New("invalid budget")
+	// ErrBudgetTooSmall: a budget is smaller than what one call of a
+	// pool it bounds reserves, so that it would refuse every such call.
+	ErrBudgetTooSmall = errors.New("budget smaller than one call")
+	// ErrUnknownTimeZone: budgets.time_zone is no IANA time zone.
+	ErrUnknownTimeZone = errors.New("unknown time zone")
+	// ErrInvalidFallback: an at_limit is not refuse, batch or
+	// pool:<name>, or moves calls to a tier or a pool the team may not
+	// use, or that does not exist.
+	ErrInvalidFallback = errors.New("invalid fallback")
+	// ErrFallbackLoop: at_limit fallbacks move calls in a loop of pools.
+	ErrFallbackLoop = errors.New("fallback loop")
 )
 
 // Parse parses YAML strictly, fills defaults and validates. Errors are a
@@ -160,6 +174,7 @@ func (c *Config) validate(written map[string]bool) error {
 	c.validateTiers(v)
 	c.validateGuarantees(v)
 	c.validatePrices(v)
+	c.validateBudgets(v)
 	c.guaranteed = map[string][]string{}
 	for pool := range c.Pools {
 		c.guaranteed[pool] = c.guaranteedIn(pool)

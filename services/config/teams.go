@@ -34,6 +34,9 @@ type Team struct {
 	// tokens that identify the team at the HTTP gateway. The tokens
 	// themselves are never stored.
 	Tokens []string `yaml:"tokens,omitempty"`
+	// Budget bounds what the team spends per calendar day and month, in
+	// tokens and money, across every dispatcher. Nil: no budget.
+	Budget *TeamBudget `yaml:"budget,omitempty"`
 }
 
 // Quota is a team's share of one pool, as people allocated it.

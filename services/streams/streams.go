@@ -1,7 +1,7 @@
 // Package streams owns sluice's JetStream resources: the streams that carry
 // calls, work, results, attempt claims and dead letters, the KV buckets
 // that hold shared state (send schedules, share buckets, health, in-flight
-// slots, usage, stored responses) and the configuration, and the durable
+// slots, usage, budgets, stored responses) and the configuration, and the durable
 // consumers the services share.
 //
 // Whichever service starts first creates them; creation is idempotent and
@@ -57,7 +57,10 @@ type Resources struct {
 	Health      jetstream.KeyValue
 	Concurrency jetstream.KeyValue
 	Usage       jetstream.KeyValue
-	Responses   jetstream.KeyValue
+	// Budget is SLUICE_BUDGET, made by Ensure; Open leaves it nil (only
+	// dispatchers use it).
+	Budget    jetstream.KeyValue
+	Responses jetstream.KeyValue
 }
 
 // Ensure creates or updates every stream and bucket to match cfg and
@@ -112,6 +115,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, cfg config.Streams) (*R
 		{into: &r.Health, name: messages.BucketHealth, about: "what providers taught about each deployment"},
 		{into: &r.Concurrency, name: messages.BucketConcurrency, about: "in-flight slots leased by each dispatcher, per deployment"},
 		{into: &r.Usage, name: messages.BucketUsage, about: "usage per hour, team, pool and tier", ttl: cfg.UsageMaxAge},
+		{into: &r.Budget, name: messages.BucketBudget, about: "what teams spent and hold reserved against their budgets", ttl: BudgetMaxAge},
 		{into: &r.Responses, name: messages.BucketResponses, about: "the deployment of each stored Responses API response the gateways relayed",
 			ttl: cfg.ResponsesMaxAge, maxBytes: ResponsesMaxBytes},
 		{into: &r.Config, name: messages.BucketConfig, about: "live configuration", history: 10},
@@ -288,6 +292,12 @@ func CriticalConsumerConfig(cfg config.Streams, ackWait time.Duration) jetstream
 	c.FilterSubjects = []string{messages.CallSubject("*", messages.TierCritical), messages.RetrySubject("*", messages.TierCritical)}
 	return c
 }
+
+// BudgetMaxAge is how long SLUICE_BUDGET keeps a key nobody changed: a
+// budget's count lives at most a month and its previous one, so a key
+// idle for 40 days counts nothing current any more (its month ended
+// before) and may go, which bounds the bucket by the scopes in use.
+const BudgetMaxAge = 40 * 24 * time.Hour
 
 // ResponsesMaxBytes bounds bucket SLUICE_RESPONSES (about 100 bytes an
 // entry: ten million responses). A full bucket refuses new entries: the

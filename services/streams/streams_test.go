@@ -463,3 +463,27 @@ func TestWorkQueueCallsStreamIsKept(t *testing.T) {
 		t.Fatalf("the call stored before Ensure: %d stored, want 1", info.State.Msgs)
 	}
 }
+
+// SLUICE_BUDGET keeps one value per key on file, and forgets a key
+// nobody changed for 40 days: more than a month and its previous one.
+func TestEnsureBudgetBucket(t *testing.T) {
+	srv := natstest.Start(t)
+	js, err := jetstream.New(natstest.Connect(t, srv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := streams.Ensure(t.Context(), js, streamsConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Budget == nil {
+		t.Fatal("no budget bucket")
+	}
+	st, err := res.Budget.Status(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Bucket() != messages.BucketBudget || st.TTL() != 40*24*time.Hour || st.History() != 1 {
+		t.Errorf("SLUICE_BUDGET: bucket %s, ttl %v, history %d", st.Bucket(), st.TTL(), st.History())
+	}
+}
