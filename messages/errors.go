@@ -1,6 +1,9 @@
 package messages
 
-import "fmt"
+import (
+	"fmt"
+	"time"
+)
 
 // Code is a machine-readable error code carried by every error result.
 type Code string
@@ -32,12 +35,19 @@ const (
 	CodeCanceled Code = "canceled"
 	// CodeInternal: sluice itself failed; the message says how.
 	CodeInternal Code = "internal"
+	// CodeBudgetExhausted: the team's budget for the day or the month
+	// (tokens or money, its own or in the pool) cannot hold the call's
+	// worst case, and the team's budgets.at_limit says refuse.
+	// Error.Budget says which budget, what is spent and reserved, and
+	// when it resets; Error.RetryAfterMS is the time until then.
+	CodeBudgetExhausted Code = "budget_exhausted"
 )
 
 // Codes lists every error code.
 var Codes = []Code{
 	CodeInvalidRequest, CodeUnknownModel, CodeForbidden, CodeQueueFull,
 	CodeDeadlineExceeded, CodeRateLimited, CodeProviderError, CodeCanceled, CodeInternal,
+	CodeBudgetExhausted,
 }
 
 // Error is the error part of a result. It implements error, and errors.Is
@@ -52,8 +62,34 @@ type Error struct {
 	// ProviderStatus is the provider's HTTP status, for provider errors.
 	ProviderStatus int `json:"provider_status,omitempty"`
 	// RetryAfterMS suggests how long to wait before trying again
-	// (queue_full, rate_limited).
+	// (queue_full, rate_limited, budget_exhausted).
 	RetryAfterMS int64 `json:"retry_after_ms,omitempty"`
+	// Budget is the budget that refused the call (budget_exhausted).
+	Budget *BudgetExhausted `json:"budget,omitempty"`
+}
+
+// BudgetExhausted says which budget could not hold a call, and how far
+// it is spent.
+type BudgetExhausted struct {
+	Team string `json:"team"`
+	// Pool is set when the team's budget in that pool refused; empty for
+	// the team's own budget, over every pool.
+	Pool string `json:"pool,omitempty"`
+	// Period is "day" or "month", PeriodID the one that refused
+	// ("2026-12-04", "2026-12"), in the configured budgets.time_zone.
+	Period   string `json:"period"`
+	PeriodID string `json:"period_id"`
+	// Unit is "tokens", or the currency of a money budget (prices.currency).
+	Unit string `json:"unit"`
+	// Limit is the budget; Spent and Reserved what calls spent and what
+	// calls admitted but not finished hold of it; Need the call's worst
+	// case. Spent + Reserved + Need is above Limit.
+	Limit    float64 `json:"limit"`
+	Spent    float64 `json:"spent"`
+	Reserved float64 `json:"reserved"`
+	Need     float64 `json:"need"`
+	// ResetsAt is when the period ends and the budget starts again.
+	ResetsAt time.Time `json:"resets_at"`
 }
 
 // Sentinels for errors.Is. Only their codes matter.
@@ -67,6 +103,7 @@ var (
 	ErrProviderError    = &Error{Code: CodeProviderError}
 	ErrCanceled         = &Error{Code: CodeCanceled}
 	ErrInternal         = &Error{Code: CodeInternal}
+	ErrBudgetExhausted  = &Error{Code: CodeBudgetExhausted}
 )
 
 // Errorf builds an Error with a formatted message.

@@ -120,6 +120,10 @@ type AttemptDone struct {
 	// UsedTokens is what the provider counted, or -1 when unknown (the
 	// reservation then stands).
 	UsedTokens int64 `json:"used_tokens"`
+	// Cost is what the attempt cost, as its result says (Result.Cost),
+	// when the provider answered and the deployment has prices; nil
+	// otherwise. The dispatcher settles the team's budgets with it.
+	Cost *Cost `json:"cost,omitempty"`
 	// ReceivedAt is when the executor received the work, which tells the
 	// dispatcher how long work takes to reach the region's executors.
 	ReceivedAt time.Time `json:"received_at,omitzero"`

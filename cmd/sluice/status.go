@@ -102,4 +102,29 @@ func printStatus(w io.Writer, s *status.Snapshot) {
 		fmt.Fprintf(tw, "%s\t%d\t%d\n", d.ID, d.Waiting, d.Admitted)
 	}
 	_ = tw.Flush()
+	if len(s.Budgets) == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TEAM\tPOOL\tPERIOD\tSPENT\tRESERVED\tBUDGET\tUSED\tSTATE\tRESETS")
+	for _, b := range s.Budgets {
+		pool := b.Pool
+		if pool == "" {
+			pool = "(all)"
+		}
+		amount := func(v float64) string {
+			if b.Unit == "tokens" {
+				return fmt.Sprintf("%.0f", v)
+			}
+			return fmt.Sprintf("%.2f %s", v, b.Unit)
+		}
+		state := b.State
+		if b.Detail != "" {
+			state += " (" + b.Detail + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s %s\t%s\t%s\t%s\t%3.0f%%\t%s\t%s\n", b.Team, pool, b.Period, b.PeriodID,
+			amount(b.Spent), amount(b.Reserved), amount(b.Limit), 100*b.Used, state, b.ResetsAt.Format(time.RFC3339))
+	}
+	_ = tw.Flush()
 }

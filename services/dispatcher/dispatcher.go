@@ -39,6 +39,7 @@ import (
 
 	"github.com/sluicehq/sluice/messages"
 	"github.com/sluicehq/sluice/services/attempts"
+	"github.com/sluicehq/sluice/services/budget"
 	"github.com/sluicehq/sluice/services/concurrency"
 	"github.com/sluicehq/sluice/services/config"
 	"github.com/sluicehq/sluice/services/health"
@@ -152,6 +153,8 @@ type Dispatcher struct {
 	scheduled *settlements
 	health    *health.Store
 	slots     *concurrency.Slots
+	// ledger counts teams' budgets (see teambudget.go); nil offline.
+	ledger *budget.Ledger
 	usage     *usage.Recorder
 	// countedOps and countedConflicts are the KV limiter's counts already
 	// added to metrics; only settleLoop touches them.
@@ -271,6 +274,14 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		return err
 	}
 	defer d.health.Stop()
+	d.ledger = budget.NewLedger(res.Budget, budget.Options{
+		Location: func() *time.Location { return d.cfg.Shared.Load().BudgetLocation() },
+		Clock:    d.cfg.Clock,
+	})
+	if err := d.ledger.Start(ctx); err != nil {
+		return fmt.Errorf("dispatcher: budgets: %w", err)
+	}
+	defer d.ledger.Stop()
 	if d.slots, err = concurrency.New(res.Concurrency, d.cfg.ID, concurrency.Options{Clock: d.cfg.Clock, Logger: d.log}); err != nil {
 		return fmt.Errorf("dispatcher: %w", err)
 	}
@@ -378,6 +389,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	held := d.queue.all()
 	for _, w := range held {
 		d.queue.remove(w)
+		d.releaseBudget(w.hold)
 		_ = w.msg.Nak()
 	}
 	handedBack := len(held) + d.handBackPosted()

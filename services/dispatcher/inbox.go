@@ -130,6 +130,7 @@ func (d *Dispatcher) handBackPosted() int {
 	n := 0
 	for _, e := range d.inbox.take() {
 		if o, ok := e.(callOffered); ok {
+			d.releaseBudget(o.w.hold)
 			_ = o.w.msg.Nak()
 			n++
 		}

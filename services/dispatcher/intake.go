@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicehq/sluice/messages"
+	"github.com/sluicehq/sluice/services/budget"
 	"github.com/sluicehq/sluice/services/config"
 	"github.com/sluicehq/sluice/services/limiter"
 	"github.com/sluicehq/sluice/services/results"
@@ -99,7 +100,16 @@ func (d *Dispatcher) intakeCall(msg jetstream.Msg, meta *jetstream.MsgMetadata, 
 		d.reject(msg, &t, bad)
 		return
 	}
-	d.enqueue(msg, t, est.Total(), true)
+	hold, bad, err := d.holdBudget(cfg, &t, &est)
+	if err != nil {
+		_ = msg.NakWithDelay(time.Second)
+		return
+	}
+	if bad != nil {
+		d.reject(msg, &t, bad)
+		return
+	}
+	d.enqueue(msg, t, est.Total(), true, hold)
 }
 
 // check validates a decoded call against the configuration and fixes its
@@ -234,7 +244,18 @@ func (d *Dispatcher) intakeRetry(msg jetstream.Msg, team string, tier messages.T
 		_ = msg.Ack()
 		return
 	}
-	d.enqueue(msg, r.Ticket, est.Total(), false)
+	// Each attempt reserves its own worst case: the one before settled
+	// what it spent.
+	hold, bad, err := d.holdBudget(cfg, &r.Ticket, &est)
+	if err != nil {
+		_ = msg.NakWithDelay(time.Second)
+		return
+	}
+	if bad != nil {
+		d.reject(msg, &r.Ticket, bad)
+		return
+	}
+	d.enqueue(msg, r.Ticket, est.Total(), false, hold)
 }
 
 // claimed reports whether an executor claimed the given admission of the
@@ -250,10 +271,10 @@ func (d *Dispatcher) claimed(team, callID string, attempt, admission int) bool {
 
 // enqueue hands a valid call to the scheduler, which holds it until it is
 // admitted (see offer); fresh when it is a new call, not a retry.
-func (d *Dispatcher) enqueue(msg jetstream.Msg, t messages.Ticket, tokens int64, fresh bool) {
+func (d *Dispatcher) enqueue(msg jetstream.Msg, t messages.Ticket, tokens int64, fresh bool, hold *budget.Hold) {
 	now := d.cfg.Clock()
 	t.Call.Body = shareBody(msg.Data(), t.Call.Body)
-	d.post(callOffered{&waiting{msg: msg, ticket: t, need: limiter.Amount{Requests: 1, Tokens: float64(tokens)}, since: now, touched: now}, fresh})
+	d.post(callOffered{&waiting{msg: msg, ticket: t, need: limiter.Amount{Requests: 1, Tokens: float64(tokens)}, since: now, touched: now, hold: hold}, fresh})
 }
 
 // reject answers a call with an error result and acknowledges it.

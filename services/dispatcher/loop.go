@@ -135,6 +135,7 @@ func (d *Dispatcher) dispatch(cfg *config.Config, w *waiting, dep *config.Deploy
 func (d *Dispatcher) finishAsync(w *waiting, e *messages.Error) {
 	t := w.ticket
 	t.QueuedMS += ms(d.cfg.Clock().Sub(w.since))
+	d.releaseBudget(w.hold)
 	d.inflight.Add(1)
 	go func() {
 		defer d.inflight.Done()

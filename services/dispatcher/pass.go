@@ -389,6 +389,7 @@ func (p *poolPass) admitOne(w *waiting) bool {
 	p.budget.note(p.now, retry)
 	d.breakerOf(dep.ID).dispatched(p.now, attempt)
 	d.breakerOf(regionKey(dep.Region)).dispatched(p.now, attempt)
+	r.hold = w.hold
 	d.reserved(attempt, r)
 	d.admitTo(p.cfg, w, dep, r.sendAt)
 	return true

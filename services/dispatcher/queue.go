@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicehq/sluice/messages"
+	"github.com/sluicehq/sluice/services/budget"
 	"github.com/sluicehq/sluice/services/limiter"
 )
 
@@ -22,6 +23,9 @@ type waiting struct {
 	need limiter.Amount
 	// since is when this dispatcher started holding the call.
 	since time.Time
+	// hold is what the call reserved of its team's budgets; nil when
+	// the team has none.
+	hold *budget.Hold
 	// touched is when JetStream was last told the call is in progress.
 	touched time.Time
 	// overBudget is set once a retry had to wait for its pool's retry

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluicehq/sluice/messages"
+	"github.com/sluicehq/sluice/services/budget"
 	"github.com/sluicehq/sluice/services/limiter"
 )
 
@@ -67,6 +68,9 @@ type reservation struct {
 	pace   limiter.Limit
 	sendAt time.Time
 	tokens float64
+	// hold is the call's reservation of its team's budgets, settled when
+	// the attempt reports (nil when the team has none).
+	hold *budget.Hold
 }
 
 type taken struct {
@@ -113,6 +117,8 @@ func (d *Dispatcher) giveBack(r *reservation, attempt string) {
 	if r.slot {
 		d.slots.Release(r.deployment, attempt)
 	}
+	d.releaseBudget(r.hold)
+	r.hold = nil
 }
 
 // refundSchedule gives amount back to r's deployment schedule, spent (or
@@ -194,6 +200,7 @@ func (d *Dispatcher) noteDone(done messages.AttemptDone) {
 		if r.slot && d.slots.Release(r.deployment, key) {
 			d.poke()
 		}
+		d.settleBudget(r.hold, done) // nil when giveBack released it
 	}
 	d.post(attemptJudged{done, d.cfg.Clock()})
 }

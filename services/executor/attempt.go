@@ -321,6 +321,7 @@ func (e *Executor) report(w *messages.Work, o outcome) {
 		CallID: w.Call.ID, Attempt: w.Attempt, Admission: w.Admission, Deployment: w.Deployment,
 		Outcome: o.class, Status: o.status,
 		ReservedTokens: w.ReservedTokens, UsedTokens: o.usedTokens,
+		Cost:   costReported(o),
 		SentAt: o.sentAt, ReceivedAt: o.receivedAt,
 	})
 	// Best effort: a lost report leaves the reservation in place.

@@ -28,3 +28,13 @@ func costOf(dep *config.Deployment, w *messages.Work, u *messages.Usage) *messag
 	}
 	return r.Estimate(w.ReservedTokens)
 }
+
+// costReported is what an attempt's report tells the admitting
+// dispatcher it cost: its result's cost; nil when it has no result (it
+// is retried) or no cost.
+func costReported(o outcome) *messages.Cost {
+	if o.result == nil {
+		return nil
+	}
+	return o.result.Cost
+}

@@ -122,6 +122,7 @@ func streamErrorEvent(d dialect, e *apiError) []byte {
 //	unknown_model      404
 //	forbidden          403
 //	queue_full         429 with Retry-After
+//	budget_exhausted   429 with Retry-After (the budget's reset), not to be retried by SDKs
 //	deadline_exceeded  504
 //	rate_limited       429 (the provider's answer, when there is one, is passed through instead)
 //	provider_error     502 (likewise)
@@ -149,6 +150,10 @@ func fromCallError(e *messages.Error) *apiError {
 		out.Status = http.StatusForbidden
 	case messages.CodeQueueFull:
 		out.Status, out.RetryAfterMS = http.StatusTooManyRequests, e.RetryAfterMS
+	case messages.CodeBudgetExhausted:
+		// Like a provider's insufficient_quota: 429, and no use retrying
+		// before the budget resets, hours away.
+		out.Status, out.RetryAfterMS, out.NoRetry = http.StatusTooManyRequests, e.RetryAfterMS, true
 	case messages.CodeDeadlineExceeded:
 		out.Status, out.NoRetry = http.StatusGatewayTimeout, true
 	case messages.CodeRateLimited:

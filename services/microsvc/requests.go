@@ -390,7 +390,7 @@ func statusOf(code messages.Code) int {
 		return http.StatusForbidden
 	case messages.CodeUnknownModel:
 		return http.StatusNotFound
-	case messages.CodeQueueFull, messages.CodeRateLimited:
+	case messages.CodeQueueFull, messages.CodeRateLimited, messages.CodeBudgetExhausted:
 		return http.StatusTooManyRequests
 	case messages.CodeCanceled:
 		return 499

@@ -1,8 +1,8 @@
 // Package status owns the live view of a running sluice that `sluice
 // status` shows: what every dispatcher holds (announced on
 // sluice.dispatchers.state), and the shared state in KV (configuration,
-// deployments' send schedules, what providers taught), gathered into one
-// Snapshot.
+// deployments' send schedules, what providers taught, what teams spent of
+// their budgets), gathered into one Snapshot.
 //
 // A deployment's headroom is what its schedule in KV could send at once
 // against the pace the dispatchers send it at (pace.Of): status measures
@@ -14,6 +14,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -23,6 +25,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluicehq/sluice/messages"
+	"github.com/sluicehq/sluice/services/budget"
 	"github.com/sluicehq/sluice/services/config"
 	"github.com/sluicehq/sluice/services/health"
 	"github.com/sluicehq/sluice/services/limiter"
@@ -37,6 +40,37 @@ type Snapshot struct {
 	Queues         []Queue      `json:"queues"`
 	Deployments    []Deployment `json:"deployments"`
 	WaitingTotal   int          `json:"waiting_total"`
+	// Budgets are the bounds of the teams' budgets in their current day
+	// and month; none when no team has one.
+	Budgets []Budget `json:"budgets,omitempty"`
+}
+
+// Budget is one bound of a team's budget: its day or its month, in
+// tokens or in money, over every pool (Pool empty) or in one pool.
+type Budget struct {
+	Team string `json:"team"`
+	Pool string `json:"pool,omitempty"`
+	// Period is "day" or "month", PeriodID the current one ("2026-12-04",
+	// "2026-12") in budgets.time_zone.
+	Period   string `json:"period"`
+	PeriodID string `json:"period_id"`
+	// Unit is "tokens" or the currency.
+	Unit string `json:"unit"`
+	// Limit is the budget; Spent what settled calls spent; Reserved the
+	// worst case of calls admitted and not finished; Over what providers
+	// charged beyond calls' reservations (part of Spent).
+	Limit    float64 `json:"limit"`
+	Spent    float64 `json:"spent"`
+	Reserved float64 `json:"reserved"`
+	Over     float64 `json:"over,omitempty"`
+	// Used is Spent / Limit.
+	Used float64 `json:"used"`
+	// State is "ok"; "warning" once Spent passed the lowest soft
+	// threshold (budgets.warn_at), Detail saying which; or "exhausted"
+	// when Spent and Reserved leave no room.
+	State    string    `json:"state"`
+	Detail   string    `json:"detail,omitempty"`
+	ResetsAt time.Time `json:"resets_at"`
 }
 
 // Dispatcher is one dispatcher that announced itself.
@@ -93,9 +127,11 @@ type Watcher struct {
 	schedules *limiter.KVScheduler
 	health    *health.Store
 	cfgKV     jetstream.KeyValue
-	mu        sync.Mutex
-	latest    map[string]heard
-	started   time.Time
+	// budgetKV is SLUICE_BUDGET; nil when it does not exist yet.
+	budgetKV jetstream.KeyValue
+	mu       sync.Mutex
+	latest   map[string]heard
+	started  time.Time
 }
 
 type heard struct {
@@ -133,6 +169,10 @@ func Watch(ctx context.Context, nc *nats.Conn) (*Watcher, error) {
 	if err := w.health.Start(ctx); err != nil {
 		w.schedules.Stop()
 		return nil, err
+	}
+	if kv, err := js.KeyValue(ctx, messages.BucketBudget); err == nil {
+		// Absent before a dispatcher that counts budgets ran.
+		w.budgetKV = kv
 	}
 	w.sub, err = nc.Subscribe(messages.StateSubject, func(m *nats.Msg) {
 		var s messages.DispatcherState
@@ -253,5 +293,89 @@ func (w *Watcher) Snapshot(ctx context.Context) (*Snapshot, error) {
 		}
 	}
 	sort.Slice(s.Deployments, func(i, j int) bool { return s.Deployments[i].ID < s.Deployments[j].ID })
+	if s.Budgets, err = w.budgets(ctx, cfg, now); err != nil {
+		return nil, err
+	}
 	return s, nil
+}
+
+// budgets lists the bounds of every team's budgets under cfg, with what
+// SLUICE_BUDGET counts of them at now.
+func (w *Watcher) budgets(ctx context.Context, cfg *config.Config, now time.Time) ([]Budget, error) {
+	var scopes []budget.Scope
+	for _, team := range slices.Sorted(maps.Keys(cfg.Teams)) {
+		b := cfg.Teams[team].Budget
+		if b == nil {
+			continue
+		}
+		if b.Day != nil || b.Month != nil {
+			scopes = append(scopes, budget.Scope{Team: team})
+		}
+		for _, pool := range slices.Sorted(maps.Keys(b.Pools)) {
+			if b.Pools[pool] != nil {
+				scopes = append(scopes, budget.Scope{Team: team, Pool: pool})
+			}
+		}
+	}
+	if len(scopes) == 0 {
+		return nil, nil
+	}
+	loc := cfg.BudgetLocation()
+	counts := map[budget.Scope]budget.State{}
+	if w.budgetKV != nil {
+		ledger := budget.NewLedger(w.budgetKV, budget.Options{Location: func() *time.Location { return loc }, Clock: func() time.Time { return now }})
+		var err error
+		if counts, err = ledger.States(ctx); err != nil && !errors.Is(err, budget.ErrUnreadable) {
+			return nil, fmt.Errorf("status: budgets: %w", err)
+		}
+	}
+	warnAt := cfg.WarnAt()
+	var out []Budget
+	for _, scope := range scopes {
+		st := counts[scope].At(now, loc)
+		var charge budget.Charge
+		for _, c := range budget.Charges(cfg, scope.Team, scope.Pool) {
+			if c.Scope == scope {
+				charge = c
+			}
+		}
+		for _, p := range []struct {
+			span  budget.Span
+			c     budget.Counter
+			limit budget.Amount
+		}{{budget.Day, st.Day, charge.Limits.Day}, {budget.Month, st.Month, charge.Limits.Month}} {
+			period := budget.PeriodOf(p.span, now, loc)
+			for _, u := range []struct {
+				unit                         string
+				limit, spent, reserved, over float64
+			}{
+				{"tokens", float64(p.limit.Tokens), float64(p.c.Spent.Tokens), float64(p.c.Reserved.Tokens), float64(p.c.Over.Tokens)},
+				{cfg.Currency(), float64(p.limit.Micros) / 1e6, float64(p.c.Spent.Micros) / 1e6, float64(p.c.Reserved.Micros) / 1e6, float64(p.c.Over.Micros) / 1e6},
+			} {
+				if u.limit <= 0 {
+					continue
+				}
+				row := Budget{
+					Team: scope.Team, Pool: scope.Pool, Period: p.span.String(), PeriodID: period.ID(), Unit: u.unit,
+					Limit: u.limit, Spent: u.spent, Reserved: u.reserved, Over: u.over, Used: u.spent / u.limit,
+					State: "ok", ResetsAt: period.End,
+				}
+				switch {
+				case u.spent+u.reserved >= u.limit:
+					row.State = "exhausted"
+				case len(warnAt) > 0 && row.Used >= warnAt[0]:
+					row.State = "warning"
+					passed := warnAt[0]
+					for _, t := range warnAt {
+						if row.Used >= t {
+							passed = t
+						}
+					}
+					row.Detail = fmt.Sprintf("past %g%% of the budget", 100*passed)
+				}
+				out = append(out, row)
+			}
+		}
+	}
+	return out, nil
 }

@@ -58,6 +58,20 @@ type Metrics struct {
 	Retries *prometheus.CounterVec
 	// InFlight is the number of provider requests an executor has open.
 	InFlight *prometheus.GaugeVec
+	// BudgetUsed is the share of a team's budget (its own, pool "", or
+	// in a pool) spent in the current day or month, per unit ("tokens"
+	// or "cost"), as of the last call a dispatcher settled against it:
+	// 1 is the whole budget; above 1 when providers charged more than
+	// calls reserved.
+	BudgetUsed *prometheus.GaugeVec
+	// BudgetThresholds counts the soft thresholds (budgets.warn_at) a
+	// team's spend crossed, per pool, period and threshold: once per
+	// period each.
+	BudgetThresholds *prometheus.CounterVec
+	// BudgetRefused counts calls a team's budget could not hold, per
+	// pool ("" for the team's own budget), period and what happened to
+	// them (refused, batch, or moved to another pool).
+	BudgetRefused *prometheus.CounterVec
 	// LimiterOps counts KV operations of the shared limiter ("op": every
 	// get, create and update; "conflict": those that lost a race).
 	LimiterOps *prometheus.CounterVec
@@ -111,6 +125,15 @@ func New(reg prometheus.Registerer) *Metrics {
 		QueueWait: register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "sluice_queue_wait_seconds", Help: "Time calls waited for admission.", Buckets: latencyBuckets,
 		}, []string{"pool", "tier"})),
+		BudgetUsed: register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sluice_budget_used_ratio", Help: "Share of a team's budget spent in the current day or month (pool empty: the team's own budget), by unit (tokens or cost); 1 is the whole budget.",
+		}, []string{"team", "pool", "period", "unit"})),
+		BudgetThresholds: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_budget_thresholds_crossed_total", Help: "Soft budget thresholds (budgets.warn_at) a team's spend crossed, once per period each.",
+		}, []string{"team", "pool", "period", "threshold"})),
+		BudgetRefused: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_budget_refused_total", Help: "Calls a team's budget could not hold, by what happened to them: refused, batch (moved to the batch tier) or pool (moved to another pool).",
+		}, []string{"team", "pool", "period", "action"})),
 		QueueDepth: register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "sluice_queue_depth", Help: "Calls waiting for admission in this dispatcher.",
 		}, []string{"pool", "tier"})),
