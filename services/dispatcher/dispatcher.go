@@ -155,7 +155,7 @@ type Dispatcher struct {
 	slots     *concurrency.Slots
 	// ledger counts teams' budgets (see teambudget.go); nil offline.
 	ledger *budget.Ledger
-	usage     *usage.Recorder
+	usage  *usage.Recorder
 	// countedOps and countedConflicts are the KV limiter's counts already
 	// added to metrics; only settleLoop touches them.
 	countedOps, countedConflicts uint64
