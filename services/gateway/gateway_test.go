@@ -270,6 +270,8 @@ func TestAnswers(t *testing.T) {
 			status: 502, code: "provider_error", anthropic: "api_error", noRetry: true},
 		{name: "queue full", res: messages.Result{Error: &messages.Error{Code: messages.CodeQueueFull, Message: "team demo has 10 calls waiting", RetryAfterMS: 1500}},
 			status: 429, code: "queue_full", anthropic: "rate_limit_error", retryAfter: "2"},
+		{name: "budget exhausted", res: messages.Result{Error: &messages.Error{Code: messages.CodeBudgetExhausted, Message: "team demo's day budget is spent", RetryAfterMS: 3_600_000}},
+			status: 429, code: "budget_exhausted", anthropic: "rate_limit_error", retryAfter: "3600", noRetry: true},
 		{name: "deadline", res: messages.Result{Error: &messages.Error{Code: messages.CodeDeadlineExceeded, Message: "the deadline passed"}},
 			status: 504, code: "deadline_exceeded", anthropic: "timeout_error", noRetry: true},
 		{name: "unknown model", res: messages.Result{Error: &messages.Error{Code: messages.CodeUnknownModel, Message: "no pool"}},
