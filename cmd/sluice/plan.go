@@ -170,7 +170,7 @@ func printPlan(w io.Writer, p *plan.Plan) {
 		}
 		_ = tw.Flush()
 	}
-	fmt.Fprintf(w, "\nteams: their share of each pool's provider requests against their entitlement (budgets do not exist yet: -)\n")
+	fmt.Fprintf(w, "\nteams: their share of each pool's provider requests against their entitlement, and the most they spent in a day and a month against their budget\n")
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "TEAM\tPOOL\tCALLS\tUNMET\tTOKENS\tAVG RPM\tPEAK RPM\tSHARE\tWEIGHT\tWEIGHT SHARE\tGUARANTEED RPM/TPM\tCAP RPM/TPM\tCOST\tBUDGET\t")
 	for _, t := range p.Teams {
@@ -179,8 +179,8 @@ func printPlan(w io.Writer, p *plan.Plan) {
 		if !e.Allowed {
 			weight, share = "(not allowed)", "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%.2f\t%d\t%.1f%%\t%s\t%s\t%s\t%s\t%s\t-\t\n", t.Team, t.Pool, t.Calls, t.Unmet, t.Tokens, t.AvgRPM, t.PeakRPM, t.Share*100,
-			weight, share, pair(e.GuaranteedRPM, e.GuaranteedTPM), pair(e.CapRPM, e.CapTPM), costSummary(t.Cost, nil))
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%.2f\t%d\t%.1f%%\t%s\t%s\t%s\t%s\t%s\t%s\t\n", t.Team, t.Pool, t.Calls, t.Unmet, t.Tokens, t.AvgRPM, t.PeakRPM, t.Share*100,
+			weight, share, pair(e.GuaranteedRPM, e.GuaranteedTPM), pair(e.CapRPM, e.CapTPM), costSummary(t.Cost, nil), plan.BudgetSummary(t.Budget, p.Currency))
 	}
 	_ = tw.Flush()
 	if d := p.DraftYAML(); d != "" {

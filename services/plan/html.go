@@ -29,6 +29,9 @@ func WriteHTML(w io.Writer, p *Plan) error {
 	for _, pool := range poolNames(p) {
 		v.Shares = append(v.Shares, shareChart(p, pool))
 	}
+	if c := budgetChart(p); len(c.Bars) > 0 {
+		v.Budgets = &c
+	}
 	return page.Execute(w, v)
 }
 
@@ -38,6 +41,8 @@ type view struct {
 	JSON      template.JS
 	Days      []chart
 	Shares    []chart
+	// Budgets is nil when no team has a budget.
+	Budgets *chart
 }
 
 // chart is one SVG chart, laid out: its marks are in pixels.
@@ -64,6 +69,11 @@ type bar struct {
 	Share, WeightShare, Cost               float64
 	HasCost                                bool
 	Team                                   string
+	// A budget chart's bar: its pool, period ("day", "month"), unit
+	// ("tokens" or the currency), the most spent in one such period and
+	// the limit.
+	Pool, Period, Unit string
+	Peak, Limit        float64
 }
 
 type tick struct {
@@ -135,6 +145,81 @@ func shareChart(p *Plan, pool string) chart {
 	return c
 }
 
+// budgetMax is the top of the budget chart's scale: a period that spent
+// more than one and a half times its budget is drawn at the top.
+const budgetMax = 1.5
+
+// budgetChart draws, for each team and pool with a budget, the most it
+// spent in one day and in one month of the span against that budget (a
+// bar, in money where the budget has a money limit, else in tokens), the
+// black mark at the whole budget.
+func budgetChart(p *Plan) chart {
+	c := chart{Width: chartW, Height: chartH, Max: budgetMax, Currency: p.Currency}
+	var bars []bar
+	for _, t := range p.Teams {
+		if t.Budget == nil {
+			continue
+		}
+		for _, per := range []struct {
+			name string
+			s    BudgetSpend
+		}{{"day", t.Budget.Day}, {"month", t.Budget.Month}} {
+			b := bar{Team: t.Team, Pool: t.Pool, Period: per.name, Label: t.Team + " " + t.Pool + " " + per.name}
+			switch {
+			case per.s.LimitCost > 0:
+				b.Unit, b.Peak, b.Limit = p.Currency, per.s.PeakCost, per.s.LimitCost
+			case per.s.LimitTokens > 0:
+				b.Unit, b.Peak, b.Limit = "tokens", float64(per.s.PeakTokens), float64(per.s.LimitTokens)
+			default:
+				continue
+			}
+			bars = append(bars, b)
+		}
+	}
+	plotH := float64(chartH - chartTop - chartBottom)
+	base := float64(chartH - chartBottom)
+	slot := float64(chartW-chartLeft-10) / float64(max(len(bars), 1))
+	for i, b := range bars {
+		b.X, b.W = chartLeft+float64(i)*slot+slot/4, slot/2
+		b.H1 = min(b.Peak/b.Limit, budgetMax) / budgetMax * plotH
+		b.Y1 = base - b.H1
+		b.CapY = base - plotH/budgetMax
+		b.X2 = b.X + b.W
+		c.Bars = append(c.Bars, b)
+	}
+	c.Ticks = ticks(budgetMax, base, plotH, func(v float64) string { return fmt.Sprintf("%.0f%%", v*100) })
+	return c
+}
+
+// BudgetSummary is a Team's budget in a few words: for the day and the
+// month, the most spent in one against the limit, and how many passed
+// it; "-" for none.
+func BudgetSummary(b *Budget, currency string) string {
+	if b == nil {
+		return "-"
+	}
+	var parts []string
+	for _, per := range []struct {
+		name string
+		s    BudgetSpend
+	}{{"day", b.Day}, {"month", b.Month}} {
+		if per.s.LimitTokens > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d/%d tokens", per.name, per.s.PeakTokens, per.s.LimitTokens))
+		}
+		if per.s.LimitCost > 0 {
+			parts = append(parts, fmt.Sprintf("%s %.2f/%.2f %s", per.name, per.s.PeakCost, per.s.LimitCost, currency))
+		}
+		if (per.s.LimitTokens > 0 || per.s.LimitCost > 0) && per.s.Over > 0 {
+			parts[len(parts)-1] += fmt.Sprintf(" (%d of %d over)", per.s.Over, per.s.Periods)
+		}
+	}
+	out := strings.Join(parts, ", ")
+	if b.Scope == "team" {
+		out += " (the team's, every pool)"
+	}
+	return out
+}
+
 func ticks(top, base, plotH float64, label func(float64) string) []tick {
 	var out []tick
 	for i := 0; i <= 4; i++ {
@@ -172,6 +257,7 @@ var page = template.Must(template.New("plan").Funcs(template.FuncMap{
 		}
 		return strings.Join(parts, ", ")
 	},
+	"budget": BudgetSummary,
 	"orDash": func(n int64) string {
 		if n == 0 {
 			return "-"
@@ -232,8 +318,16 @@ To serve all of it within target: <strong>{{$p.Need.RPM}} RPM (+{{$p.Need.ExtraR
 {{end}}
 <table class="teams">
 <tr><th>team</th><th>pool</th><th>calls</th><th>unmet</th><th>tokens</th><th>peak RPM</th><th>share</th><th>weight</th><th>weight share</th><th>guaranteed RPM</th><th>cap RPM</th><th>guaranteed TPM</th><th>cap TPM</th><th>cost</th><th>budget</th></tr>
-{{range .Teams}}<tr><td>{{.Team}}</td><td>{{.Pool}}</td><td>{{.Calls}}</td><td>{{.Unmet}}</td><td>{{.Tokens}}</td><td>{{.PeakRPM}}</td><td>{{pct .Share}}</td><td>{{g .Entitlement.Weight}}</td><td>{{pct .Entitlement.WeightShare}}</td><td>{{orDash .Entitlement.GuaranteedRPM}}</td><td>{{orDash .Entitlement.CapRPM}}</td><td>{{orDash .Entitlement.GuaranteedTPM}}</td><td>{{orDash .Entitlement.CapTPM}}</td><td>{{cost .Cost}}</td><td>-</td></tr>
+{{range .Teams}}<tr><td>{{.Team}}</td><td>{{.Pool}}</td><td>{{.Calls}}</td><td>{{.Unmet}}</td><td>{{.Tokens}}</td><td>{{.PeakRPM}}</td><td>{{pct .Share}}</td><td>{{g .Entitlement.Weight}}</td><td>{{pct .Entitlement.WeightShare}}</td><td>{{orDash .Entitlement.GuaranteedRPM}}</td><td>{{orDash .Entitlement.CapRPM}}</td><td>{{orDash .Entitlement.GuaranteedTPM}}</td><td>{{orDash .Entitlement.CapTPM}}</td><td>{{cost .Cost}}</td><td>{{budget .Budget $.Currency}}</td></tr>
 {{end}}</table>
+{{with .Budgets}}<h3>Spend against budget: the most each team spent in one day and one month of the span (bar), against its budget (black mark at 100%)</h3>
+<svg class="budgets" xmlns="http://www.w3.org/2000/svg" width="{{.Width}}" height="{{.Height}}" viewBox="0 0 {{.Width}} {{.Height}}" role="img" aria-label="each team's spend against its budget">
+{{range .Ticks}}<line class="axis" x1="55" x2="750" y1="{{px .Y}}" y2="{{px .Y}}" stroke-opacity="0.3"/><text x="50" y="{{px .Y}}" text-anchor="end">{{.Label}}</text>
+{{end}}{{range .Bars}}<g class="budget" data-team="{{.Team}}" data-pool="{{.Pool}}" data-period="{{.Period}}" data-unit="{{.Unit}}" data-peak="{{g .Peak}}" data-limit="{{g .Limit}}"><title>{{.Label}}: at most {{g .Peak}} of {{g .Limit}} {{.Unit}}</title>
+<rect class="{{if gt .Peak .Limit}}unmet{{else}}share{{end}}" x="{{px .X}}" y="{{px .Y1}}" width="{{px .W}}" height="{{px .H1}}"/><line class="cap" x1="{{px .X}}" y1="{{px .CapY}}" x2="{{px .X2}}" y2="{{px .CapY}}"/>
+<text x="{{px .X}}" y="225">{{.Label}}</text></g>
+{{end}}</svg>
+{{end}}
 {{with .DraftYAML}}<h2>Draft weights</h2>
 <pre class="draft">{{.}}</pre>{{end}}
 <script type="application/json" id="plan">{{.JSON}}</script>

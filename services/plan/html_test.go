@@ -153,3 +153,55 @@ func num(t *testing.T, s string) float64 {
 	}
 	return f
 }
+
+// The budget chart draws, for each team's budget, the most spent in a
+// day and in a month against the limit, as the JSON has them.
+func TestHTMLBudgetChartDrawsTheJSONsFigures(t *testing.T) {
+	p := budgetPlan(t)
+	var buf bytes.Buffer
+	if err := plan.WriteHTML(&buf, p); err != nil {
+		t.Fatal(err)
+	}
+	doc, err := html.Parse(bytes.NewReader(buf.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var drawn []map[string]string
+	var walk func(*html.Node)
+	walk = func(n *html.Node) {
+		if n.Type == html.ElementNode && n.Data == "g" && attrs(n)["class"] == "budget" {
+			drawn = append(drawn, attrs(n))
+		}
+		for c := n.FirstChild; c != nil; c = c.NextSibling {
+			walk(c)
+		}
+	}
+	walk(doc)
+	type want struct {
+		unit        string
+		peak, limit float64
+	}
+	wants := map[string]want{}
+	for _, tm := range p.Teams {
+		if tm.Budget == nil {
+			continue
+		}
+		for period, s := range map[string]plan.BudgetSpend{"day": tm.Budget.Day, "month": tm.Budget.Month} {
+			switch {
+			case s.LimitCost > 0:
+				wants[tm.Team+" "+tm.Pool+" "+period] = want{p.Currency, s.PeakCost, s.LimitCost}
+			case s.LimitTokens > 0:
+				wants[tm.Team+" "+tm.Pool+" "+period] = want{"tokens", float64(s.PeakTokens), float64(s.LimitTokens)}
+			}
+		}
+	}
+	if len(drawn) != len(wants) || len(drawn) != 3 {
+		t.Fatalf("%d budget bars drawn, %d in the JSON (want 3: a's day and month, b's day)", len(drawn), len(wants))
+	}
+	for _, a := range drawn {
+		w, ok := wants[a["data-team"]+" "+a["data-pool"]+" "+a["data-period"]]
+		if !ok || a["data-unit"] != w.unit || !near(num(t, a["data-peak"]), w.peak) || !near(num(t, a["data-limit"]), w.limit) {
+			t.Errorf("budget drawn as %v, the JSON has %+v", a, w)
+		}
+	}
+}

@@ -3,7 +3,9 @@
 // the demand that went unmet (calls that waited longer than their tier's
 // target, tiers.<tier>.target_wait, or failed for lack of capacity) and
 // the provider 429s met; per team, its use of each pool against its
-// entitlement (weight, guarantees, caps) and budget (none exist yet); and
+// entitlement (weight, guarantees, caps) and budget (the most it spent in
+// a day and a month of budgets.time_zone, and how often it passed the
+// budget); and
 // the RPM and TPM, by region, that would have served all of the demand
 // within its target waits: the numbers to bring to a provider. It drafts
 // weights from the observed demand, for people to edit; it applies
@@ -184,9 +186,38 @@ type Team struct {
 	PeakRPM int64   `json:"peak_rpm"`
 	// Entitlement is what the configuration gives the team in the pool.
 	Entitlement Entitlement `json:"entitlement"`
-	// Budget is the team's budget for the span: budgets do not exist yet,
-	// so it is always null (shown as "-").
-	Budget *float64 `json:"budget"`
+	// Budget is the budget that bounds the team's calls in the pool (its
+	// budget in the pool, else its own over every pool) against what it
+	// spent, by day and month of budgets.time_zone; null when it has
+	// none.
+	Budget *Budget `json:"budget"`
+}
+
+// Budget is a team's budget and what the span shows against it.
+type Budget struct {
+	// Scope is "pool" for the team's budget in the pool, "team" for its
+	// own budget over every pool (the figures are then the team's, all
+	// pools together).
+	Scope string `json:"scope"`
+	// Day and Month are the budget's limits and the spend of the span's
+	// days and months.
+	Day   BudgetSpend `json:"day"`
+	Month BudgetSpend `json:"month"`
+}
+
+// BudgetSpend is one period's budget, in tokens and money (0: none),
+// and the spend over the span's periods of that length (a period the
+// span covers in part counts what fell in the span).
+type BudgetSpend struct {
+	LimitTokens int64   `json:"limit_tokens,omitempty"`
+	LimitCost   float64 `json:"limit_cost,omitempty"`
+	// PeakTokens and PeakCost are the most spent in one period.
+	PeakTokens int64   `json:"peak_tokens"`
+	PeakCost   float64 `json:"peak_cost"`
+	// Over counts the periods whose spend passed a limit.
+	Over int `json:"over"`
+	// Periods counts the periods the span touches.
+	Periods int `json:"periods"`
 }
 
 // Entitlement is a team's quota in a pool, and the share its weight gives
@@ -253,6 +284,7 @@ func Build(records []usage.Record, cfg *config.Config, since, until time.Time) *
 	}
 	teamMinutes := map[teamHour]*[usage.Minutes]int64{}
 	teams := map[[2]string]*Team{}
+	spends := newSpends(cfg.BudgetLocation())
 	for _, name := range sortedKeys(cfg.Pools) {
 		pools[name] = newPool(name, cfg.Pools[name], hoursOfDay)
 	}
@@ -300,6 +332,7 @@ func Build(records []usage.Record, cfg *config.Config, since, until time.Time) *
 			teams[[2]string{r.Team, r.Pool}] = t
 		}
 		t.add(r)
+		spends.add(r, p.Currency)
 		for cur, v := range r.Cost {
 			if t.Cost == nil {
 				t.Cost = map[string]float64{}
@@ -387,6 +420,7 @@ func Build(records []usage.Record, cfg *config.Config, since, until time.Time) *
 			t.AvgTPM = float64(t.Tokens) / minutes
 		}
 		t.Entitlement = entitlement(cfg, t.Team, t.Pool)
+		t.Budget = spends.against(cfg, t.Team, t.Pool)
 		p.Teams = append(p.Teams, *t)
 	}
 	p.Draft = draft(p.Teams)

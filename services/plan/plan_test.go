@@ -167,3 +167,60 @@ func TestTeamsAgainstEntitlement(t *testing.T) {
 		t.Errorf("draft %+v, want %+v", p.Draft, want)
 	}
 }
+
+// A team's budget is held against what it spent in each day and month
+// of budgets.time_zone: at 23:00 UTC on day 1 it is already day 2 in
+// Paris, so that hour counts in day 2 there.
+func TestTeamsAgainstTheirBudgets(t *testing.T) {
+	p := budgetPlan(t)
+	byTeam := map[string]plan.Team{}
+	for _, tm := range p.Teams {
+		byTeam[tm.Team] = tm
+	}
+	a := byTeam["a"].Budget
+	if a == nil || a.Scope != "team" || a.Day.LimitTokens != 50000 || a.Day.PeakTokens != 60000 || a.Day.Over != 1 || a.Day.Periods != 2 ||
+		!near(a.Month.LimitCost, 10) || !near(a.Month.PeakCost, 6) || a.Month.Over != 0 || a.Month.Periods != 1 {
+		t.Errorf("team a's budget %+v", a)
+	}
+	b := byTeam["b"].Budget
+	if b == nil || b.Scope != "pool" || !near(b.Day.LimitCost, 1) || !near(b.Day.PeakCost, 1.5) || b.Day.Over != 1 || b.Month.LimitCost != 0 {
+		t.Errorf("team b's budget %+v", b)
+	}
+}
+
+// budgetPlan is the plan of two days of teams with budgets, in Paris.
+func budgetPlan(t *testing.T) *plan.Plan {
+	t.Helper()
+	cfg, err := config.Parse([]byte(`
+prices: {currency: USD}
+budgets: {time_zone: Europe/Paris}
+teams:
+  a:
+    pools: [m]
+    budget:
+      day: {tokens: 50000}
+      month: {cost: 10}
+  b:
+    pools: [m]
+    budget:
+      pools:
+        m: {day: {cost: 1}}
+pools:
+  m:
+    default_max_tokens: 100
+    prices: {input: 1, output: 1}
+    deployments:
+      - {id: d1, provider: openai, base_url: "http://127.0.0.1:1/v1", region: us, key: K1, rpm: 10, tpm: 100000}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	records := []usage.Record{
+		{Hour: day1.Add(10 * time.Hour), Team: "a", Pool: "m", Tier: messages.TierStandard, Calls: 10, TotalTokens: 40000, Cost: map[string]float64{"USD": 2}},
+		// 23:00 UTC on day 1 is 00:00 on day 2 in Paris.
+		{Hour: day1.Add(23 * time.Hour), Team: "a", Pool: "m", Tier: messages.TierStandard, Calls: 10, TotalTokens: 30000, Cost: map[string]float64{"USD": 3}},
+		{Hour: day2.Add(10 * time.Hour), Team: "a", Pool: "m", Tier: messages.TierStandard, Calls: 10, TotalTokens: 30000, Cost: map[string]float64{"USD": 1}},
+		{Hour: day2.Add(11 * time.Hour), Team: "b", Pool: "m", Tier: messages.TierStandard, Calls: 1, TotalTokens: 10, Cost: map[string]float64{"USD": 1.5}},
+	}
+	return plan.Build(records, cfg, day1, day2.Add(24*time.Hour))
+}
