@@ -170,8 +170,10 @@ type Dispatcher struct {
 	// breakers by deployment id and regionKey; budgets by pool.
 	breakers map[string]*breaker
 	budgets  map[string]*retryBudget
-	// admittedTotal counts admissions.
+	// admittedTotal counts admissions; passes counts passes, to take the
+	// pools in turn.
 	admittedTotal uint64
+	passes        uint64
 	// deadlineGaugeAt is when state last set the deadline gauge.
 	deadlineGaugeAt time.Time
 	// reported are the deployments whose gauges were last set.

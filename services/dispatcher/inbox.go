@@ -3,6 +3,7 @@ package dispatcher
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sluicehq/sluice/messages"
@@ -22,6 +23,10 @@ import (
 type inbox struct {
 	mu     sync.Mutex
 	events []event
+	// criticalPosted counts the critical calls posted: a pass that sees it
+	// change ends after the admission under way, so that a critical call
+	// waits for one admission rather than for a pass.
+	criticalPosted atomic.Uint64
 }
 
 // event is one of the types below.
@@ -60,6 +65,9 @@ func (d *Dispatcher) post(e event) {
 	d.inbox.mu.Lock()
 	d.inbox.events = append(d.inbox.events, e)
 	d.inbox.mu.Unlock()
+	if o, ok := e.(callOffered); ok && o.w.ticket.Tier == messages.TierCritical {
+		d.inbox.criticalPosted.Add(1)
+	}
 	d.poke()
 }
 

@@ -17,7 +17,8 @@ import (
 // plentiful and a backlog waits, kept a critical call waiting seconds
 // (`sluice bench --mode drain`: p99 8-10 s with 20,000 waiting; 0.2-0.3 s
 // with this bound at 16, 0.2 s at 64 but a p50 three times 16's). A pass
-// that reaches it asks for the next at once.
+// that reaches it asks for the next at once; so does one during which a
+// critical call was posted, after the admission under way.
 const passAdmissions = 16
 
 // pass expires calls past their deadline, then admits, pool by pool, every
@@ -45,7 +46,16 @@ func (d *Dispatcher) pass(ctx context.Context) time.Duration {
 		wait = min(wait, w.ticket.Deadline.Sub(now))
 	}
 	admitted, more := 0, false
-	for _, name := range d.queue.poolNames() {
+	// A critical call posted during the pass ends it (see criticalPosted),
+	// so the pools take turns being first.
+	critical := d.inbox.criticalPosted.Load()
+	names := d.queue.poolNames()
+	if len(names) > 1 {
+		k := int(d.passes % uint64(len(names)))
+		names = slices.Concat(names[k:], names[:k])
+	}
+	d.passes++
+	for _, name := range names {
 		pool, ok := cfg.Pool(name)
 		if !ok {
 			for _, w := range d.queue.all() {
@@ -57,8 +67,11 @@ func (d *Dispatcher) pass(ctx context.Context) time.Duration {
 			continue
 		}
 		p := d.newPoolPass(ctx, cfg, pool, now)
-		n := 0
+		n, interrupted := 0, false
 		for n < passAdmissions {
+			if interrupted = d.inbox.criticalPosted.Load() != critical; interrupted {
+				break
+			}
 			w := p.pick()
 			if w == nil {
 				break
@@ -70,7 +83,10 @@ func (d *Dispatcher) pass(ctx context.Context) time.Duration {
 		p.releaseDeferred()
 		wait = min(wait, p.wait)
 		admitted += n
-		more = more || n == passAdmissions
+		more = more || n == passAdmissions || interrupted
+		if interrupted {
+			break
+		}
 	}
 	d.admittedTotal += uint64(admitted)
 	if more {

@@ -272,3 +272,41 @@ func TestSchedulerPassesAreShortUnderABacklog(t *testing.T) {
 	s.run(time.Minute, func([]admission, []answer) bool { return s.d.queue.len() == 0 })
 	s.once(bulk, crit)
 }
+
+// onAdmission records decisions, and calls f after each admission, as a
+// call arriving while the pass runs would.
+type onAdmission struct {
+	*decisions
+	f func(n int)
+	n int
+}
+
+func (o *onAdmission) admitted(a admission) {
+	o.decisions.admitted(a)
+	o.n++
+	o.f(o.n)
+}
+
+// A critical call posted while a pass admits a backlog ends that pass
+// after the admission under way: it is the first of the next pass, not
+// behind the rest of this one.
+func TestSchedulerCriticalCallEndsAPass(t *testing.T) {
+	s := newScheduler(t, schedulerYAML(60_000_000, "  ops: {}\n  bulk: {}\n", "tiers:\n  batch: {max_utilization: 1}\n"))
+	var crit []string
+	hook := &onAdmission{decisions: s.got, f: func(n int) {
+		if n == 3 {
+			crit = s.offer("crit", "ops", messages.TierCritical, 1, 10, time.Hour)
+		}
+	}}
+	s.d.decide = hook
+	bulk := s.offer("bulk", "bulk", messages.TierBatch, 100, 10, time.Hour)
+	adm, _, wait := s.step()
+	if len(adm) != 3 || wait != 0 {
+		t.Fatalf("the pass during which a critical call was posted admitted %d calls and would sleep %s; want 3, and no sleep", len(adm), wait)
+	}
+	if adm, _, _ = s.step(); len(adm) == 0 || adm[0].w.ticket.Call.ID != crit[0] {
+		t.Fatalf("the next pass admitted %d calls, first %v; want %s first", len(adm), adm, crit[0])
+	}
+	s.run(time.Minute, func([]admission, []answer) bool { return s.d.queue.len() == 0 })
+	s.once(bulk, crit)
+}
