@@ -1,6 +1,10 @@
 package plan
 
 import (
+	"fmt"
+	"math"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/sluicehq/sluice/services/budget"
@@ -81,5 +85,54 @@ func (s *spends) spend(scope budget.Scope, span budget.Span, a *config.Allowance
 			out.Over++
 		}
 	}
+	return out
+}
+
+// DraftBudget is a drafted day budget of a team over every pool: a
+// quarter above the most it spent in one day of the span (tokens
+// rounded up to a thousand, money to a cent).
+type DraftBudget struct {
+	Team       string  `json:"team"`
+	DayTokens  int64   `json:"day_tokens,omitempty"`
+	DayCost    float64 `json:"day_cost,omitempty"`
+	PeakTokens int64   `json:"peak_tokens"`
+	PeakCost   float64 `json:"peak_cost"`
+	// Current is the team's day budget now, in words ("none").
+	Current string `json:"current"`
+}
+
+// draftHeadroom is what a drafted budget leaves above the busiest day.
+const draftHeadroom = 1.25
+
+// drafts drafts a day budget for every team that spent anything.
+func (s *spends) drafts(cfg *config.Config) []DraftBudget {
+	var out []DraftBudget
+	for scope, spans := range s.by {
+		if scope.Pool != "" {
+			continue
+		}
+		d := DraftBudget{Team: scope.Team, Current: "none"}
+		for _, x := range spans[budget.Day] {
+			d.PeakTokens = max(d.PeakTokens, x.tokens)
+			d.PeakCost = max(d.PeakCost, x.cost)
+		}
+		if d.PeakTokens == 0 && d.PeakCost == 0 {
+			continue
+		}
+		d.DayTokens = int64(math.Ceil(float64(d.PeakTokens)*draftHeadroom/1000)) * 1000
+		d.DayCost = math.Ceil(d.PeakCost*draftHeadroom*100) / 100
+		if t := cfg.Teams[scope.Team]; t != nil && t.Budget != nil && t.Budget.Day != nil {
+			var now []string
+			if n := t.Budget.Day.TokenLimit(); n > 0 {
+				now = append(now, fmt.Sprintf("%d tokens", n))
+			}
+			if n := t.Budget.Day.CostLimit(); n > 0 {
+				now = append(now, fmt.Sprintf("%g %s", float64(n)/1e6, cfg.Currency()))
+			}
+			d.Current = strings.Join(now, ", ")
+		}
+		out = append(out, d)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Team < out[j].Team })
 	return out
 }

@@ -8,8 +8,8 @@
 // budget); and
 // the RPM and TPM, by region, that would have served all of the demand
 // within its target waits: the numbers to bring to a provider. It drafts
-// weights from the observed demand, for people to edit; it applies
-// nothing.
+// weights and day budgets from the observed demand, for people to edit;
+// it applies nothing.
 //
 // Build is pure: usage roll-ups (usage.Record, one per hour, team, pool
 // and tier, as services/usage keeps them) and a configuration in, a Plan
@@ -63,6 +63,9 @@ type Plan struct {
 	// Draft is a draft of the teams' weights, from the demand each offered
 	// each pool: for people to edit; sluice applies none.
 	Draft []DraftWeight `json:"draft_weights"`
+	// DraftBudgets are drafts of the teams' day budgets, from the most
+	// each spent in one day of the span: for people to edit too.
+	DraftBudgets []DraftBudget `json:"draft_budgets,omitempty"`
 	// Unplanned counts the calls of roll-ups for a pool the configuration
 	// does not have (config.Unknown, or one removed since), which no
 	// pool's figures include.
@@ -424,6 +427,7 @@ func Build(records []usage.Record, cfg *config.Config, since, until time.Time) *
 		p.Teams = append(p.Teams, *t)
 	}
 	p.Draft = draft(p.Teams)
+	p.DraftBudgets = spends.drafts(cfg)
 	return p
 }
 
@@ -560,20 +564,48 @@ func draft(teams []Team) []DraftWeight {
 // each line with the weight configured now, to be edited and merged into
 // the configuration by people; "" when there is no draft.
 func (p *Plan) DraftYAML() string {
-	if len(p.Draft) == 0 {
+	if len(p.Draft) == 0 && len(p.DraftBudgets) == 0 {
 		return ""
 	}
 	var b strings.Builder
 	b.WriteString("# A draft from the demand each team offered: edit it before applying it\n")
 	b.WriteString("# (sluice config apply); sluice plan applies nothing.\n")
 	b.WriteString("teams:\n")
-	last := ""
+	weights := map[string][]DraftWeight{}
+	budgets := map[string]DraftBudget{}
+	var teams []string
 	for _, d := range p.Draft {
-		if d.Team != last {
-			fmt.Fprintf(&b, "  %s:\n    pools:\n", yamlKey(d.Team))
-			last = d.Team
+		if weights[d.Team] == nil {
+			teams = append(teams, d.Team)
 		}
-		fmt.Fprintf(&b, "      %s: {weight: %g}    # now %g\n", yamlKey(d.Pool), d.Weight, d.Current)
+		weights[d.Team] = append(weights[d.Team], d)
+	}
+	for _, d := range p.DraftBudgets {
+		if weights[d.Team] == nil {
+			teams = append(teams, d.Team)
+		}
+		budgets[d.Team] = d
+	}
+	sort.Strings(teams)
+	for _, team := range teams {
+		fmt.Fprintf(&b, "  %s:\n", yamlKey(team))
+		if ws := weights[team]; len(ws) > 0 {
+			b.WriteString("    pools:\n")
+			for _, d := range ws {
+				fmt.Fprintf(&b, "      %s: {weight: %g}    # now %g\n", yamlKey(d.Pool), d.Weight, d.Current)
+			}
+		}
+		if d, ok := budgets[team]; ok {
+			var parts []string
+			if d.DayTokens > 0 {
+				parts = append(parts, fmt.Sprintf("tokens: %d", d.DayTokens))
+			}
+			if d.DayCost > 0 {
+				parts = append(parts, fmt.Sprintf("cost: %g", d.DayCost))
+			}
+			fmt.Fprintf(&b, "    budget:\n      day: {%s}    # the most it spent in a day: %d tokens, %g %s; now %s\n",
+				strings.Join(parts, ", "), d.PeakTokens, d.PeakCost, p.Currency, d.Current)
+		}
 	}
 	return b.String()
 }

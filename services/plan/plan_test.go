@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"go.yaml.in/yaml/v3"
+
 	"github.com/sluicehq/sluice/messages"
 	"github.com/sluicehq/sluice/services/config"
 	"github.com/sluicehq/sluice/services/plan"
@@ -185,6 +187,29 @@ func TestTeamsAgainstTheirBudgets(t *testing.T) {
 	b := byTeam["b"].Budget
 	if b == nil || b.Scope != "pool" || !near(b.Day.LimitCost, 1) || !near(b.Day.PeakCost, 1.5) || b.Day.Over != 1 || b.Month.LimitCost != 0 {
 		t.Errorf("team b's budget %+v", b)
+	}
+	// Drafts: a quarter above the busiest day, tokens to the thousand
+	// above, money to the cent.
+	want := []plan.DraftBudget{
+		{Team: "a", DayTokens: 75000, DayCost: 5, PeakTokens: 60000, PeakCost: 4, Current: "50000 tokens"},
+		{Team: "b", DayTokens: 1000, DayCost: 1.88, PeakTokens: 10, PeakCost: 1.5, Current: "none"},
+	}
+	if len(p.DraftBudgets) != 2 || p.DraftBudgets[0] != want[0] || p.DraftBudgets[1] != want[1] {
+		t.Errorf("draft budgets %+v, want %+v", p.DraftBudgets, want)
+	}
+	// The draft is YAML with each team once, its weights and its budget
+	// together.
+	var draft struct {
+		Teams map[string]struct {
+			Pools  map[string]struct{ Weight float64 }
+			Budget struct{ Day struct{ Tokens int64 } }
+		}
+	}
+	if err := yaml.Unmarshal([]byte(p.DraftYAML()), &draft); err != nil {
+		t.Fatalf("the draft is no YAML: %v\n%s", err, p.DraftYAML())
+	}
+	if a := draft.Teams["a"]; a.Pools["m"].Weight == 0 || a.Budget.Day.Tokens != 75000 {
+		t.Errorf("team a in the draft: %+v\n%s", a, p.DraftYAML())
 	}
 }
 
