@@ -405,7 +405,9 @@ func TestCallsStreamHasBothLanesFromTheStart(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		batch, err := c.FetchNoWait(10)
+		// Fetch waits for want messages (or 5 s): under load, one
+		// stored a moment ago may not be pending for the consumer yet.
+		batch, err := c.Fetch(want, jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
 			t.Fatal(err)
 		}
