@@ -421,6 +421,13 @@ func TestCallsStreamHasBothLanesFromTheStart(t *testing.T) {
 		if len(subjects) != want {
 			t.Fatalf("consumer %s delivered %v, want %d calls", consumer, subjects, want)
 		}
+		more, err := c.FetchNoWait(1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range more.Messages() {
+			t.Fatalf("consumer %s delivered %s too, after the %d calls it takes", consumer, m.Subject(), want)
+		}
 		return subjects
 	}
 	fetchAck(streams.DispatcherConsumer, 2)
