@@ -158,8 +158,9 @@ func (d *Dispatcher) releaseBudget(h *budget.Hold) {
 
 // settleBudget charges what an attempt spent to its hold, off the
 // caller's goroutine: the cost its executor reported; its reservation
-// when the provider answered (or may have: a timeout, a cut) without a
-// count; nothing when the provider refused it or never saw it.
+// when the provider answered (or may have: a timeout, a transport
+// failure, a cut) without a count; nothing when the provider refused it
+// or never saw it.
 func (d *Dispatcher) settleBudget(h *budget.Hold, done messages.AttemptDone) {
 	if h == nil || d.ledger == nil {
 		return
@@ -173,8 +174,10 @@ func (d *Dispatcher) settleBudget(h *budget.Hold, done messages.AttemptDone) {
 		}
 		actual = budget.Spent(used, done.Cost.Total, true)
 	case done.Outcome == messages.OutcomeNotSent, done.Outcome == messages.OutcomeRateLimited, done.Outcome == messages.OutcomeQuota,
-		done.Outcome == messages.OutcomeUnavailable, done.Outcome == messages.OutcomeRejected, done.Outcome == messages.OutcomeTransport:
-		// Refused, failed or never reached: providers charge nothing.
+		done.Outcome == messages.OutcomeUnavailable, done.Outcome == messages.OutcomeRejected:
+		// Refused, or never sent: providers charge nothing. (A transport
+		// failure or a timeout may have reached the provider, and may
+		// be billed: charged the reservation, below.)
 		d.releaseBudget(h)
 		return
 	case done.UsedTokens >= 0 && d.unpriced(done.Deployment):
